@@ -1,0 +1,82 @@
+"""Bad-input accounting: every rejected input record is counted by reason and sampled.
+
+A prep run fails (before publishing anything) when bad / seen exceeds `max_error_rate`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TooManyBadRecords(RuntimeError):
+    """The input is worse than the configured error rate; nothing was published."""
+
+
+@dataclass
+class BadRecordReport:
+    max_samples: int = 20
+    seen: Counter = field(default_factory=Counter)  # input kind (e.g. "review.json") -> records read
+    bad: Counter = field(default_factory=Counter)  # reason -> count
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def saw(self, where: str, n: int = 1) -> None:
+        self.seen[where] += n
+
+    def reject(
+        self, where: str, line: int | str | None, field_name: str, reason: str, raw: Any = None
+    ) -> None:
+        """Count one bad record. `where` is the input file, `line` the line number or record key."""
+        self.bad[f"{field_name}: {reason}"] += 1
+        if len(self.samples) < self.max_samples:
+            text = raw if isinstance(raw, str) else repr(raw)
+            self.samples.append(
+                {
+                    "file": where,
+                    "record": line,
+                    "field": field_name,
+                    "reason": reason,
+                    "raw": (text or "")[:300],
+                }
+            )
+
+    @property
+    def total_seen(self) -> int:
+        return sum(self.seen.values())
+
+    @property
+    def total_bad(self) -> int:
+        return sum(self.bad.values())
+
+    @property
+    def error_rate(self) -> float:
+        return self.total_bad / max(1, self.total_seen)
+
+    def check(self, max_error_rate: float) -> None:
+        if self.total_bad and self.error_rate > max_error_rate:
+            top = ", ".join(f"{r} ({n})" for r, n in self.bad.most_common(5))
+            first = self.samples[0] if self.samples else {}
+            raise TooManyBadRecords(
+                f"{self.total_bad} of {self.total_seen} input records are bad "
+                f"({self.error_rate:.2%} > max_error_rate {max_error_rate:.2%}); nothing was published. "
+                f"Reasons: {top}. First: file {first.get('file')}, record {first.get('record')}, "
+                f"field '{first.get('field')}': {first.get('reason')}. "
+                "Fix the input or raise max_error_rate."
+            )
+
+    def merge(self, other: BadRecordReport) -> None:
+        self.seen.update(other.seen)
+        self.bad.update(other.bad)
+        room = self.max_samples - len(self.samples)
+        if room > 0:
+            self.samples.extend(other.samples[:room])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_seen": dict(self.seen),
+            "records_bad": self.total_bad,
+            "error_rate": self.error_rate,
+            "bad_by_reason": dict(self.bad.most_common()),
+            "samples": self.samples,
+        }

@@ -1,0 +1,61 @@
+"""`seller-dist` command line: one subcommand per job; each lives in its own module.
+
+seller-dist prep --config prep.yaml [--set key=value ...]     raw logs -> shards (data_prep.pipeline)
+seller-dist inspect DATASET_URL                                 read a dataset back and summarize it
+seller-dist bootstrap-llm ...                                   tiny tokenizer + causal LM for offline use
+seller-dist bench data|train|eval ...                           throughput benchmarks
+seller-dist demo                                                the README's end-to-end run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prep": ("data_prep.pipeline", "convert raw logs into validated WebDataset shards + manifest"),
+    "inspect": ("seller_dist.data.inspect", "stream a prepared dataset back and print a summary"),
+    "bootstrap-llm": ("seller_dist.model.bootstrap", "train a small tokenizer + causal LM for offline runs"),
+    "bench": ("seller_dist.bench.cli", "throughput benchmarks (data, train, eval)"),
+    "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    parser = argparse.ArgumentParser(prog="seller-dist", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):  # the subcommand is not built yet
+                continue
+            raise
+        mod.add_arguments(p)
+        modules[name] = mod
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command not in modules:
+        parser.error(f"'{args.command}' is not available in this build")
+    from seller_dist.config_loader import ConfigError
+
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""WebDataset shard files and the manifest that publishes them.
+
+Layout of a prepared dataset at URL ROOT:
+    ROOT/train/shard-000000.tar ...   example records (schema.ExampleRecord as "<key>.json")
+    ROOT/valid/..., ROOT/test/...
+    ROOT/items/shard-000000.tar       item catalog ("<item_id>.json" + "<item_id>.emb.npy")
+    ROOT/prep_report.json             bad-record report
+    ROOT/manifest.json                written LAST: without it the dataset does not exist
+
+A shard is built in memory (bounded by shard_max_bytes) and uploaded in one PUT, so object stores
+never show half a shard; its sha256 goes into the manifest and is checked on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import StorageConfig
+from seller_dist.data.schema import SCHEMA_VERSION
+
+MANIFEST_NAME = "manifest.json"
+
+
+class ShardError(RuntimeError):
+    """A missing, corrupt or truncated shard; the message names it."""
+
+
+@dataclass
+class ShardInfo:
+    path: str  # relative to the dataset root, e.g. "train/shard-000003.tar"
+    count: int
+    bytes: int
+    sha256: str
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # deterministic bytes: same records -> same shard -> same sha256
+    info.mode = 0o644
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+class ShardWriter:
+    """Writes samples {"__key__": k, ext: bytes, ...} into size- or count-bounded tar shards at a URL."""
+
+    def __init__(
+        self,
+        root: str,
+        subdir: str,
+        max_records: int,
+        max_bytes: int,
+        storage_cfg: StorageConfig | None = None,
+        start_index: int = 0,
+        prefix: str = "shard",
+    ):
+        self.root, self.subdir = root, subdir
+        self.max_records, self.max_bytes = max_records, max_bytes
+        self.storage_cfg = storage_cfg
+        self.prefix = prefix
+        self.index = start_index
+        self.shards: list[ShardInfo] = []
+        self._buf: io.BytesIO | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+
+    def _open(self) -> None:
+        self._buf = io.BytesIO()
+        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.USTAR_FORMAT)
+        self._count = 0
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        if "/" in key or "." in key:
+            raise ValueError(f"sample key {key!r} must not contain '/' or '.' (WebDataset splits on them)")
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None and self._buf is not None
+        for ext, data in sample.items():
+            if ext == "__key__":
+                continue
+            _add_member(self._tar, f"{key}.{ext}", data)
+        self._count += 1
+        if self._count >= self.max_records or self._buf.tell() >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._tar is None or self._count == 0:
+            return
+        assert self._buf is not None
+        self._tar.close()
+        data = self._buf.getvalue()
+        rel = f"{self.subdir}/{self.prefix}-{self.index:06d}.tar"
+        storage.write_bytes(storage.join(self.root, rel), data, self.storage_cfg)
+        self.shards.append(ShardInfo(rel, self._count, len(data), hashlib.sha256(data).hexdigest()))
+        self.index += 1
+        self._tar = self._buf = None
+        self._count = 0
+
+    def close(self) -> list[ShardInfo]:
+        self.flush()
+        return self.shards
+
+
+def read_shard_bytes(
+    root: str, info: ShardInfo | dict, storage_cfg: StorageConfig | None = None, verify: bool = True
+) -> bytes:
+    """Fetch one shard (retrying transient errors) and check its sha256 against the manifest."""
+    rel = info["path"] if isinstance(info, dict) else info.path
+    want = info["sha256"] if isinstance(info, dict) else info.sha256
+    url = storage.join(root, rel)
+    try:
+        data = storage.read_bytes(url, storage_cfg)
+    except FileNotFoundError:
+        raise ShardError(f"shard {url} is missing (listed in the manifest)") from None
+    if verify:
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise ShardError(f"shard {url} is corrupt: sha256 {got[:16]}... != manifest {want[:16]}...")
+    return data
+
+
+def iter_tar_samples(data: bytes, name: str) -> list[dict[str, Any]]:
+    """Group tar members by key into samples; a truncated or garbled tar is a ShardError naming it."""
+    samples: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                base = m.name.rsplit("/", 1)[-1]
+                key, _, ext = base.partition(".")
+                f = tar.extractfile(m)
+                payload = f.read() if f is not None else b""
+                if len(payload) != m.size:
+                    raise ShardError(f"shard {name} is truncated inside member {m.name}")
+                if cur is None or cur["__key__"] != key:
+                    cur = {"__key__": key}
+                    samples.append(cur)
+                cur[ext] = payload
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardError(f"shard {name} is truncated or not a tar file: {e}") from None
+    return samples
+
+
+def new_manifest(source: dict[str, Any], code_version: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "created_unix": int(time.time()),
+        "code_version": code_version,
+        "splits": {},  # split -> {"count": n, "shards": [ShardInfo...]}
+        "items": {},  # {"count": n, "shards": [...], "embedding_dim": d or 0}
+        "vocab": {},  # num_items, num_users, attribute_fields: {field: [values...]}, actions
+        "stats": {},
+    }
+
+
+@dataclass
+class Manifest:
+    root: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def load(root: str, storage_cfg: StorageConfig | None = None) -> Manifest:
+        root = root[: -len(MANIFEST_NAME)].rstrip("/") if root.endswith(MANIFEST_NAME) else root.rstrip("/")
+        url = storage.join(root, MANIFEST_NAME)
+        try:
+            data = storage.read_json(url, storage_cfg)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no manifest at {url}: the dataset was never prepared there or its prep run did not finish "
+                "(run `seller-dist prep` with output set to this URL)"
+            ) from None
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{url}: schema_version {data.get('schema_version')} is not supported "
+                f"(this code reads {SCHEMA_VERSION}); re-run `seller-dist prep`"
+            )
+        return Manifest(root, data)
+
+    def shards(self, split: str) -> list[dict[str, Any]]:
+        if split not in self.data["splits"]:
+            raise KeyError(
+                f"{self.root}: manifest has no '{split}' split (has {sorted(self.data['splits'])})"
+            )
+        return self.data["splits"][split]["shards"]
+
+    def count(self, split: str) -> int:
+        return int(sum(s["count"] for s in self.shards(split)))
+
+    def sha256(self) -> str:
+        """Identity of the dataset, stored in checkpoints to catch resuming on other data."""
+        import json
+
+        return hashlib.sha256(json.dumps(self.data["splits"], sort_keys=True).encode()).hexdigest()
+
+
+def write_manifest(root: str, manifest: dict[str, Any], storage_cfg: StorageConfig | None = None) -> None:
+    storage.write_json(storage.join(root, MANIFEST_NAME), manifest, storage_cfg)

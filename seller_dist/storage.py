@@ -1,0 +1,189 @@
+"""One way to reach every URL: local paths, s3://, gs://, through fsspec.
+
+S3 endpoint comes from the config or `AWS_ENDPOINT_URL`; credentials only from the environment or
+the cloud role (never from configs). Transient errors are retried with exponential backoff.
+Publishing is "data first, marker last": readers trust a dataset or checkpoint only once its
+marker (manifest.json, COMMITTED) exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import fsspec
+
+from seller_dist.config import StorageConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors worth retrying: network hiccups and throttling. FileNotFoundError is final.
+_TRANSIENT_NAMES = (
+    "ConnectionError",
+    "ConnectTimeoutError",
+    "EndpointConnectionError",
+    "ReadTimeoutError",
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "SlowDown",
+    "ServiceUnavailable",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+)
+
+
+class StorageError(RuntimeError):
+    """An object-store failure that survived retries; the message names the URL."""
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def join(base: str, *parts: str) -> str:
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def endpoint_url(cfg: StorageConfig | None = None) -> str | None:
+    if cfg is not None and cfg.endpoint_url:
+        return cfg.endpoint_url
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def storage_options(url: str, cfg: StorageConfig | None = None) -> dict[str, Any]:
+    """fsspec options for `url`: endpoint and region for S3; credentials stay with botocore's chain."""
+    proto = protocol_of(url)
+    if proto in ("s3", "s3a"):
+        client_kwargs: dict[str, Any] = {}
+        ep = endpoint_url(cfg)
+        if ep:
+            client_kwargs["endpoint_url"] = ep
+        region = (cfg.region if cfg else None) or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            client_kwargs["region_name"] = region
+        # skip_instance_cache: s3fs caches clients per-thread; a fork (loader workers) must not reuse one.
+        return {"client_kwargs": client_kwargs, "skip_instance_cache": True}
+    return {}
+
+
+def filesystem(url: str, cfg: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a URL."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, cfg))
+    return fs, path
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    names = {type(e).__name__ for e in _exception_chain(exc)}
+    text = str(exc)
+    return bool(names & set(_TRANSIENT_NAMES)) or any(n in text for n in _TRANSIENT_NAMES)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(out) < 8:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def with_retries(fn: Callable[[], T], what: str, cfg: StorageConfig | None = None) -> T:
+    """Run `fn`, retrying transient object-store errors with jittered exponential backoff."""
+    retries = cfg.retries if cfg else 5
+    backoff = cfg.retry_backoff_s if cfg else 0.2
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e) or attempt == retries:
+                if is_transient(e):
+                    raise StorageError(f"{what}: failed after {retries + 1} attempts: {e}") from e
+                raise
+            delay = backoff * (2**attempt) * (0.5 + random.random())
+            log.warning(
+                "%s: transient error (%s), retry %d/%d in %.2fs", what, e, attempt + 1, retries, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def read_bytes(url: str, cfg: StorageConfig | None = None) -> bytes:
+    fs, path = filesystem(url, cfg)
+    return with_retries(lambda: fs.cat_file(path), f"read {url}", cfg)
+
+
+def write_bytes(url: str, data: bytes, cfg: StorageConfig | None = None) -> None:
+    fs, path = filesystem(url, cfg)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if protocol_of(url) == "file" and parent:
+        fs.makedirs(parent, exist_ok=True)
+
+    def _put() -> None:
+        if protocol_of(url) == "file":
+            # local: write to a temp name then rename, so a reader never sees half a file
+            tmp = f"{path}.tmp-{os.getpid()}-{random.randrange(1 << 30)}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            fs.pipe_file(path, data)  # object stores publish a PUT atomically
+
+    with_retries(_put, f"write {url}", cfg)
+
+
+def read_json(url: str, cfg: StorageConfig | None = None) -> Any:
+    return json.loads(read_bytes(url, cfg))
+
+
+def write_json(url: str, obj: Any, cfg: StorageConfig | None = None) -> None:
+    write_bytes(url, json.dumps(obj, indent=2, sort_keys=True).encode(), cfg)
+
+
+def exists(url: str, cfg: StorageConfig | None = None) -> bool:
+    fs, path = filesystem(url, cfg)
+    return with_retries(lambda: fs.exists(path), f"stat {url}", cfg)
+
+
+def listdir(url: str, cfg: StorageConfig | None = None) -> list[str]:
+    """Names (not full paths) directly under a prefix; empty when it does not exist."""
+    fs, path = filesystem(url, cfg)
+
+    def _ls() -> list[str]:
+        try:
+            fs.invalidate_cache(path)
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        except FileNotFoundError:
+            return []
+
+    return with_retries(_ls, f"list {url}", cfg)
+
+
+def remove(url: str, cfg: StorageConfig | None = None, recursive: bool = True) -> None:
+    fs, path = filesystem(url, cfg)
+    with contextlib.suppress(FileNotFoundError):
+        with_retries(lambda: fs.rm(path, recursive=recursive), f"remove {url}", cfg)
+
+
+def open_url(url: str, mode: str = "rb", cfg: StorageConfig | None = None):
+    """An fsspec file object (context manager) for streaming reads/writes."""
+    fs, path = filesystem(url, cfg)
+    if "w" in mode and protocol_of(url) == "file":
+        parent = path.rsplit("/", 1)[0]
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+    return fs.open(path, mode)
