@@ -116,3 +116,273 @@ class StreamConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.shuffle_buffer < 0 or self.num_workers < 0:
             raise ConfigError("shuffle_buffer and num_workers must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    """SELLER model: encoders, fusion, adapter (MoE / dense / none) and the frozen LLM (docs/model.md)."""
+
+    history_encoder: Literal["transformer", "gru", "bag"] = "transformer"
+    prompt: Literal["seller", "ids"] = "seller"  # ids = PEPLER-like soft prompts from id embeddings only
+    adapter: Literal["moe", "dense", "none"] = "moe"  # none = prompt text only, no soft tokens
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    max_history: int = 50  # position table size: >= the dataset's max_history (later positions share the last row)
+    num_time_buckets: int = 32  # log2 time-gap buckets (0 = padding)
+    num_soft_tokens: int = 4  # K soft-prompt vectors placed into the LLM input
+    num_experts: int = 8
+    top_k: int = 2
+    expert_hidden: int = 128
+    capacity_factor: float = 0.0  # 0 = dropless; else capacity = ceil(cf * tokens * top_k / experts)
+    aux_loss_coef: float = 0.01
+    ep_size: int = 1  # expert-parallel group size: each rank holds num_experts / ep_size experts
+    llm_path: str = ""  # local dir or s3:// / gs:// URL of a Hugging Face causal LM checkpoint
+    llm_cache_dir: str = ".cache/llm"  # where object-store checkpoints are downloaded
+    llm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    def validate(self) -> None:
+        for name in ("d_model", "num_layers", "num_heads", "num_soft_tokens", "num_experts", "expert_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"model.num_heads={self.num_heads} does not divide model.d_model={self.d_model}: "
+                f"choose num_heads in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.num_time_buckets < 2 or self.max_history < 1:
+            raise ConfigError("model.num_time_buckets must be >= 2 and model.max_history >= 1")
+        if self.top_k not in (1, 2):
+            raise ConfigError(f"model.top_k must be 1 or 2, got {self.top_k}")
+        if self.top_k > self.num_experts:
+            raise ConfigError(f"model.top_k={self.top_k} exceeds model.num_experts={self.num_experts}")
+        if self.capacity_factor < 0:
+            raise ConfigError(f"model.capacity_factor must be >= 0 (0 = dropless), got {self.capacity_factor}")
+        if self.aux_loss_coef < 0:
+            raise ConfigError(f"model.aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
+        if self.ep_size < 1 or self.num_experts % self.ep_size:
+            divisors = [d for d in range(1, self.num_experts + 1) if self.num_experts % d == 0]
+            raise ConfigError(
+                f"model.ep_size={self.ep_size} does not divide model.num_experts={self.num_experts}: "
+                f"choose ep_size in {divisors}"
+            )
+        if self.ep_size > 1 and self.adapter != "moe":
+            raise ConfigError(f"model.ep_size={self.ep_size} needs model.adapter=moe (got '{self.adapter}')")
+
+
+# ------------------------------------------------------------------------------------ training job
+@dataclass
+class OptimConfig:
+    """AdamW for every trainable part (dense modules and experts), warmup + decay schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1  # decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global L2 norm over dense + expert gradients; 0 = no clipping
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
+
+
+@dataclass
+class CheckpointConfig:
+    """Where and how often trainable state is checkpointed (docs/checkpoints.md)."""
+
+    every_steps: int = 50  # 0 = only at the end
+    keep: int = 3  # newest committed checkpoints kept; older ones are pruned
+    at_end: bool = True
+
+    def validate(self) -> None:
+        if self.every_steps < 0:
+            raise ConfigError(
+                f"checkpoint.every_steps must be >= 0 (0 = only at the end), got {self.every_steps}"
+            )
+        if self.keep < 1:
+            raise ConfigError(f"checkpoint.keep must be >= 1, got {self.keep}")
+
+
+@dataclass
+class WorkersConfig:
+    """Ray Train ScalingConfig + FailureConfig."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # only with use_gpu
+    max_failures: int = 0  # restarts of the whole worker group after a lost worker; -1 = unlimited
+    ray_address: str | None = None  # None: connect to RAY_ADDRESS or start a local Ray on 127.0.0.1
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"workers.num_workers must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"workers.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.use_gpu and self.gpus_per_worker <= 0:
+            raise ConfigError(f"workers.gpus_per_worker must be > 0 with use_gpu, got {self.gpus_per_worker}")
+        if self.max_failures < -1:
+            raise ConfigError(f"workers.max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
+
+
+@dataclass
+class LoggingConfig:
+    """stdout + wandb + Ray reports. MFU is measured against `peak_tflops` per worker device."""
+
+    every_steps: int = 10
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "seller-dist"
+    wandb_dir: str = "outputs/wandb"
+    peak_tflops: float = 989.0  # dense bf16 peak per device (H100 SXM); set your chip's number
+
+    def validate(self) -> None:
+        if self.every_steps < 1:
+            raise ConfigError(f"logging.every_steps must be >= 1, got {self.every_steps}")
+        if self.peak_tflops <= 0:
+            raise ConfigError(f"logging.peak_tflops must be > 0, got {self.peak_tflops}")
+
+
+@dataclass
+class TrainConfig:
+    """`seller-dist train`: one run = run_name under storage_path (checkpoints, metrics)."""
+
+    run_name: str = "seller"
+    storage_path: str = "outputs/runs"  # local path or s3://bucket/prefix (endpoint: storage.endpoint_url)
+    max_steps: int = 100  # optimizer steps; every rank runs exactly this many
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    zero_offload_params: bool = False
+    data: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self) -> None:
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ConfigError(f"run_name: '{self.run_name}' must be a non-empty name without '/'")
+        if not self.storage_path:
+            raise ConfigError("storage_path: give a local path or an s3:// URL for checkpoints")
+        if self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.precision == "bf16" and not self.workers.use_gpu:
+            raise ConfigError("precision=bf16 needs workers.use_gpu=true (CPU runs train in fp32): use auto")
+        ep, n = self.model.ep_size, self.workers.num_workers
+        if n % ep:
+            raise ConfigError(
+                f"model.ep_size={ep} does not divide workers.num_workers={n}: choose ep_size in "
+                f"{[d for d in range(1, n + 1) if n % d == 0 and self.model.num_experts % d == 0]} "
+                "or change workers.num_workers to a multiple of ep_size"
+            )
+        if self.model.adapter == "none":
+            raise ConfigError("model.adapter=none has nothing to train: evaluate it with `seller-dist eval`")
+
+
+# ---------------------------------------------------------------------------------- evaluation
+@dataclass
+class TextMetricsConfig:
+    """Text-quality metrics (docs/evaluation.md): BLEU/ROUGE/BERTScore/USR/DIV/FMR/FCR."""
+
+    bertscore: bool = True
+    bertscore_layer: int = -1  # hidden-state index of all-MiniLM-L6-v2 (-1 = last of its 6 layers)
+    max_length: int = 128  # tokens per text for BERTScore (longer texts are truncated)
+    batch_size: int = 64
+    bootstrap_samples: int = 200  # resamples for the std of corpus-level metrics (BLEU, USR, FCR, DIV)
+    bootstrap_seed: int = 0
+
+    def validate(self) -> None:
+        if not -7 <= self.bertscore_layer <= 6:
+            raise ConfigError(
+                f"eval.text.bertscore_layer must be in [-7, 6] (all-MiniLM-L6-v2 has 6 layers + embeddings), "
+                f"got {self.bertscore_layer}"
+            )
+        if self.max_length < 8 or self.batch_size < 1:
+            raise ConfigError("eval.text.max_length must be >= 8 and eval.text.batch_size >= 1")
+        if self.bootstrap_samples < 2:
+            raise ConfigError(f"eval.text.bootstrap_samples must be >= 2, got {self.bootstrap_samples}")
+
+
+@dataclass
+class RetrievalConfig:
+    """Utility protocol 1: rank the target among sampled untouched items by similarity to the explanation."""
+
+    num_negatives: int = 99
+    seed: int = 0
+    generic_explanation: str = "This item is recommended for you."
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.num_negatives < 1:
+            raise ConfigError(f"eval.retrieval.num_negatives must be >= 1, got {self.num_negatives}")
+        if not self.generic_explanation.strip():
+            raise ConfigError("eval.retrieval.generic_explanation must be a non-empty sentence")
+
+
+@dataclass
+class SimulatorConfig:
+    """Utility protocol 2: a learned user simulator trained on a split the explainer never saw."""
+
+    enabled: bool = True
+    train_split: str = "valid"  # the explainer trains on `train`; the simulator learns from this split
+    holdout_fraction: float = 0.25  # users of train_split kept out of simulator training to measure its AUC
+    negatives_per_positive: int = 1
+    max_train_examples: int = 20000
+    l2: float = 1e-3
+    epochs: int = 200  # full-batch L-BFGS iterations
+    seed: int = 0
+    exact: bool = True  # the exact simulator from the synthetic generator's latent taste (synthetic only)
+
+    def validate(self) -> None:
+        if self.train_split not in ("train", "valid", "test"):
+            raise ConfigError(f"eval.simulator.train_split must be train, valid or test, got '{self.train_split}'")
+        if self.train_split == "test":
+            raise ConfigError("eval.simulator.train_split=test would train the simulator on the scored split")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"eval.simulator.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.negatives_per_positive < 1 or self.max_train_examples < 10 or self.epochs < 1:
+            raise ConfigError("eval.simulator: negatives_per_positive >= 1, max_train_examples >= 10, epochs >= 1")
+        if self.l2 < 0:
+            raise ConfigError(f"eval.simulator.l2 must be >= 0, got {self.l2}")
+
+
+@dataclass
+class EvalConfig:
+    """Scoring a generations file (seller_dist.eval.scoring) and writing the report (docs/evaluation.md)."""
+
+    data: str = "outputs/data/synthetic"  # dataset root URL (manifest.json, items/, test split)
+    split: str = "test"
+    encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package
+    max_error_rate: float = 0.0  # bad generation lines tolerated before scoring stops
+    text: TextMetricsConfig = field(default_factory=TextMetricsConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    wandb: Literal["offline", "online", "disabled"] = "disabled"
+    wandb_project: str = "seller-dist"
+    wandb_dir: str = "outputs/wandb"
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("eval.data: give the dataset root URL (the folder holding manifest.json)")
+        if not 0.0 <= self.max_error_rate < 1.0:
+            raise ConfigError(f"eval.max_error_rate must be in [0, 1), got {self.max_error_rate}")

@@ -40,6 +40,8 @@ class Source:
     name: str = "base"
     # True when the source has no explanation text and references are templated (recorded in manifest).
     templated: bool = False
+    # What an event's text is when it becomes the reference: a user's "review", or a curated "reference".
+    text_kind: str = "review"
 
     def __init__(self, inputs: dict[str, str], options: dict[str, Any], report: BadRecordReport):
         self.inputs = inputs

@@ -17,6 +17,7 @@ import hashlib
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,14 +111,19 @@ class ShardWriter:
 
 
 def read_shard_bytes(
-    root: str, info: ShardInfo | dict, storage_cfg: StorageConfig | None = None, verify: bool = True
+    root: str,
+    info: ShardInfo | dict,
+    storage_cfg: StorageConfig | None = None,
+    verify: bool = True,
+    read: Callable[[str, StorageConfig | None], bytes] | None = None,
 ) -> bytes:
-    """Fetch one shard (retrying transient errors) and check its sha256 against the manifest."""
+    """Fetch one shard (retrying transient errors) and check its sha256 against the manifest.
+    `read(url, cfg)` replaces storage.read_bytes (the stream passes one that reuses its S3 client)."""
     rel = info["path"] if isinstance(info, dict) else info.path
     want = info["sha256"] if isinstance(info, dict) else info.sha256
     url = storage.join(root, rel)
     try:
-        data = storage.read_bytes(url, storage_cfg)
+        data = (read or storage.read_bytes)(url, storage_cfg)
     except FileNotFoundError:
         raise ShardError(f"shard {url} is missing (listed in the manifest)") from None
     if verify:

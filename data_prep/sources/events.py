@@ -1,0 +1,369 @@
+"""Generic event logs, what platform teams actually have: Parquet, CSV or JSONL files with a column
+mapping (PrepConfig.events_columns) from their names to ours.
+
+Parquet is read one record batch at a time and CSV / JSONL one line at a time, so a log of any size
+streams in bounded memory. Files are picked by suffix (`.gz` allowed for CSV / JSONL).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import zlib
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from typing import Any
+
+from data_prep.report import BadRecordReport
+from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources.records import (
+    BadField,
+    check_utf8,
+    clean_text,
+    iter_json_lines,
+    timestamp_seconds,
+    to_float,
+)
+from seller_dist import storage
+from seller_dist.config import EventsColumnsConfig
+from seller_dist.data.schema import ACTIONS
+
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+MAX_CSV_FIELD = 16 * 1024 * 1024
+
+
+def format_of(url: str) -> str:
+    name = url.rsplit("/", 1)[-1].lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for suffix, fmt in FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(
+        f"events: cannot tell the format of {url} from its suffix; use one of {sorted(FORMATS)} "
+        "(.gz allowed for CSV/JSONL) or set source_options.format"
+    )
+
+
+def expand_inputs(pattern: str) -> list[str]:
+    """One file, or every file matching a glob (local or object store), in sorted order."""
+    if not any(ch in pattern for ch in "*?["):
+        if not storage.exists(pattern):
+            raise FileNotFoundError(f"events: input {pattern} does not exist")
+        return [pattern]
+    fs, path = storage.filesystem(pattern)
+    found = sorted(fs.glob(path))
+    if not found:
+        raise FileNotFoundError(f"events: no file matches {pattern}")
+    if storage.protocol_of(pattern) == "file":
+        return found
+    return [fs.unstrip_protocol(p) for p in found]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+
+
+def parse_id(v: Any, column: str, role: str) -> str:
+    if _missing(v):
+        raise BadField(column, f"missing {role} id")
+    if isinstance(v, bool):
+        raise BadField(column, f"expected a {role} id, got a bool")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise BadField(column, f"expected a {role} id, got a fractional number")
+        return str(int(v))
+    if isinstance(v, bytes):
+        try:
+            v = v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadField(column, "not valid UTF-8") from None
+    if not isinstance(v, str):
+        raise BadField(column, f"expected a {role} id, got {type(v).__name__}")
+    return check_utf8(v.strip(), column)
+
+
+def parse_time(v: Any, column: str) -> int:
+    """Seconds from epoch seconds/ms (numbers or numeric strings), ISO-8601 strings or datetimes.
+
+    ISO strings and datetimes without a zone are read as UTC.
+    """
+    if _missing(v):
+        raise BadField(column, "missing timestamp")
+    if isinstance(v, datetime):
+        dt = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return timestamp_seconds(dt.timestamp(), column)
+    if isinstance(v, date):  # a Parquet date column: midnight UTC
+        return parse_time(datetime(v.year, v.month, v.day, tzinfo=timezone.utc), column)
+    if isinstance(v, str):
+        s = check_utf8(v.strip(), column)
+        try:
+            float(s)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+            except ValueError:
+                raise BadField(column, "expected epoch seconds/ms or an ISO-8601 date-time") from None
+            return parse_time(dt, column)
+        return timestamp_seconds(s, column)
+    return timestamp_seconds(v, column)
+
+
+class EventsSource(Source):
+    """Generic event logs (Parquet / CSV / TSV / JSONL, `.gz` for the text formats).
+
+    inputs:
+      path: one file or a glob (`logs/*.parquet`, `s3://bucket/events/2024-*.jsonl.gz`)
+      items: optional catalog table(s), same formats: one row per item
+    options (the pipeline puts PrepConfig.events_columns under `columns`):
+      columns: {user, item, timestamp, action, rating, text}: column names in your files; action,
+        rating and text may be null (absent)
+      action_aliases: {your value: one of ACTIONS}, e.g. {"add_to_cart": "cart", "order": "purchase"}
+        (values are matched case-insensitively after the aliases; ACTIONS map to themselves)
+      default_action: action when `columns.action` is null (default "purchase")
+      format: parquet | csv | tsv | jsonl, to override the suffix
+      batch_size: Parquet rows per batch (default 65536)
+      template_missing_text: events without text become targets with a templated reference
+        (default true); false: only events with text are targets
+      item_columns: {item, title, text, attributes} of the catalog (defaults item_id, title, no
+        text, attributes = every other column; give a list to keep fewer)
+
+    Timestamps: epoch seconds or milliseconds (numbers or numeric strings), ISO-8601 strings
+    (no zone = UTC) or Parquet timestamp columns. Bad records (reported, skipped): missing user /
+    item / timestamp (the reason names your column), unparseable timestamp or rating, unknown
+    action, non-UTF-8 values, CSV rows with the wrong number of fields, malformed JSON lines. A
+    CSV/Parquet file that lacks a mapped column stops the run (a mapping error, not bad data).
+    """
+
+    name = "events"
+
+    def __init__(self, inputs, options, report):
+        super().__init__(inputs, options, report)
+        if not inputs.get("path"):
+            raise ValueError("events: inputs.path is required (a file or a glob of Parquet/CSV/JSONL files)")
+        cols = options.get("columns") or {}
+        self.columns = cols if isinstance(cols, EventsColumnsConfig) else EventsColumnsConfig(**cols)
+        aliases = {str(k).strip().lower(): str(v) for k, v in (options.get("action_aliases") or {}).items()}
+        bad = {k: v for k, v in aliases.items() if v not in ACTIONS}
+        if bad:
+            raise ValueError(
+                f"events: action_aliases map to unknown actions {bad}; use one of {list(ACTIONS)}"
+            )
+        self.actions = {a: a for a in ACTIONS} | aliases
+        self.default_action = options.get("default_action", "purchase")
+        if self.default_action not in ACTIONS:
+            raise ValueError(f"events: default_action '{self.default_action}' is not one of {list(ACTIONS)}")
+        self.format = options.get("format")
+        self.batch_size = int(options.get("batch_size", 65536))
+        ic = {"item": "item_id", "title": "title", "text": None, "attributes": None}
+        ic.update(options.get("item_columns") or {})
+        unknown = set(ic) - {"item", "title", "text", "attributes"}
+        if unknown:
+            raise ValueError(
+                f"events: unknown item_columns keys {sorted(unknown)}; use item, title, text, attributes"
+            )
+        self.item_columns = ic
+        # Logs are mostly views/clicks without text: those targets get a templated reference.
+        self.templated = bool(options.get("template_missing_text", True))
+
+    def required_columns(self) -> list[str]:
+        c = self.columns
+        return [n for n in (c.user, c.item, c.timestamp, c.action, c.rating, c.text) if n]
+
+    def parse_row(self, row: dict[str, Any]) -> RawEvent:
+        c = self.columns
+        user = parse_id(row.get(c.user), c.user, "user")
+        item = parse_id(row.get(c.item), c.item, "item")
+        ts = parse_time(row.get(c.timestamp), c.timestamp)
+        action = self.default_action
+        if c.action:
+            raw = row.get(c.action)
+            if _missing(raw):
+                raise BadField(c.action, "missing action")
+            action = self.actions.get(check_utf8(str(raw), c.action).strip().lower())
+            if action is None:
+                raise BadField(
+                    c.action, f"unknown action {raw!r:.40}; known {list(ACTIONS)} (add it to action_aliases)"
+                )
+        rating = None
+        if c.rating and not _missing(row.get(c.rating)):
+            rating = to_float(row[c.rating], c.rating)
+        text = None
+        if c.text and not _missing(row.get(c.text)):
+            v = row[c.text]
+            if not isinstance(v, str):
+                raise BadField(c.text, f"expected text, got {type(v).__name__}")
+            text = clean_text(check_utf8(v, c.text)) or None
+        return RawEvent(user_id=user, item_id=item, timestamp=ts, action=action, rating=rating, text=text)
+
+    def _table(
+        self, url: str, columns: list[str], role: str, only_these: bool = True
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        fmt = self.format or format_of(url)
+        return iter_table_rows(url, fmt, columns, self.report, self.batch_size, role, only_these)
+
+    def events(self) -> Iterator[RawEvent]:
+        for url in expand_inputs(self.inputs["path"]):
+            for n, row in self._table(url, self.required_columns(), "events_columns"):
+                try:
+                    yield self.parse_row(row)
+                except BadField as e:
+                    self.report.reject(url, n, e.field, e.reason, row)
+
+    def items(self) -> Iterator[RawItem]:
+        """The optional catalog table (inputs.items); without it items come without metadata."""
+        if not self.inputs.get("items"):
+            return
+        ic = self.item_columns
+        named = [c for c in (ic["item"], ic["title"], ic["text"]) if c]
+        attrs = ic["attributes"]
+        for url in expand_inputs(self.inputs["items"]):
+            for n, row in self._table(url, named + list(attrs or []), "item_columns", attrs is not None):
+                try:
+                    yield self.parse_item(row, named, attrs)
+                except BadField as e:
+                    self.report.reject(url, n, e.field, e.reason, row)
+
+    def parse_item(self, row: dict[str, Any], named: list[str], attrs: list[str] | None) -> RawItem:
+        ic = self.item_columns
+        item_id = parse_id(row.get(ic["item"]), ic["item"], "item")
+        fields = attrs if attrs is not None else [c for c in row if c not in named]
+        attributes = {}
+        for col in fields:
+            v = attribute_value(row.get(col), col)
+            if v:
+                attributes[col] = v
+        return RawItem(
+            item_id=item_id,
+            title=attribute_value(row.get(ic["title"]), ic["title"]) if ic["title"] else "",
+            attributes=attributes,
+            text=attribute_value(row.get(ic["text"]), ic["text"]) if ic["text"] else "",
+        )
+
+
+def attribute_value(v: Any, column: str) -> str:
+    """A catalog cell as a string: scalars as written, lists joined with ', ', missing as ''."""
+    if _missing(v):
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, (str, int, float)):
+        return clean_text(check_utf8(str(v), column))
+    if isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v):
+        return ", ".join(clean_text(check_utf8(str(x), column)) for x in v if not _missing(x))
+    raise BadField(column, f"expected text, a number or a list of them, got {type(v).__name__}")
+
+
+def _check_header(url: str, names: list[str], wanted: list[str], role: str) -> None:
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError(
+            f"events: {url} has no column(s) {missing} named in {role}; its columns are "
+            f"{names}. Fix the mapping (e.g. --set {role}.<field>=<your column>)"
+        )
+
+
+def iter_table_rows(
+    url: str,
+    fmt: str,
+    columns: list[str],
+    report: BadRecordReport,
+    batch_size: int,
+    role: str,
+    only_these: bool = True,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(record number, row) of a Parquet / CSV / TSV / JSONL file; counts every record as seen.
+
+    `columns` must exist (a mapping error otherwise); Parquet reads only them when `only_these`.
+    Parquet record numbers count rows from 1; CSV numbers are file lines (header = line 1).
+    """
+    if fmt == "parquet":
+        yield from _parquet_rows(url, columns, report, batch_size, role, only_these)
+    elif fmt in ("csv", "tsv"):
+        yield from _csv_rows(url, "\t" if fmt == "tsv" else ",", columns, report, role)
+    elif fmt == "jsonl":
+        yield from iter_json_lines(url, report)
+    else:
+        raise ValueError(f"events: unknown format {fmt!r} for {url}; use parquet, csv, tsv or jsonl")
+
+
+def _parquet_rows(
+    url: str, columns: list[str], report: BadRecordReport, batch_size: int, role: str, only_these: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    with storage.open_url(url, "rb") as f:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as e:
+            raise ValueError(f"events: {url} is not a readable Parquet file: {e}") from None
+        names = pf.schema_arrow.names
+        _check_header(url, names, columns, role)
+        n = 0
+        batches = pf.iter_batches(batch_size=batch_size, columns=columns if only_these else None)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as e:  # a corrupt row group: keep what was read, count the rest once
+                report.saw(url)
+                report.reject(url, n + 1, "file", f"unreadable Parquet data: {type(e).__name__}")
+                return
+            for row in batch.to_pylist():
+                n += 1
+                report.saw(url)
+                yield n, row
+
+
+def _csv_rows(
+    url: str, delimiter: str, columns: list[str], report: BadRecordReport, role: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    if csv.field_size_limit() < MAX_CSV_FIELD:
+        csv.field_size_limit(MAX_CSV_FIELD)
+    with storage.open_url(url, "rb") as raw:
+        binary = gzip.GzipFile(fileobj=raw) if url.endswith(".gz") else raw
+        # surrogateescape: a non-UTF-8 byte spoils one field (reported), not the whole file
+        text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"events: cannot read the header of {url}: {e}") from None
+        _check_header(url, header, columns, role)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                report.saw(url)
+                report.reject(url, reader.line_num, "line", f"malformed CSV: {e}")
+                continue
+            except (EOFError, OSError, zlib.error) as e:
+                report.saw(url)
+                report.reject(url, reader.line_num + 1, "file", f"truncated or corrupt compressed file: {e}")
+                return
+            if not values:
+                continue
+            report.saw(url)
+            if len(values) != len(header):
+                report.reject(
+                    url, reader.line_num, "line", f"expected {len(header)} fields, got {len(values)}", values
+                )
+                continue
+            yield reader.line_num, dict(zip(header, values, strict=True))

@@ -1,0 +1,183 @@
+"""Reading input records one line at a time and checking their fields, shared by the converters.
+
+Every converter streams its files (local, s3://, gs:// through fsspec; gzip by the `.gz` suffix) so a
+100 GB dump never has to fit in memory, and turns each bad record into one `report.reject` call that
+names the file, the line and the field instead of crashing or silently dropping it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+import zlib
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from data_prep.report import BadRecordReport
+from seller_dist import storage
+from seller_dist.data.schema import RecordError, normalize_timestamp
+
+
+class BadField(ValueError):
+    """One field of one input record is unusable; the converter reports it and skips the record."""
+
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+def basename(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def iter_raw_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes without the newline); a truncated .gz ends with one reject."""
+    n = 0
+    with storage.open_url(url, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
+        try:
+            for n, line in enumerate(f, 1):  # noqa: B007 - n is used after the loop
+                yield n, line.rstrip(b"\r\n")
+        except (EOFError, OSError, zlib.error) as e:
+            # gzip streams cut short (interrupted download) or corrupt: keep what was read.
+            report.saw(url)
+            report.reject(url, n + 1, "file", f"truncated or corrupt compressed file: {e}")
+
+
+def decode_utf8(raw: bytes, field_name: str = "line") -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadField(field_name, "not valid UTF-8") from None
+
+
+def json_error_reason(e: json.JSONDecodeError, text: str) -> str:
+    """'truncated' when the line stops inside the record (an interrupted write or download)."""
+    if e.msg.startswith("Unterminated string") or e.pos >= len(text.rstrip()):
+        return "truncated JSON record (the line ends mid-record)"
+    return f"malformed JSON ({e.msg})"
+
+
+def iter_json_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON-object line; blank lines are not records."""
+    for n, raw in iter_raw_lines(url, report):
+        if not raw.strip():
+            continue
+        report.saw(url)
+        try:
+            text = decode_utf8(raw)
+            rec = json.loads(text)
+        except BadField as e:
+            report.reject(url, n, e.field, e.reason, raw[:300].decode("utf-8", "replace"))
+            continue
+        except json.JSONDecodeError as e:
+            report.reject(url, n, "json", json_error_reason(e, text), text[:300])
+            continue
+        if not isinstance(rec, dict):
+            report.reject(url, n, "json", f"expected a JSON object, got {type(rec).__name__}", rec)
+            continue
+        yield n, rec
+
+
+# ------------------------------------------------------------------------------ field checks
+_WS = re.compile(r"\s+")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def clean_text(text: str) -> str:
+    """One line of text: HTML line breaks and runs of whitespace become single spaces."""
+    return _WS.sub(" ", _BR.sub(" ", text)).strip()
+
+
+def check_utf8(text: str, field_name: str) -> str:
+    """JSON may carry lone surrogates (\\ud83d) that cannot be written as UTF-8 later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadField(field_name, "not valid UTF-8 (lone surrogate)") from None
+    return text
+
+
+def require_id(rec: dict[str, Any], key: str) -> str:
+    """A non-empty id; integral numbers are accepted and written as decimal strings."""
+    v = rec.get(key)
+    if v is None:
+        raise BadField(key, "missing")
+    if isinstance(v, bool):
+        raise BadField(key, "expected an id (string), got a bool")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return str(int(v))
+    if not isinstance(v, str):
+        raise BadField(key, f"expected an id (string), got {type(v).__name__}")
+    v = check_utf8(v.strip(), key)
+    if not v:
+        raise BadField(key, "empty")
+    return v
+
+
+def optional_str(rec: dict[str, Any], key: str) -> str:
+    """A text field that may be missing or null ("" then); anything but a string is bad."""
+    v = rec.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise BadField(key, f"expected a string, got {type(v).__name__}")
+    return check_utf8(v, key)
+
+
+def optional_str_list(rec: dict[str, Any], key: str) -> list[str]:
+    v = rec.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise BadField(key, "expected a list of strings")
+    return [check_utf8(s, key) for s in v]
+
+
+def to_float(v: Any, field_name: str) -> float:
+    """A finite number from a number or a numeric string."""
+    if isinstance(v, bool) or v is None:
+        raise BadField(field_name, f"expected a number, got {type(v).__name__}")
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise BadField(field_name, "expected a number, got a non-numeric string") from None
+    if isinstance(v, Decimal):  # Parquet decimal columns
+        v = float(v)
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise BadField(field_name, f"expected a finite number, got {type(v).__name__}")
+    return float(v)
+
+
+def rating_in_range(v: Any, field_name: str, low: float = 1.0, high: float = 5.0) -> float:
+    r = to_float(v, field_name)
+    if not low <= r <= high:
+        raise BadField(field_name, f"outside [{low:g}, {high:g}]")
+    return r
+
+
+def timestamp_seconds(v: Any, field_name: str) -> int:
+    """Seconds since the epoch from seconds or milliseconds (numbers or numeric strings)."""
+    if v is None:
+        raise BadField(field_name, "missing")
+    try:
+        return normalize_timestamp(v, field_name)
+    except RecordError as e:
+        # keep the counted reason free of the value (the record itself goes into the sample)
+        reason = "negative timestamp" if e.reason.startswith("negative") else "expected epoch seconds or ms"
+        raise BadField(field_name, reason) from None
+
+
+def join_title_text(title: str, text: str) -> str:
+    """'Title. Body' for review title + body (the title alone or the body alone when one is empty)."""
+    title, text = clean_text(title), clean_text(text)
+    if title and text:
+        return f"{title}{'' if title[-1] in '.!?' else '.'} {text}"
+    return title or text

@@ -1,0 +1,271 @@
+"""A production-like synthetic source whose reference explanations depend on the ORDER of the history.
+
+Items have a category, a brand (brands live mostly in one category) and a price bucket, plus a title
+and a description. Each user has a latent taste over categories that drifts between sessions; events
+come in sessions (seconds to minutes apart inside, hours to days between) with actions view / click /
+cart / purchase / rate. The reference for a target cites the MOST RECENT event of the history window
+whose item shares the target's category or brand, so a model that reads the history as a bag cannot
+know which event to cite. Ground truth for evaluation goes into each example's meta:
+  cited_item_id, cited_offset (0 = the last history event, -1 = nothing related in the window),
+  cited_relation (category | brand | category+brand | none), taste (the user's latent category
+  distribution at the target's time, in `categories` order), session (session number).
+The category order of `taste` is listed in the manifest (source.categories) so a user simulator can
+score any item exactly: P(category) = taste[category index], then an item of that category.
+
+Everything is generated from seeds: the catalog from `seed`, user u from a seed derived from
+(seed, u), one user at a time, so memory does not grow with num_users and the same config gives
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from data_prep.examples import ACTION_VERBS, Catalog, Explainer
+from data_prep.report import BadRecordReport
+from data_prep.sources.base import RawEvent, RawItem, Source
+from seller_dist.config import SyntheticSourceConfig
+from seller_dist.config_loader import ConfigError, _build, validate_tree
+
+CATEGORY_NOUNS = (
+    ("books", "Novel"),
+    ("games", "Board Game"),
+    ("garden", "Rake"),
+    ("kitchen", "Kettle"),
+    ("music", "Guitar"),
+    ("outdoors", "Tent"),
+    ("fitness", "Yoga Mat"),
+    ("audio", "Headphones"),
+    ("toys", "Puzzle"),
+    ("beauty", "Face Serum"),
+    ("office", "Desk Lamp"),
+    ("pets", "Dog Bed"),
+    ("shoes", "Trail Shoe"),
+    ("tools", "Drill"),
+    ("baby", "Stroller"),
+    ("camera", "Lens"),
+)
+ADJECTIVES = ("Classic", "Compact", "Deluxe", "Eco", "Pro", "Ultra", "Lite", "Smart", "Vintage", "Nova")
+SYLLABLES = ("ka", "lo", "mi", "ra", "te", "vo", "zu", "ne", "pa", "si", "do", "qu")
+PRICE_BUCKETS = ("budget", "mid", "premium", "luxury")
+ACTION_WEIGHTS = (("view", 0.42), ("click", 0.24), ("cart", 0.1), ("purchase", 0.14), ("rate", 0.1))
+START_UNIX = 1_600_000_000
+
+
+def category_name(c: int) -> str:
+    base, noun = CATEGORY_NOUNS[c % len(CATEGORY_NOUNS)]
+    return base if c < len(CATEGORY_NOUNS) else f"{base}-{c // len(CATEGORY_NOUNS)}"
+
+
+def brand_name(b: int) -> str:
+    r = random.Random(f"brand:{b}")
+    name = "".join(r.choice(SYLLABLES) for _ in range(2 + b % 2)).capitalize()
+    return f"{name}{b}" if b >= len(SYLLABLES) ** 2 else name
+
+
+def parse_options(options: dict[str, Any]) -> SyntheticSourceConfig:
+    cfg = _build(SyntheticSourceConfig, dict(options or {}), "source_options")
+    validate_tree(cfg)
+    return cfg
+
+
+class SyntheticSource(Source):
+    name = "synthetic"
+    templated = True  # references come from the order-dependent template below
+
+    def __init__(self, inputs: dict[str, str], options: dict[str, Any], report: BadRecordReport):
+        super().__init__(inputs, options, report)
+        if inputs:
+            raise ConfigError(f"inputs: the synthetic source reads no files, got {sorted(inputs)}")
+        self.cfg = parse_options(options)
+        self._catalog = self._make_catalog()
+        self._by_category: dict[int, list[int]] = {}
+        self._by_brand: dict[int, list[int]] = {}
+        for i, (c, b, _) in enumerate(self._item_meta):
+            self._by_category.setdefault(c, []).append(i)
+            self._by_brand.setdefault(b, []).append(i)
+        self._live_categories = sorted(self._by_category)
+
+    # ------------------------------------------------------------------------------------ catalog
+    def _make_catalog(self) -> list[RawItem]:
+        cfg = self.cfg
+        rng = random.Random(f"synthetic-items:{cfg.seed}")
+        self._brand_home = [b % cfg.num_categories for b in range(cfg.num_brands)]
+        self._item_meta: list[tuple[int, int, int]] = []  # (category, brand, price bucket)
+        items: list[RawItem] = []
+        for i in range(cfg.num_items):
+            c = i % cfg.num_categories if i < cfg.num_categories else rng.randrange(cfg.num_categories)
+            home = [b for b in range(cfg.num_brands) if self._brand_home[b] == c]
+            b = rng.choice(home) if home and rng.random() < 0.85 else rng.randrange(cfg.num_brands)
+            p = min(len(PRICE_BUCKETS) - 1, int(rng.expovariate(1.2)))
+            self._item_meta.append((c, b, p))
+            noun = CATEGORY_NOUNS[c % len(CATEGORY_NOUNS)][1]
+            title = f"{brand_name(b)} {rng.choice(ADJECTIVES)} {noun} {100 + i}"
+            attrs = {"category": category_name(c), "brand": brand_name(b), "price_bucket": PRICE_BUCKETS[p]}
+            text = (
+                f"{title}: a {PRICE_BUCKETS[p]} {noun.lower()} from {brand_name(b)} "
+                f"in our {category_name(c)} range."
+            )
+            items.append(RawItem(item_id=f"item{i:06d}", title=title, attributes=attrs, text=text))
+        return items
+
+    def items(self) -> Iterator[RawItem]:
+        yield from self._catalog
+
+    @property
+    def num_users(self) -> int:
+        return self.cfg.num_users
+
+    @property
+    def categories(self) -> list[str]:
+        return [category_name(c) for c in range(self.cfg.num_categories)]
+
+    # ------------------------------------------------------------------------------------- events
+    def user_events(self, u: int) -> list[RawEvent]:
+        """All events of user u (time-ordered), from a seed derived from (seed, u) only."""
+        cfg = self.cfg
+        rng = random.Random(f"synthetic-user:{cfg.seed}:{u}")
+        cats = self._live_categories
+        taste = [0.0] * cfg.num_categories
+        for c in rng.sample(cats, k=min(len(cats), rng.randint(1, 3))):
+            taste[c] += rng.uniform(0.5, 1.5)
+        self._normalize(taste)
+        n = rng.randint(cfg.events_per_user_min, cfg.events_per_user_max)
+        t = START_UNIX + rng.randrange(365 * 86400)
+        uid = f"user{u:07d}"
+        events: list[RawEvent] = []
+        session = 0
+        favourite_brands: list[int] = []
+        while len(events) < n:
+            if events:
+                t += int(rng.uniform(3600, 10 * 86400))  # hours to days between sessions
+                if rng.random() < cfg.drift:  # taste moves towards a (maybe new) category
+                    new = rng.choice(cats)
+                    taste = [0.5 * w for w in taste]
+                    taste[new] += 0.5
+                    self._normalize(taste)
+            session += 1
+            session_len = min(n - len(events), rng.randint(1, 6))
+            focus = self._sample_category(rng, taste)
+            for j in range(session_len):
+                if j > 0:
+                    t += max(1, int(rng.lognormvariate(3.5, 1.2)))  # seconds to minutes
+                    if rng.random() < 0.6:  # browsing jumps between categories
+                        focus = self._sample_category(rng, taste)
+                    if rng.random() < 0.2:  # ... and explores outside the user's taste
+                        focus = rng.choice(cats)
+                if favourite_brands and rng.random() < 0.25:
+                    pool = self._by_brand.get(rng.choice(favourite_brands)) or self._by_category[focus]
+                else:
+                    pool = self._by_category[focus]
+                i = pool[min(len(pool) - 1, int(rng.paretovariate(1.3)) - 1)]  # popular items first
+                action = rng.choices([a for a, _ in ACTION_WEIGHTS], [w for _, w in ACTION_WEIGHTS])[0]
+                c, b, _ = self._item_meta[i]
+                rating = None
+                if action == "rate":
+                    rating = float(max(1, min(5, round(1 + 4 * taste[c] / max(taste) + rng.gauss(0, 0.7)))))
+                if action in ("cart", "purchase", "rate") and b not in favourite_brands:
+                    favourite_brands.append(b)
+                events.append(
+                    RawEvent(
+                        user_id=uid,
+                        item_id=self._catalog[i].item_id,
+                        timestamp=t,
+                        action=action,
+                        rating=rating,
+                        meta={"session": session, "taste": [round(w, 4) for w in taste]},
+                    )
+                )
+        return events
+
+    @staticmethod
+    def _normalize(taste: list[float]) -> None:
+        s = sum(taste)
+        for k in range(len(taste)):
+            taste[k] /= s
+
+    @staticmethod
+    def _sample_category(rng: random.Random, taste: list[float]) -> int:
+        return rng.choices(range(len(taste)), taste)[0]
+
+    def events_by_user(self) -> Iterator[tuple[str, list[RawEvent]]]:
+        for u in range(self.cfg.num_users):
+            evs = self.user_events(u)
+            self.report.saw("synthetic events", len(evs))
+            yield f"user{u:07d}", evs
+
+    def events_for_users(self, start: int, stop: int) -> Iterator[tuple[str, list[RawEvent]]]:
+        """Users [start, stop): lets parallel workers generate disjoint slices of the population."""
+        for u in range(start, min(stop, self.cfg.num_users)):
+            evs = self.user_events(u)
+            self.report.saw("synthetic events", len(evs))
+            yield f"user{u:07d}", evs
+
+    def events(self) -> Iterator[RawEvent]:
+        for _, evs in self.events_by_user():
+            yield from evs
+
+    def explainer(self) -> Explainer:
+        return order_dependent_explanation
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["options"] = {k: getattr(self.cfg, k) for k in self.cfg.__dataclass_fields__}
+        d["categories"] = self.categories
+        return d
+
+
+RECENCY = ((3600, "just"), (86400, "earlier today"), (7 * 86400, "this week"))
+
+
+def _recency(gap_s: int) -> str:
+    for limit, words in RECENCY:
+        if gap_s < limit:
+            return words
+    return "a while ago"
+
+
+def most_recent_related(history: list[RawEvent], target: RawEvent, catalog: Catalog) -> tuple[int, str]:
+    """(index in history, relation) of the most recent event sharing the target's category or brand;
+    (-1, "none") when there is none. This is the ground truth the reference cites."""
+    tattrs = catalog[target.item_id].attributes
+    for i in range(len(history) - 1, -1, -1):
+        a = catalog[history[i].item_id].attributes
+        same_cat = a.get("category") == tattrs.get("category")
+        same_brand = a.get("brand") == tattrs.get("brand")
+        if same_cat or same_brand:
+            return i, "category+brand" if same_cat and same_brand else "category" if same_cat else "brand"
+    return -1, "none"
+
+
+def order_dependent_explanation(
+    history: list[RawEvent], target: RawEvent, catalog: Catalog
+) -> tuple[str, dict[str, Any]]:
+    """Reference that names the most recent related history event, how (action) and when (gap)."""
+    tgt = catalog[target.item_id]
+    cat, brand = tgt.attributes.get("category", ""), tgt.attributes.get("brand", "")
+    i, relation = most_recent_related(history, target, catalog)
+    if i < 0:
+        text = (
+            f"{tgt.title} is a new direction for you: a {tgt.attributes.get('price_bucket', '')} "
+            f"{cat} pick from {brand} that matches your current taste."
+        )
+        return text, {"cited_item_id": None, "cited_offset": -1, "cited_relation": relation}
+    ev = history[i]
+    cited_title = catalog.display_title(ev.item_id)
+    when = _recency(target.timestamp - ev.timestamp)
+    verb = ACTION_VERBS.get(ev.action, "interacted with")
+    if when == "just":
+        lead = f"Recommended because you just {verb} {cited_title}"
+    else:
+        lead = f"Recommended because you {verb} {cited_title} {when}"
+    if relation == "category+brand":
+        tail = f", another {cat} item from {brand}."
+    elif relation == "category":
+        tail = f": {tgt.title} is another {cat} item, this time from {brand}."
+    else:
+        tail = f", and {tgt.title} comes from the same brand, {brand}, now in {cat}."
+    meta = {"cited_item_id": ev.item_id, "cited_offset": len(history) - 1 - i, "cited_relation": relation}
+    return lead + tail, meta

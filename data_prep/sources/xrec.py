@@ -1,0 +1,182 @@
+"""XRec release (HKUDS): total_{trn,val,tst}.csv interactions + {trn,val,tst}.pkl explanations.
+
+The .pkl files are pickled pandas DataFrames (uid, iid, title, user_summary, item_summary,
+explanation). They are read only through data_prep.safe_pickle (an allow-listed unpickler): a
+pickle from the internet can run code when loaded with pickle.load.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from data_prep.safe_pickle import load_dataframe
+from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources.records import BadField, check_utf8, clean_text, require_id, timestamp_seconds
+from seller_dist import storage
+from seller_dist.data.schema import ACTIONS
+
+CSV_FILES = ("total_trn.csv", "total_val.csv", "total_tst.csv")  # in time order
+PKL_FILES = ("trn.pkl", "val.pkl", "tst.pkl")
+PKL_COLUMNS = ("uid", "iid", "explanation")
+
+
+def _cell_id(value: Any, column: str) -> str:
+    return require_id({column: value.item() if hasattr(value, "item") else value}, column)
+
+
+def _cell_text(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if not isinstance(value, str):
+        raise BadField(column, f"expected text, got {type(value).__name__}")
+    return clean_text(check_utf8(value, column))
+
+
+class XRecSource(Source):
+    """XRec data folder (data/amazon, data/google or data/yelp of the XRec repository).
+
+    inputs:
+      dir: folder (or URL prefix) holding total_trn.csv / total_val.csv / total_tst.csv (those
+           present are read, in that order; at least one) and tst.pkl (required) plus trn.pkl /
+           val.pkl when present
+    options:
+      action: action of every interaction (default "review": XRec's interactions are reviews)
+      template_missing_text: interactions without an explanation become targets with a templated
+        reference (default true); false: only explained pairs are targets
+
+    Events: one per csv row (header `user,item[,Time]`). With a Time column it is the timestamp
+    (seconds or ms). Without one (the published files) the global row number across trn, val, tst
+    is the timestamp, so file order is time order and the pipeline's time split keeps tst last.
+    Explanations: each pkl row's `explanation` is the reference text of its (uid, iid) interaction.
+    Items: iid -> title, text = item_summary (from the pkl files; items only in csv have no
+    metadata). Bad records (reported, skipped): csv rows with missing/non-integer ids or wrong column
+    count, pkl rows with missing ids or empty explanation, explained pairs that no csv row contains.
+    """
+
+    name = "xrec"
+    text_kind = "reference"  # XRec explanations are generated references, not user reviews
+
+    def __init__(self, inputs, options, report):
+        super().__init__(inputs, options, report)
+        if not inputs.get("dir"):
+            raise ValueError("xrec: inputs.dir is required (folder with total_*.csv and tst.pkl)")
+        self.dir = inputs["dir"].rstrip("/")
+        self.action = options.get("action", "review")
+        # Only the pkl pairs carry an explanation; other interactions get a templated reference as
+        # targets instead of being rejected (they are still history for the explained ones).
+        self.templated = bool(options.get("template_missing_text", True))
+        if self.action not in ACTIONS:
+            raise ValueError(f"xrec: options.action '{self.action}' is not one of {list(ACTIONS)}")
+        self.csv_urls = [u for u in (storage.join(self.dir, f) for f in CSV_FILES) if storage.exists(u)]
+        if not self.csv_urls:
+            raise FileNotFoundError(f"xrec: none of {list(CSV_FILES)} found under {self.dir}")
+        self.pkl_urls = [u for u in (storage.join(self.dir, f) for f in PKL_FILES) if storage.exists(u)]
+        if storage.join(self.dir, "tst.pkl") not in self.pkl_urls:
+            raise FileNotFoundError(f"xrec: {storage.join(self.dir, 'tst.pkl')} not found")
+        self._rows: list[dict[str, Any]] | None = None
+
+    def _pkl_rows(self) -> list[dict[str, Any]]:
+        """Valid rows of every pkl file (small: one row per explained interaction), loaded once."""
+        if self._rows is not None:
+            return self._rows
+        rows: list[dict[str, Any]] = []
+        for url in self.pkl_urls:
+            df = load_dataframe(url)
+            missing = [c for c in PKL_COLUMNS if c not in df.columns]
+            if missing:
+                raise ValueError(f"{url}: missing column(s) {missing}; has {list(df.columns)}")
+            cols = {c: df[c].tolist() for c in df.columns if c in (*PKL_COLUMNS, "title", "item_summary")}
+            for i in range(len(df)):
+                self.report.saw(url)
+                try:
+                    uid = _cell_id(cols["uid"][i], "uid")
+                    iid = _cell_id(cols["iid"][i], "iid")
+                    explanation = _cell_text(cols["explanation"][i], "explanation")
+                    if not explanation:
+                        raise BadField("explanation", "empty")
+                    title = _cell_text(cols["title"][i], "title") if "title" in cols else ""
+                    summary = (
+                        _cell_text(cols["item_summary"][i], "item_summary") if "item_summary" in cols else ""
+                    )
+                except BadField as e:
+                    self.report.reject(url, f"row {i}", e.field, e.reason, {c: cols[c][i] for c in cols})
+                    continue
+                rows.append({"uid": uid, "iid": iid, "explanation": explanation, "title": title,
+                             "summary": summary, "where": url, "row": i})  # fmt: skip
+        self._rows = rows
+        return rows
+
+    def items(self) -> Iterator[RawItem]:
+        seen: set[str] = set()
+        for r in self._pkl_rows():
+            if r["iid"] in seen:
+                continue
+            seen.add(r["iid"])
+            yield RawItem(item_id=r["iid"], title=r["title"], text=r["summary"])
+
+    def _iter_csv(self, url: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
+        with storage.open_url(url, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+            reader = csv.reader(text)
+            header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+            if "user" not in header or "item" not in header:
+                raise ValueError(f"{url}: header must name 'user' and 'item' columns (got {header})")
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    yield reader.line_num, None, f"expected {len(header)} columns, got {len(row)}"
+                    continue
+                yield reader.line_num, dict(zip(header, row, strict=True)), ""
+
+    def events(self) -> Iterator[RawEvent]:
+        explained = {(r["uid"], r["iid"]): r for r in self._pkl_rows()}
+        used: set[tuple[str, str]] = set()
+        ordinal = 0
+        for url in self.csv_urls:
+            for n, row, problem in self._iter_csv(url):
+                self.report.saw(url)
+                ordinal += 1
+                if row is None:
+                    self.report.reject(url, n, "line", problem)
+                    continue
+                try:
+                    user = _csv_int_id(row, "user")
+                    item = _csv_int_id(row, "item")
+                    ts = timestamp_seconds(row["Time"], "Time") if "Time" in row else ordinal
+                except BadField as e:
+                    self.report.reject(url, n, e.field, e.reason, row)
+                    continue
+                ref = explained.get((user, item))
+                if ref is not None:
+                    used.add((user, item))
+                yield RawEvent(
+                    user_id=user,
+                    item_id=item,
+                    timestamp=ts,
+                    action=self.action,
+                    text=ref["explanation"] if ref else None,
+                )
+        for key, r in explained.items():
+            if key not in used:
+                self.report.reject(
+                    r["where"], f"row {r['row']}", "uid,iid", "explained pair is in no total_*.csv"
+                )
+
+
+def _csv_int_id(row: dict[str, str], column: str) -> str:
+    """XRec ids are non-negative integers; '12' and '12.0' are the same id."""
+    v = row.get(column, "").strip()
+    if not v:
+        raise BadField(column, "missing")
+    try:
+        check_utf8(v, column)
+        f = float(v)
+    except (BadField, ValueError):
+        raise BadField(column, "expected an integer id") from None
+    if not f.is_integer() or f < 0:
+        raise BadField(column, "expected a non-negative integer id")
+    return str(int(f))

@@ -1,0 +1,295 @@
+"""`seller-dist bench data`: records/s of the shard stream, from local disk and from S3, as a
+ratio to reading the same tar bytes raw.
+
+Why a ratio: absolute records/s depend on the machine; the ratio to a plain `tarfile` pass over the
+same bytes (same fetch path) shows what decoding, validation, batching and collation cost on top
+of I/O. One run measures everything: a synthetic dataset is prepared with data_prep (the real
+prep path), copied byte for byte to a moto S3 server this command starts on 127.0.0.1, then each
+(source, mode, loader workers) is timed over full epochs; the median of `--repeats` is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import StorageConfig
+from seller_dist.data import wds_s3
+from seller_dist.data.shards import Manifest
+
+DUMMY_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--users", type=int, default=1200, help="synthetic users (about 16 train records each)")
+    p.add_argument("--shard-records", type=int, default=2000, help="records per shard")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shuffle-buffer", type=int, default=256)
+    p.add_argument("--workers", default="1,2", help="comma-separated loader worker counts to measure")
+    p.add_argument("--repeats", type=int, default=3, help="epochs timed per measurement (median reported)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="local HF tokenizer dir for the collate runs "
+        "(default: train a small byte-level BPE on the dataset's text)",
+    )
+    p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
+    p.add_argument("--work-dir", default=None, help="where to prepare the dataset (default: a temp dir)")
+    p.add_argument("--out", default=None, help="write the JSON result to this file")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_s3_server(timeout_s: float = 30.0) -> Iterator[str]:
+    """moto's S3 server on a free 127.0.0.1 port (dummy credentials); yields the endpoint, stops it by PID."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    proc = subprocess.Popen(
+        [*cmd, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **DUMMY_S3_ENV},
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"moto_server exited with code {proc.returncode} before answering "
+                    "(is the dev extra installed? pip install -e '.[dev]')"
+                )
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # any HTTP answer means it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"moto_server did not answer on {endpoint} within {timeout_s}s"
+                    ) from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def prepare_dataset(out: str, users: int, shard_records: int) -> dict[str, Any]:
+    from data_prep.pipeline import run_prep
+    from seller_dist.config import PrepConfig
+
+    cfg = PrepConfig(
+        source="synthetic",
+        output=out,
+        shard_max_records=shard_records,
+        source_options={"num_users": users, "num_items": max(50, users // 2)},
+        overwrite=True,
+    )
+    return run_prep(cfg)
+
+
+def copy_dataset(src: str, dst: str, cfg: StorageConfig) -> None:
+    """Same bytes at `dst`: every shard and item shard, then the manifest last."""
+    man = Manifest.load(src)
+    paths = [s["path"] for sp in man.data["splits"].values() for s in sp["shards"]]
+    paths += [s["path"] for s in man.data.get("items", {}).get("shards", [])]
+    for rel in paths:
+        storage.write_bytes(storage.join(dst, rel), storage.read_bytes(storage.join(src, rel)), cfg)
+    storage.write_json(storage.join(dst, "manifest.json"), man.data, cfg)
+
+
+def raw_tar_pass(root: str, cfg: StorageConfig | None) -> int:
+    """Fetch each train shard the way the stream does and read every tar member; no decoding."""
+    man = Manifest.load(root, cfg)
+    n = 0
+    for info in man.shards("train"):
+        data = wds_s3.read_bytes(storage.join(man.root, info["path"]), cfg)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for m in tar:
+                f = tar.extractfile(m)
+                if f is not None:
+                    f.read()
+                    n += 1
+    return n
+
+
+def stream_pass(
+    root: str, cfg: StorageConfig | None, workers: int, batch_size: int, buffer: int, collate: Any
+) -> int:
+    from seller_dist.data.stream import RankLoader, ShardStream
+
+    stream = ShardStream(
+        Manifest.load(root, cfg), "train", batch_size, buffer, storage_cfg=cfg, collate_fn=collate
+    )
+    n = 0
+    for b in RankLoader(stream, num_workers=workers).epoch_iter():
+        n += len(b["keys"]) if isinstance(b, dict) else len(b.records)
+    return n
+
+
+def _measure(fn: Callable[[], int], repeats: int) -> dict[str, Any]:
+    secs, count = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        count = fn()
+        secs.append(time.perf_counter() - t0)
+    med = statistics.median(secs)
+    return {"records": count, "seconds": [round(s, 4) for s in secs], "records_per_s": round(count / med, 1)}
+
+
+def build_collator(root: str, tokenizer_dir: str | None, work: Path) -> Any:
+    from seller_dist.data.catalog import ItemCatalog
+    from seller_dist.data.collate import SellerCollator
+
+    man = Manifest.load(root)
+    if tokenizer_dir is None:
+        from seller_dist.model.bootstrap import dataset_texts, train_tokenizer
+
+        tok = train_tokenizer(list(dataset_texts(root, 4000)), vocab_size=2000)
+        tokenizer_dir = str(work / "tokenizer")
+        tok.save_pretrained(tokenizer_dir)
+    return SellerCollator.for_dataset(man.data["vocab"], ItemCatalog.load(root, man), tokenizer_dir)
+
+
+def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    local = str(work / "ds")
+    t0 = time.perf_counter()
+    man = prepare_dataset(local, args.users, args.shard_records)
+    prep_s = time.perf_counter() - t0
+    collate = build_collator(local, args.tokenizer, work)
+    train = man["splits"]["train"]
+    result: dict[str, Any] = {
+        "command": "seller-dist " + " ".join(sys.argv[1:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "dataset": {
+            "records": train["count"],
+            "shards": len(train["shards"]),
+            "bytes": sum(s["bytes"] for s in train["shards"]),
+            "prep_seconds": round(prep_s, 1),
+        },
+        "settings": {
+            "batch_size": args.batch_size,
+            "shuffle_buffer": args.shuffle_buffer,
+            "repeats": args.repeats,
+        },
+        "results": [],
+    }
+    sources: list[tuple[str, str, StorageConfig | None]] = [("local", local, None)]
+    with contextlib.ExitStack() as stack:
+        if not args.no_s3:
+            endpoint = stack.enter_context(local_s3_server())
+            stack.enter_context(_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}))
+            s3cfg = StorageConfig(endpoint_url=endpoint)
+            import boto3  # with moto in the dev extra
+
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+                Bucket="bench-data"
+            )
+            copy_dataset(local, "s3://bench-data/ds", s3cfg)
+            sources.append(("s3", "s3://bench-data/ds", s3cfg))
+        for name, root, cfg in sources:
+            raw = _measure(lambda root=root, cfg=cfg: raw_tar_pass(root, cfg), args.repeats)
+            result["results"].append(
+                {"source": name, "mode": "raw_tar", "workers": 0, **raw, "ratio_to_raw": 1.0}
+            )
+            for mode, col in (("decode_validate", None), ("decode_validate_collate", collate)):
+                for w in workers:
+                    m = _measure(
+                        lambda root=root, cfg=cfg, w=w, col=col: stream_pass(
+                            root, cfg, w, args.batch_size, args.shuffle_buffer, col
+                        ),
+                        args.repeats,
+                    )
+                    m["ratio_to_raw"] = round(m["records_per_s"] / raw["records_per_s"], 3)
+                    result["results"].append({"source": name, "mode": mode, "workers": w, **m})
+                    log_line(result["results"][-1])
+    result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def log_line(r: dict[str, Any]) -> None:
+    print(
+        f"  {r['source']:5s} {r['mode']:24s} workers={r['workers']} {r['records_per_s']:>10.0f} rec/s "
+        f"({r['ratio_to_raw']:.3f} x raw)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| source | mode | loader workers | records/s | x raw tar |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {r['source']} | {r['mode']} | {r['workers']} | {r['records_per_s']:.0f} | {r['ratio_to_raw']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="seller-bench-data-") as tmp:
+        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run_benchmark(args, work)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    print(table(result))
+    return 0

@@ -1,0 +1,102 @@
+"""`seller-dist inspect URL`: read a prepared dataset back in full and print a summary.
+
+Reads the manifest, fetches every shard through the training stream's reader (sha256 and record
+count checked against the manifest), validates every record against schema v1, and reports counts per split, history-length statistics, explanation
+sources and one sample record. Any corrupt shard or invalid record stops it with the shard, record
+and field named, so it doubles as an integrity check after copying a dataset between stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+from seller_dist.config import StorageConfig
+from seller_dist.data import shards
+from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.schema import SPLITS
+from seller_dist.data.stream import ShardStream
+
+
+def summarize(root: str, storage_cfg: StorageConfig | None = None) -> dict[str, Any]:
+    """Read and validate everything under `root`; returns the summary (also what `inspect` prints)."""
+    manifest = shards.Manifest.load(root, storage_cfg)
+    out: dict[str, Any] = {"root": manifest.root, "splits": {}, "sample": None}
+    for split in SPLITS:
+        if split not in manifest.data["splits"]:
+            continue
+        lengths: list[int] = []
+        sources: Counter = Counter()
+        users: set[str] = set()
+        if manifest.count(split):
+            # the training reader's own shard fetch + decode: sha256, counts, key, split and schema
+            stream = ShardStream(
+                manifest, split, batch_size=1, shuffle=False, rank=0, world_size=1, storage_cfg=storage_cfg
+            )
+            for shard in range(len(stream.shard_infos)):
+                for s in stream.read_shard(shard):
+                    rec = stream.decode(s, shard)
+                    lengths.append(len(rec.history))
+                    sources[rec.explanation_source] += 1
+                    users.add(rec.user_id)
+                    if out["sample"] is None:
+                        out["sample"] = json.loads(s["json"])
+        lengths.sort()
+        n = len(lengths)
+        out["splits"][split] = {
+            "records": n,
+            "shards": len(manifest.shards(split)),
+            "users": len(users),
+            "history_len": {
+                "min": lengths[0] if n else 0,
+                "median": lengths[n // 2] if n else 0,
+                "mean": round(sum(lengths) / n, 3) if n else 0.0,
+                "max": lengths[-1] if n else 0,
+            },
+            "explanation_sources": dict(sorted(sources.items())),
+        }
+    catalog = ItemCatalog.load(manifest.root, manifest, storage_cfg)  # sha256 + embeddings checked
+    out["items"] = {"records": catalog.num_items, "embedding_dim": catalog.embedding_dim}
+    out["vocab"] = {k: v for k, v in manifest.data.get("vocab", {}).items() if k != "attribute_fields"}
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"dataset {summary['root']}"]
+    for split, s in summary["splits"].items():
+        h = s["history_len"]
+        lines.append(
+            f"  {split:5s}: {s['records']} records in {s['shards']} shards, {s['users']} users, "
+            f"history length min/median/mean/max {h['min']}/{h['median']}/{h['mean']}/{h['max']}, "
+            f"explanations {s['explanation_sources']}"
+        )
+    lines.append(
+        f"  items: {summary['items']['records']} (embedding dim {summary['items']['embedding_dim']})"
+    )
+    lines.append(f"  vocab: {summary['vocab']}")
+    if summary["sample"] is not None:
+        sample = dict(summary["sample"])
+        sample["history"] = sample["history"][-3:]
+        lines.append("  sample record (last 3 history events):")
+        lines.append("    " + json.dumps(sample, ensure_ascii=False, sort_keys=True)[:1500])
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="dataset root (local path or s3://...) holding manifest.json")
+    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = StorageConfig(endpoint_url=args.endpoint_url)
+    try:
+        summary = summarize(args.url, cfg)
+    except (FileNotFoundError, ValueError, shards.ShardError) as e:
+        print(f"inspect failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0

@@ -1,0 +1,188 @@
+"""SellerCollator + ItemCatalog: the tensor contract the model codes against."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.collate import IGNORE_INDEX, SOFT_TOKEN, SellerCollator, time_bucket
+from seller_dist.data.schema import ExampleRecord, HistoryEvent
+from seller_dist.data.shards import Manifest
+from seller_dist.data.stream import RankLoader, ShardStream
+from tests.conftest import make_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("collate") / "ds")
+    make_dataset(root, 24, 2, num_items=20, max_history=4, embedding_dim=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def catalog(dataset):
+    return ItemCatalog.load(dataset)
+
+
+def _record(key="r1", n_hist=3, explanation="because you liked the novel", attrs=None) -> ExampleRecord:
+    times = [1000, 1000, 1007, 1_000_000][:n_hist]
+    hist = [
+        HistoryEvent(f"i{k + 1}", k + 1, t, a, rt, f"title {k + 1}")
+        for k, (t, a, rt) in enumerate(
+            zip(times, ["view", "purchase", "rate", "click"], [None, 4.5, 2.0, None], strict=False)
+        )
+    ]
+    return ExampleRecord(
+        key=key,
+        user_id="u1",
+        item_id="i5",
+        item_idx=5,
+        timestamp=1_000_000 + 3,
+        history=hist,
+        item_attributes=attrs if attrs is not None else {"brand": "globex", "category": "nonexistent"},
+        item_title="the target",
+        explanation=explanation,
+        split="train",
+        meta={"cites": 1},
+    )
+
+
+def test_time_bucket_values():
+    assert [time_bucket(s) for s in (0, 1, 2, 3, 6, 7, 8, 1022, 1023)] == [1, 2, 2, 3, 3, 4, 4, 10, 11]
+    assert time_bucket(10**12) == 31 and time_bucket(10**12, num_buckets=8) == 7
+    assert time_bucket(-5) == 1 and time_bucket(7.9) == 4
+
+
+def test_catalog_tables(dataset, catalog):
+    man = Manifest.load(dataset)
+    assert catalog.num_items == 20 and catalog.embeddings.shape == (21, 6)
+    assert catalog.embeddings.dtype == np.float32 and not catalog.embeddings[0].any()
+    assert all(catalog.embeddings[i].any() for i in range(1, 21))
+    assert catalog.titles[0] == "" and catalog.titles[3].startswith("item 3 ")
+    assert catalog.attribute_fields == ["brand", "category"]
+    assert catalog.attribute_vocab == man.data["vocab"]["attribute_fields"]
+
+
+def test_catalog_without_embeddings(tmp_path):
+    root = str(tmp_path / "ds")
+    make_dataset(root, 4, 1, num_items=5, embedding_dim=0)
+    cat = ItemCatalog.load(root)
+    assert cat.embeddings.shape == (6, 0) and cat.embedding_dim == 0
+
+
+def test_history_and_item_tensors(tiny_tokenizer_dir, catalog):
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=3)
+    out = col([_record("a", 3), _record("b", 1, attrs={"brand": "acme", "category": "books"})], [False, True])
+    B, L = 2, 5
+    for name in ("hist_item", "hist_action", "hist_gap", "hist_target_gap"):
+        assert out[name].dtype == torch.long and out[name].shape == (B, L)
+    assert out["hist_rating"].dtype == torch.float32 and out["hist_mask"].dtype == torch.bool
+    # left padding: newest event in the last column
+    assert out["hist_item"].tolist() == [[0, 0, 1, 2, 3], [0, 0, 0, 0, 1]]
+    assert out["hist_action"].tolist() == [[0, 0, 1, 4, 5], [0, 0, 0, 0, 1]]
+    assert out["hist_mask"].tolist() == [[False, False, True, True, True], [False] * 4 + [True]]
+    assert out["hist_rating"].tolist() == [[0, 0, 0.0, 4.5, 2.0], [0, 0, 0, 0, 0.0]]
+    # gaps 0, 0, 7 s; to the target 1_000_003 - t
+    assert out["hist_gap"].tolist() == [[0, 0, 1, 1, 4], [0, 0, 0, 0, 1]]
+    want_t = [time_bucket(1_000_003 - t) for t in (1000, 1000, 1007)]
+    assert out["hist_target_gap"][0, 2:].tolist() == want_t == [20, 20, 20]
+    assert out["item"].tolist() == [5, 5] and out["item"].dtype == torch.long
+    brands, cats = catalog.attribute_vocab["brand"], catalog.attribute_vocab["category"]
+    assert out["item_attrs"].tolist() == [
+        [brands.index("globex") + 1, 0],  # unknown category -> 0
+        [brands.index("acme") + 1, cats.index("books") + 1],
+    ]
+    assert out["item_text_emb"].shape == (2, 6) and out["item_text_emb"].dtype == torch.float32
+    assert torch.equal(out["item_text_emb"][0], torch.from_numpy(catalog.embeddings[5]))
+    assert out["keys"] == ["a", "b"] and out["pad"].tolist() == [False, True]
+    assert out["references"] == ["because you liked the novel"] * 2 and out["meta"] == [{"cites": 1}] * 2
+
+
+def test_train_text_labels_only_on_explanation_and_k_soft_positions(tiny_tokenizer_dir, catalog):
+    K = 4
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=K)
+    tok = col.tokenizer
+    recs = [_record("a", 3), _record("b", 1, explanation="short")]
+    out = col(recs)
+    ids, attn, labels, soft = out["input_ids"], out["attention_mask"], out["labels"], out["soft_mask"]
+    assert ids.shape == attn.shape == labels.shape == soft.shape and soft.dtype == torch.bool
+    assert soft.sum(1).tolist() == [K, K]
+    assert (ids[soft] == tok.convert_tokens_to_ids(SOFT_TOKEN)).all()
+    for b, r in enumerate(recs):
+        n = int(attn[b].sum())
+        assert attn[b, :n].all() and not attn[b, n:].any()  # right padding
+        assert (ids[b, n:] == tok.pad_token_id).all() and (labels[b, n:] == IGNORE_INDEX).all()
+        lab = labels[b][labels[b] != IGNORE_INDEX].tolist()
+        assert tok.decode(lab) == " " + r.explanation + tok.eos_token
+        first = int((labels[b] != IGNORE_INDEX).nonzero()[0])
+        assert labels[b, first:n].tolist() == ids[b, first:n].tolist()  # contiguous, through eos
+        assert ids[b, 0] == tok.bos_token_id
+        titles = "; ".join(e.title for e in r.history)
+        want = (
+            f"User history: {titles}. Recommended: the target. Profile: " + SOFT_TOKEN * K + " Explanation:"
+        )
+        assert tok.decode(ids[b, 1:first].tolist()) == want
+        # soft positions sit right before " Explanation:"
+        assert soft[b].nonzero().flatten().tolist() == list(
+            range(first - K - len(col._suffix), first - len(col._suffix))
+        )
+
+
+def test_truncation_drops_oldest_titles_and_caps_the_explanation(tiny_tokenizer_dir, catalog):
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2)
+    full = col([_record("a", 4)], None)
+    first = int((full["labels"][0] != IGNORE_INDEX).nonzero()[0])
+    limit = first - 2  # room for fewer titles
+    short = SellerCollator(
+        tiny_tokenizer_dir,
+        catalog,
+        max_history=5,
+        num_soft_tokens=2,
+        max_prompt_tokens=limit,
+        max_target_tokens=3,
+    )
+    out = short([_record("a", 4, explanation="because you liked the novel by the same author")])
+    tok = short.tokenizer
+    p_end = int((out["labels"][0] != IGNORE_INDEX).nonzero()[0])
+    assert p_end <= limit
+    prompt = tok.decode(out["input_ids"][0, :p_end].tolist())
+    assert "title 4" in prompt and "title 3" in prompt and "title 1;" not in prompt  # newest kept
+    assert (out["labels"][0] != IGNORE_INDEX).sum() == 3 + 1  # 3 explanation tokens + eos
+    with pytest.raises(ValueError, match=r"max_prompt_tokens=5 is smaller than the fixed prompt"):
+        SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, max_prompt_tokens=5)
+
+
+def test_generate_mode_left_pads_the_prompt(tiny_tokenizer_dir, catalog):
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2, mode="generate")
+    tok = col.tokenizer
+    out = col([_record("a", 3), _record("b", 1)])
+    assert "labels" not in out
+    ids, attn = out["input_ids"], out["attention_mask"]
+    lens = attn.sum(1).tolist()
+    assert lens[0] > lens[1] and ids.shape[1] == lens[0]
+    n = lens[1]
+    assert not attn[1, : ids.shape[1] - n].any() and attn[1, -n:].all()  # left padding
+    assert (ids[1, : ids.shape[1] - n] == tok.pad_token_id).all()
+    for b in range(2):
+        assert tok.decode(ids[b, -len(col._suffix) :].tolist()) == " Explanation:"
+    assert out["soft_mask"].sum(1).tolist() == [2, 2]
+
+
+def test_collation_inside_loader_workers_matches_in_process(dataset, catalog, tiny_tokenizer_dir):
+    vocab = Manifest.load(dataset).data["vocab"]
+    col = SellerCollator.for_dataset(vocab, catalog, tiny_tokenizer_dir, num_soft_tokens=2)
+
+    def run(workers):
+        stream = ShardStream(dataset, batch_size=5, rank=1, world_size=2, collate_fn=col)
+        return list(RankLoader(stream, num_workers=workers).epoch_iter())
+
+    ref, got = run(0), run(2)
+    assert len(ref) == len(got) == 3  # 12 samples per rank, batch 5
+    for a, b in zip(ref, got, strict=True):
+        assert a["keys"] == b["keys"]
+        assert a["hist_item"].shape[1] == 4  # L from the manifest
+        for k, v in a.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, b[k]), k

@@ -1,0 +1,172 @@
+"""XRec converter and the allow-listed DataFrame unpickler it reads tst.pkl with."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_prep.report import BadRecordReport
+from data_prep.safe_pickle import UnsafePickleError, load_dataframe, loads_dataframe
+from data_prep.sources.base import RawEvent, RawItem
+from data_prep.sources.xrec import XRecSource
+from tests.source_roundtrip import prep_round_trip
+
+COLUMNS = ["uid", "iid", "title", "user_summary", "item_summary", "explanation"]
+
+
+class RunsCode:
+    """What a malicious pickle looks like: unpickling calls os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_xrec_dir(d: Path) -> Path:
+    """A small XRec data folder in the published layout (user,item csv without Time; pickled frames)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "total_trn.csv").write_text("user,item\n0,10\n1,10\n0,11\n1,12\n")
+    (d / "total_val.csv").write_text("user,item\n0,12\n1,x\n")
+    (d / "total_tst.csv").write_text("user,item\n0,13\n1,11\n2\n")
+    _frame(
+        [
+            (
+                0,
+                13,
+                "Blue Bottle",
+                "Likes coffee.",
+                "A coffee shop.",
+                "You would enjoy its pour-over coffee.",
+            ),
+            (1, 11, "Tea House", "Likes tea.", "A tea room.", "Its quiet room suits your reading habit."),
+            (2, 10, "Cafe", "New user.", "A cafe.", "  "),  # empty explanation: bad
+            (5, 99, "Ghost", "?", "?", "This pair is in no csv."),
+        ]
+    ).to_pickle(d / "tst.pkl")
+    _frame([(0, 12, "Bakery", "Likes bread.", "Fresh bread.", "Fresh bread near your office.")]).to_pickle(
+        d / "trn.pkl"
+    )
+    return d
+
+
+def test_xrec_events_items_and_explanations(tmp_path):
+    d = write_xrec_dir(tmp_path / "yelp")
+    report = BadRecordReport(max_samples=50)
+    src = XRecSource({"dir": str(d)}, {}, report)
+    items = list(src.items())
+    events = list(src.events())
+    assert items == [
+        RawItem("12", "Bakery", {}, "Fresh bread."),  # trn.pkl is read before tst.pkl
+        RawItem("13", "Blue Bottle", {}, "A coffee shop."),
+        RawItem("11", "Tea House", {}, "A tea room."),
+        RawItem("99", "Ghost", {}, "?"),
+    ]
+    # no Time column: the row number across trn, val, tst is the timestamp
+    assert events == [
+        RawEvent("0", "10", 1, "review"),
+        RawEvent("1", "10", 2, "review"),
+        RawEvent("0", "11", 3, "review"),
+        RawEvent("1", "12", 4, "review"),
+        RawEvent("0", "12", 5, "review", text="Fresh bread near your office."),
+        RawEvent("0", "13", 7, "review", text="You would enjoy its pour-over coffee."),
+        RawEvent("1", "11", 8, "review", text="Its quiet room suits your reading habit."),
+    ]
+    assert dict(report.bad) == {
+        "explanation: empty": 1,
+        "item: expected an integer id": 1,
+        "line: expected 2 columns, got 1": 1,
+        "uid,iid: explained pair is in no total_*.csv": 1,
+    }
+    where = [(Path(s["file"]).name, s["record"], s["field"]) for s in report.samples]
+    assert where == [
+        ("tst.pkl", "row 2", "explanation"),
+        ("total_val.csv", 3, "item"),
+        ("total_tst.csv", 4, "line"),
+        ("tst.pkl", "row 3", "uid,iid"),
+    ]
+    assert report.seen[str(d / "tst.pkl")] == 4 and report.seen[str(d / "total_trn.csv")] == 4
+
+
+def test_xrec_time_column_is_used_when_present(tmp_path):
+    d = write_xrec_dir(tmp_path / "x")
+    (d / "total_trn.csv").write_text("user,item,Time\n0,10,1700000000000\n0,11,1700000100\n")
+    (d / "total_val.csv").unlink()
+    (d / "total_tst.csv").write_text("user,item,Time\n0,13,1700000200\n")
+    src = XRecSource({"dir": str(d)}, {"action": "purchase"}, BadRecordReport())
+    assert [(e.item_id, e.timestamp, e.action) for e in src.events()] == [
+        ("10", 1700000000, "purchase"),
+        ("11", 1700000100, "purchase"),
+        ("13", 1700000200, "purchase"),
+    ]
+
+
+def test_dataframe_pickles_round_trip_through_the_allow_list(tmp_path):
+    df = pd.DataFrame(
+        {
+            "uid": [1, 2, 3],
+            "iid": [7, 8, 9],
+            "title": ["a", "b", None],
+            "score": [0.5, 1.5, float("nan")],
+            "ok": [True, False, True],
+            "obj": pd.Series(["x", 1, None], dtype=object),
+        }
+    )
+    for protocol in (2, 3, 4, 5):
+        pd.testing.assert_frame_equal(loads_dataframe(pickle.dumps(df, protocol=protocol), "mem"), df)
+    df.to_pickle(tmp_path / "tst.pkl")
+    pd.testing.assert_frame_equal(load_dataframe(str(tmp_path / "tst.pkl")), df)
+    py = df.astype({"title": pd.StringDtype("python")})
+    pd.testing.assert_frame_equal(loads_dataframe(pickle.dumps(py), "mem"), py)
+
+
+@pytest.mark.parametrize("where", ["top", "cell"])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, where):
+    marker = tmp_path / "pwned"
+    evil = RunsCode(marker) if where == "top" else pd.DataFrame({"uid": [1], "x": [RunsCode(marker)]})
+    path = tmp_path / "tst.pkl"
+    path.write_bytes(pickle.dumps(evil))
+    with pytest.raises(UnsafePickleError) as err:
+        load_dataframe(str(path))
+    assert str(err.value).startswith(f"{path}: refused to unpickle global 'posix.system'")
+    assert not marker.exists()
+
+
+def test_xrec_refuses_a_malicious_tst_pkl(tmp_path):
+    d = write_xrec_dir(tmp_path / "x")
+    marker = tmp_path / "pwned"
+    (d / "tst.pkl").write_bytes(pickle.dumps(RunsCode(marker)))
+    src = XRecSource({"dir": str(d)}, {}, BadRecordReport())
+    with pytest.raises(UnsafePickleError, match=r"tst.pkl: refused to unpickle global 'posix.system'"):
+        list(src.items())
+    assert not marker.exists()
+
+
+def test_not_a_dataframe_and_garbage_are_clear_errors(tmp_path):
+    with pytest.raises(pickle.UnpicklingError, match="mem: expected a pickled pandas DataFrame, got dict"):
+        loads_dataframe(pickle.dumps({"a": 1}), "mem")
+    with pytest.raises(pickle.UnpicklingError, match="mem: not a readable DataFrame pickle"):
+        loads_dataframe(pickle.dumps(pd.DataFrame({"a": [1]}))[:40], "mem")
+    with pytest.raises(
+        FileNotFoundError, match=r"none of \['total_trn.csv', 'total_val.csv', 'total_tst.csv'\]"
+    ):
+        XRecSource({"dir": str(tmp_path)}, {}, BadRecordReport())
+    (tmp_path / "total_tst.csv").write_text("user,item\n0,1\n")
+    with pytest.raises(FileNotFoundError, match=r"tst.pkl not found"):
+        XRecSource({"dir": str(tmp_path)}, {}, BadRecordReport())
+
+
+def test_xrec_prep_round_trip(tmp_path):
+    d = write_xrec_dir(tmp_path / "xrec")
+    out = prep_round_trip(tmp_path, "xrec", {"dir": str(d)}, max_error_rate=0.9)
+    # user 0: 4 events -> 3 targets, user 1: 3 events -> 2 targets (explained ones keep their text)
+    assert out["records"] == 5 and out["templated"]
