@@ -1,0 +1,203 @@
+"""`seller-dist bootstrap-llm`: a small tokenizer + Llama-style causal LM trained on a prepared
+dataset's own text, saved as a normal Hugging Face checkpoint.
+
+Why: there is no model hub on closed clusters and in CI. Any real checkpoint path (local or
+object store) works in its place (model.llm_path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from seller_dist.model.llm import SOFT_TOKEN
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", SOFT_TOKEN]
+
+TINY_CORPUS = [
+    "User history: item 1 lamp; item 2 novel; item 3 kettle. Recommended: item 4 drum. Explanation:",
+    "because you liked item 7 rake you may like item 9 lamp",
+    "because you liked the novel you may like another novel by the same author",
+    "the kettle matches your kitchen purchases and the garden rake fits your recent garden views",
+    "0 1 2 3 4 5 6 7 8 9 books games garden kitchen music acme globex initech umbrella",
+]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Byte-level BPE (any UTF-8 text is representable) with our special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        additional_special_tokens=[SOFT_TOKEN],
+    )
+
+
+def build_llama(
+    tokenizer, hidden: int, layers: int, heads: int, max_positions: int, seed: int, init_std: float = 0.02
+):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        initializer_range=init_std,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def train_lm(
+    model, tokenizer, texts: list[str], steps: int, batch_size: int, max_len: int, seed: int
+) -> float:
+    """A short plain-torch LM fit so generation is not pure noise. Returns the last loss."""
+    if not texts or steps <= 0:
+        return float("nan")
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    loss_val = float("nan")
+    for _ in range(steps):
+        chunk = [rng.choice(texts) for _ in range(batch_size)]
+        enc = tokenizer(
+            [f"{tokenizer.bos_token}{t}{tokenizer.eos_token}" for t in chunk],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        )
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_val = float(out.loss.detach())
+    model.eval()
+    return loss_val
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | Path) -> str:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return str(out)
+
+
+def build_tiny_llm(
+    out_dir: str | Path,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 400,
+    train_steps: int = 0,
+    seed: int = 0,
+    init_std: float = 0.02,
+) -> str:
+    """A random (or briefly trained) tiny Llama + tokenizer from a few built-in sentences; no data.
+    A larger `init_std` gives a random model logits wide enough to be steered by soft prompts
+    (at 0.02 the tied output embeddings cap every logit near 1: loss cannot drop far below ln V)."""
+    tok = train_tokenizer(TINY_CORPUS * 4, vocab_size)
+    model = build_llama(tok, hidden, layers, heads, max_positions=512, seed=seed, init_std=init_std)
+    train_lm(model, tok, TINY_CORPUS, train_steps, batch_size=4, max_len=64, seed=seed)
+    return save_checkpoint(model, tok, out_dir)
+
+
+def dataset_texts(url: str, max_texts: int, storage_cfg=None) -> Iterator[str]:
+    """Explanations, target titles and history titles from the train split, then item titles."""
+    from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
+
+    manifest = Manifest.load(url, storage_cfg)
+    seen = 0
+    groups = [manifest.shards("train")] if "train" in manifest.data["splits"] else []
+    groups.append(manifest.data.get("items", {}).get("shards", []))
+    for shard_list in groups:
+        for info in shard_list:
+            data = read_shard_bytes(manifest.root, info, storage_cfg)
+            for sample in iter_tar_samples(data, info["path"]):
+                if "json" not in sample:
+                    continue
+                rec = json.loads(sample["json"])
+                texts = [rec.get("explanation"), rec.get("item_title"), rec.get("title")]
+                texts += [h.get("title") for h in rec.get("history", []) if isinstance(h, dict)]
+                for t in texts:
+                    if isinstance(t, str) and t.strip():
+                        yield t
+                        seen += 1
+                        if seen >= max_texts:
+                            return
+
+
+# ------------------------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset URL (holds manifest.json)")
+    p.add_argument("--out", required=True, help="local directory for the Hugging Face checkpoint")
+    p.add_argument("--vocab-size", type=int, default=2000)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--steps", type=int, default=200, help="LM training steps (0 = random weights)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--max-texts", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hidden % args.heads:
+        raise SystemExit(f"--heads={args.heads} must divide --hidden={args.hidden}")
+    t0 = time.monotonic()
+    texts = list(dataset_texts(args.data, args.max_texts))
+    if not texts:
+        raise SystemExit(f"{args.data}: no text found in the train split or the item catalog")
+    tok = train_tokenizer(texts, args.vocab_size)
+    model = build_llama(tok, args.hidden, args.layers, args.heads, max_positions=1024, seed=args.seed)
+    loss = train_lm(model, tok, texts, args.steps, args.batch_size, args.max_len, args.seed)
+    out = save_checkpoint(model, tok, args.out)
+    n = sum(p.numel() for p in model.parameters())
+    log.info(
+        "bootstrap-llm: %d texts, vocab %d, %.2fM params, final loss %.3f (ppl %.1f), %.0fs -> %s",
+        len(texts),
+        len(tok),
+        n / 1e6,
+        loss,
+        math.exp(min(loss, 50)) if loss == loss else float("nan"),
+        time.monotonic() - t0,
+        out,
+    )
+    print(out)
+    return 0

@@ -1,0 +1,219 @@
+"""The frozen LLM: load any Hugging Face causal LM, place soft prompts into its input, score, generate.
+
+The LLM's weights never change: requires_grad False, eval mode (dropout off) even while the rest
+trains. Soft positions (`soft_mask`, exactly K per row) first get the pad token's embedding and are
+then overwritten, in order, by the adapter's K vectors. Position ids come from the attention mask
+(cumsum - 1), so left padding (generation) and right padding (training) give the same positions,
+and masked-out soft positions (adapter "none") do not shift the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seller_dist import storage
+from seller_dist.config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+SOFT_TOKEN = "<|soft|>"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_llm_path(path: str, cache_dir: str, storage_cfg: StorageConfig | None = None) -> str:
+    """A local directory for `path`: itself when local, else a download of the object-store prefix
+    into `cache_dir` (reused when complete: a `.complete` marker is written last)."""
+    if storage.protocol_of(path) == "file":
+        local = path[len("file://") :] if path.startswith("file://") else path
+        if not Path(local, "config.json").exists():
+            raise FileNotFoundError(
+                f"model.llm_path={path}: no config.json there; give a Hugging Face checkpoint directory "
+                "(e.g. the output of `seller-dist bootstrap-llm`)"
+            )
+        return local
+    name = path.rstrip("/").replace("://", "_").replace("/", "_")
+    dest = Path(cache_dir, name)
+    if Path(dest, ".complete").exists():
+        return str(dest)
+    fs, remote = storage.filesystem(path, storage_cfg)
+    files = [f for f in fs.find(remote) if not f.endswith("/")]
+    if not files:
+        raise FileNotFoundError(f"model.llm_path={path}: nothing stored under that prefix")
+    tmp = Path(f"{dest}.tmp-{os.getpid()}")
+    for f in files:
+        rel = f[len(remote.rstrip("/")) + 1 :]
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        storage.with_retries(lambda f=f, target=target: fs.get_file(f, str(target)), f"download {f}")
+    (tmp / ".complete").write_text("ok")  # inside the temp dir, so dest exists only when complete
+    try:
+        tmp.replace(dest)
+    except OSError:  # another rank on this node finished first (rename onto a non-empty dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not Path(dest, ".complete").exists():
+            raise
+    log.info("downloaded %s (%d files) to %s", path, len(files), dest)
+    return str(dest)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Under ZeRO-3 every rank must run the same number of forwards (each gathers parameters):
+    # keep stepping until max_new_tokens even when this rank's rows have all finished.
+    sync_ranks: bool = False
+
+
+class FrozenLLM(nn.Module):
+    def __init__(self, model: nn.Module, pad_id: int, eos_id: int | None, soft_id: int | None = None):
+        super().__init__()
+        self.model = model
+        self.pad_id, self.eos_id, self.soft_id = pad_id, eos_id, soft_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    @staticmethod
+    def from_pretrained(
+        path: str,
+        dtype: str = "float32",
+        cache_dir: str = ".cache/llm",
+        storage_cfg: StorageConfig | None = None,
+    ) -> FrozenLLM:
+        """Under ZeRO-3, create `HfDeepSpeedConfig` BEFORE calling this (seller_dist.train.strategy)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        local = resolve_llm_path(path, cache_dir, storage_cfg)
+        cfg = AutoConfig.from_pretrained(local)
+        model = AutoModelForCausalLM.from_pretrained(local, dtype=DTYPES[dtype])
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+        if pad is None:
+            raise ValueError(f"{path}: config has neither pad_token_id nor eos_token_id")
+        eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
+        soft = None
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(local)
+            soft_ids = tok.convert_tokens_to_ids([SOFT_TOKEN])
+            soft = soft_ids[0] if soft_ids and soft_ids[0] != tok.unk_token_id else None
+        except (OSError, ValueError):
+            pass
+        return FrozenLLM(model, int(pad), None if eos is None else int(eos), soft)
+
+    def train(self, mode: bool = True) -> FrozenLLM:
+        super().train(mode)
+        self.model.eval()  # frozen: dropout stays off
+        return self
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def embedding(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def embed_with_soft(
+        self, input_ids: torch.Tensor, soft_mask: torch.Tensor, soft: torch.Tensor | None
+    ) -> torch.Tensor:
+        """inputs_embeds [B, T, H]; soft [B, K, H] or None (soft positions keep the pad embedding)."""
+        ids = input_ids.masked_fill(soft_mask, self.pad_id)
+        embeds = self.embedding(ids)
+        if soft is None:
+            return embeds
+        b, k, _ = soft.shape
+        counts = soft_mask.sum(dim=1)
+        if not bool((counts == k).all()):
+            raise ValueError(
+                f"soft_mask must mark exactly K={k} positions per row (model.num_soft_tokens), "
+                f"got {counts.tolist()}: the collate and the model config disagree"
+            )
+        rows, cols = soft_mask.nonzero(as_tuple=True)  # row-major: each row's positions in order
+        return embeds.index_put((rows, cols), soft.reshape(b * k, -1).to(embeds.dtype))
+
+    @staticmethod
+    def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+        return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+    def lm_loss(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross entropy over label tokens (labels != -100), next-token shifted, fp32 logits."""
+        out = self.model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=self.positions(attention_mask),
+            use_cache=False,
+        )
+        logits = out.logits[:, :-1].float()
+        target = labels[:, 1:]
+        if not bool((target != -100).any()):
+            return logits.sum() * 0.0  # keeps the graph (every rank must run the same backward)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gen: GenerationConfig,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue LEFT-padded prompts given as embeddings. Returns new token ids [B, <=max_new]
+        (pad after a row's eos). Greedy is deterministic; sampling uses `generator`."""
+        b = embeds.shape[0]
+        mask = attention_mask.long()
+        pos = self.positions(mask)
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        past = out.past_key_values
+        last_pos = pos[:, -1:]
+        logits = out.logits[:, -1].float()
+        done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
+        tokens = []
+        for step in range(gen.max_new_tokens):
+            nxt = self._pick(logits, gen, generator)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            tokens.append(nxt)
+            if self.eos_id is not None:
+                done = done | (nxt == self.eos_id)
+            if step == gen.max_new_tokens - 1 or (bool(done.all()) and not gen.sync_ranks):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=last_pos,
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1].float()
+        if not tokens:
+            return torch.zeros((b, 0), dtype=torch.long, device=embeds.device)
+        return torch.stack(tokens, dim=1)
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+        if not gen.do_sample:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / max(gen.temperature, 1e-5), dim=-1)
+        if gen.top_p < 1.0:
+            sorted_p, idx = probs.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(dim=-1) - sorted_p < gen.top_p  # always keeps the top token
+            sorted_p = sorted_p * keep
+            probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+            probs = probs / probs.sum(dim=-1, keepdim=True)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,183 @@
+"""SELLER: history + item encoders -> fusion -> K query tokens -> adapter -> soft prompts -> frozen LLM.
+
+Baselines are configurations of this one class (ModelConfig):
+  history_encoder=bag   order-free mean pooling (XRec-like)
+  prompt=ids            soft prompts from the user (or, without a "user" column, the mean of the
+                        history's item-id embeddings) and target item-id embeddings only (PEPLER-like)
+  adapter=dense         one MLP instead of the routed experts
+  adapter=none          prompt text only: the K soft positions are masked out of attention (and get
+                        the pad embedding), nothing is trainable; the frozen LLM's zero-shot score.
+
+The MoE adapter is NOT a submodule: it is created by `make_moe()` and passed to forward/generate
+(`model(batch, moe=moe)`), so a ZeRO-3 engine wrapping this model never partitions the experts
+(DESIGN.md, measured constraints). Everything trainable except the MoE is a submodule here; the
+frozen LLM is `self.llm` and is excluded from `trainable_state_dict()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from seller_dist.config import ModelConfig
+from seller_dist.model.expert_parallel import ExpertParallelGroups
+from seller_dist.model.fusion import CrossAttentionFusion
+from seller_dist.model.item_encoder import ItemEncoder
+from seller_dist.model.llm import FrozenLLM, GenerationConfig
+from seller_dist.model.moe import DenseAdapter, MoEAdapter, MoEOutput
+from seller_dist.model.sequence_encoder import build_history_encoder
+from seller_dist.model.vocab import ModelVocab
+
+
+class SellerModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab: ModelVocab, llm: FrozenLLM):
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.vocab = cfg, vocab
+        self.llm = llm
+        d, k = cfg.d_model, cfg.num_soft_tokens
+        if cfg.adapter == "none":
+            return  # nothing trainable
+        self.item_embedding = nn.Embedding(vocab.num_items + 1, d, padding_idx=0)
+        if cfg.prompt == "seller":
+            self.history = build_history_encoder(cfg, self.item_embedding)
+            self.item_encoder = ItemEncoder(cfg, vocab, self.item_embedding)
+            self.fusion = CrossAttentionFusion(cfg)
+        else:
+            self.user_embedding = nn.Embedding(vocab.num_users + 1, d) if vocab.num_users else None
+            self.ids_mix = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, d), nn.LayerNorm(d))
+        self.slots = nn.Parameter(torch.randn(k, d) * 0.02)  # one learned query per soft position
+        self.query_norm = nn.LayerNorm(d)
+        if cfg.adapter == "dense":
+            self.adapter = DenseAdapter(d, cfg.expert_hidden, llm.hidden_size)
+
+    # ------------------------------------------------------------------------------ parts
+    def make_moe(self, groups: ExpertParallelGroups | None = None) -> MoEAdapter:
+        """This rank's MoE adapter (its experts only). Keep it outside any ZeRO-3 engine."""
+        if self.cfg.adapter != "moe":
+            raise ValueError(f"model.adapter is '{self.cfg.adapter}', not 'moe'")
+        groups = groups or ExpertParallelGroups()
+        if groups.ep_size != self.cfg.ep_size:
+            raise ValueError(f"groups.ep_size={groups.ep_size} != model.ep_size={self.cfg.ep_size}")
+        c = self.cfg
+        return MoEAdapter(
+            c.d_model,
+            c.expert_hidden,
+            self.llm.hidden_size,
+            c.num_experts,
+            c.top_k,
+            c.capacity_factor,
+            groups,
+        )
+
+    def _user_and_item(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """fused [B, d] and attention [B, L] for either prompt kind."""
+        mask = batch["hist_mask"].bool()
+        if self.cfg.prompt == "seller":
+            hist = self.history(batch)
+            item = self.item_encoder(batch)
+            f = self.fusion(item, hist.states, hist.mask, hist.summary)
+            return f.fused, f.attention
+        item = self.item_embedding(batch["item"])
+        if self.user_embedding is not None and "user" in batch:
+            user = self.user_embedding(batch["user"].clamp(0, self.user_embedding.num_embeddings - 1))
+        else:  # no user column: a bag of the history's item ids (still ids only, no order/attributes)
+            m = mask.unsqueeze(-1).to(item.dtype)
+            user = (self.item_embedding(batch["hist_item"]) * m).sum(1) / m.sum(1).clamp(min=1)
+            if self.user_embedding is not None:
+                # + the "unknown user" row: every trainable parameter gets a gradient each step
+                # (ZeRO-3 ranks must agree on which parameters have gradients)
+                user = user + self.user_embedding.weight[0].to(user.dtype)
+        fused = self.ids_mix(torch.cat([user, item], dim=-1))
+        return fused, torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+
+    def soft_prompts(
+        self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None
+    ) -> tuple[torch.Tensor | None, MoEOutput, torch.Tensor]:
+        """(soft [B, K, H] or None for adapter=none, adapter stats, attention [B, L])."""
+        b = batch["item"].shape[0]
+        if self.cfg.adapter == "none":
+            dev = batch["item"].device
+            zero = torch.zeros((), device=dev)
+            stats = MoEOutput(zero, zero, torch.zeros(0, device=dev), zero.long())
+            return None, stats, torch.zeros(batch["hist_mask"].shape, device=dev)
+        fused, attention = self._user_and_item(batch)
+        queries = self.query_norm(fused[:, None, :] + self.slots[None].to(fused.dtype))  # [B, K, d]
+        tokens = queries.reshape(b * self.cfg.num_soft_tokens, -1)
+        if self.cfg.adapter == "moe":
+            if moe is None:
+                raise ValueError(
+                    "model.adapter=moe: pass the MoE adapter as `moe=` (from model.make_moe()); it lives "
+                    "outside the model so a ZeRO-3 engine never partitions the experts"
+                )
+            stats = moe(tokens)
+        else:
+            stats = self.adapter(tokens)
+        soft = stats.out.view(b, self.cfg.num_soft_tokens, -1)
+        return soft, stats, attention
+
+    # ------------------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None) -> dict[str, Any]:
+        soft, stats, attention = self.soft_prompts(batch, moe)
+        soft_mask = batch["soft_mask"].bool()
+        attn = batch["attention_mask"]
+        if soft is None:
+            attn = attn.masked_fill(soft_mask, 0)
+        embeds = self.llm.embed_with_soft(batch["input_ids"], soft_mask, soft)
+        lm_loss = self.llm.lm_loss(embeds, attn, batch["labels"])
+        aux = stats.aux_loss.float()
+        loss = lm_loss + self.cfg.aux_loss_coef * aux if self.cfg.adapter == "moe" else lm_loss
+        return {
+            "loss": loss,
+            "lm_loss": lm_loss.detach(),
+            "aux_loss": aux.detach(),
+            "expert_load": stats.expert_load.detach(),
+            "dropped_tokens": stats.dropped.detach(),
+            "attention": attention.detach(),
+        }
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: dict[str, torch.Tensor],
+        moe: MoEAdapter | None = None,
+        gen: GenerationConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Batched generation from LEFT-padded prompts: {"tokens": [B, <=max_new], "attention": [B, L]}."""
+        soft, _, attention = self.soft_prompts(batch, moe)
+        soft_mask = batch["soft_mask"].bool()
+        attn = batch["attention_mask"]
+        if soft is None:
+            attn = attn.masked_fill(soft_mask, 0)
+        embeds = self.llm.embed_with_soft(batch["input_ids"], soft_mask, soft)
+        tokens = self.llm.generate(embeds, attn, gen or GenerationConfig(), generator)
+        return {"tokens": tokens, "attention": attention}
+
+    def train(self, mode: bool = True) -> SellerModel:
+        super().train(mode)
+        self.llm.train(False)
+        return self
+
+    # ------------------------------------------------------------------------------ state
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad and not n.startswith("llm.")]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable weights only (never the LLM). Under ZeRO-3 call inside
+        `deepspeed.zero.GatheredParameters(params)` or the tensors are empty partitions."""
+        return {n: p.detach().clone() for n, p in self.trainable_named_parameters()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = dict(self.trainable_named_parameters())
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"trainable state does not match this model config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        with torch.no_grad():
+            for n, p in own.items():
+                p.copy_(state[n])

@@ -1,0 +1,323 @@
+"""The frozen LLM wrapper and the assembled SellerModel on a tiny local Llama (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seller_dist.config import ModelConfig
+from seller_dist.model.llm import FrozenLLM, GenerationConfig, resolve_llm_path
+from seller_dist.model.seller import SellerModel
+from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+from seller_dist.model.vocab import ModelVocab
+
+VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
+HIST_KEYS = ("hist_item", "hist_action", "hist_gap", "hist_target_gap", "hist_rating", "hist_mask")
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_llm_dir: str) -> FrozenLLM:
+    return FrozenLLM.from_pretrained(tiny_llm_dir)
+
+
+def cfg(**kw) -> ModelConfig:
+    base = dict(d_model=32, num_heads=4, num_layers=1, dropout=0.0, expert_hidden=32, num_experts=4)
+    return ModelConfig(**{**base, **kw})
+
+
+def build(llm: FrozenLLM, **kw) -> tuple[SellerModel, torch.nn.Module | None]:
+    torch.manual_seed(0)
+    m = SellerModel(cfg(**kw), VOCAB, llm).eval()
+    return m, (m.make_moe() if m.cfg.adapter == "moe" else None)
+
+
+def batch(llm: FrozenLLM, b: int = 5, seed: int = 0, mode: str = "train") -> dict[str, torch.Tensor]:
+    return synthetic_batch(VOCAB, token_ids_of(llm), 4, b, 6, seed=seed, mode=mode)
+
+
+def pad_text_right(b: dict[str, torch.Tensor], extra: int, pad: int) -> dict[str, torch.Tensor]:
+    out = dict(b)
+    for k, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", -100), ("soft_mask", False)):
+        x = b[k]
+        out[k] = torch.cat([x, torch.full((x.shape[0], extra), fill, dtype=x.dtype)], dim=1)
+    return out
+
+
+def pad_left(b: dict[str, torch.Tensor], keys, extra: int, fills: dict) -> dict[str, torch.Tensor]:
+    out = dict(b)
+    for k in keys:
+        x = b[k]
+        out[k] = torch.cat([torch.full((x.shape[0], extra), fills.get(k, 0), dtype=x.dtype), x], dim=1)
+    return out
+
+
+def test_loaded_llm_is_frozen_and_stays_in_eval(llm):
+    assert all(not p.requires_grad for p in llm.parameters())
+    m, _ = build(llm)
+    m.train()
+    assert m.training and not llm.model.training
+    assert llm.soft_id is not None and llm.eos_id is not None
+
+
+def test_soft_vectors_land_in_order_at_soft_positions(llm):
+    b = batch(llm)
+    soft = torch.randn(5, 4, llm.hidden_size)
+    emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], soft)
+    plain = llm.embedding(b["input_ids"])
+    for i in range(5):
+        pos = b["soft_mask"][i].nonzero().squeeze(1)
+        torch.testing.assert_close(emb[i, pos], soft[i])
+        keep = ~b["soft_mask"][i]
+        torch.testing.assert_close(emb[i, keep], plain[i, keep])
+    bad = b["soft_mask"].clone()
+    bad[0, 0] = True
+    with pytest.raises(ValueError, match=r"exactly K=4 positions per row .* got \[5, 4, 4, 4, 4\]"):
+        llm.embed_with_soft(b["input_ids"], bad, soft)
+
+
+def test_loss_is_cross_entropy_on_label_tokens_only(llm):
+    b = batch(llm)
+    emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 4, llm.hidden_size))
+    loss = llm.lm_loss(emb, b["attention_mask"], b["labels"])
+    logits = llm.model(inputs_embeds=emb, attention_mask=b["attention_mask"]).logits
+    terms = []
+    for i in range(5):
+        for t in range(1, b["labels"].shape[1]):
+            if b["labels"][i, t] != -100:
+                terms.append(F.cross_entropy(logits[i, t - 1][None], b["labels"][i, t][None]))
+    assert len(terms) == int((b["labels"] != -100).sum())
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("adapter", ["moe", "dense", "none"])
+def test_padding_never_changes_the_loss(llm, adapter):
+    m, moe = build(llm, adapter=adapter)
+    b = batch(llm)
+    base = m(b, moe=moe)["loss"]
+    padded = pad_text_right(b, 3, llm.pad_id)
+    padded = pad_left(padded, HIST_KEYS, 4, {})
+    out = m(padded, moe=moe)
+    torch.testing.assert_close(out["loss"], base, atol=1e-5, rtol=1e-5)
+    if adapter != "none":
+        torch.testing.assert_close(out["attention"][:, 4:], m(b, moe=moe)["attention"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(top_k=1, capacity_factor=1.0),
+        dict(history_encoder="gru"),
+        dict(history_encoder="bag"),
+        dict(prompt="ids"),
+        dict(adapter="dense"),
+        dict(adapter="none"),
+    ],
+    ids=["moe", "moe-top1-cap", "gru", "bag", "ids", "dense", "none"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forward_outputs_and_gradients(llm, kw, dtype):
+    m, moe = build(llm, **kw)
+    m.train()
+    if dtype == torch.bfloat16:
+        m = m.to(dtype)  # what ZeRO-3 bf16 does to the engine's model (the MoE keeps its own dtype)
+    b = batch(llm)
+    out = m(b, moe=moe)
+    assert set(out) == {"loss", "lm_loss", "aux_loss", "expert_load", "dropped_tokens", "attention"}
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    assert out["attention"].shape == b["hist_mask"].shape
+    trainable = m.trainable_named_parameters() + (list(moe.named_parameters()) if moe else [])
+    if m.cfg.adapter == "none":
+        assert trainable == [] and not out["loss"].requires_grad
+        return
+    if m.cfg.adapter == "moe":
+        assert out["expert_load"].shape == (4,) and float(out["aux_loss"]) >= 1.0 - 1e-5
+        torch.testing.assert_close(out["expert_load"].sum(), torch.tensor(1.0))
+    out["loss"].backward()
+    assert all(p.grad is None for p in llm.parameters())
+    missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad.float()).all()]
+    # an unused field/position embedding row has zero grad but a grad tensor; none may be missing
+    assert not missing, missing
+
+
+def test_ids_prompt_uses_user_column_when_present(llm):
+    m, moe = build(llm, prompt="ids")
+    b = batch(llm)
+    without = m(b, moe=moe)["loss"]
+    with_user = m(dict(b, user=torch.arange(5)), moe=moe)["loss"]
+    assert not torch.allclose(without, with_user)
+    # ids only: changing attributes / actions / text embedding changes nothing
+    b2 = dict(b, item_attrs=torch.zeros_like(b["item_attrs"]), hist_action=torch.ones_like(b["hist_action"]))
+    torch.testing.assert_close(m(b2, moe=moe)["loss"], without)
+
+
+def test_trainable_state_excludes_llm_and_round_trips(llm):
+    m, _ = build(llm, adapter="dense")
+    sd = m.trainable_state_dict()
+    assert sd and not any(k.startswith("llm.") for k in sd)
+    assert sum(v.numel() for v in sd.values()) == sum(p.numel() for _, p in m.trainable_named_parameters())
+    m2, _ = build(llm, adapter="dense")
+    with torch.no_grad():
+        for _, p in m2.trainable_named_parameters():
+            p.add_(1.0)
+    m2.load_trainable_state_dict(sd)
+    b = batch(llm)
+    torch.testing.assert_close(m2(b)["loss"], m(b)["loss"])
+    with pytest.raises(ValueError, match="missing"):
+        m2.load_trainable_state_dict({k: v for k, v in sd.items() if k != "slots"})
+
+
+def test_moe_adapter_must_be_passed(llm):
+    m, _ = build(llm)
+    with pytest.raises(ValueError, match="pass the MoE adapter as `moe=`"):
+        m(batch(llm))
+
+
+# ------------------------------------------------------------------------------------ generation
+def naive_greedy(llm: FrozenLLM, embeds, mask, steps: int) -> torch.Tensor:
+    """Recompute the whole sequence each step (no KV cache): what the cached loop must equal."""
+    out = []
+    for _ in range(steps):
+        logits = llm.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=FrozenLLM.positions(mask)
+        ).logits[:, -1]
+        nxt = logits.argmax(-1)
+        out.append(nxt)
+        embeds = torch.cat([embeds, llm.embedding(nxt)[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    return torch.stack(out, 1)
+
+
+def test_greedy_generation_is_deterministic_cached_and_bounded(llm):
+    m, moe = build(llm)
+    b = batch(llm, mode="generate")
+    gen = GenerationConfig(max_new_tokens=6)
+    llm.eos_id, saved = -1, llm.eos_id  # no early stop: compare full length with the naive loop
+    try:
+        t1 = m.generate(b, moe=moe, gen=gen)["tokens"]
+        t2 = m.generate(b, moe=moe, gen=gen)["tokens"]
+        soft, _, _ = m.soft_prompts(b, moe)
+        emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], soft)
+        ref = naive_greedy(llm, emb, b["attention_mask"], 6)
+    finally:
+        llm.eos_id = saved
+    assert t1.shape == (5, 6)
+    assert torch.equal(t1, t2) and torch.equal(t1, ref)
+    # extra left padding of the prompt gives the same tokens
+    padded = pad_left(b, ("input_ids", "attention_mask", "soft_mask"), 3, {"input_ids": llm.pad_id})
+    padded["soft_mask"] = padded["soft_mask"].bool()
+    llm.eos_id = -1
+    try:
+        assert torch.equal(m.generate(padded, moe=moe, gen=gen)["tokens"], t1)
+    finally:
+        llm.eos_id = saved
+    assert m.generate(b, moe=moe, gen=GenerationConfig(max_new_tokens=2))["tokens"].shape == (5, 2)
+
+
+def test_eos_stops_a_row(llm):
+    m, moe = build(llm, adapter="dense")
+    b = batch(llm, mode="generate")
+    saved = llm.eos_id
+    try:
+        llm.eos_id = -1
+        free = m.generate(b, gen=GenerationConfig(max_new_tokens=5))["tokens"]
+        llm.eos_id = int(free[0, 0])  # pretend row 0's first token is eos
+        stopped = m.generate(b, gen=GenerationConfig(max_new_tokens=5))["tokens"]
+    finally:
+        llm.eos_id = saved
+    assert stopped[0, 0] == free[0, 0] and torch.all(stopped[0, 1:] == llm.pad_id)
+    for i in range(1, 5):  # other rows run until they emit that token themselves
+        hit = (free[i] == int(free[0, 0])).nonzero()
+        end = int(hit[0]) + 1 if len(hit) else 5
+        assert torch.equal(stopped[i, :end], free[i, :end])
+    # all rows finished -> the loop stops early, unless ranks must stay in step (ZeRO-3)
+    llm.eos_id = int(free[0, 0])
+    try:
+        b1 = {k: v[:1] for k, v in b.items()}
+        assert m.generate(b1, gen=GenerationConfig(max_new_tokens=5))["tokens"].shape == (1, 1)
+        synced = m.generate(b1, gen=GenerationConfig(max_new_tokens=5, sync_ranks=True))["tokens"]
+        assert synced.shape == (1, 5) and torch.all(synced[0, 1:] == llm.pad_id)
+    finally:
+        llm.eos_id = saved
+
+
+def test_sampling_is_seeded_and_top_p_keeps_the_top_token(llm):
+    m, moe = build(llm)
+    b = batch(llm, mode="generate")
+    greedy = m.generate(b, moe=moe, gen=GenerationConfig(max_new_tokens=4))["tokens"]
+    s = GenerationConfig(max_new_tokens=4, do_sample=True, temperature=1.5)
+    a1 = m.generate(b, moe=moe, gen=s, generator=torch.Generator().manual_seed(3))["tokens"]
+    a2 = m.generate(b, moe=moe, gen=s, generator=torch.Generator().manual_seed(3))["tokens"]
+    assert torch.equal(a1, a2) and not torch.equal(a1, greedy)
+    tiny_p = GenerationConfig(max_new_tokens=4, do_sample=True, top_p=1e-6)
+    assert torch.equal(
+        m.generate(b, moe=moe, gen=tiny_p, generator=torch.Generator().manual_seed(0))["tokens"], greedy
+    )
+
+
+# ------------------------------------------------------------------------------------ loading
+def test_llm_path_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"model.llm_path={tmp_path}: no config.json there"):
+        resolve_llm_path(str(tmp_path), str(tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_llm_from_object_store_is_downloaded_once(tiny_llm_dir, s3_bucket, tmp_path):
+    from seller_dist import storage
+
+    url = f"{s3_bucket}/models/tiny"
+    for name in os.listdir(tiny_llm_dir):
+        with open(os.path.join(tiny_llm_dir, name), "rb") as f:
+            storage.write_bytes(f"{url}/{name}", f.read())
+    local = resolve_llm_path(url, str(tmp_path / "cache"))
+    assert sorted(n for n in os.listdir(local) if n != ".complete") == sorted(os.listdir(tiny_llm_dir))
+    assert resolve_llm_path(url, str(tmp_path / "cache")) == local  # cached
+    a = FrozenLLM.from_pretrained(url, cache_dir=str(tmp_path / "cache"))
+    b = FrozenLLM.from_pretrained(tiny_llm_dir)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_bootstrap_llm_from_a_prepared_dataset(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seller_dist.model import bootstrap
+    from tests.conftest import make_dataset
+
+    make_dataset(str(tmp_path / "data"), n_records=60, n_shards=2)
+    p = argparse.ArgumentParser()
+    bootstrap.add_arguments(p)
+    args = p.parse_args(
+        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "llm"), "--vocab-size", "300"]
+        + ["--hidden", "32", "--layers", "1", "--heads", "2", "--steps", "30", "--batch-size", "8"]
+    )
+    assert bootstrap.run(args) == 0
+    tok = AutoTokenizer.from_pretrained(tmp_path / "llm")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
+    for t in ("<|pad|>", "<|bos|>", "<|eos|>", "<|soft|>"):
+        assert tok.convert_tokens_to_ids(t) != tok.unk_token_id
+    assert tok.decode(tok("because you liked item 7")["input_ids"]) == "because you liked item 7"
+    assert model.config.hidden_size == 32 and model.config.vocab_size == len(tok)
+    # trained on the dataset's explanations: they are likelier than shuffled words
+    text = "because you liked item 3 lamp you may like item 4 novel"
+    words = text.split()
+    shuffled = " ".join(words[::-1])
+
+    def nll(s: str) -> float:
+        ids = tok(f"<|bos|>{s}", return_tensors="pt")["input_ids"]
+        return float(model(input_ids=ids, labels=ids).loss.detach())
+
+    assert nll(text) < nll(shuffled)
+
+
+def test_bootstrap_llm_fails_clearly_without_a_dataset(tmp_path):
+    from seller_dist.model import bootstrap
+
+    p = argparse.ArgumentParser()
+    bootstrap.add_arguments(p)
+    with pytest.raises(FileNotFoundError, match="no manifest at"):
+        bootstrap.run(p.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]))
