@@ -27,8 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="where the demo writes (local path or s3:// URL)")
     p.add_argument("--ranks", type=int, default=2, help="ranks to split the stream across")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a prep config key, e.g. --set source_options.num_users=1000")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a prep config key, e.g. --set source_options.num_users=1000",
+    )
 
 
 def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train") -> dict[str, Any]:
@@ -50,8 +56,9 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
                     seen[rec.key] += 1
                     n_real += 1
                     hist_len += len(rec.history)
-        per_rank.append({"rank": rank, "batches": batches, "records": n_real,
-                         "mean_history": hist_len / max(1, n_real)})
+        per_rank.append(
+            {"rank": rank, "batches": batches, "records": n_real, "mean_history": hist_len / max(1, n_real)}
+        )
     dupes = [k for k, n in seen.items() if n != 1]
     if dupes or len({r["batches"] for r in per_rank}) != 1:
         raise RuntimeError(f"stream contract broken: duplicates={dupes[:3]} per_rank={per_rank}")
@@ -76,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if summary["records"] != counts["train"]:
         raise RuntimeError(f"streamed {summary['records']} train records, manifest says {counts['train']}")
     for r in summary["per_rank"]:
-        print(f"[demo]     rank {r['rank']}: {r['batches']} batches, {r['records']} records, "
-              f"mean history length {r['mean_history']:.1f}")
-    print(f"[demo] done in {time.time() - t0:.1f}s: every train record streamed exactly once, "
-          "equal batch counts per rank")
+        print(
+            f"[demo]     rank {r['rank']}: {r['batches']} batches, {r['records']} records, "
+            f"mean history length {r['mean_history']:.1f}"
+        )
+    print(
+        f"[demo] done in {time.time() - t0:.1f}s: every train record streamed exactly once, "
+        "equal batch counts per rank"
+    )
     return 0

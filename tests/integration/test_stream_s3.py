@@ -4,6 +4,7 @@ and two real gloo processes each streaming their part of a dataset written to S3
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 
@@ -95,8 +96,12 @@ def test_prep_writes_to_s3_and_two_gloo_ranks_stream_it_back(s3_bucket, tmp_path
     root = f"{s3_bucket}/prepped"
     cfg = from_dict(
         PrepConfig,
-        {"source": "synthetic", "output": root, "shard_max_records": 97,
-         "source_options": {"num_users": 30, "num_items": 40, "seed": 3}},
+        {
+            "source": "synthetic",
+            "output": root,
+            "shard_max_records": 97,
+            "source_options": {"num_users": 30, "num_items": 40, "seed": 3},
+        },
     )
     manifest = run_prep(cfg)
     n = manifest["splits"]["train"]["count"]
@@ -104,10 +109,14 @@ def test_prep_writes_to_s3_and_two_gloo_ranks_stream_it_back(s3_bucket, tmp_path
     mp.spawn(_rank_main, args=(2, free_port(), root, str(tmp_path)), nprocs=2, join=True)
     gathered = json.loads((tmp_path / "gathered.json").read_text())
     batches = [g["batches"] for g in gathered]
-    assert len(batches[0]) == len(batches[1]) == -(-(-(-n // 2)) // 4)
+    assert len(batches[0]) == len(batches[1]) == math.ceil(math.ceil(n / 2) / 4)
     real = Counter(k for rb in batches for b in rb for k, pad in b if not pad)
     # every record of the train split, as listed by a single-process full read, exactly once
-    everything = [k for b in RankLoader(ShardStream(root, batch_size=64, shuffle=False)).epoch_iter()
-                  for k, pad in zip(b.keys, b.pad, strict=True) if not pad]
+    everything = [
+        k
+        for b in RankLoader(ShardStream(root, batch_size=64, shuffle=False)).epoch_iter()
+        for k, pad in zip(b.keys, b.pad, strict=True)
+        if not pad
+    ]
     assert len(everything) == n
     assert sorted(real) == sorted(everything) and set(real.values()) == {1}

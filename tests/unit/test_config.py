@@ -11,7 +11,9 @@ from seller_dist.config_loader import ConfigError, dump_yaml, from_dict, load_co
 def test_yaml_and_overrides_build_typed_dataclasses(tmp_path):
     p = tmp_path / "prep.yaml"
     p.write_text("source: yelp\nmax_history: 12\nstorage:\n  retries: 2\n")
-    cfg = load_config(PrepConfig, p, ["max_history=7", "storage.endpoint_url=http://127.0.0.1:9", "output=s3://b/x"])
+    cfg = load_config(
+        PrepConfig, p, ["max_history=7", "storage.endpoint_url=http://127.0.0.1:9", "output=s3://b/x"]
+    )
     assert cfg.source == "yelp"
     assert cfg.max_history == 7
     assert cfg.storage.retries == 2
@@ -32,7 +34,9 @@ def test_unknown_key_suggests_the_close_one():
 
 
 def test_unknown_nested_key_names_full_path():
-    with pytest.raises(ConfigError, match=r"unknown config key 'storage.retry'; did you mean 'storage.retries'\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'storage.retry'; did you mean 'storage.retries'\?"
+    ):
         from_dict(PrepConfig, {}, ["storage.retry=3"])
 
 

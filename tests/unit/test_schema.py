@@ -6,7 +6,13 @@ import copy
 
 import pytest
 
-from seller_dist.data.schema import ExampleRecord, HistoryEvent, RecordError, normalize_timestamp, validate_example
+from seller_dist.data.schema import (
+    ExampleRecord,
+    HistoryEvent,
+    RecordError,
+    normalize_timestamp,
+    validate_example,
+)
 
 
 def _record() -> ExampleRecord:

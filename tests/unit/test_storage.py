@@ -30,7 +30,9 @@ def test_transient_errors_are_retried_then_succeed():
             raise ConnectionError("connection reset by peer")
         return "ok"
 
-    assert storage.with_retries(flaky, "read s3://b/k", StorageConfig(retries=5, retry_backoff_s=0.001)) == "ok"
+    assert (
+        storage.with_retries(flaky, "read s3://b/k", StorageConfig(retries=5, retry_backoff_s=0.001)) == "ok"
+    )
     assert len(calls) == 3
 
 
