@@ -1,8 +1,11 @@
 """`seller-dist demo`: the README's end-to-end run on the embedded synthetic default, offline.
 
-Stages (each prints what it did): prepare the synthetic dataset with the packaged config, then stream
+Stages (each prints what it did): prepare the synthetic dataset with the packaged config; stream
 the train split back through the same rank loader the training workers use, as `--ranks` ranks, and
-check that every record arrived exactly once with equal batch counts per rank.
+check that every record arrived exactly once with equal batch counts per rank; bootstrap a small LLM
+on the dataset's text (no hub here); train SELLER with Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers
+(experts split over both) with the packaged train config; export the trainable weights.
+`--stages data` stops after the stream check.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="where the demo writes (local path or s3:// URL)")
     p.add_argument("--ranks", type=int, default=2, help="ranks to split the stream across")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--stages", choices=["data", "all"], default="all", help="data: stop after the stream check"
+    )
+    p.add_argument("--train-steps", type=int, default=30)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -73,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     )
     from data_prep.pipeline import run_prep
 
-    print(f"[demo] 1/2 prepare synthetic data -> {data_url}")
+    n_stages = 2 if args.stages == "data" else 5
+    print(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
     print(f"[demo]     records per split: {counts}; items: {manifest['items']['count']}")
 
-    print(f"[demo] 2/2 stream the train split back across {args.ranks} ranks")
+    print(f"[demo] 2/{n_stages} stream the train split back across {args.ranks} ranks")
     summary = stream_back(data_url, args.ranks, args.batch_size)
     if summary["records"] != counts["train"]:
         raise RuntimeError(f"streamed {summary['records']} train records, manifest says {counts['train']}")

@@ -8,7 +8,22 @@ from seller_dist.data.shards import Manifest
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--ranks", "3", "--set", "source_options.num_users=40"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--ranks",
+                "3",
+                "--stages",
+                "data",
+                "--set",
+                "source_options.num_users=40",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     manifest = Manifest.load(str(out / "data"))
     train = manifest.count("train")
