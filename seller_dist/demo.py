@@ -95,8 +95,45 @@ def run(args: argparse.Namespace) -> int:
             f"[demo]     rank {r['rank']}: {r['batches']} batches, {r['records']} records, "
             f"mean history length {r['mean_history']:.1f}"
         )
-    print(
-        f"[demo] done in {time.time() - t0:.1f}s: every train record streamed exactly once, "
-        "equal batch counts per rank"
-    )
+    print("[demo]     every train record streamed exactly once, equal batch counts per rank")
+    if args.stages == "all":
+        train_and_export(args, data_url)
+    print(f"[demo] done in {time.time() - t0:.1f}s")
     return 0
+
+
+def train_and_export(args: argparse.Namespace, data_url: str) -> None:
+    """Stages 3-5: bootstrap the frozen LLM, train on 2 Ray workers, export for plain PyTorch."""
+    from seller_dist.cli import main as cli_main
+    from seller_dist.config import TrainConfig
+    from seller_dist.train import checkpoint as ck
+    from seller_dist.train.driver import default_config_path, train
+    from seller_dist.train.export import export
+
+    llm_dir = str(Path(args.out) / "llm")
+    print(f"[demo] 3/5 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+    boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", "100", "--hidden", "64"]
+    if cli_main([*boot, "--vocab-size", "1000"]) != 0:
+        raise RuntimeError("bootstrap-llm failed")
+
+    print(f"[demo] 4/5 train SELLER: Ray Train, 2 CPU workers, ZeRO-3, ep_size 2, {args.train_steps} steps")
+    overrides = [
+        f"data.manifest={data_url}",
+        f"model.llm_path={llm_dir}",
+        f"storage_path={storage.join(args.out, 'runs')}",
+        f"run_name=demo-{int(time.time())}",
+        f"max_steps={args.train_steps}",
+        "checkpoint.every_steps=0",
+        f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
+    ]
+    cfg = load_config(TrainConfig, default_config_path(), overrides)
+    pre, _ = train(cfg)
+    latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
+    if latest is None:
+        raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
+    state = ck.Checkpoint.open(latest.url, cfg.storage).load_json(ck.TRAIN_STATE_FILE)
+    print(f"[demo]     committed checkpoint {latest.url} (step {state.get('step')})")
+
+    out_dir = Path(args.out) / "export"
+    print(f"[demo] 5/5 export trainable weights -> {out_dir}")
+    export(latest.url, out_dir, cfg.storage)

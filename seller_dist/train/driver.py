@@ -109,8 +109,25 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def absolutize_local_paths(cfg: TrainConfig) -> None:
+    """Ray workers do not run in the driver's working directory: relative local paths in the config
+    are made absolute here, against the directory `seller-dist train` was started in."""
+    import dataclasses
+
+    from seller_dist.storage import protocol_of
+
+    def fix(url: str) -> str:
+        return os.path.abspath(url) if url and protocol_of(url) == "file" else url
+
+    cfg.data = dataclasses.replace(cfg.data, manifest=fix(cfg.data.manifest))
+    cfg.model = dataclasses.replace(cfg.model, llm_path=fix(cfg.model.llm_path))
+    cfg.logging = dataclasses.replace(cfg.logging, wandb_dir=fix(cfg.logging.wandb_dir))
+    cfg.storage_path = fix(cfg.storage_path)
+
+
 def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
     """Preflight (raises ConfigError), then fit; returns (preflight result, Ray's Result)."""
+    absolutize_local_paths(cfg)
     pre = preflight(cfg)
     if pre.resume_from:
         print(
