@@ -7,7 +7,6 @@ and other fixtures can build the same data.
 from __future__ import annotations
 
 import io
-import os
 import random
 import shutil
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from seller_dist.bench.data import DUMMY_S3_ENV as S3_ENV
 from seller_dist.bench.data import free_port as free_port  # re-exported: tests import it from here
 from seller_dist.bench.data import local_s3_server as moto_s3_server
+from seller_dist.bench.data import scoped_env
 from seller_dist.config import StorageConfig
 from seller_dist.data import shards
 from seller_dist.data.schema import ACTIONS, ExampleRecord, HistoryEvent, ItemRecord
@@ -32,16 +32,8 @@ def s3_server() -> Iterator[str]:
     """A real S3 endpoint (moto server) with AWS_ENDPOINT_URL and dummy credentials set for the session."""
     with moto_s3_server() as endpoint:
         env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with scoped_env(env):
             yield endpoint
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 @pytest.fixture

@@ -108,7 +108,8 @@ def local_s3_server(timeout_s: float = 30.0) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
+def scoped_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block and restore the previous values after it."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -231,7 +232,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if not args.no_s3:
             endpoint = stack.enter_context(local_s3_server())
-            stack.enter_context(_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}))
+            stack.enter_context(scoped_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}))
             s3cfg = StorageConfig(endpoint_url=endpoint)
             import boto3  # with moto in the dev extra
 
