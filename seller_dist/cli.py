@@ -5,6 +5,8 @@ seller-dist inspect DATASET_URL                                 read a dataset b
 seller-dist bootstrap-llm ...                                   tiny tokenizer + causal LM for offline use
 seller-dist train --config train.yaml [--set key=value ...]   Ray Train + DeepSpeed training job
 seller-dist export CHECKPOINT_URL --out DIR                    trainable weights for plain PyTorch
+seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
+seller-dist report RUN_A RUN_B ...                              side-by-side table of evaluated runs
 seller-dist bench data|train|eval ...                           throughput benchmarks
 seller-dist demo                                                the README's end-to-end run
 """
@@ -26,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("seller_dist.eval.report", "side-by-side table of several evaluated runs"),
     "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
+    "eval": ("seller_dist.eval.job", "generate on Ray workers, score text quality, grounding, utility"),
     "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
 }
 

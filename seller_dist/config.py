@@ -6,6 +6,7 @@ Each `validate()` raises `ConfigError` with the key and what to change.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -129,7 +130,9 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     dropout: float = 0.1
-    max_history: int = 50  # position table size: >= the dataset's max_history (later positions share the last row)
+    max_history: int = (
+        50  # position table size: >= the dataset's max_history (later positions share the last row)
+    )
     num_time_buckets: int = 32  # log2 time-gap buckets (0 = padding)
     num_soft_tokens: int = 4  # K soft-prompt vectors placed into the LLM input
     num_experts: int = 8
@@ -160,7 +163,9 @@ class ModelConfig:
         if self.top_k > self.num_experts:
             raise ConfigError(f"model.top_k={self.top_k} exceeds model.num_experts={self.num_experts}")
         if self.capacity_factor < 0:
-            raise ConfigError(f"model.capacity_factor must be >= 0 (0 = dropless), got {self.capacity_factor}")
+            raise ConfigError(
+                f"model.capacity_factor must be >= 0 (0 = dropless), got {self.capacity_factor}"
+            )
         if self.aux_loss_coef < 0:
             raise ConfigError(f"model.aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
         if self.ep_size < 1 or self.num_experts % self.ep_size:
@@ -372,11 +377,67 @@ class SimulatorConfig:
 
 
 @dataclass
+class GenerationOptions:
+    """How the eval job decodes (seller_dist.eval.generate). Batches are cut from the key-sorted
+    split, so a batch holds the same examples whatever the worker count; sampling draws from a
+    generator seeded by (seed, batch index): results never depend on how many workers ran."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    do_sample: bool = False  # greedy by default
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    supporting_events: int = 3  # most attended history events written per example (fusion attention)
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("eval.generation: batch_size and max_new_tokens must be >= 1")
+        if self.temperature <= 0 or not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(
+                f"eval.generation: need temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p})"
+            )
+        if self.supporting_events < 0:
+            raise ConfigError(f"eval.generation.supporting_events must be >= 0, got {self.supporting_events}")
+
+
+@dataclass
+class EvalWorkersConfig:
+    """The Ray workers that generate: each loads the frozen LLM and the trained weights once."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # only with use_gpu
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray on 127.0.0.1
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"eval.workers.num_workers must be >= 1, got {self.num_workers}")
+        if self.cpus_per_worker <= 0 or (self.use_gpu and self.gpus_per_worker <= 0):
+            raise ConfigError("eval.workers: cpus_per_worker (and gpus_per_worker with use_gpu) must be > 0")
+
+
+@dataclass
 class EvalConfig:
-    """Scoring a generations file (seller_dist.eval.scoring) and writing the report (docs/evaluation.md)."""
+    """`seller-dist eval` (seller_dist.eval.job): generate with Ray workers, then score the generations
+    file (seller_dist.eval.scoring) and write the report (docs/evaluation.md)."""
 
     data: str = "outputs/data/synthetic"  # dataset root URL (manifest.json, items/, test split)
     split: str = "test"
+    # a committed checkpoint (…/checkpoints/step-N), a run's checkpoints folder (newest committed),
+    # an export folder (seller_config.json), or "zero-shot": the frozen LLM with the text prompt only
+    checkpoint: str = ""
+    out: str = "outputs/eval"  # generations.jsonl + report.json/md/png (local path or object-store URL)
+    system: str = ""  # name in reports; "" = derived from the model config (seller, bag, ids, dense, none)
+    llm_path: str = ""  # "" = the path the checkpoint was trained with (override when the LLM moved)
+    # model settings this eval expects, e.g. {history_encoder: bag}: the checkpoint's model config must
+    # agree on every key given (guards against scoring the wrong run); with checkpoint=zero-shot they
+    # define the model (adapter none)
+    expect_model: dict[str, Any] = field(default_factory=dict)
+    limit: int = 0  # 0 = the whole split; else the first `limit` examples in key order
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    workers: EvalWorkersConfig = field(default_factory=EvalWorkersConfig)
     encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package
     encoder_device: str = "auto"  # auto = cuda when available, else cpu; or "cpu", "cuda:0", ...
     max_error_rate: float = 0.0  # bad generation lines tolerated before scoring stops
@@ -393,3 +454,11 @@ class EvalConfig:
             raise ConfigError("eval.data: give the dataset root URL (the folder holding manifest.json)")
         if not 0.0 <= self.max_error_rate < 1.0:
             raise ConfigError(f"eval.max_error_rate must be in [0, 1), got {self.max_error_rate}")
+        if self.limit < 0:
+            raise ConfigError(f"eval.limit must be >= 0 (0 = the whole split), got {self.limit}")
+        unknown = sorted(set(self.expect_model) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise ConfigError(
+                f"eval.expect_model: unknown model key '{unknown[0]}' (valid: "
+                f"{sorted(f.name for f in dataclasses.fields(ModelConfig))})"
+            )

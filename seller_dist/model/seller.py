@@ -146,15 +146,16 @@ class SellerModel(nn.Module):
         gen: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Batched generation from LEFT-padded prompts: {"tokens": [B, <=max_new], "attention": [B, L]}."""
-        soft, _, attention = self.soft_prompts(batch, moe)
+        """Batched generation from LEFT-padded prompts: {"tokens": [B, <=max_new], "attention": [B, L],
+        "expert_load": [E] tokens routed to each expert (empty without MoE)}."""
+        soft, stats, attention = self.soft_prompts(batch, moe)
         soft_mask = batch["soft_mask"].bool()
         attn = batch["attention_mask"]
         if soft is None:
             attn = attn.masked_fill(soft_mask, 0)
         embeds = self.llm.embed_with_soft(batch["input_ids"], soft_mask, soft)
         tokens = self.llm.generate(embeds, attn, gen or GenerationConfig(), generator)
-        return {"tokens": tokens, "attention": attention}
+        return {"tokens": tokens, "attention": attention, "expert_load": stats.expert_load}
 
     def train(self, mode: bool = True) -> SellerModel:
         super().train(mode)

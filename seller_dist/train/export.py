@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from seller_dist import storage
 from seller_dist.config import ModelConfig, StorageConfig
 from seller_dist.train import checkpoint as ck
 
@@ -57,8 +58,22 @@ def gather_experts(
     return full
 
 
-def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig | None = None) -> Path:
-    """Write trainable.safetensors + seller_config.json for a committed checkpoint (verified first)."""
+@dataclass
+class TrainedWeights:
+    """Everything inference needs besides the frozen LLM: model config (ep_size=1), vocab sizes and
+    the trainable weights with all experts gathered. Small: it travels to eval workers by value."""
+
+    source: str  # the checkpoint or export URL it came from
+    step: int | None
+    model: ModelConfig
+    vocab: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    train_config: str | None = None  # the run's config.yaml, when read from a checkpoint
+    manifest_sha256: str | None = None  # of the dataset it was trained on, when known
+
+
+def from_checkpoint(checkpoint_url: str, storage_cfg: StorageConfig | None = None) -> TrainedWeights:
+    """A committed checkpoint (every file's sha256 verified first) -> TrainedWeights."""
     ckpt = ck.Checkpoint.open(checkpoint_url, storage_cfg, verify=True)
     meta = ckpt.load_json(ck.MODEL_META_FILE)
     model_cfg = ModelConfig(**meta["model"])
@@ -74,19 +89,83 @@ def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig 
             )
         moe = gather_experts([ckpt.load_tensors(n) for n in names], f"checkpoint {checkpoint_url}")
         weights.update({f"{MOE_PREFIX}{k}": v for k, v in moe.items()})
+    return TrainedWeights(
+        source=checkpoint_url,
+        step=ckpt.step,
+        model=dataclasses.replace(model_cfg, ep_size=1),
+        vocab=dict(meta["vocab"]),
+        weights=weights,
+        train_config=ckpt.load_text(ck.CONFIG_FILE) if ckpt.has(ck.CONFIG_FILE) else None,
+        manifest_sha256=(
+            ckpt.load_text(ck.MANIFEST_HASH_FILE).strip() if ckpt.has(ck.MANIFEST_HASH_FILE) else None
+        ),
+    )
+
+
+def from_export(folder_url: str, storage_cfg: StorageConfig | None = None) -> TrainedWeights:
+    """An export folder (local or object store) -> TrainedWeights."""
+    from safetensors.torch import load as load_safetensors
+
+    config_url = storage.join(folder_url, CONFIG_FILE)
+    try:
+        config = json.loads(storage.read_bytes(config_url, storage_cfg))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder_url} is not an export folder: no {CONFIG_FILE}") from None
+    if int(config.get("format_version", -1)) > EXPORT_FORMAT_VERSION:
+        raise ValueError(f"{config_url}: format_version {config['format_version']} is newer than this code")
+    weights = load_safetensors(storage.read_bytes(storage.join(folder_url, WEIGHTS_FILE), storage_cfg))
+    return TrainedWeights(
+        source=folder_url,
+        step=config.get("step"),
+        model=ModelConfig(**{**config["model"], "ep_size": 1}),
+        vocab=dict(config["vocab"]),
+        weights=dict(weights),
+        train_config=config.get("train_config"),
+        manifest_sha256=config.get("manifest_sha256"),
+    )
+
+
+def load_trained(url: str, storage_cfg: StorageConfig | None = None) -> TrainedWeights:
+    """A committed checkpoint, a run's checkpoints folder (the newest committed one) or an export
+    folder. Errors say which was expected and what was found."""
+    url = url.rstrip("/")
+    if storage.exists(storage.join(url, CONFIG_FILE), storage_cfg):
+        return from_export(url, storage_cfg)
+    if ck.is_step_url(url):
+        if not storage.exists(url, storage_cfg):
+            raise ck.CheckpointError(f"checkpoint {url} does not exist")
+        return from_checkpoint(url, storage_cfg)
+    if not storage.exists(url, storage_cfg):
+        raise ck.CheckpointError(
+            f"checkpoint {url} does not exist (expected a committed checkpoint …/step-N, a run's "
+            "checkpoints folder or an export folder)"
+        )
+    latest = ck.latest_committed(url, storage_cfg, verify=False)
+    if latest is None:
+        raise ck.CheckpointError(
+            f"{url} holds no committed checkpoint and is not an export folder (no {CONFIG_FILE})"
+        )
+    return from_checkpoint(latest.url, storage_cfg)
+
+
+def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig | None = None) -> Path:
+    """Write trainable.safetensors + seller_config.json for a committed checkpoint (verified first)."""
+    trained = from_checkpoint(checkpoint_url, storage_cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / WEIGHTS_FILE))
+    save_file({k: v.contiguous() for k, v in trained.weights.items()}, str(out / WEIGHTS_FILE))
     config = {
         "format_version": EXPORT_FORMAT_VERSION,
-        "model": {**dataclasses.asdict(model_cfg), "ep_size": 1},
-        "vocab": meta["vocab"],
-        "llm_path": model_cfg.llm_path,
+        "model": dataclasses.asdict(trained.model),
+        "vocab": trained.vocab,
+        "llm_path": trained.model.llm_path,
         "source_checkpoint": checkpoint_url,
-        "step": ckpt.step,
+        "step": trained.step,
+        "train_config": trained.train_config,
+        "manifest_sha256": trained.manifest_sha256,
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    log.info("exported %s (%d tensors) to %s", checkpoint_url, len(weights), out)
+    log.info("exported %s (%d tensors) to %s", checkpoint_url, len(trained.weights), out)
     return out
 
 
@@ -102,27 +181,26 @@ class ExportedSeller:
         return self.model.generate(batch, moe=self.moe, gen=gen, generator=generator)
 
 
-def load_exported(
-    out_dir: str | Path, llm_path: str | None = None, storage_cfg: StorageConfig | None = None
+def build_seller(
+    trained: TrainedWeights,
+    llm: Any = None,
+    llm_path: str | None = None,
+    storage_cfg: StorageConfig | None = None,
 ) -> ExportedSeller:
-    """Rebuild the model from an export folder with plain PyTorch (no Ray, no DeepSpeed)."""
+    """SellerModel + MoE with the trained weights, on the CPU in eval mode. `llm`: an already
+    loaded FrozenLLM, else it is read from `llm_path` (default: the path it was trained with)."""
     from seller_dist.model.llm import FrozenLLM
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
 
-    folder = Path(out_dir)
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    if int(config.get("format_version", -1)) > EXPORT_FORMAT_VERSION:
-        raise ValueError(
-            f"{folder / CONFIG_FILE}: format_version {config['format_version']} is newer than this code"
-        )
-    model_cfg = ModelConfig(**{**config["model"], "ep_size": 1})
-    path = llm_path or config["llm_path"]
-    if not path:
-        raise ValueError(f"{folder / CONFIG_FILE} names no llm_path: pass llm_path= (the base LLM)")
-    llm = FrozenLLM.from_pretrained(path, model_cfg.llm_dtype, model_cfg.llm_cache_dir, storage_cfg)
-    model = SellerModel(model_cfg, ModelVocab(**config["vocab"]), llm).eval()
-    weights = load_file(str(folder / WEIGHTS_FILE))
+    model_cfg = trained.model
+    if llm is None:
+        path = llm_path or model_cfg.llm_path
+        if not path:
+            raise ValueError(f"{trained.source} names no llm_path: pass llm_path= (the base LLM)")
+        llm = FrozenLLM.from_pretrained(path, model_cfg.llm_dtype, model_cfg.llm_cache_dir, storage_cfg)
+    model = SellerModel(model_cfg, ModelVocab(**trained.vocab), llm).eval()
+    weights = trained.weights
     model.load_trainable_state_dict({k: v for k, v in weights.items() if not k.startswith(MOE_PREFIX)})
     moe = None
     if model_cfg.adapter == "moe":
@@ -132,6 +210,13 @@ def load_exported(
         )
         moe.eval()
     return ExportedSeller(model, moe)
+
+
+def load_exported(
+    out_dir: str | Path, llm_path: str | None = None, storage_cfg: StorageConfig | None = None
+) -> ExportedSeller:
+    """Rebuild the model from an export folder with plain PyTorch (no Ray, no DeepSpeed)."""
+    return build_seller(from_export(str(out_dir), storage_cfg), llm_path=llm_path, storage_cfg=storage_cfg)
 
 
 # ------------------------------------------------------------------------------------------- CLI

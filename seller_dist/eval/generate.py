@@ -1,0 +1,222 @@
+"""One eval worker's job: explanations (and the history events behind them) for its batches.
+
+Why batches are planned globally (`plan_batches`): a batch is cut from ONE shard of the split
+(shard order, then record order inside the shard), never from "whatever this worker read", so a
+batch holds the same examples, padded the same way, whatever the worker count. Workers take every
+W-th batch. Greedy decoding of the same batch is then bit-identical on every worker layout, and
+sampling draws from a generator seeded by (seed, batch index): results never depend on how many
+workers ran, only on the data and the config.
+
+`ExplanationGenerator` is plain PyTorch (no Ray): the eval job wraps it in a Ray actor, tests and
+benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from seller_dist.config import GenerationOptions, StorageConfig
+from seller_dist.data.schema import ExampleRecord, RecordError
+from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
+from seller_dist.eval.generations import Generation, SupportingEvent
+from seller_dist.model.llm import GenerationConfig
+from seller_dist.train.export import TrainedWeights
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """Batch `index` of the split: records [start, stop) of shard `shard` (manifest order)."""
+
+    index: int
+    shard: int
+    start: int
+    stop: int
+
+
+def plan_batches(manifest: Manifest, split: str, batch_size: int, limit: int = 0) -> list[PlannedBatch]:
+    """Every batch of the split (or of its first `limit` records in shard order)."""
+    plan: list[PlannedBatch] = []
+    remaining = limit if limit > 0 else None
+    for s, info in enumerate(manifest.shards(split)):
+        n = int(info["count"])
+        if remaining is not None:
+            n = min(n, remaining)
+            remaining -= n
+        for start in range(0, n, batch_size):
+            plan.append(PlannedBatch(len(plan), s, start, min(n, start + batch_size)))
+        if remaining == 0:
+            break
+    return plan
+
+
+def worker_share(plan: Sequence[PlannedBatch], rank: int, world: int) -> list[PlannedBatch]:
+    return list(plan[rank::world])
+
+
+def read_batches(
+    manifest: Manifest, split: str, batches: Sequence[PlannedBatch], storage_cfg: StorageConfig | None
+) -> list[tuple[PlannedBatch, list[ExampleRecord]]]:
+    """The records of each planned batch; each needed shard is read (and sha256-checked) once."""
+    infos = manifest.shards(split)
+    by_shard: dict[int, list[ExampleRecord]] = {}
+    out = []
+    for b in batches:
+        if b.shard not in by_shard:
+            info = infos[b.shard]
+            url = f"{manifest.root}/{info['path']}"
+            data = read_shard_bytes(manifest.root, info, storage_cfg, verify=True)
+            recs = []
+            for sample in iter_tar_samples(data, url):
+                if "json" not in sample:
+                    raise RecordError("json", "no .json member in the shard", sample["__key__"], url)
+                recs.append(ExampleRecord.from_json(sample["json"], where=url, key=sample["__key__"]))
+            by_shard = {b.shard: recs}  # batches come in shard order: keep one shard in memory
+        out.append((b, by_shard[b.shard][b.start : b.stop]))
+    return out
+
+
+def supporting_events(
+    record: ExampleRecord, attention_row: torch.Tensor, max_history: int, top: int
+) -> list[SupportingEvent]:
+    """The `top` most attended real history events of one example (offset 0 = the newest event).
+    The collate left-pads the history to `max_history` columns, newest last."""
+    if top <= 0:
+        return []
+    hist = record.history[-max_history:]
+    weights = attention_row[-len(hist) :].float().tolist() if hist else []
+    ranked = sorted(range(len(hist)), key=lambda i: (-weights[i], -i))[:top]  # ties: the newest
+    out = []
+    for i in ranked:
+        if weights[i] <= 0.0:
+            continue
+        ev = hist[i]
+        out.append(SupportingEvent(len(hist) - 1 - i, ev.item_id, ev.title, float(weights[i])))
+    return out
+
+
+@dataclass
+class GeneratedPart:
+    """What one worker returns to the driver."""
+
+    generations: list[Generation]
+    expert_tokens: list[float] = field(default_factory=list)  # soft-token assignments per expert
+    new_tokens: int = 0  # generated tokens (up to and including eos)
+    seconds: float = 0.0  # model time (load excluded)
+    load_seconds: float = 0.0
+
+
+class ExplanationGenerator:
+    """Frozen LLM + trained weights + the generate-mode collate of one dataset, on one device."""
+
+    def __init__(
+        self,
+        trained: TrainedWeights,
+        dataset_root: str,
+        system: str,
+        gen: GenerationOptions,
+        llm_path: str = "",
+        storage_cfg: StorageConfig | None = None,
+        device: str = "cpu",
+    ):
+        from seller_dist.data.catalog import ItemCatalog
+        from seller_dist.data.collate import SellerCollator
+        from seller_dist.model.llm import resolve_llm_path
+        from seller_dist.train.export import build_seller
+
+        t0 = time.perf_counter()
+        torch.manual_seed(0)  # nothing random is drawn at eval, but module init must not vary by rank
+        self.manifest = Manifest.load(dataset_root, storage_cfg)
+        self.storage_cfg, self.system, self.gen = storage_cfg, system, gen
+        m = trained.model
+        path = llm_path or m.llm_path
+        llm_dir = resolve_llm_path(path, m.llm_cache_dir, storage_cfg)
+        catalog = ItemCatalog.load(dataset_root, self.manifest, storage_cfg)
+        self.collate = SellerCollator.for_dataset(
+            self.manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=m.num_soft_tokens, mode="generate"
+        )
+        self.max_history = self.collate.max_history
+        self.seller = build_seller(trained, llm_path=llm_dir, storage_cfg=storage_cfg)
+        self.device = torch.device(device)
+        self.seller.model.to(self.device)
+        if self.seller.moe is not None:
+            self.seller.moe.to(self.device)
+        self.tokenizer = self.collate.tokenizer
+        self.eos_id = self.collate.eos_id
+        self.load_seconds = time.perf_counter() - t0
+
+    def decode(self, ids: list[int]) -> tuple[str, int]:
+        """Text up to (not including) the first eos, and the number of tokens generated."""
+        if self.eos_id in ids:
+            cut = ids.index(self.eos_id)
+            text_ids, n = ids[:cut], cut + 1
+        else:
+            text_ids, n = ids, len(ids)
+        return self.tokenizer.decode(text_ids, skip_special_tokens=True).strip(), n
+
+    @torch.no_grad()
+    def generate_batch(
+        self, index: int, records: Sequence[ExampleRecord]
+    ) -> tuple[list[Generation], torch.Tensor, int]:
+        g = self.gen
+        batch = self.collate(records)
+        inputs = {
+            k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "pad"
+        }
+        config = GenerationConfig(
+            max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p
+        )
+        generator = None
+        if g.do_sample:
+            generator = torch.Generator(device=self.device).manual_seed(g.seed * 1_000_003 + index)
+        out = self.seller.generate(inputs, gen=config, generator=generator)
+        tokens = out["tokens"].cpu().tolist()
+        attention = out["attention"].float().cpu()
+        gens, new_tokens = [], 0
+        for r, ids, att in zip(records, tokens, attention, strict=True):
+            text, n = self.decode(ids)
+            new_tokens += n
+            gens.append(
+                Generation(
+                    key=r.key,
+                    user_id=r.user_id,
+                    item_id=r.item_id,
+                    reference=r.explanation,
+                    generated=text,
+                    supporting_events=supporting_events(r, att, self.max_history, g.supporting_events),
+                    meta=dict(r.meta),
+                    system=self.system,
+                )
+            )
+        c = self.seller.model.cfg
+        load = out["expert_load"].float().cpu() * (len(records) * c.num_soft_tokens * c.top_k)
+        return gens, load, new_tokens
+
+    def run(self, split: str, batches: Sequence[PlannedBatch]) -> GeneratedPart:
+        part = GeneratedPart([], load_seconds=self.load_seconds)
+        load_total: torch.Tensor | None = None
+        for planned, records in read_batches(self.manifest, split, batches, self.storage_cfg):
+            t0 = time.perf_counter()
+            gens, load, n = self.generate_batch(planned.index, records)
+            part.seconds += time.perf_counter() - t0
+            part.generations += gens
+            part.new_tokens += n
+            if load.numel():
+                load_total = load if load_total is None else load_total + load
+        part.expert_tokens = [] if load_total is None else [float(x) for x in load_total]
+        return part
+
+
+def describe_system(model: Any) -> str:
+    """Default report name of a model config: seller, bag, gru, ids, dense or none."""
+    if model.adapter == "none":
+        return "none"
+    if model.prompt == "ids":
+        return "ids"
+    if model.history_encoder != "transformer":
+        return model.history_encoder
+    return "dense" if model.adapter == "dense" else "seller"
