@@ -137,11 +137,32 @@ def build_tiny_llm(
     return save_checkpoint(model, tok, out_dir)
 
 
-def dataset_texts(url: str, max_texts: int, storage_cfg=None) -> Iterator[str]:
-    """Explanations, target titles and history titles from the train split, then item titles."""
+COPY_TEMPLATES = (
+    "{cited} and {target} go together.",
+    "because you liked {cited}, try {target}.",
+    "{target}, picked after {cited}.",
+    "you saw {cited}; {target} is next.",
+)
+
+
+def copy_text(history_titles: list[str], target: str, rng: random.Random) -> str:
+    """A prompt in the collate's layout followed by a sentence that names a RANDOM history title:
+    teaches the LM to copy titles from its context, as a pretrained LLM can, without teaching it
+    which event a dataset's explanations cite (that is the adapter's job)."""
+    cited = rng.choice(history_titles)
+    tail = rng.choice(COPY_TEMPLATES).format(cited=cited, target=target)
+    return f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: Explanation: {tail}"
+
+
+def dataset_texts(
+    url: str, max_texts: int, storage_cfg=None, copy_fraction: float = 0.0, seed: int = 0
+) -> Iterator[str]:
+    """Explanations, target titles and history titles from the train split, then item titles; with
+    `copy_fraction` > 0, that share of train records gives a `copy_text` in place of its history titles."""
     from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
 
     manifest = Manifest.load(url, storage_cfg)
+    rng = random.Random(seed)
     seen = 0
     groups = [manifest.shards("train")] if "train" in manifest.data["splits"] else []
     groups.append(manifest.data.get("items", {}).get("shards", []))
@@ -153,7 +174,13 @@ def dataset_texts(url: str, max_texts: int, storage_cfg=None) -> Iterator[str]:
                     continue
                 rec = json.loads(sample["json"])
                 texts = [rec.get("explanation"), rec.get("item_title"), rec.get("title")]
-                texts += [h.get("title") for h in rec.get("history", []) if isinstance(h, dict)]
+                history = [h.get("title") for h in rec.get("history", []) if isinstance(h, dict)]
+                history = [t for t in history if isinstance(t, str) and t.strip()]
+                target = rec.get("item_title")
+                if copy_fraction > 0 and history and isinstance(target, str) and rng.random() < copy_fraction:
+                    texts.append(copy_text(history, target, rng))  # holds the history titles
+                else:
+                    texts += history
                 for t in texts:
                     if isinstance(t, str) and t.strip():
                         yield t
@@ -175,13 +202,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--max-texts", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--copy-fraction",
+        type=float,
+        default=0.0,
+        help="share of train records that also give a prompt + random-title sentence, so the LM learns "
+        "to copy titles from its context (use --max-len 256 to fit long histories)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.hidden % args.heads:
         raise SystemExit(f"--heads={args.heads} must divide --hidden={args.hidden}")
     t0 = time.monotonic()
-    texts = list(dataset_texts(args.data, args.max_texts))
+    texts = list(dataset_texts(args.data, args.max_texts, copy_fraction=args.copy_fraction, seed=args.seed))
     if not texts:
         raise SystemExit(f"{args.data}: no text found in the train split or the item catalog")
     tok = train_tokenizer(texts, args.vocab_size)

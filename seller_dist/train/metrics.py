@@ -194,3 +194,107 @@ class MetricsLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+# ------------------------------------------------------------------------------ step-time split
+PHASES = ("data_wait", "forward", "backward", "optimizer")
+
+
+class NullStepTimer:
+    """The default: the training loop calls these hooks and nothing is measured (no syncs, no cost)."""
+
+    enabled = False
+
+    def set_model_size(self, frozen_params: int, trainable_params: int) -> None:
+        pass
+
+    def step_begin(self) -> None:
+        pass
+
+    def phase(self, name: str) -> _NullPhase:
+        return _NULL_PHASE
+
+    def step_end(self, llm_tokens: int, samples: int) -> None:
+        pass
+
+
+class _NullPhase:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NULL_PHASE = _NullPhase()
+
+
+class StepTimer(NullStepTimer):
+    """Per-step wall time split into phases (`seller-dist bench train`).
+
+    Each step records its total time and, per phase (data_wait, forward, backward, optimizer), the
+    time spent in it MINUS the time spent inside collectives during it; communication is reported
+    as its own part (`comm_clock()` returns cumulative seconds inside collectives, see
+    seller_dist.bench.timing). So data_wait + forward + backward + optimizer + communication +
+    other == step time, where "other" is the loop's own bookkeeping (LR, logging, Ray reports).
+    `sync` (GPU) synchronizes the device at every boundary so kernel time lands in its phase; that
+    removes overlap between phases, so the split is for attribution, the step time for throughput.
+    """
+
+    enabled = True
+
+    def __init__(
+        self,
+        comm_clock: Callable[[], float] | None = None,
+        sync: Callable[[], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ):
+        import time
+
+        self.comm_clock = comm_clock or (lambda: 0.0)
+        self.sync = sync or (lambda: None)
+        self.clock = clock or time.perf_counter
+        self.steps: list[dict[str, float]] = []
+        self.frozen_params = self.trainable_params = 0
+        self._cur: dict[str, float] | None = None
+        self._t0 = self._c0 = 0.0
+
+    def set_model_size(self, frozen_params: int, trainable_params: int) -> None:
+        self.frozen_params, self.trainable_params = int(frozen_params), int(trainable_params)
+
+    def step_begin(self) -> None:
+        self.sync()
+        self._cur = dict.fromkeys((*PHASES, "communication"), 0.0)
+        self._t0, self._c0 = self.clock(), self.comm_clock()
+
+    def phase(self, name: str) -> _Phase:
+        if name not in PHASES:
+            raise ValueError(f"unknown phase '{name}', expected one of {PHASES}")
+        return _Phase(self, name)
+
+    def step_end(self, llm_tokens: int, samples: int) -> None:
+        self.sync()
+        cur = self._cur or dict.fromkeys((*PHASES, "communication"), 0.0)
+        cur["step"] = self.clock() - self._t0
+        cur["communication"] = self.comm_clock() - self._c0
+        cur["other"] = max(0.0, cur["step"] - sum(cur[p] for p in (*PHASES, "communication")))
+        cur["llm_tokens"], cur["samples"] = float(llm_tokens), float(samples)
+        self.steps.append(cur)
+        self._cur = None
+
+
+class _Phase:
+    def __init__(self, timer: StepTimer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.timer.sync()
+        self._t, self._c = self.timer.clock(), self.timer.comm_clock()
+
+    def __exit__(self, *exc: object) -> None:
+        t = self.timer
+        t.sync()
+        spent = t.clock() - self._t
+        comm = t.comm_clock() - self._c
+        if t._cur is not None:
+            t._cur[self.name] += max(0.0, spent - comm)

@@ -223,11 +223,14 @@ def train_worker(
     report: Callable[[dict[str, Any]], None] | None = None,
     poison: tuple[int, int] | None = None,
     keep_trainable: bool = False,
+    timer: Any = None,
 ) -> WorkerResult:
     """Train this rank (torch.distributed env vars or an initialized process group expected).
 
     `poison=(rank, step)`: a test hook that puts NaN into that rank's batch at that step (1-based).
     `keep_trainable`: also return the full trainable weights (tests compare runs with them).
+    `timer`: a seller_dist.train.metrics.StepTimer to split each step's time into phases
+    (`seller-dist bench train`); the default measures nothing and changes nothing.
     """
     use_gpu = setup_rank_env()
     from seller_dist.data.catalog import ItemCatalog
@@ -237,7 +240,7 @@ def train_worker(
     from seller_dist.model.llm import resolve_llm_path
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
-    from seller_dist.train.metrics import MetricsLogger, ThroughputMeter
+    from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
     from seller_dist.train.strategy import DeepSpeedStrategy
 
     cfg.validate()
@@ -283,6 +286,8 @@ def train_worker(
     trainable_n = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
     if state.moe is not None:
         trainable_n += sum(p.numel() for p in state.moe.parameters()) * cfg.model.ep_size
+    timer = timer if timer is not None else NullStepTimer()
+    timer.set_model_size(frozen_n, trainable_n)
     meter = ThroughputMeter(frozen_n, trainable_n, cfg.logging.peak_tflops, num_devices=world)
     logger = MetricsLogger(cfg.logging, cfg.run_name, to_dict(cfg), rank, report)
     extra = {"manifest_sha256": manifest_sha256, "seed": cfg.seed, "world_size": world}
@@ -295,6 +300,7 @@ def train_worker(
         state.moe.train()
     try:
         for step in range(start_step, cfg.max_steps):
+            timer.step_begin()
             t0 = time.perf_counter()
             lr = lr_at(step, cfg.optim, cfg.max_steps)
             for opt in optimizers:
@@ -305,7 +311,8 @@ def train_worker(
             step_losses = []
             for micro in range(cfg.optim.grad_accum):
                 tw = time.perf_counter()
-                batch = next(batches)
+                with timer.phase("data_wait"):
+                    batch = next(batches)
                 wait += time.perf_counter() - tw
                 inputs = model_inputs(batch, device)
                 if poison == (rank, step + 1):
@@ -314,9 +321,10 @@ def train_worker(
                 tokens += int(batch["attention_mask"][real].sum())
                 samples += int(real.sum())
                 torch.manual_seed(step_seed(cfg.seed, step, micro, rank))
-                out = state.forward(inputs)
-                # every rank's loss on every rank, before backward: all stop together on a NaN
-                losses = share([float(out["loss"].detach()), float(out["aux_loss"])], rank, world, device)
+                with timer.phase("forward"):
+                    out = state.forward(inputs)
+                    # every rank's loss on every rank, before backward: all stop together on a NaN
+                    losses = share([float(out["loss"].detach()), float(out["aux_loss"])], rank, world, device)
                 bad = first_bad_rank(losses[:, :1])
                 if bad is not None:
                     raise NonFiniteError(
@@ -324,17 +332,19 @@ def train_worker(
                         f"(micro-batch {micro}); stopping all {world} ranks"
                     )
                 step_losses.append(losses.mean(0))
-                state.backward(out["loss"])
+                with timer.phase("backward"):
+                    state.backward(out["loss"])
                 load = out["expert_load"].float()
                 expert_load = load if expert_load is None else expert_load + load
-                if micro == cfg.optim.grad_accum - 1:  # accumulation boundary
-                    grad_norm = state.clip_grad_norm(max_norm)  # global: dense + every expert
-                    if not math.isfinite(grad_norm):
-                        raise NonFiniteError(
-                            f"non-finite gradient norm at step {step + 1}: {grad_norm} (all ranks' "
-                            "gradients combined); stopping all ranks before the optimizer step"
-                        )
-                state.step()
+                with timer.phase("optimizer"):
+                    if micro == cfg.optim.grad_accum - 1:  # accumulation boundary
+                        grad_norm = state.clip_grad_norm(max_norm)  # global: dense + every expert
+                        if not math.isfinite(grad_norm):
+                            raise NonFiniteError(
+                                f"non-finite gradient norm at step {step + 1}: {grad_norm} (all ranks' "
+                                "gradients combined); stopping all ranks before the optimizer step"
+                            )
+                    state.step()
             mean = torch.stack(step_losses).mean(0)
             result.losses[step + 1] = float(mean[0])
             result.step = step + 1
@@ -370,6 +380,7 @@ def train_worker(
                 result.checkpoint_url = save_checkpoint(
                     state, loader, cfg, done, rank, world, {**extra, "lr": lr}
                 )
+            timer.step_end(tokens, samples)  # this rank's own counts
         if keep_trainable:
             result.trainable = {k: v.cpu() for k, v in state.trainable_state_dict().items()}
     finally:

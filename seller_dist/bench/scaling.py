@@ -1,0 +1,181 @@
+"""A cost model of one SELLER training step on many GPUs (docs/scaling.md): predicted tokens/s.
+
+Why a model: the multi-node runs that matter (8B and 70B frozen LLMs on 8 to 64 GPUs) cannot be
+measured here; the model says which term dominates and what a layout change buys, and its
+arithmetic is checked against what `seller-dist bench train` measures on one machine (FLOPs per
+token against the measured rate, ZeRO-3 gather bytes per step against the bytes the CommClock
+counted).
+
+Per GPU and micro-batch (b sequences of s tokens, frozen LLM of N_f parameters, p bytes each):
+  compute  = b*s * flops_per_token / (peak * efficiency), flops_per_token = 4 N_f + 6 N_t / s
+             (+ 6*L*s*H causal attention scores, forward and backward)
+  gathers  = passes * N_f * p * (G-1)/G bytes received: ZeRO-3 gathers every frozen layer in the
+             forward and again for the backward (activation gradients need the weights); there is
+             no gradient reduce-scatter for frozen weights
+  all2all  = 2 (dispatch+combine) * 2 (fwd+bwd) * b*K*top_k * (d_adapter + H) * 4 bytes * (ep-1)/ep
+  grads    = dense trainable gradients reduce-scattered + updated weights gathered: 2 * N_t * 4 bytes
+  step     = compute + comm - overlap * min(compute, comm)
+Layouts of the frozen LLM: "zero3" (partitioned over all G GPUs: both passes over the slowest link),
+"hpz" (ZeRO++ hierarchical partitioning: forward over the inter-node link, backward from the
+node-local secondary copy over NVLink), "node" (partitioned inside each node only: both passes over
+NVLink; needs 2*N_f/gpus_per_node bytes per GPU), "replicated" (whole frozen LLM on every GPU: no
+gathers; needs N_f*p bytes per GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+LAYOUTS = ("zero3", "hpz", "node", "replicated")
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    name: str
+    params: float  # frozen parameters N_f
+    layers: int
+    hidden: int
+
+
+LLAMA_1B = LLMSpec("llama-1.1b", 1.1e9, 16, 2048)  # the GPU benchmark's config (cluster/gpu_bench.sh)
+LLAMA_8B = LLMSpec("llama-8b", 8.03e9, 32, 4096)
+LLAMA_70B = LLMSpec("llama-70b", 70.6e9, 80, 8192)
+
+
+@dataclass(frozen=True)
+class Workload:
+    seq_len: int = 1024
+    micro_batch: int = 8  # sequences per GPU per micro-batch
+    grad_accum: int = 1
+    trainable_params: float = 30e6  # N_t: encoders + fusion + router + experts (SELLER adapter)
+    soft_tokens: int = 4  # K
+    top_k: int = 2
+    adapter_dim: int = 256  # d_model of the adapter (the MoE input)
+    ep_size: int = 8
+    param_bytes: int = 2  # frozen weights in bf16
+    attention: bool = True  # count attention score FLOPs (not in the 4N/6N MFU accounting)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    gpus: int
+    gpus_per_node: int = 8
+    peak_tflops: float = 989.0  # H100/H200 dense bf16
+    efficiency: float = 0.45  # fraction of peak the matmuls reach (the compute-only MFU)
+    intra_node_gbs: float = 300.0  # GB/s per GPU achieved by NVLink collectives
+    inter_node_gbs: float = 40.0  # GB/s per GPU across nodes (400 Gb/s NIC per GPU, ~80 % used)
+    overlap: float = 0.5  # fraction of the shorter of compute / communication hidden under the other
+    gpu_memory_gb: float = 80.0
+
+
+def flops_per_token(llm: LLMSpec, w: Workload) -> float:
+    """4 N_f per token through the frozen LLM (forward 2N + activation gradients 2N), the trainable
+    modules' 6 N_t once per sample, plus causal attention scores (forward 2*L*s*H, x3 with backward)
+    when `w.attention`."""
+    f = 4.0 * llm.params + 6.0 * w.trainable_params / w.seq_len
+    if w.attention:
+        f += 6.0 * llm.layers * w.seq_len * llm.hidden  # causal: 2*s*H per layer forward, x3
+    return f
+
+
+def gather_bytes_per_micro(llm: LLMSpec, w: Workload, gpus: int) -> float:
+    """Bytes each GPU receives to gather the frozen LLM once per pass, two passes per micro-batch."""
+    if gpus <= 1:
+        return 0.0
+    return 2.0 * llm.params * w.param_bytes * (gpus - 1) / gpus
+
+
+def step_cost(llm: LLMSpec, w: Workload, c: ClusterSpec, layout: str = "zero3") -> dict[str, Any]:
+    """Seconds per optimizer step by term, and the predicted tokens/s of the whole job."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    g, node = c.gpus, min(c.gpus, c.gpus_per_node)
+    multi_node = g > c.gpus_per_node
+    slow_bw = (c.inter_node_gbs if multi_node else c.intra_node_gbs) * 1e9
+    fast_bw = c.intra_node_gbs * 1e9
+    tokens = w.micro_batch * w.seq_len * w.grad_accum  # per GPU per step
+    compute = tokens * flops_per_token(llm, w) / (c.peak_tflops * 1e12 * c.efficiency)
+
+    one_pass = llm.params * w.param_bytes
+    if layout == "zero3":
+        gather_b = gather_bytes_per_micro(llm, w, g) * w.grad_accum
+        gather_s = gather_b / slow_bw
+    elif layout == "hpz":
+        fwd = one_pass * (g - 1) / g * w.grad_accum
+        bwd = one_pass * (node - 1) / node * w.grad_accum
+        gather_b, gather_s = fwd + bwd, fwd / slow_bw + bwd / fast_bw
+    elif layout == "node":
+        gather_b = gather_bytes_per_micro(llm, w, node) * w.grad_accum
+        gather_s = gather_b / fast_bw
+    else:
+        gather_b = gather_s = 0.0
+    frozen_gb = {
+        "zero3": one_pass / g,
+        "hpz": one_pass / g + one_pass / node,
+        "node": one_pass / node,
+        "replicated": one_pass,
+    }[layout] / 1e9
+
+    ep = min(w.ep_size, g)
+    rows = w.micro_batch * w.soft_tokens * w.top_k * w.grad_accum
+    a2a_b = 2 * 2 * rows * (w.adapter_dim + llm.hidden) * 4 * (ep - 1) / ep if ep > 1 else 0.0
+    a2a_bw = fast_bw if ep <= c.gpus_per_node else slow_bw
+    grad_b = 2.0 * w.trainable_params * 4 * (g - 1) / g if g > 1 else 0.0
+    comm = gather_s + a2a_b / a2a_bw + grad_b / slow_bw
+    step = compute + comm - c.overlap * min(compute, comm)
+    return {
+        "llm": llm.name,
+        "gpus": g,
+        "layout": layout,
+        "compute_s": compute,
+        "gather_bytes": gather_b,
+        "gather_s": gather_s,
+        "all_to_all_bytes": a2a_b,
+        "all_to_all_s": a2a_b / a2a_bw,
+        "grad_bytes": grad_b,
+        "grad_s": grad_b / slow_bw,
+        "comm_s": comm,
+        "step_s": step,
+        "tokens_per_s": g * tokens / step,
+        "tokens_per_s_per_gpu": tokens / step,
+        "mfu": tokens
+        * (4.0 * llm.params + 6.0 * w.trainable_params / w.seq_len)
+        / step
+        / (c.peak_tflops * 1e12),
+        "frozen_weights_gb_per_gpu": frozen_gb,
+        "fits": frozen_gb < 0.6 * c.gpu_memory_gb,
+    }
+
+
+def predict(
+    llms: tuple[LLMSpec, ...] = (LLAMA_8B, LLAMA_70B),
+    gpus: tuple[int, ...] = (8, 16, 32, 64),
+    layouts: tuple[str, ...] = LAYOUTS,
+    workload: Workload | None = None,
+    cluster: ClusterSpec | None = None,
+) -> list[dict[str, Any]]:
+    """The docs/scaling.md table: every (LLM, GPU count, layout)."""
+    w = workload or Workload()
+    base = cluster or ClusterSpec(gpus=8)
+    return [step_cost(m, w, replace(base, gpus=g), lay) for m in llms for g in gpus for lay in layouts]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| LLM | GPUs | frozen layout | compute s | gather GB | comm s | step s | tokens/s | "
+        "tokens/s/GPU | MFU | frozen GB/GPU |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        fits = "" if r["fits"] else " (does not fit)"
+        lines.append(
+            f"| {r['llm']} | {r['gpus']} | {r['layout']} | {r['compute_s']:.3f} | {r['gather_bytes'] / 1e9:.1f} | "
+            f"{r['comm_s']:.3f} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tokens_per_s_per_gpu']:.0f} | "
+            f"{r['mfu']:.1%} | {r['frozen_weights_gb_per_gpu']:.1f}{fits} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(predict()))

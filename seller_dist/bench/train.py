@@ -1,0 +1,729 @@
+"""`seller-dist bench train`: training-step throughput, step-time split and MFU, side by side.
+
+Why side by side in one run: on a shared machine absolute numbers drift by tens of percent between
+runs; the same model, data, batch size and seed pushed through every mode in one invocation gives
+ratios that hold. Modes:
+
+- `plain`: one process, the SellerModel + MoE with torch AdamW, no DeepSpeed, no Ray (the floor).
+- `deepspeed`: DeepSpeed ZeRO-3 without Ray: gloo ranks on 127.0.0.1 spawned here, each running
+  the real worker (`seller_dist.train.worker.train_worker`).
+- `ray`: the full Ray Train job (`seller_dist.train.driver`: preflight, local Ray on 127.0.0.1,
+  TorchTrainer with the driver's ScalingConfig/RunConfig) running the same worker.
+- `deepspeed[<name>]`: DeepSpeed with DeepSpeed-config overrides (`--variant`), for speed work.
+
+Each mode runs `--warmup` steps then `--steps` measured ones with a StepTimer (the worker's timing
+hooks) and a CommClock (time waited in collectives, seller_dist.bench.timing) in every rank. Reported
+per mode: samples/s, tokens/s per worker, the step-time split (data wait, forward, backward,
+optimizer, communication, other), peak memory per rank, MFU (4N frozen + 6N trainable, against
+`--peak-tflops` or the `--chip`'s), and the ratios that matter: ray/deepspeed per-sample cost at the
+same worker count and deepspeed/plain; plus the data stream's records/s against what training
+consumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from seller_dist.config import TrainConfig
+from seller_dist.config_loader import from_dict, load_config, to_dict
+
+# dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
+CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
+MODES = ("plain", "deepspeed", "ray")
+PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a train config key, e.g. --set data.batch_size=16 (data.manifest / "
+        "model.llm_path given here are used instead of the prepared ones)",
+    )
+    p.add_argument("--modes", default="plain,deepspeed,ray", help="comma-separated: plain, deepspeed, ray")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (plain runs 1 only)")
+    p.add_argument("--warmup", type=int, default=3, help="steps run before measuring")
+    p.add_argument("--steps", type=int, default=20, help="measured steps")
+    p.add_argument("--repeats", type=int, default=1, help="rounds over all modes (median reported)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="an extra deepspeed run with DeepSpeed config overrides, e.g. "
+        "persist:zero_optimization.stage3_param_persistence_threshold=1000000000",
+    )
+    p.add_argument(
+        "--chip",
+        choices=["h100", "h200", "cpu"],
+        default=None,
+        help="peak for MFU (default: "
+        "h100 on a GPU, else cpu = a measured single-thread fp32 matmul rate per worker)",
+    )
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak per worker device (overrides --chip)"
+    )
+    p.add_argument("--users", type=int, default=300, help="synthetic users for the prepared dataset")
+    p.add_argument("--llm-hidden", type=int, default=128, help="hidden size of the bootstrapped frozen LLM")
+    p.add_argument("--llm-layers", type=int, default=2, help="layers of the bootstrapped frozen LLM")
+    p.add_argument("--stream-batches", type=int, default=200, help="batches timed for the stream rate")
+    p.add_argument("--work-dir", default="outputs/bench/train", help="dataset, LLM and run folders")
+    p.add_argument("--out", default=None, help="write the JSON result to this file")
+
+
+# ----------------------------------------------------------------------------------- preparation
+def prepare_inputs(args: argparse.Namespace, work: Path) -> tuple[str, str, dict[str, Any]]:
+    """(dataset url, llm dir, info): prepared in `work` (reused when already there) unless given."""
+    given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    info: dict[str, Any] = {}
+    data = given.get("data.manifest")
+    if data is None:
+        data = str(work / f"data-u{args.users}")
+        if not Path(data, "manifest.json").exists():
+            from seller_dist.bench.data import prepare_dataset
+
+            t0 = time.perf_counter()
+            prepare_dataset(data, args.users, shard_records=2000)
+            info["prep_seconds"] = round(time.perf_counter() - t0, 1)
+    llm = given.get("model.llm_path")
+    if llm is None:
+        llm = str(work / f"llm-h{args.llm_hidden}-l{args.llm_layers}")
+        if not Path(llm, "config.json").exists():
+            bootstrap_llm(data, llm, args.llm_hidden, args.llm_layers)
+    return data, llm, info
+
+
+def bootstrap_llm(data: str, out: str, hidden: int, layers: int) -> None:
+    """Random-weight Llama on a tokenizer trained from the dataset's text (`bootstrap-llm --steps 0`):
+    speed does not depend on what the frozen LLM knows."""
+    from seller_dist.model.bootstrap import build_llama, dataset_texts, save_checkpoint, train_tokenizer
+
+    tok = train_tokenizer(list(dataset_texts(data, 20000)), vocab_size=1000)
+    heads = max(1, hidden // 32)
+    model = build_llama(tok, hidden, layers, heads, max_positions=1024, seed=0)
+    save_checkpoint(model, tok, out)
+
+
+def mode_config(base: TrainConfig, workers: int, steps: int, run_dir: str, run_name: str) -> TrainConfig:
+    """The same model/data/batch/seed for every mode; only the worker count (and the expert-parallel
+    size it allows) changes. No checkpoints, no wandb: the step is what is measured."""
+    cfg = copy.deepcopy(base)
+    cfg.max_steps = steps
+    cfg.run_name = run_name
+    cfg.storage_path = run_dir
+    cfg.workers.num_workers = workers
+    cfg.workers.max_failures = 0
+    if workers % cfg.model.ep_size:
+        cfg.model.ep_size = 1
+    cfg.checkpoint.every_steps = 0
+    cfg.checkpoint.at_end = False
+    cfg.logging.wandb = "disabled"
+    cfg.validate()
+    return cfg
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, rest = text.partition(":")
+    if not name or not rest:
+        raise SystemExit(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+    sets: dict[str, Any] = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--variant {text!r}: '{item}' is not KEY=VALUE")
+        try:
+            sets[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            sets[key.strip()] = value
+    return name, sets
+
+
+def apply_ds_overrides(ds_set: dict[str, Any]) -> None:
+    """Wrap the worker's ds_config_for so the DeepSpeed config gets `ds_set` (dotted keys)."""
+    if not ds_set:
+        return
+    from seller_dist.train import worker
+
+    original = worker.ds_config_for
+
+    def patched(cfg: TrainConfig, use_gpu: bool) -> dict[str, Any]:
+        ds = original(cfg, use_gpu)
+        for key, value in ds_set.items():
+            node = ds
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return ds
+
+    worker.ds_config_for = patched
+
+
+# ------------------------------------------------------------------------------------ rank side
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _timers() -> tuple[Any, Any]:
+    import torch
+
+    from seller_dist.bench.timing import CommClock
+    from seller_dist.train.metrics import StepTimer
+
+    gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+    sync = torch.cuda.synchronize if gpu else None
+    comm = CommClock(sync=sync or (lambda: None)).install()
+    return comm, StepTimer(comm_clock=comm, sync=sync)
+
+
+def rank_record(rank: int, timer: Any, comm: Any, losses: dict[int, float], t_start: float) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "steps": timer.steps,
+        "frozen_params": timer.frozen_params,
+        "trainable_params": timer.trainable_params,
+        "comm": comm.snapshot(),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "losses": {str(k): v for k, v in losses.items()},
+        "worker_seconds": time.perf_counter() - t_start,
+    }
+
+
+def plain_loop(cfg: TrainConfig, timer: Any) -> dict[int, float]:
+    """The same model, data and step as the worker, in one process with torch AdamW: no DeepSpeed,
+    no process group. Returns step -> loss."""
+    import math
+
+    import torch
+
+    from seller_dist.data.catalog import ItemCatalog
+    from seller_dist.data.collate import SellerCollator
+    from seller_dist.data.shards import Manifest
+    from seller_dist.data.stream import RankLoader
+    from seller_dist.model.llm import FrozenLLM, resolve_llm_path
+    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.vocab import ModelVocab
+    from seller_dist.train.worker import lr_at, model_inputs, setup_rank_env, step_seed
+
+    use_gpu = setup_rank_env()
+    device = torch.device("cuda") if use_gpu else torch.device("cpu")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_gpu)
+    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
+    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
+    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
+    collate = SellerCollator.for_dataset(
+        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
+    )
+    loader = RankLoader.from_config(cfg.data, 0, 1, collate_fn=collate)
+    llm = FrozenLLM.from_pretrained(llm_dir, "bfloat16" if bf16 else cfg.model.llm_dtype).to(device)
+    torch.manual_seed(cfg.seed)
+    model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm).to(device)
+    moe = model.make_moe().to(device) if cfg.model.adapter == "moe" else None
+    o = cfg.optim
+    dense = [p for _, p in model.trainable_named_parameters()]
+    opts = [torch.optim.AdamW(dense, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))]
+    if moe is not None:
+        opts.append(
+            torch.optim.AdamW(moe.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        )
+    params = dense + (list(moe.parameters()) if moe is not None else [])
+    timer.set_model_size(sum(p.numel() for p in llm.parameters()), sum(p.numel() for p in params))
+    max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
+    losses: dict[int, float] = {}
+    batches = iter(loader)
+    model.train()
+    if moe is not None:
+        moe.train()
+    for step in range(cfg.max_steps):
+        timer.step_begin()
+        lr = lr_at(step, o, cfg.max_steps)
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        tokens = samples = 0
+        total = 0.0
+        for micro in range(o.grad_accum):
+            with timer.phase("data_wait"):
+                batch = next(batches)
+            inputs = model_inputs(batch, device)
+            real = ~batch["pad"]
+            tokens += int(batch["attention_mask"][real].sum())
+            samples += int(real.sum())
+            torch.manual_seed(step_seed(cfg.seed, step, micro, 0))
+            with timer.phase("forward"):
+                out = model(inputs, moe=moe)
+                loss_value = float(out["loss"].detach())
+            if not math.isfinite(loss_value):
+                raise RuntimeError(f"non-finite loss at step {step + 1}")
+            total += loss_value
+            with timer.phase("backward"):
+                (out["loss"] / o.grad_accum).backward()
+        with timer.phase("optimizer"):
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            for opt in opts:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        losses[step + 1] = total / o.grad_accum
+        timer.step_end(tokens, samples)
+    return losses
+
+
+def _rank_main(
+    rank: int, world: int, port: int, mode: str, cfg_dict: dict, out_dir: str, ds_set: dict
+) -> None:
+    """One spawned rank of the plain or deepspeed mode: writes rank-<r>.json (or rank-<r>.err)."""
+    os.environ.update(
+        OMP_NUM_THREADS="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+    )
+    os.environ.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
+    )
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    import torch.distributed as dist
+
+    code = 0
+    t_start = time.perf_counter()
+    try:
+        comm, timer = _timers()
+        cfg = from_dict(TrainConfig, cfg_dict)
+        if mode == "plain":
+            losses = plain_loop(cfg, timer)
+        else:
+            from seller_dist.train.worker import train_worker
+
+            apply_ds_overrides(ds_set)
+            losses = train_worker(cfg, timer=timer).losses
+        rec = rank_record(rank, timer, comm, losses, t_start)
+        Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(rec))
+    except BaseException as e:
+        Path(out_dir, f"rank-{rank}.err").write_text(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        code = 1
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        os._exit(code)
+
+
+def ray_bench_loop(loop_config: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the benchmark's TorchTrainer: `ray_train_loop` plus the timers."""
+    import ray.train
+
+    t_start = time.perf_counter()
+    comm, timer = _timers()
+    apply_ds_overrides(loop_config.get("ds_set") or {})
+    from seller_dist.train.worker import train_worker
+
+    cfg = from_dict(TrainConfig, loop_config["config"])
+    result = train_worker(cfg, report=ray.train.report, timer=timer)
+    rank = ray.train.get_context().get_world_rank()
+    rec = rank_record(rank, timer, comm, result.losses, t_start)
+    Path(loop_config["out_dir"], f"rank-{rank}.json").write_text(json.dumps(rec))
+    ray.train.report({"step": result.step, "done": True, "checkpoint_url": "", "final": True})
+
+
+# ---------------------------------------------------------------------------------- driver side
+def _read_ranks(out_dir: Path, world: int) -> list[dict[str, Any]]:
+    errs = sorted(out_dir.glob("rank-*.err"))
+    if errs:
+        raise RuntimeError("benchmark rank failed:\n" + errs[0].read_text())
+    missing = [r for r in range(world) if not (out_dir / f"rank-{r}.json").exists()]
+    if missing:
+        raise RuntimeError(f"ranks {missing} wrote no result under {out_dir}")
+    return [json.loads((out_dir / f"rank-{r}.json").read_text()) for r in range(world)]
+
+
+def run_spawned(mode: str, cfg: TrainConfig, world: int, out_dir: Path, ds_set: dict[str, Any]) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    from seller_dist.bench.data import free_port
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        mp.spawn(
+            _rank_main,
+            args=(world, free_port(), mode, to_dict(cfg), str(out_dir), ds_set),
+            nprocs=world,
+            join=True,
+        )
+    except Exception:
+        if not list(out_dir.glob("rank-*.err")):
+            raise
+    return _read_ranks(out_dir, world)
+
+
+def run_ray(cfg: TrainConfig, out_dir: Path, ds_set: dict[str, Any]) -> list[dict]:
+    """The driver's own pieces (paths, preflight, local Ray, Scaling/RunConfig), our loop function."""
+    from ray.train.torch import TorchTrainer
+
+    from seller_dist.train.driver import absolutize_local_paths, build_trainer, init_ray
+    from seller_dist.train.preflight import preflight
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    absolutize_local_paths(cfg)
+    preflight(cfg)
+    init_ray(cfg)
+    job = build_trainer(cfg)
+    trainer = TorchTrainer(
+        ray_bench_loop,
+        train_loop_config={"config": to_dict(cfg), "out_dir": str(out_dir.resolve()), "ds_set": ds_set},
+        scaling_config=job.scaling_config,
+        run_config=job.run_config,
+    )
+    trainer.fit()
+    return _read_ranks(out_dir, cfg.workers.num_workers)
+
+
+def summarize(ranks: list[dict[str, Any]], warmup: int, steps: int, peak_tflops: float) -> dict[str, Any]:
+    """Job-level rates over the measured steps (all ranks step together: the job's time is the
+    slowest rank's), per-step split averaged over ranks, MFU = achieved FLOP/s / (peak x workers)."""
+    world = len(ranks)
+    measured = [r["steps"][warmup : warmup + steps] for r in ranks]
+    n = len(measured[0])
+    if n == 0:
+        raise RuntimeError("no measured steps: --steps must be >= 1")
+    job_s = max(sum(s["step"] for s in steps) for steps in measured)
+    samples = int(sum(s["samples"] for steps in measured for s in steps))
+    tokens = int(sum(s["llm_tokens"] for steps in measured for s in steps))
+    frozen, trainable = ranks[0]["frozen_params"], ranks[0]["trainable_params"]
+    flops = 4.0 * frozen * tokens + 6.0 * trainable * samples
+    split = {p: sum(s[p] for steps in measured for s in steps) / (n * world) for p in PARTS}
+    step_time = sum(s["step"] for steps in measured for s in steps) / (n * world)
+    comm: dict[str, dict[str, float]] = {}
+    for r in ranks:  # whole run incl. warm-up and setup: per-kind totals averaged over ranks
+        for kind, v in r["comm"].items():
+            c = comm.setdefault(kind, {"seconds": 0.0, "calls": 0, "bytes": 0})
+            for k in c:
+                c[k] += v[k] / world
+    return {
+        "workers": world,
+        "measured_steps": n,
+        "samples": samples,
+        "llm_tokens": tokens,
+        "seconds": job_s,
+        "samples_per_s": samples / job_s,
+        "tokens_per_s": tokens / job_s,
+        "tokens_per_s_per_worker": tokens / job_s / world,
+        "cost_per_sample_worker_s": job_s * world / samples,
+        "step_time_s": step_time,
+        "split_s": split,
+        "split_fraction": {p: v / step_time for p, v in split.items()},
+        "frozen_params": frozen,
+        "trainable_params": trainable,
+        "tflops_per_worker": flops / job_s / world / 1e12,
+        "mfu": flops / job_s / (peak_tflops * 1e12 * world),
+        "peak_memory_mb_per_rank": [r["peak_memory_mb"] for r in ranks],
+        "comm_total_by_kind": comm,
+        "first_losses": [
+            ranks[0]["losses"].get(str(i)) for i in range(1, min(4, len(ranks[0]["losses"])) + 1)
+        ],
+        "rank_process_seconds": max(r["worker_seconds"] for r in ranks),
+    }
+
+
+def measure_cpu_peak_tflops(seconds: float = 1.0, n: int = 512) -> float:
+    """Single-thread fp32 matmul rate: the CPU 'peak' a worker (one intra-op thread) can reach."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            count += 1
+        return 2.0 * n**3 * count / (time.perf_counter() - t0) / 1e12
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_stream(cfg: TrainConfig, batches: int) -> dict[str, Any]:
+    """Records/s of one rank's stream with collation (what the training loop pulls), in-process,
+    with the config's loader workers, from a cold start (the first shard read is included)."""
+    from seller_dist.data.catalog import ItemCatalog
+    from seller_dist.data.collate import SellerCollator
+    from seller_dist.data.shards import Manifest
+    from seller_dist.data.stream import RankLoader
+    from seller_dist.model.llm import resolve_llm_path
+
+    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
+    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
+    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
+    collate = SellerCollator.for_dataset(
+        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
+    )
+    loader = RankLoader.from_config(cfg.data, 0, 1, collate_fn=collate)
+    t0, records, n = time.perf_counter(), 0, 0
+    for batch in loader.epoch_iter():  # from a cold start: shard fetch, checks, decode, collate
+        records += int((~batch["pad"]).sum())
+        n += 1
+        if n >= batches:
+            break
+    secs = time.perf_counter() - t0
+    return {
+        "records": records,
+        "batches": n,
+        "seconds": round(secs, 4),
+        "records_per_s": records / secs,
+        "loader_workers": cfg.data.num_workers,
+    }
+
+
+def git_commit() -> dict[str, Any]:
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return {"commit": head or None, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    for mod in ("deepspeed", "ray"):
+        with contextlib.suppress(Exception):
+            info[mod] = __import__(mod).__version__
+    return info
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
+    """(mode label, workers, ds overrides) in run order."""
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"--modes: unknown {bad}, expected some of {list(MODES)}")
+    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    variants = [parse_variant(v) for v in args.variant]
+    out: list[tuple[str, int, dict[str, Any]]] = []
+    for w in workers:
+        if "plain" in modes and w == 1:
+            out.append(("plain", 1, {}))
+        if "deepspeed" in modes:
+            out.append(("deepspeed", w, {}))
+            out.extend((f"deepspeed[{name}]", w, sets) for name, sets in variants)
+        if "ray" in modes:
+            out.append(("ray", w, {}))
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from seller_dist.train.driver import default_config_path
+
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data, llm, prep_info = prepare_inputs(args, work)
+    base = load_config(
+        TrainConfig,
+        args.config or default_config_path(),
+        [f"data.manifest={data}", f"model.llm_path={llm}", *args.overrides],
+    )
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    chip = args.chip or ("h100" if on_gpu else "cpu")
+    if args.peak_tflops:
+        peak, peak_source = args.peak_tflops, "--peak-tflops"
+    elif chip == "cpu":
+        peak, peak_source = measure_cpu_peak_tflops(), "measured single-thread fp32 512x512 matmul"
+    else:
+        peak, peak_source = CHIP_PEAK_TFLOPS[chip], f"{chip} dense bf16"
+    # + 1 cool-down step, not measured: the last step also does end-of-job work (the final log
+    # line and, under Ray, the final report's flush: 1.5 s here), a per-job cost kept in job_wall_s
+    steps = args.warmup + args.steps + 1
+    runs_root = work / "runs"
+    result: dict[str, Any] = {
+        "command": "seller-dist " + " ".join(sys.argv[1:]),
+        "git": git_commit(),
+        "machine": machine(),
+        "settings": {
+            "warmup_steps": args.warmup,
+            "measured_steps": args.steps,
+            "repeats": args.repeats,
+            "chip": chip,
+            "peak_tflops_per_worker": peak,
+            "peak_source": peak_source,
+            "data": data,
+            "llm": llm,
+            **prep_info,
+        },
+        "config": to_dict(base),
+        "results": [],
+    }
+    runs = plan(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    raw: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        if any(label == "ray" for label, _, _ in runs):
+            # Start the local Ray first: its system processes (GCS, raylet, agents) finish starting
+            # while the other modes run instead of competing with the first measured Ray job.
+            from seller_dist.train.driver import init_ray
+
+            t0 = time.perf_counter()
+            init_ray(mode_config(base, max(w for _, w, _ in runs), steps, str(runs_root), "ray-start"))
+            result["settings"]["ray_start_seconds"] = round(time.perf_counter() - t0, 2)
+        for rep in range(args.repeats):
+            for label, w, ds_set in runs:
+                name = f"bench-{label.replace('[', '-').replace(']', '')}-w{w}-r{rep}-{stamp}"
+                cfg = mode_config(base, w, steps, str(runs_root), name)
+                out_dir = work / "ranks" / name
+                t0 = time.perf_counter()
+                if label == "ray":
+                    ranks = run_ray(cfg, out_dir, ds_set)
+                else:
+                    ranks = run_spawned("plain" if label == "plain" else "deepspeed", cfg, w, out_dir, ds_set)
+                s = summarize(ranks, args.warmup, args.steps, peak)
+                s.update(
+                    mode=label,
+                    ds_overrides=ds_set,
+                    ep_size=cfg.model.ep_size,
+                    repeat=rep,
+                    job_wall_s=round(time.perf_counter() - t0, 2),
+                )
+                raw.setdefault((label, w), []).append(s)
+                print(
+                    f"  {label:22s} workers={w} {s['samples_per_s']:8.1f} samples/s  step "
+                    f"{s['step_time_s'] * 1e3:7.1f} ms  (wall {s['job_wall_s']:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+    for (_label, _w), reps in raw.items():
+        med = sorted(reps, key=lambda s: s["samples_per_s"])[len(reps) // 2]
+        entry = dict(med)
+        if len(reps) > 1:
+            entry["samples_per_s_repeats"] = [r["samples_per_s"] for r in reps]
+        result["results"].append(entry)
+    result["ratios"] = ratios(result["results"])
+    stream = measure_stream(mode_config(base, 1, steps, str(runs_root), "stream"), args.stream_batches)
+    result["stream"] = stream_vs_training(stream, result["results"])
+    result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-sample cost ratios: ray / deepspeed at the same worker count, deepspeed(1) / plain, and
+    each deepspeed variant / deepspeed at the same worker count (< 1 = faster)."""
+    by = {(r["mode"], r["workers"]): r for r in results}
+    out: dict[str, Any] = {}
+    for (mode, w), r in by.items():
+        ds = by.get(("deepspeed", w))
+        if ds is None:
+            continue
+        if mode == "ray":
+            out[f"ray_over_deepspeed_w{w}"] = r["cost_per_sample_worker_s"] / ds["cost_per_sample_worker_s"]
+        elif mode.startswith("deepspeed["):
+            out[f"{mode}_over_deepspeed_w{w}"] = (
+                r["cost_per_sample_worker_s"] / ds["cost_per_sample_worker_s"]
+            )
+    plain = by.get(("plain", 1))
+    for (mode, w), r in by.items():
+        if plain is not None and mode == "deepspeed":
+            out[f"deepspeed_w{w}_over_plain"] = (
+                r["cost_per_sample_worker_s"] / plain["cost_per_sample_worker_s"]
+            )
+    return out
+
+
+def stream_vs_training(stream: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stream's records/s for one rank against the fastest per-worker consumption measured."""
+    per_worker = [r["samples_per_s"] / r["workers"] for r in results]
+    fastest = max(per_worker) if per_worker else float("nan")
+    return {
+        **stream,
+        "training_consumes_per_worker": fastest,
+        "stream_over_training": stream["records_per_s"] / fastest,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| mode | workers | samples/s | tokens/s/worker | step ms | data wait | forward | backward "
+        "| optimizer | comm | other | peak MB/rank | MFU | x deepspeed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["mode"], r["workers"]): r for r in result["results"]}
+    for r in result["results"]:
+        sp = r["split_s"]
+        ds = by.get(("deepspeed", r["workers"]))
+        rel = f"{r['cost_per_sample_worker_s'] / ds['cost_per_sample_worker_s']:.3f}" if ds else "-"
+        lines.append(
+            f"| {r['mode']} | {r['workers']} | {r['samples_per_s']:.1f} | {r['tokens_per_s_per_worker']:.0f} | "
+            f"{r['step_time_s'] * 1e3:.1f} | "
+            + " | ".join(f"{sp[p] * 1e3:.1f}" for p in PARTS)
+            + f" | {'/'.join(f'{m:.0f}' for m in r['peak_memory_mb_per_rank'])} | {r['mfu']:.2%} | {rel} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # DeepSpeed's JIT-built CPU comm op is cached here (rank processes and Ray workers inherit it)
+    os.environ.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
+    )
+    result = run_benchmark(args)
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    print(table(result))
+    print("ratios: " + ", ".join(f"{k}={v:.3f}" for k, v in result["ratios"].items()))
+    s = result["stream"]
+    print(
+        f"stream: {s['records_per_s']:.0f} records/s per rank vs training {s['training_consumes_per_worker']:.1f}"
+        f" per worker ({s['stream_over_training']:.1f}x)"
+    )
+    return 0
