@@ -3,9 +3,10 @@
 Stages (each prints what it did): prepare the synthetic dataset with the packaged config; stream
 the train split back through the same rank loader the training workers use, as `--ranks` ranks, and
 check that every record arrived exactly once with equal batch counts per rank; bootstrap a small LLM
-on the dataset's text (no hub here); train SELLER with Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers
-(experts split over both) with the packaged train config; export the trainable weights.
-`--stages data` stops after the stream check.
+on the dataset's text (no hub here); train SELLER and the order-free `bag` baseline with Ray Train +
+DeepSpeed ZeRO-3 on 2 CPU workers (experts split over both) with the packaged train config; export
+SELLER's trainable weights; evaluate SELLER, `bag` and the no-adapter LLM (`zero-shot`) with the
+Ray eval job; print the side-by-side table. `--stages data` stops after the stream check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from seller_dist import storage
 from seller_dist.config import PrepConfig, StreamConfig
 from seller_dist.config_loader import load_config
 
+DEFAULT_TRAIN_STEPS = 500
+DEFAULT_BOOTSTRAP_STEPS = 800
+
 
 def default_prep_config_path() -> Path:
     return Path(str(resources.files("seller_dist") / "configs" / "prep_synthetic.yaml"))
@@ -33,7 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stages", choices=["data", "all"], default="all", help="data: stop after the stream check"
     )
-    p.add_argument("--train-steps", type=int, default=30)
+    p.add_argument("--train-steps", type=int, default=DEFAULT_TRAIN_STEPS, help="steps per trained system")
+    p.add_argument(
+        "--bootstrap-steps", type=int, default=DEFAULT_BOOTSTRAP_STEPS, help="LM steps of the small LLM"
+    )
+    p.add_argument("--eval-workers", type=int, default=2)
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N test examples (0 = all)")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -80,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from data_prep.pipeline import run_prep
 
-    n_stages = 2 if args.stages == "data" else 5
+    n_stages = 2 if args.stages == "data" else 7
     print(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
@@ -97,43 +108,88 @@ def run(args: argparse.Namespace) -> int:
         )
     print("[demo]     every train record streamed exactly once, equal batch counts per rank")
     if args.stages == "all":
-        train_and_export(args, data_url)
+        train_and_evaluate(args, data_url)
     print(f"[demo] done in {time.time() - t0:.1f}s")
     return 0
 
 
-def train_and_export(args: argparse.Namespace, data_url: str) -> None:
-    """Stages 3-5: bootstrap the frozen LLM, train on 2 Ray workers, export for plain PyTorch."""
-    from seller_dist.cli import main as cli_main
+SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.history_encoder
+
+
+def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
+    """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
     from seller_dist.config import TrainConfig
     from seller_dist.train import checkpoint as ck
     from seller_dist.train.driver import default_config_path, train
-    from seller_dist.train.export import export
 
-    llm_dir = str(Path(args.out) / "llm")
-    print(f"[demo] 3/5 bootstrap a small LLM on the dataset's text -> {llm_dir}")
-    boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", "100", "--hidden", "64"]
-    if cli_main([*boot, "--vocab-size", "1000"]) != 0:
-        raise RuntimeError("bootstrap-llm failed")
-
-    print(f"[demo] 4/5 train SELLER: Ray Train, 2 CPU workers, ZeRO-3, ep_size 2, {args.train_steps} steps")
     overrides = [
         f"data.manifest={data_url}",
         f"model.llm_path={llm_dir}",
+        f"model.history_encoder={encoder}",
         f"storage_path={storage.join(args.out, 'runs')}",
-        f"run_name=demo-{int(time.time())}",
+        f"run_name={name}-{int(time.time())}",
         f"max_steps={args.train_steps}",
         "checkpoint.every_steps=0",
+        "optim.lr=0.003",
+        f"logging.every_steps={max(1, args.train_steps // 5)}",
         f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
+        *args.train_overrides,
     ]
     cfg = load_config(TrainConfig, default_config_path(), overrides)
     pre, _ = train(cfg)
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
     if latest is None:
         raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
-    state = ck.Checkpoint.open(latest.url, cfg.storage).load_json(ck.TRAIN_STATE_FILE)
-    print(f"[demo]     committed checkpoint {latest.url} (step {state.get('step')})")
+    return latest.url
 
+
+def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
+    """Stages 3-7: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
+    export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
+    workers each; print the side-by-side table."""
+    from seller_dist.cli import main as cli_main
+    from seller_dist.config import EvalConfig
+    from seller_dist.eval.job import ZERO_SHOT, evaluate
+    from seller_dist.eval.report import comparison_table
+    from seller_dist.train.export import export
+
+    llm_dir = str(Path(args.out) / "llm")
+    print(f"[demo] 3/7 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+    boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", str(args.bootstrap_steps)]
+    boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "0.3", "--max-len", "256"]
+    if cli_main(boot) != 0:
+        raise RuntimeError("bootstrap-llm failed")
+
+    checkpoints = {}
+    for i, (name, encoder) in enumerate(SYSTEMS):
+        print(
+            f"[demo] {4 + i}/7 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, ZeRO-3, "
+            f"ep_size 2, {args.train_steps} steps"
+        )
+        checkpoints[name] = train_system(args, data_url, llm_dir, name, encoder)
+        print(f"[demo]     committed checkpoint {checkpoints[name]}")
     out_dir = Path(args.out) / "export"
-    print(f"[demo] 5/5 export trainable weights -> {out_dir}")
-    export(latest.url, out_dir, cfg.storage)
+    export(checkpoints["seller"], out_dir)
+    print(f"[demo]     SELLER exported for plain PyTorch -> {out_dir}")
+
+    reports = []
+    print(
+        f"[demo] 6/7 evaluate seller, bag and the no-adapter LLM on the test split with {args.eval_workers} Ray workers"
+    )
+    for name, ckpt in [*checkpoints.items(), ("none", ZERO_SHOT)]:
+        out = storage.join(args.out, "eval", name)
+        overrides = [
+            f"data={data_url}",
+            f"checkpoint={ckpt}",
+            f"out={out}",
+            f"system={name}",
+            f"workers.num_workers={args.eval_workers}",
+            f"wandb_dir={storage.join(args.out, 'wandb')}",
+            *([f"llm_path={llm_dir}"] if ckpt == ZERO_SHOT else []),
+            *([f"limit={args.eval_limit}"] if args.eval_limit else []),
+            *args.eval_overrides,
+        ]
+        evaluate(load_config(EvalConfig, None, overrides))
+        reports.append(out)
+    print("[demo] 7/7 side by side (mean ± std over test examples; docs/evaluation.md)")
+    print(comparison_table(reports))

@@ -7,7 +7,9 @@ from a committed checkpoint; the final committed checkpoint on S3 holds exactly 
 of an uninterrupted run with the same seed (bitwise: CPU/gloo reductions run in a fixed order and
 every random draw is seeded per step and rank, so a correct resume leaves no trace); the logged loss
 went down. One job covers both the end-to-end and the fault test to keep CI time down (a Ray head
-and a job cost about 30 s before the first step).
+and a job cost about 30 s before the first step). Then `seller-dist eval` of the run's checkpoints
+folder is submitted to the same cluster (2 Ray workers, data and report on S3) and its report names
+the step-12 checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from tests.train_helpers import REPO, prep_small, small_overrides, spawn_workers
 pytestmark = pytest.mark.slow
 
 MAX_STEPS = 12
+EVAL_OVERRIDES = [
+    "limit=8",
+    "workers.num_workers=2",
+    "generation.batch_size=4",
+    "generation.max_new_tokens=8",
+    "text.bertscore=false",
+    "simulator.enabled=false",
+]
 RAY = str(REPO / ".venv" / "bin" / "ray")
 
 
@@ -147,6 +157,21 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
             status = wait_for(finished, 300, "the job to finish", poll=2.0)
         logs = run([RAY, "job", "logs", job_id], env).stdout
         assert status == "SUCCEEDED", f"job status {status}; logs:\n{logs[-6000:]}"
+
+        # the eval job of the run's newest checkpoint, submitted the same way, 2 Ray workers, S3 in and out
+        evaluation = [*cmd[: cmd.index("--") + 1], "python", "-m", "seller_dist.cli", "eval"]
+        evaluation += ["--checkpoint", root, "--data", data, "--out", f"{s3_bucket}/eval"]
+        for o in EVAL_OVERRIDES:
+            evaluation += ["--set", o]
+        sub = run(evaluation, env)
+        assert sub.returncode == 0, (sub.stdout + sub.stderr)[-3000:]
+        eval_id = re.search(r"(raysubmit_\w+)", sub.stdout + sub.stderr).group(1)
+        job_id = eval_id
+        eval_status = None
+        with contextlib.suppress(AssertionError):
+            eval_status = wait_for(finished, 240, "the eval job to finish", poll=2.0)
+        eval_logs = run([RAY, "job", "logs", eval_id], env).stdout
+        assert eval_status == "SUCCEEDED", f"eval job status {eval_status}; logs:\n{eval_logs[-6000:]}"
     finally:
         down = run(["./launch.sh", "local-cluster", "down"], env)
     assert down.returncode == 0, down.stderr[-2000:]
@@ -173,3 +198,12 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
     assert got.keys() == want.keys()
     for name, value in want.items():
         assert torch.equal(got[name], value), name
+
+    # the eval job read the committed step-12 checkpoint from S3 and wrote its report there
+    from seller_dist import storage
+
+    report = json.loads(storage.read_bytes(f"{s3_bucket}/eval/report.json"))
+    assert report["run_config"]["checkpoint"] == latest.url and report["run_config"]["step"] == MAX_STEPS
+    assert report["num_examples"] == 8 and report["generation"]["num_workers"] == 2
+    lines = storage.read_bytes(f"{s3_bucket}/eval/generations.jsonl").decode().splitlines()
+    assert len(lines) == 8 and all(json.loads(x)["system"] == "seller" for x in lines)

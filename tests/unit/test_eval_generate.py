@@ -176,3 +176,27 @@ def test_zero_shot_needs_an_llm_and_builds_the_no_adapter_model(eval_setup):
         preflight(cfg_for(eval_setup, "checkpoint=zero-shot"))
     trained = preflight(cfg_for(eval_setup, "checkpoint=zero-shot", f"llm_path={eval_setup['llm']}"))
     assert trained.model.adapter == "none" and trained.weights == {}
+
+
+@pytest.mark.parametrize(
+    "model_kw, system",
+    [
+        ({"history_encoder": "bag"}, "bag"),
+        ({"prompt": "ids"}, "ids"),
+        ({"adapter": "dense"}, "dense"),
+        ({"history_encoder": "gru"}, "gru"),
+    ],
+)
+def test_every_baseline_configuration_is_evaluated_the_same_way(eval_setup, tmp_path, model_kw, system):
+    url = write_checkpoint_for(
+        eval_setup["data"], eval_setup["llm"], str(tmp_path / "ck"), ep_size=1, **model_kw
+    )
+    cfg = cfg_for(eval_setup, f"checkpoint={url}", *[f"expect_model.{k}={v}" for k, v in model_kw.items()])
+    trained = preflight(cfg)
+    assert job.describe_system(trained.model) == system
+    gen = ExplanationGenerator(trained, eval_setup["data"], system, GenerationOptions(max_new_tokens=4))
+    part = gen.run("test", plan_batches(gen.manifest, "test", 4, limit=4))
+    assert [g.system for g in part.generations] == [system] * 4
+    has_attention = model_kw.get("prompt") != "ids"  # the ids prompt has no fusion attention
+    assert all(bool(g.supporting_events) == has_attention for g in part.generations)
+    assert bool(part.expert_tokens) == (model_kw.get("adapter", "moe") == "moe")
