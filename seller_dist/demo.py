@@ -156,7 +156,7 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     llm_dir = str(Path(args.out) / "llm")
     print(f"[demo] 3/7 bootstrap a small LLM on the dataset's text -> {llm_dir}")
     boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", str(args.bootstrap_steps)]
-    boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "0.3", "--max-len", "256"]
+    boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "1.0", "--max-len", "256"]
     if cli_main(boot) != 0:
         raise RuntimeError("bootstrap-llm failed")
 

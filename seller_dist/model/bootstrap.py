@@ -137,21 +137,17 @@ def build_tiny_llm(
     return save_checkpoint(model, tok, out_dir)
 
 
-COPY_TEMPLATES = (
-    "{cited} and {target} go together.",
-    "because you liked {cited}, try {target}.",
-    "{target}, picked after {cited}.",
-    "you saw {cited}; {target} is next.",
-)
-
-
-def copy_text(history_titles: list[str], target: str, rng: random.Random) -> str:
-    """A prompt in the collate's layout followed by a sentence that names a RANDOM history title:
-    teaches the LM to copy titles from its context, as a pretrained LLM can, without teaching it
-    which event a dataset's explanations cite (that is the adapter's job)."""
-    cited = rng.choice(history_titles)
-    tail = rng.choice(COPY_TEMPLATES).format(cited=cited, target=target)
-    return f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: Explanation: {tail}"
+def copy_text(history_titles: list[str], target: str, explanation: str, rng: random.Random) -> str:
+    """A prompt in the collate's layout followed by the record's explanation in which every history
+    title it names is replaced by a RANDOM title of the same history. Teaches the LM the language of
+    explanations and to copy titles from its context, as a pretrained LLM can, without teaching it
+    which event a dataset's explanations cite: that choice is left to the adapter."""
+    for title in sorted(set(history_titles), key=len, reverse=True):
+        if title and title in explanation:
+            explanation = explanation.replace(title, rng.choice(history_titles))
+            break
+    head = f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: Explanation:"
+    return f"{head} {explanation}"
 
 
 def dataset_texts(
@@ -177,8 +173,15 @@ def dataset_texts(
                 history = [h.get("title") for h in rec.get("history", []) if isinstance(h, dict)]
                 history = [t for t in history if isinstance(t, str) and t.strip()]
                 target = rec.get("item_title")
-                if copy_fraction > 0 and history and isinstance(target, str) and rng.random() < copy_fraction:
-                    texts.append(copy_text(history, target, rng))  # holds the history titles
+                explanation = rec.get("explanation")
+                if (
+                    copy_fraction > 0
+                    and history
+                    and isinstance(target, str)
+                    and isinstance(explanation, str)
+                    and rng.random() < copy_fraction
+                ):
+                    texts.append(copy_text(history, target, explanation, rng))  # holds the history titles
                 else:
                     texts += history
                 for t in texts:
@@ -206,8 +209,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--copy-fraction",
         type=float,
         default=0.0,
-        help="share of train records that also give a prompt + random-title sentence, so the LM learns "
-        "to copy titles from its context (use --max-len 256 to fit long histories)",
+        help="share of train records that also give prompt + explanation with the cited history title "
+        "swapped for a random one, so the LM learns to copy titles from its context but not which one "
+        "to cite (use --max-len 256 to fit long histories)",
     )
 
 

@@ -25,15 +25,17 @@ class HistoryEncoding(NamedTuple):  # a NamedTuple, not a dataclass: ZeRO-3's mo
 
 
 class EventEmbedding(nn.Module):
-    """item + action + two time-gap buckets + rating (+ position for order-aware encoders)."""
+    """item + action + rating (+ two time-gap buckets and position for sequence-aware encoders)."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, with_position: bool):
+    def __init__(
+        self, cfg: ModelConfig, item_embedding: nn.Embedding, with_position: bool, with_time: bool = True
+    ):
         super().__init__()
         d = cfg.d_model
         self.item = item_embedding  # shared with the item encoder
         self.action = nn.Embedding(len(ACTIONS) + 1, d, padding_idx=0)
-        self.gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0)
-        self.target_gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0)
+        self.gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
+        self.target_gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
         self.rating = nn.Linear(2, d)  # (rating / 5, has_rating)
         self.position = nn.Embedding(cfg.max_history, d) if with_position else None
         self.max_history = cfg.max_history
@@ -47,13 +49,13 @@ class EventEmbedding(nn.Module):
         rating = batch["hist_rating"].to(dtype)
         rating_feat = torch.stack([rating / 5.0, (rating > 0).to(dtype)], dim=-1)
         nb = self.num_time_buckets - 1
-        x = (
-            self.item(batch["hist_item"])
-            + self.action(batch["hist_action"])
-            + self.gap(batch["hist_gap"].clamp(0, nb))
-            + self.target_gap(batch["hist_target_gap"].clamp(0, nb))
-            + self.rating(rating_feat)
-        )
+        x = self.item(batch["hist_item"]) + self.action(batch["hist_action"]) + self.rating(rating_feat)
+        if self.gap is not None and self.target_gap is not None:
+            x = (
+                x
+                + self.gap(batch["hist_gap"].clamp(0, nb))
+                + self.target_gap(batch["hist_target_gap"].clamp(0, nb))
+            )
         if self.position is not None:
             # left padding: position 0 is the first REAL event of each row
             pos = (mask.long().cumsum(dim=1) - 1).clamp(0, self.max_history - 1)
@@ -145,11 +147,13 @@ class GRUHistoryEncoder(nn.Module):
 
 
 class BagHistoryEncoder(nn.Module):
-    """Order-free baseline (XRec-like): per-event MLP without positions, masked mean pooling."""
+    """Order-free baseline (XRec-like): the history as a SET of (item, action, rating) events, per-event
+    MLP, masked mean pooling. No positions and no time gaps: a per-event time-to-target bucket would
+    rank the events by recency, i.e. smuggle the order back in."""
 
     def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=False)
+        self.embed = EventEmbedding(cfg, item_embedding, with_position=False, with_time=False)
         d = cfg.d_model
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.norm = nn.LayerNorm(d)
