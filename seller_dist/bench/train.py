@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from seller_dist.config import TrainConfig
-from seller_dist.config_loader import from_dict, load_config, to_dict
+from seller_dist.config_loader import add_override_argument, from_dict, load_config, to_dict
 
 # dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
 CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
@@ -47,14 +47,9 @@ PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "othe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a train config key, e.g. --set data.batch_size=16 (data.manifest / "
-        "model.llm_path given here are used instead of the prepared ones)",
+    add_override_argument(
+        p,
+        "--set data.batch_size=16 (data.manifest / model.llm_path given here are used instead of the prepared ones)",
     )
     p.add_argument("--modes", default="plain,deepspeed,ray", help="comma-separated: plain, deepspeed, ray")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (plain runs 1 only)")

@@ -26,7 +26,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config_loader import ConfigError, _coerce, load_config
+from seller_dist.config_loader import ConfigError, _coerce, add_override_argument, load_config
 from seller_dist.data.shards import Manifest
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system, plan_batches
 from seller_dist.train.checkpoint import CheckpointError
@@ -170,31 +170,18 @@ class EvalWorker:
         return self.generator.run(split, batches)
 
 
-def init_ray(cfg: EvalConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = cfg.workers.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    cpus = max(2, int(cfg.workers.num_workers * cfg.workers.cpus_per_worker + 0.999))
-    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-
-
 def generate_with_ray(
     cfg: EvalConfig, trained: TrainedWeights, system: str, manifest: Manifest
 ) -> tuple[list, list[float], dict[str, Any]]:
     """(generations sorted by key, expert load fractions, throughput stats) from W Ray actors."""
     import ray
 
+    from seller_dist.ray_cluster import init_ray
     from seller_dist.train.driver import worker_env
 
     w = cfg.workers
     plan = plan_batches(manifest, cfg.split, cfg.generation.batch_size, cfg.limit)
-    init_ray(cfg)
+    init_ray(w.ray_address, int(w.num_workers * w.cpus_per_worker + 0.999))
     actor_cls = ray.remote(EvalWorker).options(
         num_cpus=w.cpus_per_worker,
         num_gpus=w.gpus_per_worker if w.use_gpu else 0,
@@ -298,14 +285,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="dataset root (the folder holding manifest.json)")
     p.add_argument("--out", default=None, help="output folder for generations.jsonl and the report")
     p.add_argument("--config", default=None, help="eval YAML (EvalConfig); flags and --set override it")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set workers.num_workers=4 --set generation.do_sample=true",
-    )
+    add_override_argument(p, "--set workers.num_workers=4 --set generation.do_sample=true")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import TrainConfig
-from seller_dist.config_loader import load_config, to_dict
+from seller_dist.config_loader import add_override_argument, load_config, to_dict
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import PreflightResult, preflight
 
@@ -37,18 +37,10 @@ def default_config_path() -> str:
 
 
 def init_ray(cfg: TrainConfig) -> None:
-    import ray
+    from seller_dist.ray_cluster import init_ray as connect
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    address = cfg.workers.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    cpus = max(2, int(cfg.workers.num_workers * cfg.workers.cpus_per_worker + 0.999))
-    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    w = cfg.workers
+    connect(w.ray_address, int(w.num_workers * w.cpus_per_worker + 0.999))
 
 
 def ray_storage(cfg: TrainConfig) -> tuple[str, Any]:
@@ -147,14 +139,7 @@ def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
 # ------------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set max_steps=200 --set data.manifest=s3://b/data",
-    )
+    add_override_argument(p, "--set max_steps=200 --set data.manifest=s3://b/data")
 
 
 def run(args: argparse.Namespace) -> int:
