@@ -160,7 +160,7 @@ class EvalWorker:
         from seller_dist.config_loader import from_dict
 
         cfg = from_dict(EvalConfig, cfg_dict)
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))  # the CPUs Ray reserved for it
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.generator = ExplanationGenerator(
             trained, cfg.data, system, cfg.generation, cfg.llm_path, cfg.storage, device
