@@ -30,7 +30,7 @@ from data_prep.sources import Source, get_source
 from data_prep.sources.base import RawEvent
 from seller_dist import storage
 from seller_dist.config import PrepConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config_loader import add_override_argument, load_config
 from seller_dist.data import shards
 from seller_dist.data.schema import ACTIONS, SPLITS, ExampleRecord, ItemRecord
 
@@ -77,7 +77,9 @@ def source_options(cfg: PrepConfig) -> dict[str, Any]:
 
 
 def cut_params(cfg: PrepConfig, source: Source) -> CutParams:
-    return CutParams(cfg.max_history, cfg.min_history, cfg.examples_per_user, source.templated, source.text_kind)
+    return CutParams(
+        cfg.max_history, cfg.min_history, cfg.examples_per_user, source.templated, source.text_kind
+    )
 
 
 def explainer_of(source: Source) -> Explainer | None:
@@ -331,14 +333,7 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="prep YAML (see seller_dist/configs/prep_synthetic.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set output=s3://bucket/data --set source_options.num_users=1000",
-    )
+    add_override_argument(parser, "--set output=s3://bucket/data --set source_options.num_users=1000")
 
 
 def run(args: argparse.Namespace) -> int:

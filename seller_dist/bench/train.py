@@ -211,25 +211,16 @@ def plain_loop(cfg: TrainConfig, timer: Any) -> dict[int, float]:
 
     import torch
 
-    from seller_dist.data.catalog import ItemCatalog
-    from seller_dist.data.collate import SellerCollator
-    from seller_dist.data.shards import Manifest
-    from seller_dist.data.stream import RankLoader
     from seller_dist.model.llm import FrozenLLM, resolve_llm_path
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
-    from seller_dist.train.worker import lr_at, model_inputs, setup_rank_env, step_seed
+    from seller_dist.train.worker import lr_at, model_inputs, rank_loader, setup_rank_env, step_seed
 
     use_gpu = setup_rank_env()
     device = torch.device("cuda") if use_gpu else torch.device("cpu")
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_gpu)
-    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
-    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
+    manifest, loader = rank_loader(cfg, 0, 1)
     llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
-    collate = SellerCollator.for_dataset(
-        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
-    )
-    loader = RankLoader.from_config(cfg.data, 0, 1, collate_fn=collate)
     llm = FrozenLLM.from_pretrained(llm_dir, "bfloat16" if bf16 else cfg.model.llm_dtype).to(device)
     torch.manual_seed(cfg.seed)
     model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm).to(device)
@@ -465,19 +456,9 @@ def measure_cpu_peak_tflops(seconds: float = 1.0, n: int = 512) -> float:
 def measure_stream(cfg: TrainConfig, batches: int) -> dict[str, Any]:
     """Records/s of one rank's stream with collation (what the training loop pulls), in-process,
     with the config's loader workers, from a cold start (the first shard read is included)."""
-    from seller_dist.data.catalog import ItemCatalog
-    from seller_dist.data.collate import SellerCollator
-    from seller_dist.data.shards import Manifest
-    from seller_dist.data.stream import RankLoader
-    from seller_dist.model.llm import resolve_llm_path
+    from seller_dist.train.worker import rank_loader
 
-    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
-    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
-    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
-    collate = SellerCollator.for_dataset(
-        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
-    )
-    loader = RankLoader.from_config(cfg.data, 0, 1, collate_fn=collate)
+    _, loader = rank_loader(cfg, 0, 1)
     t0, records, n = time.perf_counter(), 0, 0
     for batch in loader.epoch_iter():  # from a cold start: shard fetch, checks, decode, collate
         records += int((~batch["pad"]).sum())

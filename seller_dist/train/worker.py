@@ -218,6 +218,23 @@ def restore_checkpoint(ckpt: ck.Checkpoint, state: Any, loader: Any, rank: int, 
 
 
 # ------------------------------------------------------------------------------------ the loop
+def rank_loader(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any]:
+    """(manifest, RankLoader): this rank's exact share of the split, collated with the LLM's tokenizer."""
+    from seller_dist.data.catalog import ItemCatalog
+    from seller_dist.data.collate import SellerCollator
+    from seller_dist.data.shards import Manifest
+    from seller_dist.data.stream import RankLoader
+    from seller_dist.model.llm import resolve_llm_path
+
+    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
+    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
+    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
+    collate = SellerCollator.for_dataset(
+        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
+    )
+    return manifest, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
+
+
 def train_worker(
     cfg: TrainConfig,
     report: Callable[[dict[str, Any]], None] | None = None,
@@ -233,11 +250,6 @@ def train_worker(
     (`seller-dist bench train`); the default measures nothing and changes nothing.
     """
     use_gpu = setup_rank_env()
-    from seller_dist.data.catalog import ItemCatalog
-    from seller_dist.data.collate import SellerCollator
-    from seller_dist.data.shards import Manifest
-    from seller_dist.data.stream import RankLoader
-    from seller_dist.model.llm import resolve_llm_path
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
     from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
@@ -252,19 +264,13 @@ def train_worker(
         Path(os.environ[PID_DIR_ENV], f"rank-{rank}.pid").write_text(str(os.getpid()))
 
     # ---- data: this rank's exact share of the split, collated with the LLM's tokenizer
-    manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
+    manifest, loader = rank_loader(cfg, rank, world)
     manifest_sha256 = hashlib.sha256(
         storage.read_bytes(storage.join(cfg.data.manifest, "manifest.json"), cfg.data.storage)
     ).hexdigest()
-    catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
-    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
-    collate = SellerCollator.for_dataset(
-        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
-    )
-    loader = RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
 
     # ---- model: LLM partitioned while loading; identical trainable init on every rank
-    llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as llm_dir
+    llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as the collate's tokenizer
     torch.manual_seed(cfg.seed)
     model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm)
     o = cfg.optim
