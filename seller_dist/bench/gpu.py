@@ -92,7 +92,9 @@ def make_batches(
     return out
 
 
-def run_one(llm: Any, args: argparse.Namespace, micro: int, device: torch.device) -> dict[str, Any]:
+def run_one(
+    llm: Any, args: argparse.Namespace, micro: int, device: torch.device, variant: str = "eager"
+) -> dict[str, Any]:
     from seller_dist.config import ModelConfig
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
@@ -119,7 +121,11 @@ def run_one(llm: Any, args: argparse.Namespace, micro: int, device: torch.device
     )
     n_frozen = sum(p.numel() for p in llm.parameters())
     n_embed = llm.embedding.weight.numel()
+    n_head = llm.model.get_output_embeddings().weight.numel()
     n_train = sum(p.numel() for p in params)
+    # positions the LM head has to score per row: from the first label on (FrozenLLM.lm_loss)
+    first = int((batches[0]["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
+    head_positions = args.seq_len - first if llm._keeps_logits else args.seq_len
     model.train()
     moe.train()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -134,9 +140,11 @@ def run_one(llm: Any, args: argparse.Namespace, micro: int, device: torch.device
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    t_warm = time.perf_counter()
     for i in range(args.warmup):
         step(i)
     sync()
+    warmup_secs = time.perf_counter() - t_warm
     t0, steps = time.perf_counter(), 0
     loss = math.nan
     while steps < args.min_steps or time.perf_counter() - t0 < args.seconds:
@@ -151,23 +159,127 @@ def run_one(llm: Any, args: argparse.Namespace, micro: int, device: torch.device
     samples = steps * micro
     flops = 4.0 * n_frozen * tokens + 6.0 * n_train * samples
     flops_no_embed = 4.0 * (n_frozen - n_embed) * tokens + 6.0 * n_train * samples
+    # FLOPs the step needs: no input-embedding lookup, the head only where a label is scored
+    flops_needed = (
+        4.0 * (n_frozen - n_embed - n_head) * tokens
+        + 4.0 * n_head * steps * micro * head_positions
+        + 6.0 * n_train * samples
+    )
     peak = args.peak_tflops * 1e12
     return {
+        "variant": variant,
         "micro_batch": micro,
         "seq_len": args.seq_len,
         "steps": steps,
         "seconds": round(secs, 3),
+        "warmup_seconds": round(warmup_secs, 1),
         "step_ms": 1e3 * secs / steps,
         "tokens_per_s": tokens / secs,
         "samples_per_s": samples / secs,
         "tflops": flops / secs / 1e12,
         "mfu": flops / secs / peak,
         "mfu_without_input_embedding": flops_no_embed / secs / peak,
+        "mfu_needed_flops": flops_needed / secs / peak,
+        "head_positions_per_row": head_positions,
         "frozen_params": n_frozen,
         "trainable_params": n_train,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
         "last_loss": loss,
     }
+
+
+VARIANTS = ("eager", "full_logits", "compile")
+
+
+def prepare_variant(llm: Any, variant: str) -> None:
+    """full_logits: the LM head over every position, as before `logits_to_keep`; compile: each
+    frozen decoder layer through torch.compile (identical layers share one compiled graph)."""
+    if variant == "full_logits":
+        llm._keeps_logits = False
+    elif variant == "compile":
+        torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph per micro-batch size
+        for layer in llm.model.get_decoder().layers:
+            layer.compile()
+
+
+def restore_variant(llm: Any, variant: str) -> None:
+    if variant == "full_logits":
+        llm._keeps_logits = True
+    elif variant == "compile":
+        for layer in llm.model.get_decoder().layers:
+            layer._compiled_call_impl = None  # back to eager (what nn.Module.compile set)
+
+
+def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
+    """The training loss, its gradients and greedy generation on the GPU against the CPU: fp32 with
+    TF32 off must agree to float tolerance and give the same tokens; bf16 to bf16 tolerance."""
+    from seller_dist.config import ModelConfig
+    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.synthetic import TokenIds, synthetic_batch
+    from seller_dist.model.vocab import ModelVocab
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    vocab = ModelVocab(num_items=50, attribute_sizes=[5, 4], text_dim=8)
+    mcfg = ModelConfig(d_model=32, num_heads=4, num_layers=1, dropout=0.0, expert_hidden=32, num_experts=4)
+    ids = TokenIds(vocab_size=500, pad=0, bos=1, eos=2, soft=3)
+    batch = synthetic_batch(vocab, ids, mcfg.num_soft_tokens, 6, 8, seed=1, explanation_len=6)
+    out: dict[str, Any] = {}
+    results = {}
+    for name, dev, dtype in (
+        ("cpu_fp32", "cpu", torch.float32),
+        ("cuda_fp32", gpu, torch.float32),
+        ("cuda_bf16", gpu, torch.bfloat16),
+    ):
+        # the same weights everywhere: built on the CPU in fp32, then moved and cast
+        llm = build_llm(64, 2, 4, 128, 500, 64, torch.float32, torch.device("cpu"), "sdpa")
+        llm.to(device=dev, dtype=dtype)
+        torch.manual_seed(0)
+        model = SellerModel(mcfg, vocab, llm).to(dev)
+        moe = model.make_moe().to(dev)
+        b = {k: v.to(dev) for k, v in batch.items()}
+        with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = model(b, moe=moe)["loss"]
+        loss.backward()
+        grads = torch.cat([p.grad.float().flatten().cpu() for _, p in model.trainable_named_parameters()])
+        gen_batch = {
+            k: v.to(dev)
+            for k, v in synthetic_batch(
+                vocab, ids, mcfg.num_soft_tokens, 6, 8, seed=2, mode="generate"
+            ).items()
+        }
+        model.eval()
+        with (
+            torch.no_grad(),
+            torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
+        ):
+            tokens = model.generate(gen_batch, moe=moe)["tokens"].cpu()
+        results[name] = (float(loss), grads, tokens)
+    ref_loss, ref_grads, ref_tokens = results["cpu_fp32"]
+    for name in ("cuda_fp32", "cuda_bf16"):
+        loss, grads, tokens = results[name]
+        out[name] = {
+            "loss": loss,
+            "cpu_loss": ref_loss,
+            "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss),
+            "grad_max_abs_diff": float((grads - ref_grads).abs().max()),
+            "grad_max_abs": float(ref_grads.abs().max()),
+            "greedy_tokens_equal_cpu": bool(torch.equal(tokens, ref_tokens)),
+        }
+    fp32 = out["cuda_fp32"]
+    out["passed"] = bool(
+        fp32["loss_rel_diff"] < 1e-5
+        and fp32["grad_max_abs_diff"] < 1e-4 * max(1.0, fp32["grad_max_abs"])
+        and fp32["greedy_tokens_equal_cpu"]
+        and out["cuda_bf16"]["loss_rel_diff"] < 3e-2
+    )
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    print(
+        f"[gpu-bench] CUDA vs CPU check: {'PASSED' if out['passed'] else 'FAILED'} {json.dumps(out)}",
+        flush=True,
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,14 +291,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intermediate", type=int, default=5632)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--micro-batches", default="8,16,32", help="micro-batch sizes to time (OOM ones skipped)")
+    p.add_argument("--micro-batches", default="16,32,64", help="micro-batch sizes to time (OOM ones skipped)")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="eager: as trained; full_logits: the LM head over every position (the old path, first "
+        "micro-batch only); compile: torch.compile of each frozen decoder layer (default: all three; "
+        "--tiny: eager,full_logits)",
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the CUDA vs CPU consistency check")
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--soft-tokens", type=int, default=8)
     p.add_argument("--experts", type=int, default=8)
     p.add_argument("--expert-hidden", type=int, default=1024)
     p.add_argument("--attn", default="sdpa", help="attn_implementation of the LLM (sdpa, eager, ...)")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=60.0, help="measured seconds per micro-batch size")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per micro-batch size")
     p.add_argument("--min-steps", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=100000)
     p.add_argument("--chip", choices=sorted(PEAKS), default="h200")
@@ -197,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
         args.seq_len, args.micro_batches, args.d_model, args.expert_hidden = 128, "2", 32, 32
         args.warmup, args.seconds, args.min_steps = 1, 0.0, 3
+        args.variants = args.variants or "eager,full_logits"
+    args.variants = args.variants or ",".join(VARIANTS)
     args.peak_tflops = args.peak_tflops or PEAKS[args.chip]
     on_gpu = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
@@ -231,28 +353,54 @@ def main(argv: list[str] | None = None) -> int:
         f"{dtype}, seq {args.seq_len}, peak {args.peak_tflops} TFLOP/s",
         flush=True,
     )
-    for micro in [int(m) for m in args.micro_batches.split(",") if m.strip()]:
+    if on_gpu and not args.no_check:
+        result["cuda_check"] = cuda_consistency_check()
+    micros = [int(m) for m in args.micro_batches.split(",") if m.strip()]
+    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        if variant not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         try:
-            r = run_one(llm, args, micro, device)
-        except torch.OutOfMemoryError:
-            print(f"[gpu-bench] micro-batch {micro}: out of memory, skipped", flush=True)
-            torch.cuda.empty_cache()
+            prepare_variant(llm, variant)
+        except Exception as e:  # a compile that fails on this stack is reported, not fatal
+            print(f"[gpu-bench] {variant}: could not prepare: {type(e).__name__}: {e}", flush=True)
+            result.setdefault("errors", []).append(f"{variant}: {type(e).__name__}: {e}")
             continue
-        result["runs"].append(r)
-        print(
-            f"[gpu-bench] micro-batch {micro:3d}: {r['tokens_per_s']:10.0f} tokens/s  "
-            f"{r['samples_per_s']:8.1f} samples/s  step {r['step_ms']:7.1f} ms  MFU {r['mfu']:.1%} "
-            f"(w/o input embedding {r['mfu_without_input_embedding']:.1%})  "
-            f"peak mem {r['peak_memory_gb'] or 0:.1f} GB",
-            flush=True,
-        )
+        # full_logits: one size shows the head's share; compile: the two largest (a compile each)
+        sizes = {"full_logits": micros[:1], "compile": micros[-2:]}.get(variant, micros)
+        for micro in sizes:
+            try:
+                r = run_one(llm, args, micro, device, variant)
+            except torch.OutOfMemoryError:
+                print(f"[gpu-bench] {variant} micro-batch {micro}: out of memory, skipped", flush=True)
+                torch.cuda.empty_cache()
+                continue
+            except Exception as e:
+                print(f"[gpu-bench] {variant} micro-batch {micro}: {type(e).__name__}: {e}", flush=True)
+                result.setdefault("errors", []).append(f"{variant}/{micro}: {type(e).__name__}: {e}")
+                continue
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            result["runs"].append(r)
+            print(
+                f"[gpu-bench] {variant:11s} micro-batch {micro:3d}: {r['tokens_per_s']:10.0f} tokens/s  "
+                f"{r['samples_per_s']:8.1f} samples/s  step {r['step_ms']:7.1f} ms  MFU {r['mfu']:.1%} "
+                f"(needed FLOPs {r['mfu_needed_flops']:.1%})  warm-up {r['warmup_seconds']:.0f}s  "
+                f"peak mem {r['peak_memory_gb'] or 0:.1f} GB",
+                flush=True,
+            )
+            if args.out:  # partial results survive a later failure
+                with open(args.out, "w") as f:
+                    f.write(json.dumps(result, indent=2) + "\n")
+        restore_variant(llm, variant)
     if not result["runs"]:
         print("[gpu-bench] every micro-batch size ran out of memory", file=sys.stderr)
         return 1
     best = max(result["runs"], key=lambda r: r["tokens_per_s"])
     result["best"] = best
     print(
-        f"[gpu-bench] best: micro-batch {best['micro_batch']}, {best['tokens_per_s']:.0f} tokens/s, "
+        f"[gpu-bench] best: {best['variant']} micro-batch {best['micro_batch']}, "
+        f"{best['tokens_per_s']:.0f} tokens/s, "
         f"MFU {best['mfu']:.1%} against {args.peak_tflops} TFLOP/s ({args.chip})",
         flush=True,
     )

@@ -9,6 +9,7 @@ and masked-out soft positions (adapter "none") do not shift the text.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -83,6 +84,7 @@ class FrozenLLM(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     @staticmethod
     def from_pretrained(
@@ -150,20 +152,28 @@ class FrozenLLM(nn.Module):
     def lm_loss(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Mean cross entropy over label tokens (labels != -100), next-token shifted, fp32 logits."""
+        """Mean cross entropy over label tokens (labels != -100), next-token shifted, fp32 logits.
+
+        Logits are computed only from the first position any row has a label at (`logits_to_keep`):
+        the prompt and soft positions predict nothing, and the LM head + fp32 cross entropy over them
+        would be most of the head's time and memory at long prompts (the loss is the same)."""
+        target = labels[:, 1:]
+        cols = (target != -100).any(dim=0).nonzero()
+        first = int(cols[0]) if len(cols) else target.shape[1] - 1
+        kwargs = {"logits_to_keep": target.shape[1] + 1 - first} if self._keeps_logits else {}
         out = self.model(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=self.positions(attention_mask),
             use_cache=False,
+            **kwargs,
         )
-        logits = out.logits[:, :-1].float()
-        target = labels[:, 1:]
-        if not bool((target != -100).any()):
+        logits = out.logits[:, -(target.shape[1] + 1 - first) : -1].float()
+        target = target[:, first:]
+        if not len(cols):
             return logits.sum() * 0.0  # keeps the graph (every rank must run the same backward)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
-    @torch.no_grad()
     def generate(
         self,
         embeds: torch.Tensor,

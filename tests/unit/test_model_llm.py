@@ -93,6 +93,39 @@ def test_loss_is_cross_entropy_on_label_tokens_only(llm):
     torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
 
 
+def test_lm_head_runs_only_from_the_first_label_position_with_the_same_loss_and_gradient(llm):
+    """logits_to_keep: the head skips prompt positions; loss and input gradient equal the full path."""
+    b = batch(llm)
+    first = int((b["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
+    assert first > 0  # the batch has prompt positions the head can skip
+    base = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 4, llm.hidden_size))
+    head_lengths: list[int] = []
+    hook = llm.model.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, out: head_lengths.append(out.shape[1])
+    )
+    emb = base.clone().requires_grad_(True)
+    loss = llm.lm_loss(emb, b["attention_mask"], b["labels"])
+    loss.backward()
+    hook.remove()
+    assert head_lengths == [b["labels"].shape[1] - first]
+    ref_emb = base.clone().requires_grad_(True)
+    logits = (
+        llm.model(
+            inputs_embeds=ref_emb,
+            attention_mask=b["attention_mask"],
+            position_ids=llm.positions(b["attention_mask"]),
+        )
+        .logits[:, :-1]
+        .float()
+    )
+    ref = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), b["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+    ref.backward()
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(emb.grad, ref_emb.grad, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("adapter", ["moe", "dense", "none"])
 def test_padding_never_changes_the_loss(llm, adapter):
     m, moe = build(llm, adapter=adapter)
