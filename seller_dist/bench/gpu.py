@@ -1,16 +1,19 @@
-"""One-GPU training benchmark: a frozen ~1.1B Llama-style LLM built from a config (random weights, no
+"""One-GPU training benchmark: a frozen ~1B Llama-style LLM built from a config (random weights, no
 hub), the SELLER adapter trained on it in bf16 on synthetic batches; prints tokens/s and MFU.
 
-    cluster/gpu_bench.sh                      # ~1.1B, seq 1024, bf16, about 6-8 minutes
+    cluster/gpu_bench.sh                      # 0.95B, seq 1024, bf16, about 3 minutes on an H200
     python -m seller_dist.bench.gpu --tiny    # CPU smoke test in seconds (same code path)
 
 Why random weights: throughput does not depend on what the LLM knows, and no checkpoint download
 is needed on a closed machine. The frozen LLM: hidden 2048, 16 layers, 32 heads, intermediate
-5632, vocab 32000, untied embeddings (about 1.1B parameters, TinyLlama-sized but full multi-head
-attention). Each micro-batch size in `--micro-batches` is timed (warm-up steps, then `--seconds`
-of measured steps); the best is reported. MFU = (4 N_frozen * tokens + 6 N_trainable * samples)
-/ time / peak, the accounting of seller_dist.train.metrics; a variant that leaves out the input
-embedding table (a lookup, no FLOPs) is printed next to it.
+5632, vocab 32000, untied embeddings (0.953B parameters, TinyLlama-shaped with full multi-head
+attention). First a CUDA vs CPU consistency check (loss, gradients, greedy tokens), then each
+variant (eager; full_logits = the LM head over every position, as before `logits_to_keep`;
+compile = torch.compile of each frozen decoder layer) at each micro-batch size in
+`--micro-batches` (warm-up steps, then `--seconds` of measured steps); the best is reported.
+MFU = (4 N_frozen * tokens + 6 N_trainable * samples) / time / peak, the accounting of
+seller_dist.train.metrics; "needed FLOPs" leaves out the input-embedding lookup and counts the
+LM head only where a label is scored. BENCHMARKS.md has what it printed on an H200.
 """
 
 from __future__ import annotations
