@@ -95,11 +95,9 @@ def make_batches(
     return out
 
 
-def run_one(
-    llm: Any, args: argparse.Namespace, micro: int, device: torch.device, variant: str = "eager"
-) -> dict[str, Any]:
+def bench_model(args: argparse.Namespace, llm_path: str = "") -> tuple[Any, Any]:
+    """The adapter the benchmark trains: (ModelConfig, ModelVocab)."""
     from seller_dist.config import ModelConfig
-    from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
 
     vocab = ModelVocab(num_items=5000, attribute_sizes=[12, 30], text_dim=0)
@@ -113,7 +111,18 @@ def run_one(
         expert_hidden=args.expert_hidden,
         ep_size=1,
         dropout=0.1,
+        llm_path=llm_path,
     )
+    return mcfg, vocab
+
+
+def run_one(
+    llm: Any, args: argparse.Namespace, micro: int, device: torch.device, variant: str = "eager"
+) -> dict[str, Any]:
+    """Plain PyTorch: the SELLER model and its MoE with one fused AdamW over the trainables."""
+    from seller_dist.model.seller import SellerModel
+
+    mcfg, vocab = bench_model(args)
     torch.manual_seed(0)
     model = SellerModel(mcfg, vocab, llm).to(device)
     moe = model.make_moe().to(device)
@@ -122,25 +131,99 @@ def run_one(
     batches = make_batches(
         4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device
     )
-    n_frozen = sum(p.numel() for p in llm.parameters())
-    n_embed = llm.embedding.weight.numel()
-    n_head = llm.model.get_output_embeddings().weight.numel()
-    n_train = sum(p.numel() for p in params)
-    # positions the LM head has to score per row: from the first label on (FrozenLLM.lm_loss)
-    first = int((batches[0]["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
-    head_positions = args.seq_len - first if llm._keeps_logits else args.seq_len
     model.train()
     moe.train()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if variant == "checkpointing":
+        llm.model.train()  # HF checkpoints layers only in train mode (Llama has no dropout to turn on)
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         out = model(batches[i % len(batches)], moe=moe)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(out["loss"].detach()) if i % 10 == 0 else math.nan
+        return out["loss"]
 
+    return measure(step, llm, sum(p.numel() for p in params), batches, args, micro, device, variant)
+
+
+def run_deepspeed(
+    llm_dir: str, args: argparse.Namespace, micro: int, device: torch.device, variant: str
+) -> dict[str, Any]:
+    """The training job's own path on one rank: DeepSpeedStrategy (ZeRO-3 engine over the SELLER
+    model with the LLM partitioned while loading, the MoE beside it), ds_configs/zero3_gpu.json
+    with its "auto"s filled as the worker does, clip of dense + expert gradients, both optimizers.
+    `deepspeed_compile` also calls DeepSpeed's own `engine.compile()`."""
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from seller_dist.model.seller import SellerModel
+    from seller_dist.train.strategy import DeepSpeedStrategy
+
+    ds = json.loads((Path(__file__).resolve().parents[2] / "ds_configs" / "zero3_gpu.json").read_text())
+    ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1, gradient_clipping=0.0)
+    ds["bf16"] = {"enabled": device.type == "cuda"}
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(k, v)
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:  # a free loopback port for the one-rank process group
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    if device.type != "cuda":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    strategy = DeepSpeedStrategy(ds)
+    if not dist.is_initialized():
+        strategy.init_distributed()
+    mcfg, vocab = bench_model(args, llm_dir)
+    llm = strategy.load_llm(mcfg)
+    torch.manual_seed(0)
+    model = SellerModel(mcfg, vocab, llm)
+    state = strategy.prepare(model, lr=1e-4)
+    if variant == "deepspeed_compile":
+        state.engine.compile()
+    batches = make_batches(
+        4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device
+    )
+    state.engine.train()
+
+    def step(i: int) -> torch.Tensor:
+        out = state.forward(batches[i % len(batches)])
+        state.backward(out["loss"])
+        state.clip_grad_norm(1.0)
+        state.step()
+        return out["loss"]
+
+    n_train = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
+    n_train += sum(p.numel() for p in state.moe.parameters()) if state.moe is not None else 0
+    return measure(step, llm, n_train, batches, args, micro, device, variant)
+
+
+def measure(
+    step: Any,
+    llm: Any,
+    n_train: int,
+    batches: list[dict[str, torch.Tensor]],
+    args: argparse.Namespace,
+    micro: int,
+    device: torch.device,
+    variant: str,
+) -> dict[str, Any]:
+    """Warm-up steps, then `--seconds` of measured steps; tokens/s, MFU, peak memory."""
+
+    def numel(p: torch.Tensor) -> int:
+        return int(getattr(p, "ds_numel", p.numel()))  # ZeRO-3 partitioned parameters report 0
+
+    n_frozen = sum(numel(p) for p in llm.parameters())
+    n_embed = numel(llm.embedding.weight)
+    n_head = numel(llm.model.get_output_embeddings().weight)
+    # positions the LM head has to score per row: from the first label on (FrozenLLM.lm_loss)
+    first = int((batches[0]["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
+    head_positions = args.seq_len - first if llm._keeps_logits else args.seq_len
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_warm = time.perf_counter()
@@ -151,8 +234,9 @@ def run_one(
     t0, steps = time.perf_counter(), 0
     loss = math.nan
     while steps < args.min_steps or time.perf_counter() - t0 < args.seconds:
-        v = step(steps)
-        loss = v if v == v else loss
+        out = step(steps)
+        if steps % 10 == 0:
+            loss = float(out.detach())
         steps += 1
         if steps >= args.max_steps:
             break
@@ -191,14 +275,18 @@ def run_one(
     }
 
 
-VARIANTS = ("eager", "full_logits", "compile")
+VARIANTS = ("eager", "full_logits", "compile", "checkpointing", "deepspeed", "deepspeed_compile")
+SINGLE_SIZE = ("full_logits", "checkpointing", "deepspeed", "deepspeed_compile")  # at --one-micro-batch
 
 
 def prepare_variant(llm: Any, variant: str) -> None:
     """full_logits: the LM head over every position, as before `logits_to_keep`; compile: each
-    frozen decoder layer through torch.compile (identical layers share one compiled graph)."""
+    frozen decoder layer through torch.compile (identical layers share one compiled graph);
+    checkpointing: activation checkpointing inside the frozen LLM (non-reentrant)."""
     if variant == "full_logits":
         llm._keeps_logits = False
+    elif variant == "checkpointing":
+        llm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif variant == "compile":
         torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph per micro-batch size
         for layer in llm.model.get_decoder().layers:
@@ -208,9 +296,22 @@ def prepare_variant(llm: Any, variant: str) -> None:
 def restore_variant(llm: Any, variant: str) -> None:
     if variant == "full_logits":
         llm._keeps_logits = True
+    elif variant == "checkpointing":
+        llm.model.gradient_checkpointing_disable()
     elif variant == "compile":
         for layer in llm.model.get_decoder().layers:
             layer._compiled_call_impl = None  # back to eager (what nn.Module.compile set)
+
+
+def saved_llm(llm: Any, args: argparse.Namespace) -> str:
+    """The benchmark's LLM written once as a Hugging Face checkpoint, for the DeepSpeed path to load
+    the way the training job does (partitioned while loading)."""
+    import tempfile
+
+    if not getattr(args, "_llm_dir", None):
+        args._llm_dir = tempfile.mkdtemp(prefix="gpu-bench-llm-")
+        llm.model.save_pretrained(args._llm_dir)
+    return args._llm_dir
 
 
 def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
@@ -298,10 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variants",
         default=None,
-        help="eager: as trained; full_logits: the LM head over every position (the old path, first "
-        "micro-batch only); compile: torch.compile of each frozen decoder layer (default: all three; "
-        "--tiny: eager,full_logits)",
+        help="eager: plain PyTorch as the model trains; full_logits: the LM head over every position "
+        "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
+        "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
+        "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
+        "(default: all; --tiny: eager,full_logits,checkpointing,deepspeed)",
     )
+    p.add_argument("--one-micro-batch", type=int, default=32, help="size for the single-size variants")
     p.add_argument("--no-check", action="store_true", help="skip the CUDA vs CPU consistency check")
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--soft-tokens", type=int, default=8)
@@ -320,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
         args.seq_len, args.micro_batches, args.d_model, args.expert_hidden = 128, "2", 32, 32
         args.warmup, args.seconds, args.min_steps = 1, 0.0, 3
-        args.variants = args.variants or "eager,full_logits"
+        args.variants = args.variants or "eager,full_logits,checkpointing,deepspeed"
+        args.one_micro_batch = 2
     args.variants = args.variants or ",".join(VARIANTS)
     args.peak_tflops = args.peak_tflops or PEAKS[args.chip]
     on_gpu = torch.cuda.is_available() and not args.tiny
@@ -368,11 +473,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu-bench] {variant}: could not prepare: {type(e).__name__}: {e}", flush=True)
             result.setdefault("errors", []).append(f"{variant}: {type(e).__name__}: {e}")
             continue
-        # full_logits: one size shows the head's share; compile: the two largest (a compile each)
-        sizes = {"full_logits": micros[:1], "compile": micros[-2:]}.get(variant, micros)
+        # compile: the two largest sizes (a compile each); the others at one size
+        sizes = [args.one_micro_batch] if variant in SINGLE_SIZE else micros
+        sizes = micros[-2:] if variant == "compile" else sizes
         for micro in sizes:
             try:
-                r = run_one(llm, args, micro, device, variant)
+                if variant.startswith("deepspeed"):
+                    r = run_deepspeed(saved_llm(llm, args), args, micro, device, variant)
+                else:
+                    r = run_one(llm, args, micro, device, variant)
             except torch.OutOfMemoryError:
                 print(f"[gpu-bench] {variant} micro-batch {micro}: out of memory, skipped", flush=True)
                 torch.cuda.empty_cache()

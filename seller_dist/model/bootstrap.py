@@ -33,21 +33,71 @@ TINY_CORPUS = [
 ]
 
 
+def train_bpe(words: dict[str, int], vocab_size: int, alphabet: list[str]) -> tuple[dict[str, int], list]:
+    """Byte-pair merges learned from pre-tokenized word counts, ties broken by the pair's text.
+
+    Why not `tokenizers.trainers.BpeTrainer`: it breaks frequency ties in hash order, so two runs on
+    the same texts give different token ids and merge orders, hence a different frozen LLM every
+    time; this loop gives the same tokenizer for the same texts on every machine."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in sorted(set(alphabet)):
+        vocab.setdefault(ch, len(vocab))
+    symbols = [list(w) for w in words]
+    freqs = list(words.values())
+    for w in symbols:
+        for ch in w:
+            vocab.setdefault(ch, len(vocab))  # characters outside the alphabet (none for byte-level)
+    counts: dict[tuple[str, str], int] = {}
+    where: dict[tuple[str, str], set[int]] = {}
+    for i, w in enumerate(symbols):
+        for pair in zip(w, w[1:], strict=False):
+            counts[pair] = counts.get(pair, 0) + freqs[i]
+            where.setdefault(pair, set()).add(i)
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size and counts:
+        best = min(counts, key=lambda p: (-counts[p], p))
+        if counts[best] <= 0:
+            break
+        merged = best[0] + best[1]
+        merges.append(best)
+        vocab.setdefault(merged, len(vocab))
+        for i in sorted(where.pop(best, ())):
+            w, f = symbols[i], freqs[i]
+            for pair in zip(w, w[1:], strict=False):  # take this word's pairs out, merge, put them back
+                counts[pair] -= f
+            j, out = 0, []
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == best[0] and w[j + 1] == best[1]:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            symbols[i] = out
+            for pair in zip(out, out[1:], strict=False):
+                counts[pair] = counts.get(pair, 0) + f
+                where.setdefault(pair, set()).add(i)
+        counts = {p: c for p, c in counts.items() if c > 0} if len(merges) % 64 == 0 else counts
+        counts.pop(best, None)
+    return vocab, merges
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """Byte-level BPE (any UTF-8 text is representable) with our special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE (any UTF-8 text is representable) with our special tokens; deterministic."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(text))
+    vocab, merges = train_bpe(dict(sorted(words.items())), vocab_size, pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_special_tokens(SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<|pad|>",
@@ -142,7 +192,7 @@ def copy_text(history_titles: list[str], target: str, explanation: str, rng: ran
     title it names is replaced by a RANDOM title of the same history. Teaches the LM the language of
     explanations and to copy titles from its context, as a pretrained LLM can, without teaching it
     which event a dataset's explanations cite: that choice is left to the adapter."""
-    for title in sorted(set(history_titles), key=len, reverse=True):
+    for title in sorted(set(history_titles), key=lambda t: (-len(t), t)):  # longest first, then by text
         if title and title in explanation:
             explanation = explanation.replace(title, rng.choice(history_titles))
             break

@@ -196,6 +196,7 @@ class DeepSpeedStrategy:
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.ds_config)
         moe_opt = None
         if moe is not None:
+            moe.to(engine.device)  # outside the engine, so not moved by it (GPU ranks)
             moe_opt = torch.optim.AdamW(moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
         return TrainState(engine, moe, moe_opt, groups, self.dtype)
 
