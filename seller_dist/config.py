@@ -275,6 +275,10 @@ class TrainConfig:
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     zero_offload_params: bool = False
+    # zero3: the frozen LLM partitioned over all ranks (fits any size); replicated: a whole bf16 copy
+    # on every GPU, outside the ZeRO-3 engine (no gathers; needs N_llm * 2 bytes per GPU free)
+    llm_layout: Literal["zero3", "replicated"] = "zero3"
+    compile_llm: bool = False  # torch.compile each frozen decoder layer (needs llm_layout=replicated)
     data: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -301,6 +305,16 @@ class TrainConfig:
             )
         if self.model.adapter == "none":
             raise ConfigError("model.adapter=none has nothing to train: evaluate it with `seller-dist eval`")
+        if self.compile_llm and self.llm_layout != "replicated":
+            raise ConfigError(
+                "compile_llm=true needs llm_layout=replicated: under ZeRO-3, torch.compile traces the "
+                "parameter gather hooks and ran 10x slower than eager (BENCHMARKS.md, GPU run 2)"
+            )
+        if self.zero_offload_params and self.llm_layout == "replicated":
+            raise ConfigError(
+                "zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=replicated keeps "
+                "the frozen LLM out of ZeRO-3: use llm_layout=zero3 to offload it"
+            )
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -153,7 +153,8 @@ def run_deepspeed(
     """The training job's own path on one rank: DeepSpeedStrategy (ZeRO-3 engine over the SELLER
     model with the LLM partitioned while loading, the MoE beside it), ds_configs/zero3_gpu.json
     with its "auto"s filled as the worker does, clip of dense + expert gradients, both optimizers.
-    `deepspeed_compile` also calls DeepSpeed's own `engine.compile()`."""
+    `deepspeed_compile` also calls DeepSpeed's own `engine.compile()`; `deepspeed_replicated` is
+    train.llm_layout=replicated (a whole LLM outside the engine), `_compile` adds train.compile_llm."""
     import os
     from pathlib import Path
 
@@ -175,13 +176,15 @@ def run_deepspeed(
             os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
     if device.type != "cuda":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    strategy = DeepSpeedStrategy(ds)
+    strategy = DeepSpeedStrategy(ds, "replicated" if "replicated" in variant else "zero3")
     if not dist.is_initialized():
         strategy.init_distributed()
     mcfg, vocab = bench_model(args, llm_dir)
     llm = strategy.load_llm(mcfg)
+    if variant == "deepspeed_replicated_compile":
+        llm.compile_layers()
     torch.manual_seed(0)
-    model = SellerModel(mcfg, vocab, llm)
+    model = SellerModel(mcfg, vocab, llm, register_llm=strategy.registers_llm)
     state = strategy.prepare(model, lr=1e-4)
     if variant == "deepspeed_compile":
         state.engine.compile()
@@ -275,8 +278,17 @@ def measure(
     }
 
 
-VARIANTS = ("eager", "full_logits", "compile", "checkpointing", "deepspeed", "deepspeed_compile")
-SINGLE_SIZE = ("full_logits", "checkpointing", "deepspeed", "deepspeed_compile")  # at --one-micro-batch
+VARIANTS = (
+    "eager",
+    "full_logits",
+    "compile",
+    "checkpointing",
+    "deepspeed",
+    "deepspeed_compile",
+    "deepspeed_replicated",
+    "deepspeed_replicated_compile",
+)
+SINGLE_SIZE = VARIANTS[3:] + ("full_logits",)  # at --one-micro-batch
 
 
 def prepare_variant(llm: Any, variant: str) -> None:
@@ -403,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
         "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
         "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
+        "deepspeed_replicated[_compile]: train.llm_layout=replicated [+ train.compile_llm] "
         "(default: all; --tiny: eager,full_logits,checkpointing,deepspeed)",
     )
     p.add_argument("--one-micro-batch", type=int, default=32, help="size for the single-size variants")

@@ -114,6 +114,13 @@ class FrozenLLM(nn.Module):
             pass
         return FrozenLLM(model, int(pad), None if eos is None else int(eos), soft)
 
+    def compile_layers(self) -> None:
+        """torch.compile each decoder layer: fuses the norms, rotary and activation kernels that an
+        activation-gradient-only backward leaves as a third of the step (1.6x on an H200,
+        BENCHMARKS.md). Identical layers share one compiled graph."""
+        for layer in self.model.get_decoder().layers:
+            layer.compile()
+
     def train(self, mode: bool = True) -> FrozenLLM:
         super().train(mode)
         self.model.eval()  # frozen: dropout stays off

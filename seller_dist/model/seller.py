@@ -11,7 +11,8 @@ Baselines are configurations of this one class (ModelConfig):
 The MoE adapter is NOT a submodule: it is created by `make_moe()` and passed to forward/generate
 (`model(batch, moe=moe)`), so a ZeRO-3 engine wrapping this model never partitions the experts
 (DESIGN.md, measured constraints). Everything trainable except the MoE is a submodule here; the
-frozen LLM is `self.llm` and is excluded from `trainable_state_dict()`.
+frozen LLM is `self.llm` (a submodule, or beside the module with `register_llm=False`) and is
+excluded from `trainable_state_dict()`.
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ from seller_dist.model.vocab import ModelVocab
 
 
 class SellerModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab: ModelVocab, llm: FrozenLLM):
+    def __init__(self, cfg: ModelConfig, vocab: ModelVocab, llm: FrozenLLM, register_llm: bool = True):
+        """`register_llm=False` keeps the frozen LLM out of this module's submodules (a replicated
+        LLM beside a ZeRO-3 engine, which would otherwise partition every parameter it wraps)."""
         super().__init__()
         cfg.validate()
         self.cfg, self.vocab = cfg, vocab
-        self.llm = llm
+        if register_llm:
+            self.llm = llm
+        else:
+            self.__dict__["llm"] = llm  # a plain attribute: not in parameters(), to(), state_dict()
         d, k = cfg.d_model, cfg.num_soft_tokens
         if cfg.adapter == "none":
             return  # nothing trainable

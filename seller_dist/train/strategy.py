@@ -9,8 +9,8 @@ engine's model (passed to forward as `moe=`), and has its own torch optimizer. A
 Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu):
     strategy = DeepSpeedStrategy(zero3_config(micro_batch_size=8))
     strategy.init_distributed()
-    llm = strategy.load_llm(model_cfg)                 # partitioned while loading
-    model = SellerModel(model_cfg, vocab, llm)
+    llm = strategy.load_llm(model_cfg)                 # partitioned while loading (llm_layout=zero3)
+    model = SellerModel(model_cfg, vocab, llm, register_llm=strategy.registers_llm)
     state = strategy.prepare(model, lr=1e-3)           # engine + MoE + optimizers
     out = state.forward(batch); state.backward_and_step(out["loss"])
 """
@@ -146,11 +146,14 @@ class TrainState:
 
 
 class DeepSpeedStrategy:
-    def __init__(self, ds_config: dict[str, Any]):
+    def __init__(self, ds_config: dict[str, Any], llm_layout: str = "zero3"):
+        """`llm_layout`: "zero3" partitions the frozen LLM while it loads (any size); "replicated"
+        loads a whole copy on this rank's device and keeps it outside the engine (no gathers)."""
         self.ds_config = ds_config
+        self.llm_layout = llm_layout
         self.stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
         self._hf_ds_config = None
-        if self.stage == 3:
+        if self.stage == 3 and llm_layout == "zero3":
             from transformers.integrations import HfDeepSpeedConfig
 
             # must stay referenced while models load: from_pretrained then partitions (zero.Init)
@@ -172,7 +175,16 @@ class DeepSpeedStrategy:
 
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
         dtype = "bfloat16" if self.dtype == torch.bfloat16 else cfg.llm_dtype
-        return FrozenLLM.from_pretrained(cfg.llm_path, dtype, cfg.llm_cache_dir, storage_cfg)
+        llm = FrozenLLM.from_pretrained(cfg.llm_path, dtype, cfg.llm_cache_dir, storage_cfg)
+        on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
+        if self.llm_layout == "replicated" and on_gpu:  # the worker's device (outside the engine)
+            llm.to(torch.device("cuda", torch.cuda.current_device()))
+        return llm
+
+    @property
+    def registers_llm(self) -> bool:
+        """Whether the SellerModel should hold the LLM as a submodule (inside the engine)."""
+        return self.llm_layout == "zero3"
 
     def prepare(
         self,

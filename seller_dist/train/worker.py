@@ -256,7 +256,7 @@ def train_worker(
     from seller_dist.train.strategy import DeepSpeedStrategy
 
     cfg.validate()
-    strategy = DeepSpeedStrategy(ds_config_for(cfg, use_gpu))
+    strategy = DeepSpeedStrategy(ds_config_for(cfg, use_gpu), cfg.llm_layout)
     strategy.init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
@@ -271,8 +271,10 @@ def train_worker(
 
     # ---- model: LLM partitioned while loading; identical trainable init on every rank
     llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as the collate's tokenizer
+    if cfg.compile_llm:
+        llm.compile_layers()
     torch.manual_seed(cfg.seed)
-    model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm)
+    model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
     o = cfg.optim
     state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
     optimizers = [state.engine.optimizer] + ([state.moe_optimizer] if state.moe_optimizer else [])
