@@ -54,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="local HF tokenizer dir for the collate runs "
         "(default: train a small byte-level BPE on the dataset's text)",
     )
+    p.add_argument(
+        "--length-buckets",
+        type=int,
+        default=64,
+        help="data.length_buckets to compare with 0 in the padding measurement (tokens, not time)",
+    )
     p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
     p.add_argument("--work-dir", default=None, help="where to prepare the dataset (default: a temp dir)")
     p.add_argument("--out", default=None, help="write the JSON result to this file")
@@ -175,6 +181,28 @@ def stream_pass(
     return n
 
 
+def padding_pass(
+    root: str, batch_size: int, buffer: int, collate: Any, length_buckets: int
+) -> dict[str, Any]:
+    """One epoch of collated batches: tokens the LLM would compute (batch x padded length) against
+    real tokens. A count, not a timing: GPU attention and matmuls run over the padded tokens."""
+    from seller_dist.data.stream import RankLoader, ShardStream
+
+    stream = ShardStream(
+        Manifest.load(root), "train", batch_size, buffer, collate_fn=collate, length_buckets=length_buckets
+    )
+    real = padded = 0
+    for b in RankLoader(stream).epoch_iter():
+        real += int(b["attention_mask"].sum())
+        padded += int(b["attention_mask"].numel())
+    return {
+        "length_buckets": length_buckets,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "real_fraction": round(real / padded, 4),
+    }
+
+
 def _measure(fn: Callable[[], int], repeats: int) -> dict[str, Any]:
     secs, count = [], 0
     for _ in range(repeats):
@@ -257,6 +285,19 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     m["ratio_to_raw"] = round(m["records_per_s"] / raw["records_per_s"], 3)
                     result["results"].append({"source": name, "mode": mode, "workers": w, **m})
                     log_line(result["results"][-1])
+    result["padding"] = [
+        padding_pass(local, args.batch_size, args.shuffle_buffer, collate, g)
+        for g in (0, args.length_buckets)
+    ]
+    off, on = result["padding"]
+    result["padding_ratio"] = round(off["padded_tokens"] / on["padded_tokens"], 3)
+    print(
+        f"  padding: real/padded tokens {off['real_fraction']:.3f} in stream order, "
+        f"{on['real_fraction']:.3f} with length_buckets={on['length_buckets']} "
+        f"({result['padding_ratio']:.2f}x fewer padded tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
     result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
@@ -279,6 +320,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['source']} | {r['mode']} | {r['workers']} | {r['records_per_s']:.0f} | {r['ratio_to_raw']:.3f} |"
         )
+    if result.get("padding"):
+        lines += [
+            "",
+            "| length_buckets | real tokens | padded tokens | real / padded |",
+            "|---:|---:|---:|---:|",
+        ]
+        for p in result["padding"]:
+            lines.append(
+                f"| {p['length_buckets']} | {p['real_tokens']} | {p['padded_tokens']} | {p['real_fraction']:.3f} |"
+            )
     return "\n".join(lines)
 
 

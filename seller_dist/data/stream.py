@@ -45,7 +45,7 @@ from seller_dist.data.shards import Manifest, ShardError, iter_tar_samples, read
 log = logging.getLogger(__name__)
 
 # rng stream tags: keep the three permutations independent of each other
-_TAG_SHARDS, _TAG_RECORDS, _TAG_WINDOW = 0, 1, 2
+_TAG_SHARDS, _TAG_RECORDS, _TAG_WINDOW, _TAG_BUCKETS = 0, 1, 2, 3
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -250,6 +250,7 @@ class ShardStream(IterableDataset):
         storage_cfg: StorageConfig | None = None,
         collate_fn: Callable[[list[ExampleRecord], list[bool]], Any] | None = None,
         batches_per_chunk: int | None = None,
+        length_buckets: int = 0,
     ):
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest, storage_cfg)
@@ -257,6 +258,9 @@ class ShardStream(IterableDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if length_buckets < 0:
+            raise ValueError(f"length_buckets must be >= 0, got {length_buckets}")
+        self.length_buckets = length_buckets
         self.split = split
         self.shard_infos = self.manifest.shards(split)
         self.counts = np.array([int(s["count"]) for s in self.shard_infos], dtype=np.int64)
@@ -309,6 +313,7 @@ class ShardStream(IterableDataset):
             verify_checksums=cfg.verify_checksums,
             storage_cfg=cfg.storage,
             collate_fn=collate_fn,
+            length_buckets=cfg.length_buckets,
         )
 
     # ---------------------------------------------------------------------------------- reading
@@ -344,6 +349,20 @@ class ShardStream(IterableDataset):
 
     def build_chunk(self, plan: EpochPlan, b0: int, b1: int, cache: _ShardCache) -> list[Any]:
         """Batches [b0, b1) of an epoch, fetched, decoded, validated and (optionally) collated."""
+        if self.length_buckets:
+            batches = self._bucketed_batches(plan, b0, b1, cache)
+        else:
+            records, pads = self._read(plan, b0, b1, cache)
+            batches = []
+            for b in range(b0, b1):
+                lo, hi = (b - b0) * self.batch_size, min(len(records), (b - b0 + 1) * self.batch_size)
+                batches.append(RecordBatch(records[lo:hi], pads[lo:hi], plan.epoch, b))
+        return [self.collate_fn(b.records, b.pad) if self.collate_fn else b for b in batches]
+
+    def _read(
+        self, plan: EpochPlan, b0: int, b1: int, cache: _ShardCache
+    ) -> tuple[list[ExampleRecord], list[bool]]:
+        """The records (and pad flags) at the positions of batches [b0, b1), in stream order."""
         i0, i1 = b0 * self.batch_size, min(self.samples_per_rank, b1 * self.batch_size)
         shard, rec, pad = plan.locate(plan.emitted(i0, i1))
         cache.keep({int(s) for s in np.unique(shard)})
@@ -354,12 +373,23 @@ class ShardStream(IterableDataset):
             if got is None:
                 got = decoded[(s, r)] = self.decode(cache.samples[s][r], s)
             records.append(got)
-        out = []
-        pads = pad.tolist()
-        for b in range(b0, b1):
-            lo, hi = (b - b0) * self.batch_size, min(len(records), (b - b0 + 1) * self.batch_size)
-            batch = RecordBatch(records[lo:hi], pads[lo:hi], plan.epoch, b)
-            out.append(self.collate_fn(batch.records, batch.pad) if self.collate_fn else batch)
+        return records, pad.tolist()
+
+    def _bucketed_batches(self, plan: EpochPlan, b0: int, b1: int, cache: _ShardCache) -> list[RecordBatch]:
+        """Length bucketing: the batches of each group of `length_buckets` consecutive batches (a
+        fixed grid, so a resumed cursor finds the same groups) are cut from the group's records
+        sorted by `length_key`, then handed out in an order drawn from (seed, epoch, rank, group).
+        Each batch then holds records of similar length: less padding, the same records per epoch."""
+        g_size, out = self.length_buckets, []
+        for g in range(b0 // g_size, (b1 - 1) // g_size + 1):
+            gb0, gb1 = g * g_size, min(self.batches_per_epoch, (g + 1) * g_size)
+            records, pads = self._read(plan, gb0, gb1, cache)
+            order = sorted(range(len(records)), key=lambda i: (length_key(records[i]), i))
+            cuts = [order[j : j + self.batch_size] for j in range(0, len(order), self.batch_size)]
+            perm = _rng(self.seed, plan.epoch, _TAG_BUCKETS, self.rank, g).permutation(len(cuts))
+            for b in range(max(b0, gb0), min(b1, gb1)):
+                idx = cuts[int(perm[b - gb0])]
+                out.append(RecordBatch([records[i] for i in idx], [pads[i] for i in idx], plan.epoch, b))
         return out
 
     def __iter__(self) -> Iterator[list[Any]]:
@@ -400,8 +430,17 @@ class ShardStream(IterableDataset):
             "shuffle_buffer": self.shuffle_buffer,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            "length_buckets": self.length_buckets,
         }
 
+
+def length_key(rec: ExampleRecord) -> int:
+    """Characters of the text the collate tokenizes (history titles, target title, explanation):
+    a proxy for the token length, known before tokenizing."""
+    return len(rec.explanation) + len(rec.item_title) + sum(len(h.title) for h in rec.history)
+
+
+_LAYOUT_DEFAULTS = {"length_buckets": 0}  # keys added later: older checkpoints lack them
 
 _RESUME_HINTS = {
     "manifest_sha256": "the dataset changed (different shards or counts); resume on the same dataset "
@@ -479,12 +518,13 @@ class RankLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state` left off; a different dataset or layout is a clear error."""
         for k, now in self.stream.layout().items():
-            if k not in state:
+            if k not in state and k not in _LAYOUT_DEFAULTS:
                 raise ValueError(f"data stream state has no '{k}': not a RankLoader.state_dict()")
-            if state[k] != now:
+            if state.get(k, _LAYOUT_DEFAULTS.get(k)) != now:
                 hint = _RESUME_HINTS.get(k, f"keep {k} as it was when the checkpoint was written")
                 raise ValueError(
-                    f"cannot resume the data stream: {k} is {now!r} now but was {state[k]!r} in the "
+                    f"cannot resume the data stream: {k} is {now!r} now but was "
+                    f"{state.get(k, _LAYOUT_DEFAULTS.get(k))!r} in the "
                     f"checkpoint ({hint})"
                 )
         epoch, done = int(state["epoch"]), int(state["batches_done"])

@@ -347,6 +347,44 @@ def test_bootstrap_llm_from_a_prepared_dataset(tmp_path):
     assert nll(text) < nll(shuffled)
 
 
+def test_bpe_merges_most_frequent_pair_first_and_breaks_ties_by_text():
+    from seller_dist.model.bootstrap import SPECIAL_TOKENS, train_bpe
+
+    # "ab" x3 and "cd" x3 tie at 3: "ab" comes first by text; then "abab"... as counts allow
+    vocab, merges = train_bpe({"abab": 1, "ab": 1, "cd": 3}, 100, ["a", "b", "c", "d"])
+    assert merges[:2] == [("a", "b"), ("c", "d")]
+    assert merges[2] == ("ab", "ab")
+    assert list(vocab)[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS
+    assert [vocab[t] for t in ("a", "b", "c", "d")] == [4, 5, 6, 7]
+    vocab6, merges6 = train_bpe({"abab": 1, "ab": 1, "cd": 3}, 9, ["a", "b", "c", "d"])
+    assert len(vocab6) == 9 and merges6 == [("a", "b")]  # stops at the vocabulary size
+
+
+def test_bootstrap_tokenizer_is_the_same_in_every_process(tmp_path):
+    """The tokenizer (hence the bootstrapped LLM) must not depend on hash order: two processes
+    with different PYTHONHASHSEED train byte-identical tokenizers; text round-trips."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from seller_dist.model.bootstrap import train_tokenizer, TINY_CORPUS; "
+        "texts = TINY_CORPUS * 3 + ['caf\u00e9 \u00fcber na\u00efve \U0001f600', 'item 12 item 21 item 12']; "
+        "tok = train_tokenizer(texts, 330); open(sys.argv[1], 'w').write(tok.backend_tokenizer.to_str())"
+    )
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"tok{seed}.json"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, timeout=120)
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    from seller_dist.model.bootstrap import TINY_CORPUS, train_tokenizer
+
+    tok = train_tokenizer(TINY_CORPUS, 330)
+    for text in ("because you liked item 7 rake", "café über naïve 😀", ""):
+        assert tok.decode(tok(text)["input_ids"]) == text
+
+
 def test_bootstrap_llm_fails_clearly_without_a_dataset(tmp_path):
     from seller_dist.model import bootstrap
 

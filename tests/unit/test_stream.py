@@ -32,10 +32,10 @@ def _epoch(loader: RankLoader) -> list[list[tuple[str, bool]]]:
     return [list(zip(b.keys, b.pad, strict=True)) for b in loader.epoch_iter()]
 
 
-def _check_exactly_once(root: str, n: int, world: int, batch: int, buffer: int, epoch: int = 0) -> list:
+def _check_exactly_once(root: str, n: int, world: int, batch: int, buffer: int, epoch: int = 0, **kw) -> list:
     per_rank = []
     for r in range(world):
-        ld = _loader(root, r, world, batch=batch, buffer=buffer)
+        ld = _loader(root, r, world, batch=batch, buffer=buffer, **kw)
         ld.set_epoch(epoch)
         per_rank.append(_epoch(ld))
     counts = {len(b) for b in per_rank}
@@ -74,6 +74,59 @@ def test_exactly_once_per_epoch_and_equal_batches(tmp_path, n, n_shards, world, 
         assert e0 != e1, "a new epoch must reshuffle"
     # pure function of (seed, epoch, position): a second pass is identical
     assert _check_exactly_once(root, n, world, batch, buffer, epoch=0) == e0
+
+
+@pytest.mark.parametrize(
+    "n,n_shards,world,batch,groups", [(61, 4, 2, 4, 3), (40, 2, 1, 5, 8), (9, 3, 4, 2, 2)]
+)
+def test_length_buckets_keep_exactly_once_and_cut_batches_of_similar_length(
+    tmp_path, n, n_shards, world, batch, groups
+):
+    from seller_dist.data.stream import length_key
+
+    root = str(tmp_path / "ds")
+    make_dataset(root, n, n_shards)
+    plain = _check_exactly_once(root, n, world, batch, 8)
+    bucketed = _check_exactly_once(root, n, world, batch, 8, length_buckets=groups)
+    assert bucketed == _check_exactly_once(root, n, world, batch, 8, length_buckets=groups)
+    for r in range(world):  # each group holds the same records as without bucketing, re-cut
+        for g in range(0, len(plain[r]), groups):
+            assert Counter(s for b in plain[r][g : g + groups] for s in b) == Counter(
+                s for b in bucketed[r][g : g + groups] for s in b
+            )
+    ld = _loader(root, 0, world, batch=batch, length_buckets=groups)
+    batches = list(ld.epoch_iter())
+    for g in range(0, len(batches), groups):  # batches of a group are disjoint length ranges
+        spans = sorted(
+            (min(map(length_key, b.records)), max(map(length_key, b.records)))
+            for b in batches[g : g + groups]
+        )
+        assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:], strict=False)), spans
+    if n > 20:
+        plain_order = [
+            len(set(map(length_key, b.records))) for b in _loader(root, 0, world, batch=batch).epoch_iter()
+        ]
+        assert plain_order != [len(set(map(length_key, b.records))) for b in batches]
+
+
+def test_length_buckets_resume_exactly_and_are_part_of_the_layout(tmp_path):
+    root = str(tmp_path / "ds")
+    make_dataset(root, 45, 3)
+    reference = _take(iter(_loader(root, 0, 1, batch=4, length_buckets=5)), 30)  # 12 batches per epoch
+    for k in (0, 3, 7, 12, 13):  # inside a group, at a group boundary, at the epoch boundary
+        for workers in (0, 2):
+            first = _loader(root, 0, 1, batch=4, length_buckets=5, workers=workers)
+            got = _take(iter(first), k)
+            resumed = _loader(root, 0, 1, batch=4, length_buckets=5, workers=workers)
+            resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+            assert got + _take(iter(resumed), 30 - k) == reference, (k, workers)
+    state = _loader(root, 0, 1, batch=4).state_dict()
+    with pytest.raises(ValueError, match=r"length_buckets is 5 now but was 0 in the checkpoint"):
+        _loader(root, 0, 1, batch=4, length_buckets=5).load_state_dict(state)
+    del state["length_buckets"]  # a checkpoint written before the option existed: off
+    _loader(root, 0, 1, batch=4).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"length_buckets must be >= 0"):
+        _loader(root, 0, 1, length_buckets=-1)
 
 
 def test_workers_give_the_same_batches_as_in_process(tmp_path):

@@ -18,6 +18,7 @@ def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
         workers="1",
         repeats=1,
         tokenizer=tiny_tokenizer_dir,
+        length_buckets=4,
         no_s3=True,
         work_dir=str(tmp_path),
         out=None,
@@ -36,6 +37,13 @@ def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
     raw = result["results"][0]["records_per_s"]
     assert result["results"][1]["ratio_to_raw"] == round(result["results"][1]["records_per_s"] / raw, 3)
     assert "| local | decode_validate | 1 |" in bench_data.table(result)
+    # padding: the same real tokens either way; bucketing by length computes fewer padded ones
+    off, on = result["padding"]
+    assert (off["length_buckets"], on["length_buckets"]) == (0, 4)
+    assert off["real_tokens"] == on["real_tokens"] > 0
+    assert on["padded_tokens"] < off["padded_tokens"]
+    assert result["padding_ratio"] == round(off["padded_tokens"] / on["padded_tokens"], 3)
+    assert "| 4 |" in bench_data.table(result)
     json.dumps(result)  # the JSON output is serialisable
 
 
