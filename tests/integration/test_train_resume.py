@@ -30,9 +30,18 @@ def small_data(tmp_path_factory) -> str:
     return str(root)
 
 
-def test_resume_from_committed_checkpoint_continues_exactly(small_data, tiny_llm_dir, tmp_path):
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [],
+        # the frozen LLM whole on each rank outside the engine, batches cut from length-sorted groups
+        ["llm_layout=replicated", "data.length_buckets=2"],
+    ],
+    ids=["zero3", "replicated+length_buckets"],
+)
+def test_resume_from_committed_checkpoint_continues_exactly(small_data, tiny_llm_dir, tmp_path, layout):
     runs = tmp_path / "runs"
-    overrides = small_overrides(small_data, tiny_llm_dir, str(runs))
+    overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + layout
     a = spawn_workers(overrides, tmp_path / "a", keep_trainable=True)
     assert all(isinstance(r, dict) for r in a), a
     root = ck.checkpoints_root(str(runs), "test-run")
