@@ -301,8 +301,7 @@ def prepare_variant(llm: Any, variant: str) -> None:
         llm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif variant == "compile":
         torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph per micro-batch size
-        for layer in llm.model.get_decoder().layers:
-            layer.compile()
+        llm.compile_layers()
 
 
 def restore_variant(llm: Any, variant: str) -> None:
@@ -371,7 +370,7 @@ def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
             torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
         ):
             tokens = model.generate(gen_batch, moe=moe)["tokens"].cpu()
-        results[name] = (float(loss), grads, tokens)
+        results[name] = (float(loss.detach()), grads, tokens)
     ref_loss, ref_grads, ref_tokens = results["cpu_fp32"]
     for name in ("cuda_fp32", "cuda_bf16"):
         loss, grads, tokens = results[name]

@@ -56,8 +56,6 @@ def train_bpe(words: dict[str, int], vocab_size: int, alphabet: list[str]) -> tu
     merges: list[tuple[str, str]] = []
     while len(vocab) < vocab_size and counts:
         best = min(counts, key=lambda p: (-counts[p], p))
-        if counts[best] <= 0:
-            break
         merged = best[0] + best[1]
         merges.append(best)
         vocab.setdefault(merged, len(vocab))
@@ -65,6 +63,8 @@ def train_bpe(words: dict[str, int], vocab_size: int, alphabet: list[str]) -> tu
             w, f = symbols[i], freqs[i]
             for pair in zip(w, w[1:], strict=False):  # take this word's pairs out, merge, put them back
                 counts[pair] -= f
+                if not counts[pair]:
+                    del counts[pair]  # only this word's last occurrence brings a count to 0
             j, out = 0, []
             while j < len(w):
                 if j + 1 < len(w) and w[j] == best[0] and w[j + 1] == best[1]:
@@ -77,8 +77,6 @@ def train_bpe(words: dict[str, int], vocab_size: int, alphabet: list[str]) -> tu
             for pair in zip(out, out[1:], strict=False):
                 counts[pair] = counts.get(pair, 0) + f
                 where.setdefault(pair, set()).add(i)
-        counts = {p: c for p, c in counts.items() if c > 0} if len(merges) % 64 == 0 else counts
-        counts.pop(best, None)
     return vocab, merges
 
 
