@@ -4,6 +4,7 @@ three sinks (stdout, wandb offline files, Ray report callback)."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,18 @@ def test_wandb_offline_run_holds_metrics_and_no_secret(tmp_path, monkeypatch):
     for step in range(1, 4):
         logger.log(step, {"loss": 2.0 / step, "aux_loss": 0.1, "expert_load": [0.6, 0.4]})
     logger.close()
-    files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
-    blob = b"".join(p.read_bytes() for p in files)
+
+    def read_all() -> tuple[list[Path], bytes]:
+        files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
+        return files, b"".join(p.read_bytes() for p in files)
+
+    # wandb's separate service process writes the run file; under load it can land a moment
+    # after finish() returns (seen once in CI), so wait for it with a deadline
+    deadline = time.monotonic() + 30
+    files, blob = read_all()
+    while b"expert_load/1" not in blob and time.monotonic() < deadline:
+        time.sleep(0.2)
+        files, blob = read_all()
     assert any(p.suffix == ".wandb" for p in files)
     assert secret.encode() not in blob
     assert b"aux_loss" in blob and b"expert_load/1" in blob
