@@ -131,6 +131,14 @@ class ModelConfig:
     history_encoder: Literal["transformer", "gru", "bag"] = "transformer"
     prompt: Literal["seller", "ids"] = "seller"  # ids = PEPLER-like soft prompts from id embeddings only
     adapter: Literal["moe", "dense", "none"] = "moe"  # none = prompt text only, no soft tokens
+    # events and the target item also read their titles through the frozen LLM's token embeddings
+    # (mean over the title's tokens, one trainable projection): the soft prompt can then point at a
+    # title in the LLM's own space instead of learning every item id -> title mapping from scratch
+    title_features: bool = True
+    # with title_features: soft position k also gets the fusion-attention-weighted LLM embedding of the
+    # history titles' k-th token (times a learned per-position gain): the soft prompt can spell the
+    # supporting event's title in the LLM's own input space, as a text profile would
+    title_pointer: bool = True
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import pytest
@@ -16,7 +17,17 @@ from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
-HIST_KEYS = ("hist_item", "hist_action", "hist_gap", "hist_target_gap", "hist_rating", "hist_mask")
+HIST_KEYS = (
+    "hist_item",
+    "hist_action",
+    "hist_gap",
+    "hist_target_gap",
+    "hist_rating",
+    "hist_mask",
+    "hist_title_ids",
+    "hist_attrs",
+)
+HIST_FILLS = {"hist_title_ids": -1}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +62,8 @@ def pad_left(b: dict[str, torch.Tensor], keys, extra: int, fills: dict) -> dict[
     out = dict(b)
     for k in keys:
         x = b[k]
-        out[k] = torch.cat([torch.full((x.shape[0], extra), fills.get(k, 0), dtype=x.dtype), x], dim=1)
+        pad = torch.full((x.shape[0], extra, *x.shape[2:]), fills.get(k, 0), dtype=x.dtype)
+        out[k] = torch.cat([pad, x], dim=1)
     return out
 
 
@@ -132,11 +144,39 @@ def test_padding_never_changes_the_loss(llm, adapter):
     b = batch(llm)
     base = m(b, moe=moe)["loss"]
     padded = pad_text_right(b, 3, llm.pad_id)
-    padded = pad_left(padded, HIST_KEYS, 4, {})
+    padded = pad_left(padded, HIST_KEYS, 4, HIST_FILLS)
     out = m(padded, moe=moe)
     torch.testing.assert_close(out["loss"], base, atol=1e-5, rtol=1e-5)
     if adapter != "none":
         torch.testing.assert_close(out["attention"][:, 4:], m(b, moe=moe)["attention"], atol=1e-6, rtol=1e-5)
+
+
+def test_title_features_read_the_llm_embeddings_and_the_pointer_adds_the_attended_titles(llm):
+    m, moe = build(llm, adapter="dense")
+    b = batch(llm)
+    soft, _, attention = m.soft_prompts(b)
+    # by hand: soft position k = the adapter's output + gain_k * the fusion-attention-weighted LLM
+    # embedding of each history title's k-th token (zero past the title's end)
+    ids = b["hist_title_ids"]
+    k = m.cfg.num_soft_tokens
+    emb = (llm.embedding(ids.clamp(min=0)) * (ids >= 0)[..., None])[:, :, :k]
+    emb = torch.cat([emb, emb.new_zeros(*emb.shape[:2], k - emb.shape[2], emb.shape[3])], dim=2)
+    fused, _, _ = m._user_and_item(b)
+    queries = m.query_norm(fused[:, None, :] + m.slots[None])
+    adapter = m.adapter(queries.reshape(-1, queries.shape[-1])).out.view(soft.shape)
+    want = adapter + m.title_gain[None] * torch.einsum("bl,blkh->bkh", attention, emb)
+    torch.testing.assert_close(soft, want, atol=1e-5, rtol=1e-5)
+    # another title for a real history event changes the prompt; the title features are off -> not
+    row, col = 0, -1
+    other = dict(b, hist_title_ids=b["hist_title_ids"].clone())
+    other["hist_title_ids"][row, col] = torch.flip(b["hist_title_ids"][row, col], [0]).clamp(min=5)
+    assert not torch.allclose(m.soft_prompts(other)[0][row], soft[row])
+    torch.testing.assert_close(m.soft_prompts(other)[0][1:], soft[1:])
+    plain, _ = build(llm, adapter="dense", title_features=False)
+    torch.testing.assert_close(plain.soft_prompts(other)[0], plain.soft_prompts(b)[0])
+    assert not any("title" in n for n, _ in plain.trainable_named_parameters())
+    with pytest.raises(ValueError, match="model.title_features=true needs hist_title_ids"):
+        m.soft_prompts({k: v for k, v in b.items() if k != "hist_title_ids"})
 
 
 @pytest.mark.parametrize(
@@ -334,6 +374,9 @@ def test_bootstrap_llm_from_a_prepared_dataset(tmp_path):
     for t in ("<|pad|>", "<|bos|>", "<|eos|>", "<|soft|>"):
         assert tok.convert_tokens_to_ids(t) != tok.unk_token_id
     assert tok.decode(tok("because you liked item 7")["input_ids"]) == "because you liked item 7"
+    # training called the tokenizer with padding and truncation: the saved one must not keep them
+    saved = json.loads((tmp_path / "llm" / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None
     assert model.config.hidden_size == 32 and model.config.vocab_size == len(tok)
     # trained on the dataset's explanations: they are likelier than shuffled words
     text = "because you liked item 3 lamp you may like item 4 novel"

@@ -123,5 +123,8 @@ def _peak_bytes(num_users: int) -> int:
 
 def test_generation_streams_memory_does_not_grow_with_users():
     _peak_bytes(100)  # warm lazy imports / caches
-    small, large = _peak_bytes(1_000), _peak_bytes(10_000)
+    # tracemalloc sees every thread: the least of two runs drops an allocation burst from a thread an
+    # earlier test left behind (seen once in a full unit run: 72 KB against 11 KB)
+    small = min(_peak_bytes(1_000) for _ in range(2))
+    large = min(_peak_bytes(10_000) for _ in range(2))
     assert large < 1.5 * small, (small, large)
