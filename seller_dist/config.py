@@ -139,6 +139,10 @@ class ModelConfig:
     # history titles' k-th token (times a learned per-position gain): the soft prompt can spell the
     # supporting event's title in the LLM's own input space, as a text profile would
     title_pointer: bool = True
+    # order of the history titles in the prompt TEXT: "time" (oldest first) or "sorted" (by token ids,
+    # an order-free canonical order): an order-free baseline (history_encoder=bag) needs "sorted", or
+    # the frozen LLM reads the order from the text
+    history_text: Literal["time", "sorted"] = "time"
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4

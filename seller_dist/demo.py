@@ -126,6 +126,7 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
         f"data.manifest={data_url}",
         f"model.llm_path={llm_dir}",
         f"model.history_encoder={encoder}",
+        f"model.history_text={'sorted' if encoder == 'bag' else 'time'}",  # bag: no order in the text
         f"storage_path={storage.join(args.out, 'runs')}",
         f"run_name={name}-{int(time.time())}",
         f"max_steps={args.train_steps}",

@@ -49,6 +49,7 @@ def run_seed(root: Path, seed: int, steps: int, boot_steps: int) -> dict:
             f"data.manifest={data}",
             f"model.llm_path={llm}",
             f"model.history_encoder={encoder}",
+            f"model.history_text={'sorted' if encoder == 'bag' else 'time'}",  # bag: no order in the text
             "model.ep_size=1",
             f"storage_path={runs}",
             "run_name=learn",

@@ -17,7 +17,8 @@ Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedd
 Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile: " + K x "<|soft|>" +
 " Explanation:" then " {explanation}" + eos. Pieces are tokenized separately and concatenated, so
 truncation is exact in tokens: history titles are dropped from the OLDEST side to fit
-max_prompt_tokens (then the target title is cut if it alone is too long); the explanation keeps
+max_prompt_tokens (history_text="sorted" then lists the kept titles sorted by token ids, so the text
+carries no order) (then the target title is cut if it alone is too long); the explanation keeps
 its first max_target_tokens tokens, then eos. The "<|soft|>" token marks where the adapter's soft
 prompt vectors go; its id may lie beyond the LLM's embedding table (the model overwrites those
 positions, use `soft_mask`).
@@ -101,7 +102,10 @@ class SellerCollator:
         mode: Literal["train", "generate"] = "train",
         num_time_buckets: int = NUM_TIME_BUCKETS,
         max_title_tokens: int = 16,
+        history_text: Literal["time", "sorted"] = "time",
     ):
+        if history_text not in ("time", "sorted"):
+            raise ValueError(f"history_text must be 'time' or 'sorted', got {history_text!r}")
         if mode not in ("train", "generate"):
             raise ValueError(f"mode must be 'train' or 'generate', got {mode!r}")
         if min(max_history, num_soft_tokens, max_target_tokens, max_title_tokens) < 1:
@@ -114,7 +118,7 @@ class SellerCollator:
         self.max_history, self.num_soft_tokens = max_history, num_soft_tokens
         self.max_prompt_tokens, self.max_target_tokens = max_prompt_tokens, max_target_tokens
         self.mode, self.num_time_buckets = mode, num_time_buckets
-        self.max_title_tokens = max_title_tokens
+        self.max_title_tokens, self.history_text = max_title_tokens, history_text
         self.attribute_fields = catalog.attribute_fields
         self._attr_index = [
             {v: i + 1 for i, v in enumerate(catalog.attribute_vocab[f])} for f in self.attribute_fields
@@ -262,7 +266,8 @@ class SellerCollator:
             kept.append(t)
             budget -= cost
         hist: list[int] = []
-        for i, t in enumerate(reversed(kept)):
+        ordered = sorted(kept) if self.history_text == "sorted" else list(reversed(kept))
+        for i, t in enumerate(ordered):
             hist += (self._sep if i else []) + t
         head = self.bos + self._prefix + hist + self._rec + target + self._profile
         ids = head + [self.soft_token_id] * self.num_soft_tokens + self._suffix

@@ -137,7 +137,12 @@ class ExplanationGenerator:
         llm_dir = resolve_llm_path(path, m.llm_cache_dir, storage_cfg)
         catalog = ItemCatalog.load(dataset_root, self.manifest, storage_cfg)
         self.collate = SellerCollator.for_dataset(
-            self.manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=m.num_soft_tokens, mode="generate"
+            self.manifest.data["vocab"],
+            catalog,
+            llm_dir,
+            num_soft_tokens=m.num_soft_tokens,
+            mode="generate",
+            history_text=m.history_text,
         )
         self.max_history = self.collate.max_history
         self.seller = build_seller(trained, llm_path=llm_dir, storage_cfg=storage_cfg)

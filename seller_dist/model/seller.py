@@ -1,7 +1,8 @@
 """SELLER: history + item encoders -> fusion -> K query tokens -> adapter -> soft prompts -> frozen LLM.
 
 Baselines are configurations of this one class (ModelConfig):
-  history_encoder=bag   order-free mean pooling (XRec-like)
+  history_encoder=bag   order-free mean pooling (XRec-like); with history_text=sorted the prompt's
+                        history titles are order-free too (the frozen LLM reads time order otherwise)
   prompt=ids            soft prompts from the user (or, without a "user" column, the mean of the
                         history's item-id embeddings) and target item-id embeddings only (PEPLER-like)
   adapter=dense         one MLP instead of the routed experts

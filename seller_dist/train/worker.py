@@ -230,7 +230,11 @@ def rank_loader(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any]:
     catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
     llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
     collate = SellerCollator.for_dataset(
-        manifest.data["vocab"], catalog, llm_dir, num_soft_tokens=cfg.model.num_soft_tokens
+        manifest.data["vocab"],
+        catalog,
+        llm_dir,
+        num_soft_tokens=cfg.model.num_soft_tokens,
+        history_text=cfg.model.history_text,
     )
     return manifest, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
 

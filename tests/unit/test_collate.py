@@ -154,6 +154,21 @@ def test_tokenizer_padding_and_truncation_settings_never_reach_the_batch(tiny_to
     assert (clean["input_ids"][clean["attention_mask"].bool()] != tok.pad_token_id).all()
 
 
+def test_sorted_history_text_carries_no_order(tiny_tokenizer_dir, catalog):
+    rec = _record("a", 4)
+    shuffled = _record("a", 4)
+    shuffled.history = [rec.history[i] for i in (2, 0, 3, 1)]
+    timed = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5)
+    plain = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, history_text="sorted")
+    assert not torch.equal(timed([rec])["input_ids"], timed([shuffled])["input_ids"])
+    assert torch.equal(plain([rec])["input_ids"], plain([shuffled])["input_ids"])
+    text = plain.tokenizer.decode(plain([rec])["input_ids"][0])
+    titles = sorted((e.title for e in rec.history), key=lambda t: plain._encode([t])[0])
+    assert "User history: " + "; ".join(titles) + ". Recommended:" in text
+    with pytest.raises(ValueError, match="history_text must be 'time' or 'sorted'"):
+        SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, history_text="random")
+
+
 def test_train_text_labels_only_on_explanation_and_k_soft_positions(tiny_tokenizer_dir, catalog):
     K = 4
     col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=K)
