@@ -131,14 +131,6 @@ class ModelConfig:
     history_encoder: Literal["transformer", "gru", "bag"] = "transformer"
     prompt: Literal["seller", "ids"] = "seller"  # ids = PEPLER-like soft prompts from id embeddings only
     adapter: Literal["moe", "dense", "none"] = "moe"  # none = prompt text only, no soft tokens
-    # events and the target item also read their titles through the frozen LLM's token embeddings
-    # (mean over the title's tokens, one trainable projection): the soft prompt can then point at a
-    # title in the LLM's own space instead of learning every item id -> title mapping from scratch
-    title_features: bool = True
-    # with title_features: soft position k also gets the fusion-attention-weighted LLM embedding of the
-    # history titles' k-th token (times a learned per-position gain): the soft prompt can spell the
-    # supporting event's title in the LLM's own input space, as a text profile would
-    title_pointer: bool = True
     # order of the history titles in the prompt TEXT: "time" (oldest first) or "sorted" (by token ids,
     # an order-free canonical order): an order-free baseline (history_encoder=bag) needs "sorted", or
     # the frozen LLM reads the order from the text

@@ -190,20 +190,15 @@ def build_tiny_llm(
 
 
 def copy_text(history_titles: list[str], target: str, explanation: str, rng: random.Random) -> str:
-    """A prompt in the collate's layout followed by the record's explanation in which the history
-    title it names is replaced by a RANDOM title of the same history, which the prompt's profile also
-    names ("Profile: {title} Explanation:"). Teaches the LM the language of explanations and to cite
-    the title its profile names, copying it from the context, as a pretrained LLM can, without teaching
-    it which event a dataset's explanations cite: the choice is left to the adapter, whose soft prompt
-    sits where the profile is."""
-    profile = ""
+    """A prompt in the collate's layout followed by the record's explanation in which every history
+    title it names is replaced by a RANDOM title of the same history. Teaches the LM the language of
+    explanations and to copy titles from its context, as a pretrained LLM can, without teaching it
+    which event a dataset's explanations cite: that choice is left to the adapter."""
     for title in sorted(set(history_titles), key=lambda t: (-len(t), t)):  # longest first, then by text
         if title and title in explanation:
-            profile = rng.choice(history_titles)
-            explanation = explanation.replace(title, profile)
+            explanation = explanation.replace(title, rng.choice(history_titles))
             break
-    head = f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: "
-    head += f"{profile} Explanation:" if profile else "Explanation:"
+    head = f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: Explanation:"
     return f"{head} {explanation}"
 
 

@@ -23,8 +23,6 @@ class ItemEncoder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.item(batch["item"])
-        if "item_title_feat" in batch:  # model.title_features (SellerModel adds it)
-            x = x + batch["item_title_feat"]
         attrs = batch.get("item_attrs")
         if self.fields:
             if attrs is None or attrs.shape[1] != len(self.fields):

@@ -49,14 +49,8 @@ class SellerModel(nn.Module):
             return  # nothing trainable
         self.item_embedding = nn.Embedding(vocab.num_items + 1, d, padding_idx=0)
         if cfg.prompt == "seller":
-            self.title_proj = nn.Linear(llm.hidden_size, d) if cfg.title_features else None
-            self.title_gain = (
-                nn.Parameter(torch.ones(k, llm.hidden_size))
-                if cfg.title_features and cfg.title_pointer
-                else None
-            )
+            self.history = build_history_encoder(cfg, self.item_embedding)
             self.item_encoder = ItemEncoder(cfg, vocab, self.item_embedding)
-            self.history = build_history_encoder(cfg, self.item_embedding, self.item_encoder.fields)
             self.fusion = CrossAttentionFusion(cfg)
         else:
             self.user_embedding = nn.Embedding(vocab.num_users + 1, d) if vocab.num_users else None
@@ -85,24 +79,14 @@ class SellerModel(nn.Module):
             groups,
         )
 
-    def _user_and_item(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """fused [B, d], attention [B, L] and the attended titles' mean LLM embedding [B, H] (or None)
-        for either prompt kind."""
+    def _user_and_item(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """fused [B, d] and attention [B, L] for either prompt kind."""
         mask = batch["hist_mask"].bool()
         if self.cfg.prompt == "seller":
-            pointer = None
-            if self.title_proj is not None:
-                titles = self._title_features(batch)
-                batch = {**batch, **titles}
             hist = self.history(batch)
             item = self.item_encoder(batch)
             f = self.fusion(item, hist.states, hist.mask, hist.summary)
-            if self.title_gain is not None:  # [B, K, H]: attended titles' first K token embeddings
-                tokens = titles["hist_title_tokens"]
-                pointer = torch.einsum("bl,blkh->bkh", f.attention.to(tokens.dtype), tokens)
-            return f.fused, f.attention, pointer
+            return f.fused, f.attention
         item = self.item_embedding(batch["item"])
         if self.user_embedding is not None and "user" in batch:
             user = self.user_embedding(batch["user"].clamp(0, self.user_embedding.num_embeddings - 1))
@@ -114,41 +98,7 @@ class SellerModel(nn.Module):
                 # (ZeRO-3 ranks must agree on which parameters have gradients)
                 user = user + self.user_embedding.weight[0].to(user.dtype)
         fused = self.ids_mix(torch.cat([user, item], dim=-1))
-        return fused, torch.zeros(mask.shape, dtype=torch.float32, device=mask.device), None
-
-    def _title_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """hist_title_feat [B, L, d] and item_title_feat [B, d]: the mean of the frozen LLM's input
-        embeddings over each title's tokens, projected to d_model; hist_title_tokens [B, L, K, H]: the
-        embeddings of each history title's first K tokens (zero past its end; for the title pointer)."""
-        if "hist_title_ids" not in batch or "item_title_ids" not in batch:
-            raise ValueError(
-                "model.title_features=true needs hist_title_ids and item_title_ids in the batch "
-                "(SellerCollator writes them); set model.title_features=false to train without titles"
-            )
-        hist, item = batch["hist_title_ids"], batch["item_title_ids"]
-        b, length, n = hist.shape
-        ids = torch.cat([hist.reshape(b * length, n), item], dim=0)
-        real = (ids >= 0).unsqueeze(-1)
-        with torch.no_grad():  # frozen: the LLM's own token space, no gradient into it
-            emb = self.llm.embedding(ids.clamp(min=0)) * real.to(self.llm.embedding.weight.dtype)
-            mean = emb.sum(dim=1) / real.sum(dim=1).clamp(min=1).to(emb.dtype)
-        mean = mean.to(self.title_proj.weight.dtype)
-        feat = self.title_proj(mean)
-        return {
-            "hist_title_feat": feat[: b * length].view(b, length, -1),
-            "item_title_feat": feat[b * length :],
-            "hist_title_tokens": self._first_tokens(emb[: b * length]).view(
-                b, length, self.cfg.num_soft_tokens, -1
-            ),
-        }
-
-    def _first_tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        """[R, N, H] -> [R, K, H]: the first K token embeddings, zero-padded when N < K."""
-        k = self.cfg.num_soft_tokens
-        out = emb[:, :k].to(self.title_proj.weight.dtype)
-        if out.shape[1] < k:
-            out = torch.cat([out, out.new_zeros(out.shape[0], k - out.shape[1], out.shape[2])], dim=1)
-        return out
+        return fused, torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
 
     def soft_prompts(
         self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None
@@ -160,7 +110,7 @@ class SellerModel(nn.Module):
             zero = torch.zeros((), device=dev)
             stats = MoEOutput(zero, zero, torch.zeros(0, device=dev), zero.long())
             return None, stats, torch.zeros(batch["hist_mask"].shape, device=dev)
-        fused, attention, pointer = self._user_and_item(batch)
+        fused, attention = self._user_and_item(batch)
         queries = self.query_norm(fused[:, None, :] + self.slots[None].to(fused.dtype))  # [B, K, d]
         tokens = queries.reshape(b * self.cfg.num_soft_tokens, -1)
         if self.cfg.adapter == "moe":
@@ -173,8 +123,6 @@ class SellerModel(nn.Module):
         else:
             stats = self.adapter(tokens)
         soft = stats.out.view(b, self.cfg.num_soft_tokens, -1)
-        if pointer is not None:
-            soft = soft + self.title_gain[None].to(soft.dtype) * pointer.to(soft.dtype)
         return soft, stats, attention
 
     # ------------------------------------------------------------------------------ training

@@ -25,22 +25,14 @@ class HistoryEncoding(NamedTuple):  # a NamedTuple, not a dataclass: ZeRO-3's mo
 
 
 class EventEmbedding(nn.Module):
-    """item (+ attributes, title) + action + rating (+ two time-gap buckets and position for
-    sequence-aware encoders). The attribute tables are the item encoder's: an event and the target
-    that share a category or brand share that embedding, which the fusion attention can match."""
+    """item + action + rating (+ two time-gap buckets and position for sequence-aware encoders)."""
 
     def __init__(
-        self,
-        cfg: ModelConfig,
-        item_embedding: nn.Embedding,
-        with_position: bool,
-        with_time: bool = True,
-        fields: nn.ModuleList | None = None,
+        self, cfg: ModelConfig, item_embedding: nn.Embedding, with_position: bool, with_time: bool = True
     ):
         super().__init__()
         d = cfg.d_model
         self.item = item_embedding  # shared with the item encoder
-        self.fields = fields if fields is not None else nn.ModuleList()  # shared with the item encoder
         self.action = nn.Embedding(len(ACTIONS) + 1, d, padding_idx=0)
         self.gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
         self.target_gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
@@ -58,18 +50,6 @@ class EventEmbedding(nn.Module):
         rating_feat = torch.stack([rating / 5.0, (rating > 0).to(dtype)], dim=-1)
         nb = self.num_time_buckets - 1
         x = self.item(batch["hist_item"]) + self.action(batch["hist_action"]) + self.rating(rating_feat)
-        if len(self.fields):
-            attrs = batch.get("hist_attrs")
-            if attrs is None or attrs.shape[-1] != len(self.fields):
-                got = None if attrs is None else attrs.shape[-1]
-                raise ValueError(
-                    f"hist_attrs has {got} fields but the model was built for {len(self.fields)} "
-                    "(vocab.attribute_sizes): the dataset and the model config disagree"
-                )
-            for f, table in enumerate(self.fields):
-                x = x + table(attrs[..., f].clamp(0, table.num_embeddings - 1))
-        if "hist_title_feat" in batch:  # model.title_features (SellerModel adds it)
-            x = x + batch["hist_title_feat"]
         if self.gap is not None and self.target_gap is not None:
             x = (
                 x
@@ -113,9 +93,9 @@ class TransformerHistoryEncoder(nn.Module):
     """Causal self-attention: event t sees events <= t, never padding. Summary = the last (most recent)
     event's state, which has read the whole history in order."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, fields: nn.ModuleList | None = None):
+    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=True, fields=fields)
+        self.embed = EventEmbedding(cfg, item_embedding, with_position=True)
         self.blocks = nn.ModuleList(
             CausalBlock(cfg.d_model, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers)
         )
@@ -140,9 +120,9 @@ class TransformerHistoryEncoder(nn.Module):
 class GRUHistoryEncoder(nn.Module):
     """GRU over the real events only (packed), so left padding never enters the recurrence."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, fields: nn.ModuleList | None = None):
+    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=False, fields=fields)
+        self.embed = EventEmbedding(cfg, item_embedding, with_position=False)
         self.gru = nn.GRU(cfg.d_model, cfg.d_model, num_layers=cfg.num_layers, batch_first=True)
         self.norm = nn.LayerNorm(cfg.d_model)
 
@@ -171,9 +151,9 @@ class BagHistoryEncoder(nn.Module):
     MLP, masked mean pooling. No positions and no time gaps: a per-event time-to-target bucket would
     rank the events by recency, i.e. smuggle the order back in."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, fields: nn.ModuleList | None = None):
+    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=False, with_time=False, fields=fields)
+        self.embed = EventEmbedding(cfg, item_embedding, with_position=False, with_time=False)
         d = cfg.d_model
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.norm = nn.LayerNorm(d)
@@ -186,9 +166,6 @@ class BagHistoryEncoder(nn.Module):
         return HistoryEncoding(states, states.sum(dim=1) / count, mask)
 
 
-def build_history_encoder(
-    cfg: ModelConfig, item_embedding: nn.Embedding, fields: nn.ModuleList | None = None
-) -> nn.Module:
-    """`fields`: the item encoder's attribute tables, shared so events are read in the target's terms."""
+def build_history_encoder(cfg: ModelConfig, item_embedding: nn.Embedding) -> nn.Module:
     kinds = {"transformer": TransformerHistoryEncoder, "gru": GRUHistoryEncoder, "bag": BagHistoryEncoder}
-    return kinds[cfg.history_encoder](cfg, item_embedding, fields)
+    return kinds[cfg.history_encoder](cfg, item_embedding)

@@ -17,17 +17,7 @@ from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
-HIST_KEYS = (
-    "hist_item",
-    "hist_action",
-    "hist_gap",
-    "hist_target_gap",
-    "hist_rating",
-    "hist_mask",
-    "hist_title_ids",
-    "hist_attrs",
-)
-HIST_FILLS = {"hist_title_ids": -1}
+HIST_KEYS = ("hist_item", "hist_action", "hist_gap", "hist_target_gap", "hist_rating", "hist_mask")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +52,7 @@ def pad_left(b: dict[str, torch.Tensor], keys, extra: int, fills: dict) -> dict[
     out = dict(b)
     for k in keys:
         x = b[k]
-        pad = torch.full((x.shape[0], extra, *x.shape[2:]), fills.get(k, 0), dtype=x.dtype)
-        out[k] = torch.cat([pad, x], dim=1)
+        out[k] = torch.cat([torch.full((x.shape[0], extra), fills.get(k, 0), dtype=x.dtype), x], dim=1)
     return out
 
 
@@ -144,39 +133,11 @@ def test_padding_never_changes_the_loss(llm, adapter):
     b = batch(llm)
     base = m(b, moe=moe)["loss"]
     padded = pad_text_right(b, 3, llm.pad_id)
-    padded = pad_left(padded, HIST_KEYS, 4, HIST_FILLS)
+    padded = pad_left(padded, HIST_KEYS, 4, {})
     out = m(padded, moe=moe)
     torch.testing.assert_close(out["loss"], base, atol=1e-5, rtol=1e-5)
     if adapter != "none":
         torch.testing.assert_close(out["attention"][:, 4:], m(b, moe=moe)["attention"], atol=1e-6, rtol=1e-5)
-
-
-def test_title_features_read_the_llm_embeddings_and_the_pointer_adds_the_attended_titles(llm):
-    m, moe = build(llm, adapter="dense")
-    b = batch(llm)
-    soft, _, attention = m.soft_prompts(b)
-    # by hand: soft position k = the adapter's output + gain_k * the fusion-attention-weighted LLM
-    # embedding of each history title's k-th token (zero past the title's end)
-    ids = b["hist_title_ids"]
-    k = m.cfg.num_soft_tokens
-    emb = (llm.embedding(ids.clamp(min=0)) * (ids >= 0)[..., None])[:, :, :k]
-    emb = torch.cat([emb, emb.new_zeros(*emb.shape[:2], k - emb.shape[2], emb.shape[3])], dim=2)
-    fused, _, _ = m._user_and_item(b)
-    queries = m.query_norm(fused[:, None, :] + m.slots[None])
-    adapter = m.adapter(queries.reshape(-1, queries.shape[-1])).out.view(soft.shape)
-    want = adapter + m.title_gain[None] * torch.einsum("bl,blkh->bkh", attention, emb)
-    torch.testing.assert_close(soft, want, atol=1e-5, rtol=1e-5)
-    # another title for a real history event changes the prompt; the title features are off -> not
-    row, col = 0, -1
-    other = dict(b, hist_title_ids=b["hist_title_ids"].clone())
-    other["hist_title_ids"][row, col] = torch.flip(b["hist_title_ids"][row, col], [0]).clamp(min=5)
-    assert not torch.allclose(m.soft_prompts(other)[0][row], soft[row])
-    torch.testing.assert_close(m.soft_prompts(other)[0][1:], soft[1:])
-    plain, _ = build(llm, adapter="dense", title_features=False)
-    torch.testing.assert_close(plain.soft_prompts(other)[0], plain.soft_prompts(b)[0])
-    assert not any("title" in n for n, _ in plain.trainable_named_parameters())
-    with pytest.raises(ValueError, match="model.title_features=true needs hist_title_ids"):
-        m.soft_prompts({k: v for k, v in b.items() if k != "hist_title_ids"})
 
 
 @pytest.mark.parametrize(
