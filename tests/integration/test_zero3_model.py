@@ -86,6 +86,13 @@ def _rank_main(
         out = state.forward(batch)
         loss0 = float(out["loss"].detach())
         state.backward(out["loss"])
+        from deepspeed.utils import safe_get_full_grad
+
+        dense_grads = {  # the whole (rank-averaged) gradient of each partitioned dense parameter
+            n: safe_get_full_grad(p).clone()
+            for n, p in state.engine.module.named_parameters()
+            if p.requires_grad and not n.startswith("llm.")
+        }
         moe_grads = {n: p.grad.clone() for n, p in state.moe.named_parameters()}
         state.step()
         out = state.forward(batch)
@@ -104,6 +111,7 @@ def _rank_main(
                 "loss0": loss0,
                 "loss1": loss1,
                 "moe_grads": moe_grads,
+                "dense_grads": dense_grads,
                 "norm2": norm2,
                 "loss2": loss2,
                 "before": before,
@@ -144,13 +152,15 @@ def reference(llm_dir: str) -> dict:
     init = {n: p.detach().clone() for n, p in model.trainable_named_parameters()}
     init.update({f"moe.{k}": v.clone() for k, v in moe.state_dict().items()})
     params = [p for _, p in model.trainable_named_parameters()]
-    opt = torch.optim.AdamW(params, lr=LR)
-    moe_opt = torch.optim.AdamW(moe.parameters(), lr=LR)
+    # weight_decay=0.0 as DeepSpeedStrategy.prepare's default (torch's AdamW default is 0.01)
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    moe_opt = torch.optim.AdamW(moe.parameters(), lr=LR, weight_decay=0.0)
     batches = [rank_batch(llm, r) for r in range(2)]
     model.train()
     losses = [model(b, moe=moe)["loss"] for b in batches]
     (sum(losses) / 2).backward()
     moe_grads = {n: p.grad.clone() for n, p in moe.named_parameters()}
+    dense_grads = {n: p.grad.clone() for n, p in model.trainable_named_parameters()}
     opt.step()
     moe_opt.step()
     opt.zero_grad()
@@ -169,6 +179,7 @@ def reference(llm_dir: str) -> dict:
         "loss2": loss2,
         "norm2": norm2,
         "moe_grads": moe_grads,
+        "dense_grads": dense_grads,
     }
 
 
@@ -229,8 +240,14 @@ def test_loss_and_one_step_match_single_process(zero3_results, tiny_llm_dir):
         assert ref["norm2"] > 2 * CLIP
         assert r["norm2"] == pytest.approx(ref["norm2"], rel=1e-4)  # engine + MoE norms combined
         assert r["loss2"] == pytest.approx(ref["loss2"][rank], abs=1e-4)
-        # AdamW's first step is blind to a gradient's scale: check the MoE gradients themselves
-        # (experts: this rank's half of the mean-loss gradient; router: the whole of it)
+        # AdamW's first step is blind to a gradient's scale: check the gradients themselves, the dense
+        # ones gathered from ZeRO-3's partitions
+        assert set(r["dense_grads"]) == set(ref["dense_grads"])
+        for n, g in r["dense_grads"].items():
+            torch.testing.assert_close(
+                g, ref["dense_grads"][n], atol=1e-7, rtol=1e-4, msg=f"rank {rank} grad {n}"
+            )
+        # MoE (experts: this rank's half of the mean-loss gradient; router: the whole of it)
         for n, g in r["moe_grads"].items():
             want = ref["moe_grads"][n]
             want = want[rank * 2 : rank * 2 + 2] if n in ("w1", "b1", "w2", "b2") else want
@@ -317,7 +334,7 @@ def test_gradient_accumulation_matches_single_process(tiny_llm_dir, tmp_path_fac
     model.cfg.ep_size = 1
     moe = model.make_moe()
     params = [p for _, p in model.trainable_named_parameters()] + list(moe.parameters())
-    opt = torch.optim.AdamW(params, lr=LR)
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
     model.train()
     batches = [rank_batch(llm, r) for r in range(2)]
     # each rank's loss is the mean of its two micro-batch losses; ranks are averaged
