@@ -13,9 +13,9 @@ Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedd
 Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile: " + K x "<|soft|>" +
 " Explanation:" then " {explanation}" + eos. Pieces are tokenized separately and concatenated, so
 truncation is exact in tokens: history titles are dropped from the OLDEST side to fit
-max_prompt_tokens (history_text="sorted" then lists the kept titles sorted by token ids, so the text
-carries no order) (then the target title is cut if it alone is too long); the explanation keeps
-its first max_target_tokens tokens, then eos. The "<|soft|>" token marks where the adapter's soft
+max_prompt_tokens (then the target title is cut if it alone is too long; history_text="sorted"
+lists the kept titles by token ids, so the text carries no order); the explanation keeps its first
+max_target_tokens tokens, then eos. The "<|soft|>" token marks where the adapter's soft
 prompt vectors go; its id may lie beyond the LLM's embedding table (the model overwrites those
 positions, use `soft_mask`).
 """
