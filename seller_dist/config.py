@@ -131,6 +131,29 @@ class ModelConfig:
     history_encoder: Literal["transformer", "gru", "bag"] = "transformer"
     prompt: Literal["seller", "ids"] = "seller"  # ids = PEPLER-like soft prompts from id embeddings only
     adapter: Literal["moe", "dense", "none"] = "moe"  # none = prompt text only, no soft tokens
+    # events and the target item also read their titles through the frozen LLM's token embeddings
+    # (mean over the title's tokens, a trainable projection in each encoder): the soft prompt can then
+    # point at a title in the LLM's own space instead of learning each item id -> title mapping
+    title_features: bool = True
+    # with title_features: soft position k also gets the LLM embedding of the supporting event's
+    # title's k-th token (times a learned per-position gain): the soft prompt spells that title in the
+    # LLM's own input space, as a text profile would. "hard": the title of the event with the top
+    # fusion weight, gradients reaching the attention straight through (a mixture of titles is no
+    # title the LLM can copy); "soft": the attention-weighted mixture; "off": no pointer
+    title_pointer: Literal["hard", "soft", "off"] = "soft"
+    # soft positions 0..pointer_tokens-1 carry the pointed title's first tokens ALONE (the adapter's
+    # output would blur them); the adapter writes positions pointer_tokens..num_soft_tokens-1
+    pointer_tokens: int = 5
+    # the adapter's output is multiplied by a learned per-soft-position gain that starts here: random
+    # experts give vectors of norm ~7 where the LLM's token embeddings have norm ~1, which at 1.0
+    # buries the title pointer and reads as noise to the frozen LLM
+    adapter_gain_init: float = 0.1
+    # fusion attention logits get a learned per-head bias for each item attribute an event shares with
+    # the target (DIN-style target attention; order-free, so the bag baseline has it too)
+    target_match_bias: bool = True
+    # ... and a learned per-head bias for each event's recency rank (0 = the newest event). Only the
+    # sequence-aware encoders use it: history_encoder=bag ignores it, a recency rank is an order
+    recency_bias: bool = True
     # order of the history titles in the prompt TEXT: "time" (oldest first) or "sorted" (by token ids,
     # an order-free canonical order): an order-free baseline (history_encoder=bag) needs "sorted", or
     # the frozen LLM reads the order from the text
@@ -143,7 +166,7 @@ class ModelConfig:
         50  # position table size: >= the dataset's max_history (later positions share the last row)
     )
     num_time_buckets: int = 32  # log2 time-gap buckets (0 = padding)
-    num_soft_tokens: int = 4  # K soft-prompt vectors placed into the LLM input
+    num_soft_tokens: int = 8  # K soft-prompt vectors placed into the LLM input (pointer + adapter)
     num_experts: int = 8
     top_k: int = 2
     expert_hidden: int = 128
@@ -154,6 +177,21 @@ class ModelConfig:
     llm_cache_dir: str = ".cache/llm"  # where object-store checkpoints are downloaded
     llm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
+    @property
+    def uses_pointer(self) -> bool:
+        """The soft prompt holds a title pointer (a trained SELLER prompt with title features)."""
+        return (
+            self.title_features
+            and self.title_pointer != "off"
+            and self.prompt == "seller"
+            and self.adapter != "none"
+        )
+
+    @property
+    def adapter_tokens(self) -> int:
+        """Soft positions the adapter writes (the others hold the title pointer)."""
+        return self.num_soft_tokens - (self.pointer_tokens if self.uses_pointer else 0)
+
     def validate(self) -> None:
         for name in ("d_model", "num_layers", "num_heads", "num_soft_tokens", "num_experts", "expert_hidden"):
             if getattr(self, name) < 1:
@@ -163,6 +201,14 @@ class ModelConfig:
                 f"model.num_heads={self.num_heads} does not divide model.d_model={self.d_model}: "
                 f"choose num_heads in {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0]}"
             )
+        if self.uses_pointer and not 1 <= self.pointer_tokens < self.num_soft_tokens:
+            raise ConfigError(
+                f"model.pointer_tokens={self.pointer_tokens} must be in [1, model.num_soft_tokens="
+                f"{self.num_soft_tokens}): the title pointer and the adapter each need soft positions "
+                "(raise num_soft_tokens, or set model.title_pointer=off)"
+            )
+        if self.adapter_gain_init <= 0:
+            raise ConfigError(f"model.adapter_gain_init must be > 0, got {self.adapter_gain_init}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.num_time_buckets < 2 or self.max_history < 1:
@@ -195,6 +241,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # AdamW's epsilon (a larger one damps the sign-like first steps of tiny gradients)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # decay ends at lr * min_lr_ratio
@@ -206,6 +253,8 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.eps <= 0:
+            raise ConfigError(f"optim.eps must be > 0, got {self.eps}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.warmup_steps < 0:
@@ -412,6 +461,9 @@ class GenerationOptions:
     top_p: float = 1.0
     seed: int = 0
     supporting_events: int = 3  # most attended history events written per example (fusion attention)
+    # model.title_pointer at generation: "hard" = the soft prompt names the top supporting event's
+    # title alone; "trained" = as the model was trained (docs/model.md)
+    pointer: Literal["hard", "trained"] = "hard"
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:

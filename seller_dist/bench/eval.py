@@ -65,7 +65,8 @@ def hf_generate(gen: Any, records: list, max_new_tokens: int) -> list[list[int]]
     batch = gen.collate(records)
     inputs = {k: v.to(gen.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "pad"}
     model = gen.seller.model
-    soft, _, _ = model.soft_prompts(inputs, gen.seller.moe)
+    pointer = "hard" if gen.gen.pointer == "hard" else None  # as SellerModel.generate points
+    soft, _, _ = model.soft_prompts(inputs, gen.seller.moe, pointer)
     embeds = model.llm.embed_with_soft(inputs["input_ids"], inputs["soft_mask"].bool(), soft)
     out = model.llm.model.generate(
         inputs_embeds=embeds,
@@ -88,7 +89,8 @@ def ours_ids(gen: Any, records: list) -> list[list[int]]:
     inputs = {k: v.to(gen.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "pad"}
     from seller_dist.model.llm import GenerationConfig
 
-    out = gen.seller.generate(inputs, gen=GenerationConfig(max_new_tokens=gen.gen.max_new_tokens))
+    config = GenerationConfig(max_new_tokens=gen.gen.max_new_tokens, pointer=gen.gen.pointer)
+    out = gen.seller.generate(inputs, gen=config)
     rows = []
     for ids in out["tokens"].tolist():
         rows.append(ids[: ids.index(gen.eos_id) + 1] if gen.eos_id in ids else ids)

@@ -3,8 +3,12 @@
 Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedding dim, T text):
   hist_item, hist_action, hist_gap, hist_target_gap  long [B, L]  LEFT-padded with 0 (newest last)
   hist_rating float [B, L] (0.0 when None), hist_mask bool [B, L] (True = real event)
+  hist_attrs long [B, L, F] each event's item attributes from the catalog (indexed like item_attrs)
   item long [B], item_attrs long [B, F] (1-based index in the field's sorted vocab, 0 = unknown),
   item_text_emb float [B, D]
+  hist_title_ids long [B, L, N], item_title_ids long [B, N]: each title's first N tokens
+            (N = the batch's longest title, at most max_title_tokens), -1 after a title's end and
+            at padded events; a model reads titles through the frozen LLM's own token embeddings
   train:    input_ids, attention_mask, labels long [B, T] (right padded; labels -100 except the
             explanation tokens and the final eos), soft_mask bool [B, T] (exactly K True per row)
   generate: input_ids, attention_mask long [B, T] (LEFT padded, prompt only), soft_mask bool [B, T]
@@ -92,30 +96,38 @@ class SellerCollator:
         tokenizer: Any,
         catalog: ItemCatalog,
         max_history: int,
-        num_soft_tokens: int = 4,
+        num_soft_tokens: int = 8,
         max_prompt_tokens: int = 256,
         max_target_tokens: int = 64,
         mode: Literal["train", "generate"] = "train",
         num_time_buckets: int = NUM_TIME_BUCKETS,
+        max_title_tokens: int = 16,
         history_text: Literal["time", "sorted"] = "time",
     ):
         if history_text not in ("time", "sorted"):
             raise ValueError(f"history_text must be 'time' or 'sorted', got {history_text!r}")
         if mode not in ("train", "generate"):
             raise ValueError(f"mode must be 'train' or 'generate', got {mode!r}")
-        if max_history < 1 or num_soft_tokens < 1 or max_target_tokens < 1:
-            raise ValueError("max_history, num_soft_tokens and max_target_tokens must be >= 1")
+        if min(max_history, num_soft_tokens, max_target_tokens, max_title_tokens) < 1:
+            raise ValueError(
+                "max_history, num_soft_tokens, max_target_tokens and max_title_tokens must be >= 1"
+            )
         self.tokenizer = load_tokenizer(tokenizer)
         self._backend = plain_backend(self.tokenizer)
         self.catalog = catalog
         self.max_history, self.num_soft_tokens = max_history, num_soft_tokens
         self.max_prompt_tokens, self.max_target_tokens = max_prompt_tokens, max_target_tokens
         self.mode, self.num_time_buckets = mode, num_time_buckets
-        self.history_text = history_text
+        self.max_title_tokens, self.history_text = max_title_tokens, history_text
         self.attribute_fields = catalog.attribute_fields
         self._attr_index = [
             {v: i + 1 for i, v in enumerate(catalog.attribute_vocab[f])} for f in self.attribute_fields
         ]
+        # item idx -> attribute value indices, for the history events (row 0 = padding: all unknown)
+        self._item_attrs = np.zeros((catalog.num_items + 1, len(self.attribute_fields)), np.int64)
+        for i, attrs in enumerate(catalog.attributes):
+            for f, (name, index) in enumerate(zip(self.attribute_fields, self._attr_index, strict=True)):
+                self._item_attrs[i, f] = index.get(attrs.get(name, ""), 0)
         tok = self.tokenizer
         self.soft_token_id = int(tok.convert_tokens_to_ids(SOFT_TOKEN))
         self.eos_id = int(tok.eos_token_id)
@@ -200,6 +212,7 @@ class SellerCollator:
             "hist_target_gap": torch.from_numpy(tgap),
             "hist_rating": torch.from_numpy(rating),
             "hist_mask": torch.from_numpy(mask),
+            "hist_attrs": torch.from_numpy(self._item_attrs[item]),
         }
 
     def _item(self, records: Sequence[ExampleRecord]) -> dict[str, torch.Tensor]:
@@ -219,6 +232,25 @@ class SellerCollator:
             "item_attrs": torch.from_numpy(attrs),
             "item_text_emb": torch.from_numpy(self.catalog.embeddings[idx]),
         }
+
+    def _title_tensors(
+        self, hist_titles: list[list[str]], hist_ids: list[list[int]], target_ids: list[list[int]]
+    ) -> dict[str, torch.Tensor]:
+        """hist_title_ids [B, L, N] (left-padded like the events) and item_title_ids [B, N], -1 = none."""
+        B, L = len(hist_titles), self.max_history
+        n = max(1, min(self.max_title_tokens, max(len(t) for t in [*hist_ids, *target_ids])))
+        hist = np.full((B, L, n), -1, np.int64)
+        item = np.full((B, n), -1, np.int64)
+        pos = 0
+        for b, ts in enumerate(hist_titles):
+            off = L - len(ts)
+            for j in range(len(ts)):
+                ids = hist_ids[pos + j][:n]
+                hist[b, off + j, : len(ids)] = ids
+            pos += len(ts)
+            ids = target_ids[b][:n]
+            item[b, : len(ids)] = ids
+        return {"hist_title_ids": torch.from_numpy(hist), "item_title_ids": torch.from_numpy(item)}
 
     # ------------------------------------------------------------------------------------ text
     def _prompt(self, titles: list[list[int]], target: list[int]) -> tuple[list[int], int]:
@@ -248,6 +280,7 @@ class SellerCollator:
         targets = [self._title(r.item_title, r.item_idx) for r in records]
         train = self.mode == "train"
         enc = self._encode_titles(flat + targets)
+        out: dict[str, torch.Tensor] = self._title_tensors(hist_titles, enc[: len(flat)], enc[len(flat) :])
         if train:
             enc += self._encode([" " + r.explanation for r in records])
         pos, n_flat, B = 0, len(flat), len(records)
@@ -274,7 +307,7 @@ class SellerCollator:
             soft[b, off + soft_at[b] : off + soft_at[b] + K] = True
             if labels is not None:
                 labels[b, prompt_len[b] : len(ids)] = input_ids[b, prompt_len[b] : len(ids)]
-        out = {"input_ids": input_ids, "attention_mask": attn, "soft_mask": soft}
+        out.update(input_ids=input_ids, attention_mask=attn, soft_mask=soft)
         if labels is not None:
             out["labels"] = labels
         return out

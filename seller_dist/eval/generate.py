@@ -173,7 +173,11 @@ class ExplanationGenerator:
             k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "pad"
         }
         config = GenerationConfig(
-            max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p
+            max_new_tokens=g.max_new_tokens,
+            do_sample=g.do_sample,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            pointer=g.pointer,
         )
         generator = None
         if g.do_sample:

@@ -13,16 +13,19 @@ class ItemEncoder(nn.Module):
     """Semantic attributes matter for cold items whose id embedding is barely trained, so each field
     gets its own table (0 = unknown) and the frozen text embedding is projected in."""
 
-    def __init__(self, cfg: ModelConfig, vocab: ModelVocab, item_embedding: nn.Embedding):
+    def __init__(self, cfg: ModelConfig, vocab: ModelVocab, item_embedding: nn.Embedding, title_dim: int = 0):
         super().__init__()
         d = cfg.d_model
         self.item = item_embedding
         self.fields = nn.ModuleList(nn.Embedding(n + 1, d, padding_idx=0) for n in vocab.attribute_sizes)
         self.text = nn.Linear(vocab.text_dim, d) if vocab.text_dim > 0 else None
+        self.title = nn.Linear(title_dim, d) if title_dim else None  # LLM title embedding -> d
         self.norm = nn.LayerNorm(d)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.item(batch["item"])
+        if self.title is not None:  # model.title_features: SellerModel adds item_title_emb
+            x = x + self.title(batch["item_title_emb"].to(self.title.weight.dtype))
         attrs = batch.get("item_attrs")
         if self.fields:
             if attrs is None or attrs.shape[1] != len(self.fields):

@@ -74,6 +74,10 @@ class GenerationConfig:
     # Under ZeRO-3 every rank must run the same number of forwards (each gathers parameters):
     # keep stepping until max_new_tokens even when this rank's rows have all finished.
     sync_ranks: bool = False
+    # the title pointer (model.title_pointer) at generation: "hard" = the soft prompt names the top
+    # supporting event's title alone (the event the generations file reports first), "trained" = as
+    # in training. Soft training + hard generation gave the best grounding margin (docs/evaluation.md)
+    pointer: str = "hard"
 
 
 class FrozenLLM(nn.Module):
@@ -226,9 +230,13 @@ class FrozenLLM(nn.Module):
     def _pick(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
         if not gen.do_sample:
             return logits.argmax(dim=-1)
-        probs = torch.softmax(logits / max(gen.temperature, 1e-5), dim=-1)
+        scaled = logits / max(gen.temperature, 1e-5)
+        probs = torch.softmax(scaled, dim=-1)
         if gen.top_p < 1.0:
-            sorted_p, idx = probs.sort(dim=-1, descending=True)
+            # sort the LOGITS, stably: near-equal logits can round to equal probabilities, and the
+            # kept top token must be the one greedy decoding (argmax, first of ties) would pick
+            idx = scaled.sort(dim=-1, descending=True, stable=True).indices
+            sorted_p = probs.gather(-1, idx)
             keep = sorted_p.cumsum(dim=-1) - sorted_p < gen.top_p  # always keeps the top token
             sorted_p = sorted_p * keep
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)

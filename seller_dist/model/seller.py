@@ -25,7 +25,7 @@ from torch import nn
 
 from seller_dist.config import ModelConfig
 from seller_dist.model.expert_parallel import ExpertParallelGroups
-from seller_dist.model.fusion import CrossAttentionFusion
+from seller_dist.model.fusion import CrossAttentionFusion, attribute_match
 from seller_dist.model.item_encoder import ItemEncoder
 from seller_dist.model.llm import FrozenLLM, GenerationConfig
 from seller_dist.model.moe import DenseAdapter, MoEAdapter, MoEOutput
@@ -44,18 +44,31 @@ class SellerModel(nn.Module):
             self.llm = llm
         else:
             self.__dict__["llm"] = llm  # a plain attribute: not in parameters(), to(), state_dict()
-        d, k = cfg.d_model, cfg.num_soft_tokens
+        d = cfg.d_model
         if cfg.adapter == "none":
             return  # nothing trainable
         self.item_embedding = nn.Embedding(vocab.num_items + 1, d, padding_idx=0)
         if cfg.prompt == "seller":
-            self.history = build_history_encoder(cfg, self.item_embedding)
-            self.item_encoder = ItemEncoder(cfg, vocab, self.item_embedding)
-            self.fusion = CrossAttentionFusion(cfg)
+            # the encoders project the (constant) LLM title embeddings themselves: passing a
+            # projected, grad-carrying tensor into them through the batch made DeepSpeed ZeRO-3's
+            # gradients differ from a single process by 1e-3 (test_zero3_model)
+            self.title_dim = llm.hidden_size if cfg.title_features else 0
+            self.title_gain = (  # per pointer position and hidden unit, on the LLM's title embeddings
+                nn.Parameter(torch.ones(cfg.pointer_tokens, llm.hidden_size)) if cfg.uses_pointer else None
+            )
+            self.history = build_history_encoder(
+                cfg, self.item_embedding, vocab.attribute_sizes, self.title_dim
+            )
+            self.item_encoder = ItemEncoder(cfg, vocab, self.item_embedding, self.title_dim)
+            self.fusion = CrossAttentionFusion(
+                cfg, len(vocab.attribute_sizes), ordered=cfg.history_encoder != "bag"
+            )
         else:
             self.user_embedding = nn.Embedding(vocab.num_users + 1, d) if vocab.num_users else None
             self.ids_mix = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, d), nn.LayerNorm(d))
-        self.slots = nn.Parameter(torch.randn(k, d) * 0.02)  # one learned query per soft position
+        a = cfg.adapter_tokens  # K, less the title pointer's positions
+        self.slots = nn.Parameter(torch.randn(a, d) * 0.02)  # one learned query per adapter position
+        self.adapter_gain = nn.Parameter(torch.full((a, 1), cfg.adapter_gain_init))  # see ModelConfig
         self.query_norm = nn.LayerNorm(d)
         if cfg.adapter == "dense":
             self.adapter = DenseAdapter(d, cfg.expert_hidden, llm.hidden_size)
@@ -79,14 +92,37 @@ class SellerModel(nn.Module):
             groups,
         )
 
-    def _user_and_item(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """fused [B, d] and attention [B, L] for either prompt kind."""
+    def _user_and_item(
+        self, batch: dict[str, torch.Tensor], pointer_mode: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """fused [B, d], attention [B, L] and the attended titles' mean LLM embedding [B, H] (or None)
+        for either prompt kind."""
         mask = batch["hist_mask"].bool()
         if self.cfg.prompt == "seller":
+            pointer = None
+            if self.title_dim:
+                titles = self._title_features(batch)
+                batch = {**batch, **titles}
             hist = self.history(batch)
             item = self.item_encoder(batch)
-            f = self.fusion(item, hist.states, hist.mask, hist.summary)
-            return f.fused, f.attention
+            match = None
+            if self.fusion.match is not None:
+                if "hist_attrs" not in batch:
+                    raise ValueError(
+                        "model.target_match_bias=true needs hist_attrs in the batch (SellerCollator "
+                        "writes it); set model.target_match_bias=false to train without it"
+                    )
+                match = attribute_match(batch["hist_attrs"], batch["item_attrs"])
+            f = self.fusion(item, hist.states, hist.mask, hist.summary, match)
+            if self.title_gain is not None:  # [B, P, H]: attended titles' first P token embeddings
+                tokens = titles["hist_title_tokens"]
+                weights = f.attention.to(tokens.dtype)
+                if (pointer_mode or self.cfg.title_pointer) == "hard":  # one-hot forward, soft backward
+                    top = torch.zeros_like(weights).scatter_(1, weights.argmax(dim=1, keepdim=True), 1.0)
+                    top = top * batch["hist_mask"].any(dim=1, keepdim=True).to(top.dtype)
+                    weights = top + weights - weights.detach()
+                pointer = torch.einsum("bl,blkh->bkh", weights, tokens)
+            return f.fused, f.attention, pointer
         item = self.item_embedding(batch["item"])
         if self.user_embedding is not None and "user" in batch:
             user = self.user_embedding(batch["user"].clamp(0, self.user_embedding.num_embeddings - 1))
@@ -98,21 +134,55 @@ class SellerModel(nn.Module):
                 # (ZeRO-3 ranks must agree on which parameters have gradients)
                 user = user + self.user_embedding.weight[0].to(user.dtype)
         fused = self.ids_mix(torch.cat([user, item], dim=-1))
-        return fused, torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        return fused, torch.zeros(mask.shape, dtype=torch.float32, device=mask.device), None
+
+    def _title_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constants from the frozen LLM's input embeddings (no gradient): hist_title_emb [B, L, H] and
+        item_title_emb [B, H], the mean over each title's tokens; hist_title_tokens [B, L, P, H], each
+        history title's first K token embeddings (zero past its end; for the title pointer)."""
+        if "hist_title_ids" not in batch or "item_title_ids" not in batch:
+            raise ValueError(
+                "model.title_features=true needs hist_title_ids and item_title_ids in the batch "
+                "(SellerCollator writes them); set model.title_features=false to train without titles"
+            )
+        hist, item = batch["hist_title_ids"], batch["item_title_ids"]
+        b, length, n = hist.shape
+        ids = torch.cat([hist.reshape(b * length, n), item], dim=0)
+        real = (ids >= 0).unsqueeze(-1)
+        with torch.no_grad():  # frozen: the LLM's own token space, no gradient into it
+            emb = self.llm.embedding(ids.clamp(min=0)) * real.to(self.llm.embedding.weight.dtype)
+            mean = emb.sum(dim=1) / real.sum(dim=1).clamp(min=1).to(emb.dtype)
+        mean = mean.to(self.slots.dtype)
+        return {
+            "hist_title_emb": mean[: b * length].view(b, length, -1),
+            "item_title_emb": mean[b * length :],
+            "hist_title_tokens": self._first_tokens(emb[: b * length]).view(
+                b, length, self.cfg.pointer_tokens, -1
+            ),
+        }
+
+    def _first_tokens(self, emb: torch.Tensor) -> torch.Tensor:
+        """[R, N, H] -> [R, P, H]: the first P token embeddings, zero-padded when N < P."""
+        k = self.cfg.pointer_tokens
+        out = emb[:, :k].to(self.slots.dtype)
+        if out.shape[1] < k:
+            out = torch.cat([out, out.new_zeros(out.shape[0], k - out.shape[1], out.shape[2])], dim=1)
+        return out
 
     def soft_prompts(
-        self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None
+        self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None, pointer_mode: str | None = None
     ) -> tuple[torch.Tensor | None, MoEOutput, torch.Tensor]:
-        """(soft [B, K, H] or None for adapter=none, adapter stats, attention [B, L])."""
+        """(soft [B, K, H] or None for adapter=none, adapter stats, attention [B, L]); `pointer_mode`
+        ("hard" / "soft") overrides model.title_pointer for this call (generation)."""
         b = batch["item"].shape[0]
         if self.cfg.adapter == "none":
             dev = batch["item"].device
             zero = torch.zeros((), device=dev)
             stats = MoEOutput(zero, zero, torch.zeros(0, device=dev), zero.long())
             return None, stats, torch.zeros(batch["hist_mask"].shape, device=dev)
-        fused, attention = self._user_and_item(batch)
-        queries = self.query_norm(fused[:, None, :] + self.slots[None].to(fused.dtype))  # [B, K, d]
-        tokens = queries.reshape(b * self.cfg.num_soft_tokens, -1)
+        fused, attention, pointer = self._user_and_item(batch, pointer_mode)
+        queries = self.query_norm(fused[:, None, :] + self.slots[None].to(fused.dtype))  # [B, A, d]
+        tokens = queries.reshape(b * self.cfg.adapter_tokens, -1)
         if self.cfg.adapter == "moe":
             if moe is None:
                 raise ValueError(
@@ -122,7 +192,9 @@ class SellerModel(nn.Module):
             stats = moe(tokens)
         else:
             stats = self.adapter(tokens)
-        soft = stats.out.view(b, self.cfg.num_soft_tokens, -1)
+        soft = self.adapter_gain[None].to(stats.out.dtype) * stats.out.view(b, self.cfg.adapter_tokens, -1)
+        if pointer is not None:  # [pointer positions | adapter positions], K in all
+            soft = torch.cat([self.title_gain[None].to(soft.dtype) * pointer.to(soft.dtype), soft], dim=1)
         return soft, stats, attention
 
     # ------------------------------------------------------------------------------ training
@@ -155,13 +227,16 @@ class SellerModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Batched generation from LEFT-padded prompts: {"tokens": [B, <=max_new], "attention": [B, L],
         "expert_load": [E] tokens routed to each expert (empty without MoE)}."""
-        soft, stats, attention = self.soft_prompts(batch, moe)
+        gen = gen or GenerationConfig()
+        if gen.pointer not in ("hard", "trained"):
+            raise ValueError(f"GenerationConfig.pointer must be 'hard' or 'trained', got {gen.pointer!r}")
+        soft, stats, attention = self.soft_prompts(batch, moe, "hard" if gen.pointer == "hard" else None)
         soft_mask = batch["soft_mask"].bool()
         attn = batch["attention_mask"]
         if soft is None:
             attn = attn.masked_fill(soft_mask, 0)
         embeds = self.llm.embed_with_soft(batch["input_ids"], soft_mask, soft)
-        tokens = self.llm.generate(embeds, attn, gen or GenerationConfig(), generator)
+        tokens = self.llm.generate(embeds, attn, gen, generator)
         return {"tokens": tokens, "attention": attention, "expert_load": stats.expert_load}
 
     def train(self, mode: bool = True) -> SellerModel:

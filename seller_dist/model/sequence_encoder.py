@@ -8,6 +8,7 @@ zeros, never NaN.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -25,14 +26,24 @@ class HistoryEncoding(NamedTuple):  # a NamedTuple, not a dataclass: ZeRO-3's mo
 
 
 class EventEmbedding(nn.Module):
-    """item + action + rating (+ two time-gap buckets and position for sequence-aware encoders)."""
+    """item (+ attributes, title) + action + rating (+ two time-gap buckets and position for
+    sequence-aware encoders). The attribute tables are the history's own: sharing the item encoder's
+    made DeepSpeed ZeRO-3's gradients differ from a single process by 1e-3 (test_zero3_model)."""
 
     def __init__(
-        self, cfg: ModelConfig, item_embedding: nn.Embedding, with_position: bool, with_time: bool = True
+        self,
+        cfg: ModelConfig,
+        item_embedding: nn.Embedding,
+        with_position: bool,
+        with_time: bool = True,
+        attribute_sizes: Sequence[int] = (),
+        title_dim: int = 0,
     ):
         super().__init__()
         d = cfg.d_model
+        self.title = nn.Linear(title_dim, d) if title_dim else None  # LLM title embedding -> d
         self.item = item_embedding  # shared with the item encoder
+        self.fields = nn.ModuleList(nn.Embedding(n + 1, d, padding_idx=0) for n in attribute_sizes)
         self.action = nn.Embedding(len(ACTIONS) + 1, d, padding_idx=0)
         self.gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
         self.target_gap = nn.Embedding(cfg.num_time_buckets, d, padding_idx=0) if with_time else None
@@ -50,6 +61,18 @@ class EventEmbedding(nn.Module):
         rating_feat = torch.stack([rating / 5.0, (rating > 0).to(dtype)], dim=-1)
         nb = self.num_time_buckets - 1
         x = self.item(batch["hist_item"]) + self.action(batch["hist_action"]) + self.rating(rating_feat)
+        if len(self.fields):
+            attrs = batch.get("hist_attrs")
+            if attrs is None or attrs.shape[-1] != len(self.fields):
+                got = None if attrs is None else attrs.shape[-1]
+                raise ValueError(
+                    f"hist_attrs has {got} fields but the model was built for {len(self.fields)} "
+                    "(vocab.attribute_sizes): the dataset and the model config disagree"
+                )
+            for f, table in enumerate(self.fields):
+                x = x + table(attrs[..., f].clamp(0, table.num_embeddings - 1))
+        if self.title is not None:  # model.title_features: SellerModel adds hist_title_emb
+            x = x + self.title(batch["hist_title_emb"].to(self.title.weight.dtype))
         if self.gap is not None and self.target_gap is not None:
             x = (
                 x
@@ -93,9 +116,17 @@ class TransformerHistoryEncoder(nn.Module):
     """Causal self-attention: event t sees events <= t, never padding. Summary = the last (most recent)
     event's state, which has read the whole history in order."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        item_embedding: nn.Embedding,
+        attribute_sizes: Sequence[int] = (),
+        title_dim: int = 0,
+    ):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=True)
+        self.embed = EventEmbedding(
+            cfg, item_embedding, with_position=True, attribute_sizes=attribute_sizes, title_dim=title_dim
+        )
         self.blocks = nn.ModuleList(
             CausalBlock(cfg.d_model, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers)
         )
@@ -120,9 +151,17 @@ class TransformerHistoryEncoder(nn.Module):
 class GRUHistoryEncoder(nn.Module):
     """GRU over the real events only (packed), so left padding never enters the recurrence."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        item_embedding: nn.Embedding,
+        attribute_sizes: Sequence[int] = (),
+        title_dim: int = 0,
+    ):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=False)
+        self.embed = EventEmbedding(
+            cfg, item_embedding, with_position=False, attribute_sizes=attribute_sizes, title_dim=title_dim
+        )
         self.gru = nn.GRU(cfg.d_model, cfg.d_model, num_layers=cfg.num_layers, batch_first=True)
         self.norm = nn.LayerNorm(cfg.d_model)
 
@@ -151,9 +190,22 @@ class BagHistoryEncoder(nn.Module):
     MLP, masked mean pooling. No positions and no time gaps: a per-event time-to-target bucket would
     rank the events by recency, i.e. smuggle the order back in."""
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        item_embedding: nn.Embedding,
+        attribute_sizes: Sequence[int] = (),
+        title_dim: int = 0,
+    ):
         super().__init__()
-        self.embed = EventEmbedding(cfg, item_embedding, with_position=False, with_time=False)
+        self.embed = EventEmbedding(
+            cfg,
+            item_embedding,
+            with_position=False,
+            with_time=False,
+            attribute_sizes=attribute_sizes,
+            title_dim=title_dim,
+        )
         d = cfg.d_model
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.norm = nn.LayerNorm(d)
@@ -166,6 +218,10 @@ class BagHistoryEncoder(nn.Module):
         return HistoryEncoding(states, states.sum(dim=1) / count, mask)
 
 
-def build_history_encoder(cfg: ModelConfig, item_embedding: nn.Embedding) -> nn.Module:
+def build_history_encoder(
+    cfg: ModelConfig, item_embedding: nn.Embedding, attribute_sizes: Sequence[int] = (), title_dim: int = 0
+) -> nn.Module:
+    """`attribute_sizes`: value counts of the item attribute fields each event reads (`hist_attrs`);
+    `title_dim`: the LLM hidden size when events read their title embeddings (`hist_title_emb`)."""
     kinds = {"transformer": TransformerHistoryEncoder, "gru": GRUHistoryEncoder, "bag": BagHistoryEncoder}
-    return kinds[cfg.history_encoder](cfg, item_embedding)
+    return kinds[cfg.history_encoder](cfg, item_embedding, attribute_sizes, title_dim)

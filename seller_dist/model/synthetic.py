@@ -30,6 +30,15 @@ def explanation_tokens(item: int, attr0: int, last_item: int, length: int, ids: 
     return [ids.first_word + (item * 7 + attr0 * 3 + last_item * 11 + j * 13) % span for j in range(length)]
 
 
+def title_ids(items: torch.Tensor, ids: TokenIds, max_len: int = 4) -> torch.Tensor:
+    """[..., max_len] title tokens of each item (1 + item % 3 of them, -1 after; all -1 at item 0)."""
+    span = ids.vocab_size - ids.first_word
+    j = torch.arange(max_len)
+    tokens = ids.first_word + (items[..., None] * 5 + j * 17) % span
+    real = (j < 1 + items[..., None] % 3) & (items[..., None] > 0)
+    return torch.where(real, tokens, torch.full_like(tokens, -1))
+
+
 def synthetic_batch(
     vocab: ModelVocab,
     ids: TokenIds,
@@ -68,6 +77,13 @@ def synthetic_batch(
         else torch.zeros((b, 0), dtype=torch.long),
         "item_text_emb": torch.randn((b, vocab.text_dim), generator=g),
     }
+    # each item's attributes are a function of the item, as in a catalog
+    sizes = torch.tensor(vocab.attribute_sizes, dtype=torch.long)
+    batch["hist_attrs"] = ((batch["hist_item"][..., None] * (3 + torch.arange(f))) % (sizes + 1)) * (
+        batch["hist_item"][..., None] > 0
+    )
+    batch["hist_title_ids"] = title_ids(batch["hist_item"], ids)
+    batch["item_title_ids"] = title_ids(batch["item"], ids)
     rows, labels = [], []
     for i in range(b):
         text = rint(ids.first_word, ids.vocab_size - 1, (int(rint(*prompt_len)),)).tolist()

@@ -41,8 +41,9 @@ def zero3_config(
 ) -> dict[str, Any]:
     """A ZeRO-3 config for a client torch optimizer (no DeepSpeed optimizer JIT builds).
 
-    Gradient clipping is not set here: the engine's norm would miss the MoE's gradients; clip both
-    together with `TrainState.clip_grad_norm` instead. `persistence_threshold`: parameters smaller
+    Gradient clipping is switched OFF here (DeepSpeed's default clips the engine's gradients alone at
+    1.0, missing the MoE's, and silently on any step that does not clip by hand): clip both together
+    with `TrainState.clip_grad_norm` instead. `persistence_threshold`: parameters smaller
     than this stay whole on every rank (DeepSpeed's default 1e5; tests use 0 to partition all).
     """
     zero: dict[str, Any] = {"stage": 3}
@@ -53,6 +54,7 @@ def zero3_config(
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": 0.0,
         "zero_optimization": zero,
         "bf16": {"enabled": bf16},
         "zero_allow_untested_optimizer": True,
@@ -192,6 +194,7 @@ class DeepSpeedStrategy:
         lr: float,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
     ) -> TrainState:
         """Engine over the model's dense trainables (client AdamW) + this rank's MoE and its AdamW.
         Call on every rank with identically initialised modules (seed before building)."""
@@ -204,12 +207,14 @@ class DeepSpeedStrategy:
             raise ValueError(
                 "model.adapter=none has no trainable parameters: evaluate it directly instead of training"
             )
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=self.ds_config)
         moe_opt = None
         if moe is not None:
             moe.to(engine.device)  # outside the engine, so not moved by it (GPU ranks)
-            moe_opt = torch.optim.AdamW(moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+            moe_opt = torch.optim.AdamW(
+                moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
+            )
         return TrainState(engine, moe, moe_opt, groups, self.dtype)
 
 

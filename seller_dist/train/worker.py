@@ -280,7 +280,7 @@ def train_worker(
     torch.manual_seed(cfg.seed)
     model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
     o = cfg.optim
-    state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+    state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps)
     optimizers = [state.engine.optimizer] + ([state.moe_optimizer] if state.moe_optimizer else [])
 
     # ---- resume from the newest committed checkpoint of this run, if any

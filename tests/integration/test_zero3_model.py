@@ -37,7 +37,7 @@ def model_cfg(llm_dir: str) -> ModelConfig:
 def rank_batch(llm, rank: int) -> dict[str, torch.Tensor]:
     from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 
-    return synthetic_batch(VOCAB, token_ids_of(llm), 4, 4, 6, seed=100 + rank)
+    return synthetic_batch(VOCAB, token_ids_of(llm), 8, 4, 6, seed=100 + rank)
 
 
 def _rank_env(rank: int, world: int, port: int) -> None:

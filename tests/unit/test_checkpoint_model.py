@@ -53,7 +53,7 @@ def trained(llm: FrozenLLM, llm_path: str, steps: int = 2):
     moe_opt = torch.optim.AdamW(moe.parameters(), lr=1e-2)
     model.train()
     for s in range(steps):
-        out = model(synthetic_batch(VOCAB, token_ids_of(llm), 4, 6, 5, seed=s), moe=moe)
+        out = model(synthetic_batch(VOCAB, token_ids_of(llm), 8, 6, 5, seed=s), moe=moe)
         out["loss"].backward()
         for opt in (dense_opt, moe_opt):
             opt.step()
@@ -157,8 +157,8 @@ def test_export_reloads_into_plain_pytorch_and_generates_the_same(tmp_path, tiny
     assert config["model"]["ep_size"] == 1 and config["llm_path"] == tiny_llm_dir and config["step"] == 7
     assert config["vocab"] == dataclasses.asdict(VOCAB)
 
-    gen_batch = synthetic_batch(VOCAB, ids, 4, 5, 6, seed=11, mode="generate")
-    train_batch = synthetic_batch(VOCAB, ids, 4, 5, 6, seed=12)
+    gen_batch = synthetic_batch(VOCAB, ids, 8, 5, 6, seed=11, mode="generate")
+    train_batch = synthetic_batch(VOCAB, ids, 8, 5, 6, seed=12)
     with torch.no_grad():
         ref_tokens = model.generate(gen_batch, moe=moe, gen=GenerationConfig(max_new_tokens=8))["tokens"]
         ref_loss = model(train_batch, moe=moe)["loss"]

@@ -95,10 +95,45 @@ def test_history_and_item_tensors(tiny_tokenizer_dir, catalog):
         [brands.index("acme") + 1, cats.index("books") + 1],
     ]
 
+    # each history event carries its item's catalog attributes, indexed like item_attrs; padding is 0
+    def attr_row(idx: int) -> list[int]:
+        a = catalog.attributes[idx]
+        return [brands.index(a["brand"]) + 1 if a.get("brand") in brands else 0] + [
+            cats.index(a["category"]) + 1 if a.get("category") in cats else 0
+        ]
+
+    assert out["hist_attrs"].dtype == torch.long and out["hist_attrs"].shape == (B, L, 2)
+    assert out["hist_attrs"][0].tolist() == [[0, 0], [0, 0]] + [attr_row(i) for i in (1, 2, 3)]
+    assert out["hist_attrs"][1].tolist() == [[0, 0]] * 4 + [attr_row(1)]
+    assert any(v > 0 for i in (1, 2, 3) for v in attr_row(i))
     assert out["item_text_emb"].shape == (2, 6) and out["item_text_emb"].dtype == torch.float32
     assert torch.equal(out["item_text_emb"][0], torch.from_numpy(catalog.embeddings[5]))
     assert out["keys"] == ["a", "b"] and out["pad"].tolist() == [False, True]
     assert out["references"] == ["because you liked the novel"] * 2 and out["meta"] == [{"cites": 1}] * 2
+
+
+def test_title_token_tensors_follow_the_events_and_cap_at_max_title_tokens(tiny_tokenizer_dir, catalog):
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, max_title_tokens=3)
+    recs = [_record("a", 3), _record("b", 1)]
+    recs[1].item_title = "x"
+    for mode in ("train", "generate"):
+        col.mode = mode
+        out = col(recs)
+        hist, item = out["hist_title_ids"], out["item_title_ids"]
+        assert hist.dtype == item.dtype == torch.long
+        enc = col.tokenizer(["title 1", "title 2", "title 3", "the target", "x"], add_special_tokens=False)
+        want = [ids[:3] for ids in enc["input_ids"]]
+        n = max(len(w) for w in want)
+        assert hist.shape == (2, 5, n) and item.shape == (2, n) and n <= 3
+
+        def row(ids: list[int], n: int = n) -> list[int]:
+            return ids + [-1] * (n - len(ids))
+
+        # left padded like the events: padding rows are all -1
+        assert hist[0].tolist() == [[-1] * n] * 2 + [row(w) for w in want[:3]]
+        assert hist[1].tolist() == [[-1] * n] * 4 + [row(want[0])]
+        assert item.tolist() == [row(want[3]), row(want[4])]
+        assert torch.equal((hist >= 0).any(-1), out["hist_mask"])  # a title wherever an event is
 
 
 def test_tokenizer_padding_and_truncation_settings_never_reach_the_batch(tiny_tokenizer_dir, catalog):

@@ -29,7 +29,7 @@ def test_full_model_learns_far_below_the_text_only_baseline(tiny_llm_dir):
     torch.set_num_threads(1)
     llm = FrozenLLM.from_pretrained(tiny_llm_dir)
     ids = token_ids_of(llm)
-    batches = [synthetic_batch(VOCAB, ids, 4, 32, 6, seed=s) for s in range(8)]  # 256 examples
+    batches = [synthetic_batch(VOCAB, ids, 8, 32, 6, seed=s) for s in range(8)]  # 256 examples
     results = {}
     for adapter in ("moe", "none"):
         torch.manual_seed(0)

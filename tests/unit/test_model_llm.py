@@ -17,7 +17,17 @@ from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
-HIST_KEYS = ("hist_item", "hist_action", "hist_gap", "hist_target_gap", "hist_rating", "hist_mask")
+HIST_KEYS = (
+    "hist_item",
+    "hist_action",
+    "hist_gap",
+    "hist_target_gap",
+    "hist_rating",
+    "hist_mask",
+    "hist_title_ids",
+    "hist_attrs",
+)
+HIST_FILLS = {"hist_title_ids": -1}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +47,7 @@ def build(llm: FrozenLLM, **kw) -> tuple[SellerModel, torch.nn.Module | None]:
 
 
 def batch(llm: FrozenLLM, b: int = 5, seed: int = 0, mode: str = "train") -> dict[str, torch.Tensor]:
-    return synthetic_batch(VOCAB, token_ids_of(llm), 4, b, 6, seed=seed, mode=mode)
+    return synthetic_batch(VOCAB, token_ids_of(llm), 8, b, 6, seed=seed, mode=mode)
 
 
 def pad_text_right(b: dict[str, torch.Tensor], extra: int, pad: int) -> dict[str, torch.Tensor]:
@@ -52,7 +62,8 @@ def pad_left(b: dict[str, torch.Tensor], keys, extra: int, fills: dict) -> dict[
     out = dict(b)
     for k in keys:
         x = b[k]
-        out[k] = torch.cat([torch.full((x.shape[0], extra), fills.get(k, 0), dtype=x.dtype), x], dim=1)
+        pad = torch.full((x.shape[0], extra, *x.shape[2:]), fills.get(k, 0), dtype=x.dtype)
+        out[k] = torch.cat([pad, x], dim=1)
     return out
 
 
@@ -66,7 +77,7 @@ def test_loaded_llm_is_frozen_and_stays_in_eval(llm):
 
 def test_soft_vectors_land_in_order_at_soft_positions(llm):
     b = batch(llm)
-    soft = torch.randn(5, 4, llm.hidden_size)
+    soft = torch.randn(5, 8, llm.hidden_size)
     emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], soft)
     plain = llm.embedding(b["input_ids"])
     for i in range(5):
@@ -76,13 +87,13 @@ def test_soft_vectors_land_in_order_at_soft_positions(llm):
         torch.testing.assert_close(emb[i, keep], plain[i, keep])
     bad = b["soft_mask"].clone()
     bad[0, 0] = True
-    with pytest.raises(ValueError, match=r"exactly K=4 positions per row .* got \[5, 4, 4, 4, 4\]"):
+    with pytest.raises(ValueError, match=r"exactly K=8 positions per row .* got \[9, 8, 8, 8, 8\]"):
         llm.embed_with_soft(b["input_ids"], bad, soft)
 
 
 def test_loss_is_cross_entropy_on_label_tokens_only(llm):
     b = batch(llm)
-    emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 4, llm.hidden_size))
+    emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 8, llm.hidden_size))
     loss = llm.lm_loss(emb, b["attention_mask"], b["labels"])
     logits = llm.model(inputs_embeds=emb, attention_mask=b["attention_mask"]).logits
     terms = []
@@ -99,7 +110,7 @@ def test_lm_head_runs_only_from_the_first_label_position_with_the_same_loss_and_
     b = batch(llm)
     first = int((b["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
     assert first > 0  # the batch has prompt positions the head can skip
-    base = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 4, llm.hidden_size))
+    base = llm.embed_with_soft(b["input_ids"], b["soft_mask"], torch.randn(5, 8, llm.hidden_size))
     head_lengths: list[int] = []
     hook = llm.model.get_output_embeddings().register_forward_hook(
         lambda _m, _i, out: head_lengths.append(out.shape[1])
@@ -133,11 +144,68 @@ def test_padding_never_changes_the_loss(llm, adapter):
     b = batch(llm)
     base = m(b, moe=moe)["loss"]
     padded = pad_text_right(b, 3, llm.pad_id)
-    padded = pad_left(padded, HIST_KEYS, 4, {})
+    padded = pad_left(padded, HIST_KEYS, 4, HIST_FILLS)
     out = m(padded, moe=moe)
     torch.testing.assert_close(out["loss"], base, atol=1e-5, rtol=1e-5)
     if adapter != "none":
         torch.testing.assert_close(out["attention"][:, 4:], m(b, moe=moe)["attention"], atol=1e-6, rtol=1e-5)
+
+
+def test_generation_pointer_is_hard_unless_asked_for_the_trained_one(llm):
+    soft_m, _ = build(llm, adapter="dense", title_pointer="soft")
+    hard_m, _ = build(llm, adapter="dense", title_pointer="hard")  # same seed: same weights
+    b = batch(llm, mode="generate")
+    torch.testing.assert_close(soft_m.soft_prompts(b, None, "hard")[0], hard_m.soft_prompts(b)[0])
+    assert not torch.allclose(soft_m.soft_prompts(b)[0], hard_m.soft_prompts(b)[0])
+    g = GenerationConfig(max_new_tokens=4)
+    trained = GenerationConfig(max_new_tokens=4, pointer="trained")
+    assert torch.equal(soft_m.generate(b, gen=g)["tokens"], hard_m.generate(b, gen=trained)["tokens"])
+    hard_p = hard_m.soft_prompts(b)[0]
+    ref = hard_m.llm.generate(
+        hard_m.llm.embed_with_soft(b["input_ids"], b["soft_mask"].bool(), hard_p), b["attention_mask"], g
+    )
+    assert torch.equal(soft_m.generate(b, gen=g)["tokens"], ref)
+    with pytest.raises(ValueError, match="GenerationConfig.pointer must be 'hard' or 'trained'"):
+        soft_m.generate(b, gen=GenerationConfig(pointer="soft"))
+
+
+@pytest.mark.parametrize("pointer", ["soft", "hard"])
+def test_title_features_read_the_llm_embeddings_and_the_pointer_adds_the_attended_titles(llm, pointer):
+    m, moe = build(llm, adapter="dense", title_pointer=pointer)
+    b = batch(llm)
+    soft, _, attention = m.soft_prompts(b)
+    if pointer == "hard":  # the top event's title alone
+        attention = torch.nn.functional.one_hot(attention.argmax(1), attention.shape[1]).float()
+    # by hand: soft position k < P = gain_k * the fusion-attention-weighted LLM embedding of each
+    # history title's k-th token (zero past the title's end); positions P..K-1 = the adapter's output
+    ids = b["hist_title_ids"]
+    p, k = m.cfg.pointer_tokens, m.cfg.num_soft_tokens
+    assert soft.shape[1] == k and m.slots.shape[0] == k - p
+    emb = (llm.embedding(ids.clamp(min=0)) * (ids >= 0)[..., None])[:, :, :p]
+    emb = torch.cat([emb, emb.new_zeros(*emb.shape[:2], p - emb.shape[2], emb.shape[3])], dim=2)
+    fused, _, _ = m._user_and_item(b)
+    queries = m.query_norm(fused[:, None, :] + m.slots[None])
+    adapter = m.adapter(queries.reshape(-1, queries.shape[-1])).out.view(soft.shape[0], k - p, -1)
+    torch.testing.assert_close(soft[:, p:], m.adapter_gain[None] * adapter, atol=1e-5, rtol=1e-5)
+    want = m.title_gain[None] * torch.einsum("bl,blkh->bkh", attention, emb)
+    torch.testing.assert_close(soft[:, :p], want, atol=1e-5, rtol=1e-5)
+    # another title for a real history event changes the prompt; the title features are off -> not
+    row, col = 0, -1
+    other = dict(b, hist_title_ids=b["hist_title_ids"].clone())
+    other["hist_title_ids"][row, col] = torch.flip(b["hist_title_ids"][row, col], [0]).clamp(min=5)
+    assert not torch.allclose(m.soft_prompts(other)[0][row], soft[row])
+    torch.testing.assert_close(m.soft_prompts(other)[0][1:], soft[1:])
+    plain, _ = build(llm, adapter="dense", title_features=False)
+    torch.testing.assert_close(plain.soft_prompts(other)[0], plain.soft_prompts(b)[0])
+    assert not any("title" in n for n, _ in plain.trainable_named_parameters())
+    with pytest.raises(ValueError, match="model.title_features=true needs hist_title_ids"):
+        m.soft_prompts({k: v for k, v in b.items() if k != "hist_title_ids"})
+    if pointer == "hard":  # straight through: the attention still gets the pointer's gradient
+        m.zero_grad()
+        m.soft_prompts(b)[0].pow(2).sum().backward()
+        assert m.fusion.q.weight.grad.abs().sum() > 0 and m.fusion.match.grad.abs().sum() > 0
+        off, _ = build(llm, adapter="dense", title_pointer="off")
+        assert not any("title_gain" in n for n, _ in off.trainable_named_parameters())
 
 
 @pytest.mark.parametrize(
@@ -234,7 +302,7 @@ def test_greedy_generation_is_deterministic_cached_and_bounded(llm):
     try:
         t1 = m.generate(b, moe=moe, gen=gen)["tokens"]
         t2 = m.generate(b, moe=moe, gen=gen)["tokens"]
-        soft, _, _ = m.soft_prompts(b, moe)
+        soft, _, _ = m.soft_prompts(b, moe, "hard")  # generation points hard by default
         emb = llm.embed_with_soft(b["input_ids"], b["soft_mask"], soft)
         ref = naive_greedy(llm, emb, b["attention_mask"], 6)
     finally:
@@ -291,6 +359,20 @@ def test_sampling_is_seeded_and_top_p_keeps_the_top_token(llm):
     assert torch.equal(
         m.generate(b, moe=moe, gen=tiny_p, generator=torch.Generator().manual_seed(0))["tokens"], greedy
     )
+
+
+def test_top_p_keeps_the_greedy_token_when_logits_tie():
+    """A tie for the top logit (the tiny LLM hit one): top-p must keep the token argmax picks (the
+    first), not whichever an unstable sort of the probabilities puts first."""
+    from seller_dist.model.llm import FrozenLLM
+
+    tiny_p = GenerationConfig(do_sample=True, top_p=1e-6)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(1, 512, generator=g)
+        i, j = sorted(torch.randperm(512, generator=g)[:2].tolist())
+        logits[0, i] = logits[0, j] = logits.max() + 1
+        assert int(FrozenLLM._pick(logits, tiny_p, g)) == int(logits.argmax()) == i
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -362,6 +444,50 @@ def test_bpe_merges_most_frequent_pair_first_and_breaks_ties_by_text():
     assert [vocab[t] for t in ("a", "b", "c", "d")] == [4, 5, 6, 7]
     vocab6, merges6 = train_bpe({"abab": 1, "ab": 1, "cd": 3}, 9, ["a", "b", "c", "d"])
     assert len(vocab6) == 9 and merges6 == [("a", "b")]  # stops at the vocabulary size
+
+
+def test_copy_text_names_the_swapped_title_in_the_profile_and_the_explanation():
+    import random
+
+    from seller_dist.model.bootstrap import copy_text
+
+    history = ["Alpha Lamp 1", "Beta Kettle 22", "Alpha Lamp 12"]
+    expl = "Recommended because you viewed Alpha Lamp 12 this week: Gamma Lamp 3 is another lamp."
+    picks = set()
+    for seed in range(30):
+        text = copy_text(history, "Gamma Lamp 3", expl, random.Random(seed))
+        head, tail = text.split(" Explanation: ")
+        profile = head.split("Profile: ")[1]
+        assert head.startswith(
+            "User history: Alpha Lamp 1; Beta Kettle 22; Alpha Lamp 12. Recommended: Gamma"
+        )
+        assert profile in history  # a random title of the same history...
+        assert tail == expl.replace("Alpha Lamp 12", profile)  # ...cited in place of the real one
+        picks.add(profile)
+    assert picks == set(history)  # the longest match was replaced, not its prefix "Alpha Lamp 1"
+    # an explanation that names no history title gets no profile
+    assert copy_text(history, "G", "A new direction.", random.Random(0)).endswith(
+        "Profile: Explanation: A new direction."
+    )
+
+
+def test_bootstrap_learns_a_copy_texts_explanation_not_its_prompt(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from seller_dist.model.bootstrap import lm_labels
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    copy = "User history: a lamp; a kettle. Recommended: a drum. Profile: a lamp Explanation: a lamp fits."
+    plain = "because you liked the lamp"
+    enc = tok(
+        [f"{tok.bos_token}{t}{tok.eos_token}" for t in (copy, plain)], padding=True, return_tensors="pt"
+    )
+    labels = lm_labels(tok, [copy, plain], enc["input_ids"], enc["attention_mask"])
+    learned = tok.decode(labels[0][labels[0] >= 0])
+    assert learned.replace(tok.eos_token, "").strip() == "a lamp fits."
+    n_plain = int(enc["attention_mask"][1].sum())
+    assert torch.equal(labels[1, :n_plain], enc["input_ids"][1, :n_plain])  # every token of a plain text
+    assert torch.all(labels[1, n_plain:] == -100)
 
 
 def test_bootstrap_tokenizer_is_the_same_in_every_process(tmp_path):

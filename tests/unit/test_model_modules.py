@@ -8,7 +8,7 @@ import torch
 
 from seller_dist.config import ModelConfig
 from seller_dist.config_loader import ConfigError
-from seller_dist.model.fusion import CrossAttentionFusion
+from seller_dist.model.fusion import CrossAttentionFusion, attribute_match
 from seller_dist.model.item_encoder import ItemEncoder
 from seller_dist.model.moe import DenseAdapter, MoEAdapter, load_balancing_loss
 from seller_dist.model.sequence_encoder import build_history_encoder
@@ -17,7 +17,16 @@ from seller_dist.model.vocab import ModelVocab
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8)
 IDS = TokenIds(vocab_size=100, pad=0, bos=1, eos=2, soft=3)
-HIST_KEYS = ("hist_item", "hist_action", "hist_gap", "hist_target_gap", "hist_rating", "hist_mask")
+HIST_KEYS = (
+    "hist_item",
+    "hist_action",
+    "hist_gap",
+    "hist_target_gap",
+    "hist_rating",
+    "hist_mask",
+    "hist_attrs",
+    "hist_title_ids",
+)
 
 
 def cfg(**kw) -> ModelConfig:
@@ -26,7 +35,7 @@ def cfg(**kw) -> ModelConfig:
 
 
 def batch(b: int = 6, length: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
-    return synthetic_batch(VOCAB, IDS, 4, b, length, seed=seed)
+    return synthetic_batch(VOCAB, IDS, 8, b, length, seed=seed)
 
 
 def encoder(kind: str, seed: int = 0):
@@ -41,7 +50,8 @@ def left_pad(b: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
     out = dict(b)
     for k in HIST_KEYS:
         x = b[k]
-        out[k] = torch.cat([torch.zeros((x.shape[0], extra), dtype=x.dtype), x], dim=1)
+        fill = -1 if k == "hist_title_ids" else 0
+        out[k] = torch.cat([torch.full((x.shape[0], extra, *x.shape[2:]), fill, dtype=x.dtype), x], dim=1)
     return out
 
 
@@ -70,6 +80,13 @@ def test_config_validate_messages():
         ModelConfig(num_heads=5).validate()
     with pytest.raises(ConfigError, match="needs model.adapter=moe"):
         ModelConfig(adapter="dense", ep_size=2).validate()
+    with pytest.raises(
+        ConfigError, match=r"model.pointer_tokens=5 must be in \[1, model.num_soft_tokens=4\)"
+    ):
+        ModelConfig(num_soft_tokens=4).validate()
+    ModelConfig(num_soft_tokens=4, title_pointer="off").validate()  # no pointer: any K
+    assert ModelConfig(num_soft_tokens=4, title_pointer="off").adapter_tokens == 4
+    assert ModelConfig().adapter_tokens == 3 and ModelConfig(history_encoder="bag").adapter_tokens == 3
     ModelConfig().validate()
 
 
@@ -159,6 +176,76 @@ def test_fusion_attention_weights_and_padding():
     assert torch.isfinite(fe.fused).all() and torch.all(fe.attention == 0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(fusion(item, h.states, h.mask, h.summary).fused.float()).all()
+
+
+def test_fusion_biases_point_at_the_most_recent_event_sharing_an_attribute():
+    """With the query/key scores zeroed, a match bias larger than the recency slope puts the top
+    weight on the newest matching event, and extra left padding changes nothing."""
+    c = cfg()
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(c, num_fields=2).eval()
+    assert fusion.match is not None and fusion.recency is not None
+    with torch.no_grad():
+        fusion.q.weight.zero_()
+        fusion.q.bias.zero_()
+        fusion.match.fill_(0.5)  # x BIAS_GAIN = 5 logits per shared attribute
+        fusion.recency.copy_(-0.02 * torch.arange(c.max_history).float().expand(c.num_heads, -1))
+        fusion.recency_slope.fill_(-0.03)
+    b = batch()
+    h = encoder("transformer")(b)
+    match = attribute_match(b["hist_attrs"], b["item_attrs"])
+    item = torch.randn(6, 32)
+    f = fusion(item, h.states, h.mask, h.summary, match)
+    any_match = (match.sum(-1) > 0) & b["hist_mask"]
+    checked = 0
+    for row in range(6):
+        real = b["hist_mask"][row].nonzero().flatten()
+        matching = any_match[row].nonzero().flatten()
+        expect = int(matching[-1]) if len(matching) else int(real[-1])  # else simply the newest
+        if len(matching) and match[row, matching].sum(-1).max() > match[row, matching[-1]].sum():
+            continue  # an older event sharing BOTH attributes outranks it: fine, not this test's case
+        assert int(f.attention[row].argmax()) == expect, row
+        checked += 1
+    assert checked >= 4
+    bp = left_pad(b, 3)
+    hp = encoder("transformer")(bp)
+    fp = fusion(
+        torch.randn(6, 32),
+        hp.states,
+        hp.mask,
+        hp.summary,
+        attribute_match(bp["hist_attrs"], bp["item_attrs"]),
+    )
+    torch.testing.assert_close(fp.attention[:, 3:], f.attention, atol=1e-6, rtol=1e-5)
+    # the match pattern of the attended events reaches the fused vector even where it moves no weight
+    with torch.no_grad():
+        fusion.match.zero_()
+    f0 = fusion(item, h.states, h.mask, h.summary, match)
+    f1 = fusion(item, h.states, h.mask, h.summary, 1.0 - match)
+    torch.testing.assert_close(f1.attention, f0.attention)
+    assert (f1.fused - f0.fused).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"target-match bias needs a \[B, L, 2\] attribute match"):
+        fusion(torch.randn(6, 32), h.states, h.mask, h.summary)
+
+
+def test_bag_fusion_has_no_recency_bias_and_stays_order_free():
+    ordered = CrossAttentionFusion(cfg(), num_fields=2, ordered=True)
+    bag = CrossAttentionFusion(cfg(), num_fields=2, ordered=False)
+    off = CrossAttentionFusion(cfg(target_match_bias=False, recency_bias=False), num_fields=2)
+    assert ordered.recency is not None and bag.recency is None and bag.match is not None
+    assert ordered.recency_slope is not None and bag.recency_slope is None
+    assert off.match is None and off.recency is None
+    with torch.no_grad():
+        bag.match.normal_()
+    b = batch()
+    h = encoder("bag")(b)
+    item = torch.randn(6, 32)
+    match = attribute_match(b["hist_attrs"], b["item_attrs"])
+    f = bag.eval()(item, h.states, h.mask, h.summary, match)
+    perm = torch.randperm(7, generator=torch.Generator().manual_seed(1))
+    fp = bag(item, h.states[:, perm], h.mask[:, perm], h.summary, match[:, perm])
+    torch.testing.assert_close(fp.fused, f.fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fp.attention, f.attention[:, perm], atol=1e-6, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- MoE
