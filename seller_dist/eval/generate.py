@@ -202,7 +202,9 @@ class ExplanationGenerator:
                 )
             )
         c = self.seller.model.cfg
-        load = out["expert_load"].float().cpu() * (len(records) * c.num_soft_tokens * c.top_k)
+        # back to whole routed-token counts (the adapter sees adapter_tokens per example), so the
+        # job's sum over batches is exact whatever the worker count
+        load = torch.round(out["expert_load"].double().cpu() * (len(records) * c.adapter_tokens * c.top_k))
         return gens, load, new_tokens
 
     def run(self, split: str, batches: Sequence[PlannedBatch]) -> GeneratedPart:
