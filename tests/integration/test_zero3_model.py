@@ -223,9 +223,23 @@ def test_replicated_llm_layout_trains_exactly_like_zero3(zero3_results, tiny_llm
             assert r[key] == pytest.approx(z[key], abs=1e-6), (rank, key)
         assert set(r["after"]) == set(z["after"])
         for k, v in r["after"].items():
-            # atol: attention key biases have a zero gradient in exact arithmetic (softmax ignores
-            # them), so theirs is rounding noise that Adam's first steps scale up to ~LR * 1e-2
-            torch.testing.assert_close(v, z["after"][k], atol=5e-4, rtol=0, msg=f"rank {rank} {k}")
+            # attention KEY biases have a zero gradient in exact arithmetic (softmax ignores a shift
+            # shared by every key), so theirs is rounding noise that Adam's first steps can turn into
+            # +-LR moves: they change no output, so they are left out. atol: the rest still carries
+            # Adam-amplified noise of ~LR * 1e-2
+            a, b = without_key_bias(k, v), without_key_bias(k, z["after"][k])
+            torch.testing.assert_close(a, b, atol=5e-4, rtol=0, msg=f"rank {rank} {k}")
+
+
+def without_key_bias(name: str, t: torch.Tensor) -> torch.Tensor:
+    """The bias of a fused attention projection without its key part (fusion.kv = [k | v],
+    CausalBlock.qkv = [q | k | v]); any other tensor unchanged."""
+    if name.endswith("fusion.kv.bias"):
+        return t[t.numel() // 2 :]
+    if name.endswith("qkv.bias"):
+        d = t.numel() // 3
+        return torch.cat([t[:d], t[2 * d :]])
+    return t
 
 
 def test_loss_and_one_step_match_single_process(zero3_results, tiny_llm_dir):
