@@ -49,9 +49,8 @@ class SellerModel(nn.Module):
             return  # nothing trainable
         self.item_embedding = nn.Embedding(vocab.num_items + 1, d, padding_idx=0)
         if cfg.prompt == "seller":
-            # the encoders project the (constant) LLM title embeddings themselves: passing a
-            # projected, grad-carrying tensor into them through the batch made DeepSpeed ZeRO-3's
-            # gradients differ from a single process by 1e-3 (test_zero3_model)
+            # the encoders project the (constant) LLM title embeddings themselves, each with its own
+            # Linear(H -> d)
             self.title_dim = llm.hidden_size if cfg.title_features else 0
             self.title_gain = (  # per pointer position and hidden unit, on the LLM's title embeddings
                 nn.Parameter(torch.ones(cfg.pointer_tokens, llm.hidden_size)) if cfg.uses_pointer else None

@@ -27,8 +27,8 @@ class HistoryEncoding(NamedTuple):  # a NamedTuple, not a dataclass: ZeRO-3's mo
 
 class EventEmbedding(nn.Module):
     """item (+ attributes, title) + action + rating (+ two time-gap buckets and position for
-    sequence-aware encoders). The attribute tables are the history's own: sharing the item encoder's
-    made DeepSpeed ZeRO-3's gradients differ from a single process by 1e-3 (test_zero3_model)."""
+    sequence-aware encoders). The attribute tables are the history's own (the fusion's match bias
+    compares attribute values directly, so the two encoders need not share an embedding space)."""
 
     def __init__(
         self,
