@@ -14,9 +14,13 @@ Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedd
   generate: input_ids, attention_mask long [B, T] (LEFT padded, prompt only), soft_mask bool [B, T]
   keys list[str], references list[str], pad bool [B] (stream padding), meta list[dict]
 
-Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile: " + K x "<|soft|>" +
+Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile:" + K x "<|soft|>" +
 " Explanation:" then " {explanation}" + eos. Pieces are tokenized separately and concatenated, so
-truncation is exact in tokens: history titles are dropped from the OLDEST side to fit
+truncation is exact in tokens. Every title is a piece WITH its leading space (" {t}") and the fixed
+pieces end without one, so with a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen, bootstrap-llm's)
+the ids equal those of the whole prompt tokenized at once, as the LLM read such text in training,
+and a title's ids are the ones an explanation that names it uses (what the title pointer copies
+from; tested in test_collate). History titles are dropped from the OLDEST side to fit
 max_prompt_tokens (then the target title is cut if it alone is too long; history_text="sorted"
 lists the kept titles by token ids, so the text carries no order); the explanation keeps its first
 max_target_tokens tokens, then eos. The "<|soft|>" token marks where the adapter's soft
@@ -135,8 +139,8 @@ class SellerCollator:
         self.bos = [int(tok.bos_token_id)] if tok.bos_token_id is not None else []
         self._title_ids: dict[str, list[int]] = {}
         self._prefix, self._sep, self._rec, self._profile, self._suffix = self._encode(
-            ["User history: ", "; ", ". Recommended: ", ". Profile: ", " Explanation:"]
-        )
+            ["User history:", ";", ". Recommended:", ". Profile:", " Explanation:"]
+        )  # each title is encoded with its leading space: see the module docstring
         self._fixed = (
             len(self.bos)
             + len(self._prefix)
@@ -174,7 +178,7 @@ class SellerCollator:
         if missing:
             if len(self._title_ids) > _TITLE_CACHE_MAX:
                 self._title_ids.clear()
-            self._title_ids.update(zip(missing, self._encode(missing), strict=True))
+            self._title_ids.update(zip(missing, self._encode([" " + t for t in missing]), strict=True))
         return [self._title_ids[t] for t in titles]
 
     def _title(self, title: str, idx: int) -> str:

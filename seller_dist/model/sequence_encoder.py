@@ -116,17 +116,9 @@ class TransformerHistoryEncoder(nn.Module):
     """Causal self-attention: event t sees events <= t, never padding. Summary = the last (most recent)
     event's state, which has read the whole history in order."""
 
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        item_embedding: nn.Embedding,
-        attribute_sizes: Sequence[int] = (),
-        title_dim: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, embed: EventEmbedding):
         super().__init__()
-        self.embed = EventEmbedding(
-            cfg, item_embedding, with_position=True, attribute_sizes=attribute_sizes, title_dim=title_dim
-        )
+        self.embed = embed
         self.blocks = nn.ModuleList(
             CausalBlock(cfg.d_model, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers)
         )
@@ -151,17 +143,9 @@ class TransformerHistoryEncoder(nn.Module):
 class GRUHistoryEncoder(nn.Module):
     """GRU over the real events only (packed), so left padding never enters the recurrence."""
 
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        item_embedding: nn.Embedding,
-        attribute_sizes: Sequence[int] = (),
-        title_dim: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, embed: EventEmbedding):
         super().__init__()
-        self.embed = EventEmbedding(
-            cfg, item_embedding, with_position=False, attribute_sizes=attribute_sizes, title_dim=title_dim
-        )
+        self.embed = embed
         self.gru = nn.GRU(cfg.d_model, cfg.d_model, num_layers=cfg.num_layers, batch_first=True)
         self.norm = nn.LayerNorm(cfg.d_model)
 
@@ -190,22 +174,9 @@ class BagHistoryEncoder(nn.Module):
     MLP, masked mean pooling. No positions and no time gaps: a per-event time-to-target bucket would
     rank the events by recency, i.e. smuggle the order back in."""
 
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        item_embedding: nn.Embedding,
-        attribute_sizes: Sequence[int] = (),
-        title_dim: int = 0,
-    ):
+    def __init__(self, cfg: ModelConfig, embed: EventEmbedding):
         super().__init__()
-        self.embed = EventEmbedding(
-            cfg,
-            item_embedding,
-            with_position=False,
-            with_time=False,
-            attribute_sizes=attribute_sizes,
-            title_dim=title_dim,
-        )
+        self.embed = embed
         d = cfg.d_model
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.norm = nn.LayerNorm(d)
@@ -224,4 +195,12 @@ def build_history_encoder(
     """`attribute_sizes`: value counts of the item attribute fields each event reads (`hist_attrs`);
     `title_dim`: the LLM hidden size when events read their title embeddings (`hist_title_emb`)."""
     kinds = {"transformer": TransformerHistoryEncoder, "gru": GRUHistoryEncoder, "bag": BagHistoryEncoder}
-    return kinds[cfg.history_encoder](cfg, item_embedding, attribute_sizes, title_dim)
+    embed = EventEmbedding(
+        cfg,
+        item_embedding,
+        with_position=cfg.history_encoder == "transformer",  # the GRU reads order from its recurrence
+        with_time=cfg.history_encoder != "bag",  # see BagHistoryEncoder
+        attribute_sizes=attribute_sizes,
+        title_dim=title_dim,
+    )
+    return kinds[cfg.history_encoder](cfg, embed)

@@ -121,7 +121,8 @@ def test_title_token_tensors_follow_the_events_and_cap_at_max_title_tokens(tiny_
         out = col(recs)
         hist, item = out["hist_title_ids"], out["item_title_ids"]
         assert hist.dtype == item.dtype == torch.long
-        enc = col.tokenizer(["title 1", "title 2", "title 3", "the target", "x"], add_special_tokens=False)
+        titles = ["title 1", "title 2", "title 3", "the target", "x"]
+        enc = col.tokenizer([" " + t for t in titles], add_special_tokens=False)  # as the prompt reads them
         want = [ids[:3] for ids in enc["input_ids"]]
         n = max(len(w) for w in want)
         assert hist.shape == (2, 5, n) and item.shape == (2, n) and n <= 3
@@ -190,7 +191,7 @@ def test_train_text_labels_only_on_explanation_and_k_soft_positions(tiny_tokeniz
         assert ids[b, 0] == tok.bos_token_id
         titles = "; ".join(e.title for e in r.history)
         want = (
-            f"User history: {titles}. Recommended: the target. Profile: " + SOFT_TOKEN * K + " Explanation:"
+            f"User history: {titles}. Recommended: the target. Profile:" + SOFT_TOKEN * K + " Explanation:"
         )
         assert tok.decode(ids[b, 1:first].tolist()) == want
         # soft positions sit right before " Explanation:"
@@ -255,3 +256,26 @@ def test_collation_inside_loader_workers_matches_in_process(dataset, catalog, ti
         for k, v in a.items():
             if isinstance(v, torch.Tensor):
                 assert torch.equal(v, b[k]), k
+
+
+def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir, catalog):
+    """The frozen LLM learned text tokenized whole: a title after "history:" or "; " is " title"
+    (byte-level BPE: a leading-space token), never a bare "title" after a lone space token. Pieces
+    tokenized one by one must give the same ids, and each history title's ids (what the title pointer
+    copies) must be the ones the prompt uses."""
+    K = 3
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=K)
+    tok = col.tokenizer
+    rec = _record("a", 3, explanation="because you liked title 2")
+    out = col([rec])
+    titles = "; ".join(e.title for e in rec.history)
+    text = (
+        f"{tok.bos_token}User history: {titles}. Recommended: {rec.item_title}. Profile:"
+        + SOFT_TOKEN * K
+        + f" Explanation: {rec.explanation}{tok.eos_token}"
+    )
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    assert out["input_ids"][0].tolist() == whole
+    for row in out["hist_title_ids"][0][out["hist_mask"][0]]:
+        ids = row[row >= 0].tolist()
+        assert any(whole[i : i + len(ids)] == ids for i in range(len(whole))), tok.decode(ids)
