@@ -30,6 +30,7 @@ positions, use `soft_mask`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ import torch
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ACTION_INDEX, ExampleRecord
 
+log = logging.getLogger(__name__)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # collation runs in forked loader workers
 
 SOFT_TOKEN = "<|soft|>"
@@ -154,6 +156,21 @@ class SellerCollator:
                 f"max_prompt_tokens={max_prompt_tokens} is smaller than the fixed prompt text plus "
                 f"{num_soft_tokens} soft tokens ({self._fixed} tokens): raise max_prompt_tokens"
             )
+        self.pieces_match_text = self._pieces_match_text()
+        if not self.pieces_match_text:
+            log.warning(
+                "this tokenizer does not split the prompt pieces (' {title}' after 'User history:') as it "
+                "splits the whole prompt text: the LLM will read prompts tokenized unlike text it was "
+                "trained on (SellerCollator assumes a byte-level BPE tokenizer such as GPT-2's or Llama 3's)"
+            )
+
+    def _pieces_match_text(self) -> bool:
+        """Whether a sample prompt built from pieces has the ids of the same text tokenized whole."""
+        titles = [" Alpha Lamp 12", " Beta Kettle 3"]
+        pieces = self._prefix + self._encode([titles[0]])[0] + self._sep + self._encode([titles[1]])[0]
+        pieces += self._rec + self._encode([titles[0]])[0] + self._profile
+        whole = self._encode([f"User history:{titles[0]};{titles[1]}. Recommended:{titles[0]}. Profile:"])[0]
+        return pieces == whole
 
     @staticmethod
     def for_dataset(

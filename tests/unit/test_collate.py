@@ -276,6 +276,19 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir,
     )
     whole = tok(text, add_special_tokens=False)["input_ids"]
     assert out["input_ids"][0].tolist() == whole
+    assert col.pieces_match_text
     for row in out["hist_title_ids"][0][out["hist_mask"][0]]:
         ids = row[row >= 0].tolist()
         assert any(whole[i : i + len(ids)] == ids for i in range(len(whole))), tok.decode(ids)
+
+
+def test_a_tokenizer_that_splits_pieces_unlike_text_is_reported(tiny_tokenizer_dir, catalog, caplog):
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # SentencePiece-like
+    with caplog.at_level("WARNING", logger="seller_dist.data.collate"):
+        col = SellerCollator(tok, catalog, max_history=5)
+    assert not col.pieces_match_text
+    assert "does not split the prompt pieces" in caplog.text
