@@ -135,14 +135,15 @@ class ModelConfig:
     # (mean over the title's tokens, a trainable projection in each encoder): the soft prompt can then
     # point at a title in the LLM's own space instead of learning each item id -> title mapping
     title_features: bool = True
-    # with title_features: soft position k also gets the LLM embedding of the supporting event's
-    # title's k-th token (times a learned per-position gain): the soft prompt spells that title in the
+    # with title_features: the last soft positions get the LLM embeddings of the supporting event's
+    # title's tokens (times a learned per-position gain): the soft prompt spells that title in the
     # LLM's own input space, as a text profile would. "hard": the title of the event with the top
     # fusion weight, gradients reaching the attention straight through (a mixture of titles is no
     # title the LLM can copy); "soft": the attention-weighted mixture; "off": no pointer
     title_pointer: Literal["hard", "soft", "off"] = "soft"
-    # soft positions 0..pointer_tokens-1 carry the pointed title's first tokens ALONE (the adapter's
-    # output would blur them); the adapter writes positions pointer_tokens..num_soft_tokens-1
+    # the adapter writes soft positions 0..A-1 (A = num_soft_tokens - pointer_tokens), the pointed
+    # title's first pointer_tokens tokens take the last positions ALONE (the adapter's output would blur
+    # them), right-aligned: the title ends right before " Explanation:", as a text profile does
     pointer_tokens: int = 5
     # the adapter's output is multiplied by a learned per-soft-position gain that starts here: random
     # experts give vectors of norm ~7 where the LLM's token embeddings have norm ~1, which at 1.0

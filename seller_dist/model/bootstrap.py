@@ -213,19 +213,49 @@ def build_tiny_llm(
     return save_checkpoint(model, tok, out_dir)
 
 
-def copy_text(history_titles: list[str], target: str, explanation: str, rng: random.Random) -> str:
+def copy_text(
+    history_titles: list[str],
+    target: str,
+    explanation: str,
+    rng: random.Random,
+    history_attrs: list[dict[str, str]] | None = None,
+    target_attrs: dict[str, str] | None = None,
+) -> str:
     """A prompt in the collate's layout followed by the record's explanation in which the history
     title it names is replaced by a RANDOM title of the same history, which the prompt's profile also
     names ("Profile: {title} Explanation:"). Teaches the LM the language of explanations and to cite the
     title its profile names by copying it from the context, as a pretrained LLM can, without teaching
     it which event a dataset's explanations cite: the choice is left to the adapter, whose soft prompt
-    sits where the profile is."""
-    profile = ""
-    for title in sorted(set(history_titles), key=lambda t: (-len(t), t)):  # longest first, then by text
-        if title and title in explanation:
-            profile = rng.choice(history_titles)
-            explanation = explanation.replace(title, profile)
-            break
+    sits where the profile is.
+
+    With item attributes (`history_attrs` aligned with the titles, `target_attrs`), the swap keeps the
+    explanation true: only titles whose items relate to the target as the cited one does are drawn
+    (equal or not on each target attribute value the explanation names, e.g. "another garden item
+    from Vopa"), so what the explanation says of the relation follows from the profile's title; and
+    an explanation that cites no history event gets, when one exists, a history title that shares
+    none of those values as its profile (the LM learns not to cite an unrelated profile)."""
+    cited = next(
+        (t for t in sorted(set(history_titles), key=lambda t: (-len(t), t)) if t and t in explanation), None
+    )  # longest first, then by text: "Lamp 12" is not mistaken for "Lamp 1"
+    if history_attrs is None or target_attrs is None:
+        pool = list(range(len(history_titles))) if cited else []
+    else:
+        words = explanation
+        for t in sorted({*history_titles, target}, key=len, reverse=True):
+            words = words.replace(t, " ")  # attribute values the explanation names outside titles
+        named = sorted((k, v) for k, v in target_attrs.items() if v and v in words)
+
+        def relation(i: int) -> tuple[bool, ...]:
+            return tuple(history_attrs[i].get(k) == v for k, v in named)
+
+        if cited:
+            rel = relation(history_titles.index(cited))
+            pool = [i for i in range(len(history_titles)) if relation(i) == rel]
+        else:
+            pool = [i for i in range(len(history_titles)) if named and not any(relation(i))]
+    profile = history_titles[rng.choice(pool)] if pool else ""
+    if cited:
+        explanation = explanation.replace(cited, profile)
     head = f"User history: {'; '.join(history_titles)}. Recommended: {target}. Profile: "
     head += f"{profile}{PROMPT_END}" if profile else PROMPT_END.strip()
     return f"{head} {explanation}"
@@ -241,6 +271,11 @@ def dataset_texts(
 
     manifest = Manifest.load(url, storage_cfg)
     rng = random.Random(seed)
+    attrs: list[dict[str, str]] | None = None  # item idx -> attributes, for copy_text's swap
+    if copy_fraction > 0 and manifest.data.get("items", {}).get("shards"):
+        from seller_dist.data.catalog import ItemCatalog
+
+        attrs = ItemCatalog.load(manifest.root, manifest, storage_cfg).attributes
     seen = 0
     groups = [manifest.shards("train")] if "train" in manifest.data["splits"] else []
     groups.append(manifest.data.get("items", {}).get("shards", []))
@@ -252,8 +287,12 @@ def dataset_texts(
                     continue
                 rec = json.loads(sample["json"])
                 texts = [rec.get("explanation"), rec.get("item_title"), rec.get("title")]
-                history = [h.get("title") for h in rec.get("history", []) if isinstance(h, dict)]
-                history = [t for t in history if isinstance(t, str) and t.strip()]
+                events = [
+                    h
+                    for h in rec.get("history", [])
+                    if isinstance(h, dict) and isinstance(h.get("title"), str) and h["title"].strip()
+                ]
+                history = [h["title"] for h in events]
                 target = rec.get("item_title")
                 explanation = rec.get("explanation")
                 if (
@@ -265,7 +304,12 @@ def dataset_texts(
                 ):
                     # holds the history titles and an explanation: in place of the plain one, so that
                     # copying is a larger share of what the LM practises
-                    texts = [copy_text(history, target, explanation, rng)]
+                    hist_attrs = target_attrs = None
+                    if attrs is not None and isinstance(rec.get("item_attributes"), dict):
+                        idx = [h.get("item_idx") for h in events]
+                        if all(isinstance(i, int) and 0 < i < len(attrs) for i in idx):
+                            hist_attrs, target_attrs = [attrs[i] for i in idx], rec["item_attributes"]
+                    texts = [copy_text(history, target, explanation, rng, hist_attrs, target_attrs)]
                 else:
                     texts += history
                 for t in texts:
@@ -295,8 +339,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="share of train records that also give prompt + explanation with the cited history title "
-        "swapped for a random one, so the LM learns to copy titles from its context but not which one "
-        "to cite (use --max-len 256 to fit long histories)",
+        "swapped for a random one related to the target in the same way, so the LM learns to copy "
+        "titles from its context but not which one to cite (use --max-len 256 to fit long histories)",
     )
 
 

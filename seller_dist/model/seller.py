@@ -113,7 +113,7 @@ class SellerModel(nn.Module):
                     )
                 match = attribute_match(batch["hist_attrs"], batch["item_attrs"])
             f = self.fusion(item, hist.states, hist.mask, hist.summary, match)
-            if self.title_gain is not None:  # [B, P, H]: attended titles' first P token embeddings
+            if self.cfg.uses_pointer:  # [B, P, H]: attended titles' first P token embeddings
                 tokens = titles["hist_title_tokens"]
                 weights = f.attention.to(tokens.dtype)
                 if (pointer_mode or self.cfg.title_pointer) == "hard":  # one-hot forward, soft backward
@@ -155,18 +155,22 @@ class SellerModel(nn.Module):
         return {
             "hist_title_emb": mean[: b * length].view(b, length, -1),
             "item_title_emb": mean[b * length :],
-            "hist_title_tokens": self._first_tokens(emb[: b * length]).view(
+            "hist_title_tokens": self._first_tokens(emb[: b * length], real[: b * length, :, 0]).view(
                 b, length, self.cfg.pointer_tokens, -1
             ),
         }
 
-    def _first_tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        """[R, N, H] -> [R, P, H]: the first P token embeddings, zero-padded when N < P."""
+    def _first_tokens(self, emb: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """[R, N, H] (zero past each title's end, `real` [R, N] marks its tokens) -> [R, P, H]: each
+        title's first P token embeddings RIGHT-aligned, zeros before a title shorter than P, so the
+        title's last token sits right before " Explanation:" as in a text profile."""
         k = self.cfg.pointer_tokens
         out = emb[:, :k].to(self.slots.dtype)
         if out.shape[1] < k:
             out = torch.cat([out, out.new_zeros(out.shape[0], k - out.shape[1], out.shape[2])], dim=1)
-        return out
+        shift = k - real[:, :k].sum(dim=1, keepdim=True)  # [R, 1] zeros to move to the front
+        src = (torch.arange(k, device=out.device)[None, :] - shift) % k
+        return out.gather(1, src[..., None].expand_as(out))
 
     def soft_prompts(
         self, batch: dict[str, torch.Tensor], moe: MoEAdapter | None = None, pointer_mode: str | None = None
@@ -192,8 +196,8 @@ class SellerModel(nn.Module):
         else:
             stats = self.adapter(tokens)
         soft = self.adapter_gain[None].to(stats.out.dtype) * stats.out.view(b, self.cfg.adapter_tokens, -1)
-        if pointer is not None:  # [pointer positions | adapter positions], K in all
-            soft = torch.cat([self.title_gain[None].to(soft.dtype) * pointer.to(soft.dtype), soft], dim=1)
+        if pointer is not None:  # [adapter positions | pointer positions], K in all: the title comes last
+            soft = torch.cat([soft, self.title_gain[None].to(soft.dtype) * pointer.to(soft.dtype)], dim=1)
         return soft, stats, attention
 
     # ------------------------------------------------------------------------------ training

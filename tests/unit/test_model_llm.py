@@ -176,19 +176,29 @@ def test_title_features_read_the_llm_embeddings_and_the_pointer_adds_the_attende
     soft, _, attention = m.soft_prompts(b)
     if pointer == "hard":  # the top event's title alone
         attention = torch.nn.functional.one_hot(attention.argmax(1), attention.shape[1]).float()
-    # by hand: soft position k < P = gain_k * the fusion-attention-weighted LLM embedding of each
-    # history title's k-th token (zero past the title's end); positions P..K-1 = the adapter's output
+    # by hand: positions 0..A-1 = the adapter's output; the last P positions = gain * the
+    # fusion-attention-weighted LLM embeddings of each history title's first P tokens, right-aligned
+    # (a title of n < P tokens: P - n zeros, then its n tokens)
     ids = b["hist_title_ids"]
     p, k = m.cfg.pointer_tokens, m.cfg.num_soft_tokens
-    assert soft.shape[1] == k and m.slots.shape[0] == k - p
-    emb = (llm.embedding(ids.clamp(min=0)) * (ids >= 0)[..., None])[:, :, :p]
-    emb = torch.cat([emb, emb.new_zeros(*emb.shape[:2], p - emb.shape[2], emb.shape[3])], dim=2)
+    a = k - p
+    assert soft.shape[1] == k and m.slots.shape[0] == a
+    bsz, length, _ = ids.shape
+    emb = torch.zeros(bsz, length, p, llm.hidden_size)
+    lengths = set()
+    for i in range(bsz):
+        for j in range(length):
+            toks = [t for t in ids[i, j].tolist() if t >= 0][:p]
+            lengths.add(len(toks))
+            for n, t in enumerate(toks):
+                emb[i, j, p - len(toks) + n] = llm.embedding.weight[t]
+    assert len(lengths - {0}) > 1  # titles of several lengths (the alignment matters)
     fused, _, _ = m._user_and_item(b)
     queries = m.query_norm(fused[:, None, :] + m.slots[None])
-    adapter = m.adapter(queries.reshape(-1, queries.shape[-1])).out.view(soft.shape[0], k - p, -1)
-    torch.testing.assert_close(soft[:, p:], m.adapter_gain[None] * adapter, atol=1e-5, rtol=1e-5)
+    adapter = m.adapter(queries.reshape(-1, queries.shape[-1])).out.view(soft.shape[0], a, -1)
+    torch.testing.assert_close(soft[:, :a], m.adapter_gain[None] * adapter, atol=1e-5, rtol=1e-5)
     want = m.title_gain[None] * torch.einsum("bl,blkh->bkh", attention, emb)
-    torch.testing.assert_close(soft[:, :p], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(soft[:, a:], want, atol=1e-5, rtol=1e-5)
     # another title for a real history event changes the prompt; the title features are off -> not
     row, col = 0, -1
     other = dict(b, hist_title_ids=b["hist_title_ids"].clone())
@@ -468,6 +478,43 @@ def test_copy_text_names_the_swapped_title_in_the_profile_and_the_explanation():
     # an explanation that names no history title gets no profile
     assert copy_text(history, "G", "A new direction.", random.Random(0)).endswith(
         "Profile: Explanation: A new direction."
+    )
+
+
+def test_copy_text_with_attributes_swaps_only_titles_related_to_the_target_as_the_cited_one():
+    import random
+
+    from seller_dist.model.bootstrap import copy_text
+
+    history = ["Alpha Lamp 1", "Beta Kettle 22", "Alpha Lamp 12", "Gamma Rake 5"]
+    attrs = [
+        {"brand": "Alpha", "category": "lamps"},
+        {"brand": "Beta", "category": "kitchen"},
+        {"brand": "Alpha", "category": "lamps"},
+        {"brand": "Gamma", "category": "garden"},
+    ]
+    target = {"brand": "Delta", "category": "lamps", "price": "mid"}  # "mid" is never named
+    expl = "Recommended because you viewed Alpha Lamp 12: Delta Lamp 3 is another lamps item, from Delta."
+
+    def profiles(explanation: str) -> set[str]:
+        out = set()
+        for seed in range(40):
+            text = copy_text(history, "Delta Lamp 3", explanation, random.Random(seed), attrs, target)
+            head, tail = text.split(" Explanation: ")
+            out.add(head.split("Profile:")[1].strip())
+        return out
+
+    # same category, other brand, as the cited title: the explanation stays true
+    assert profiles(expl) == {"Alpha Lamp 1", "Alpha Lamp 12"}
+    # cites no history event: a title sharing neither named value, so an unrelated profile goes uncited
+    unrelated = "Delta Lamp 3 is a new direction for you: a lamps pick from Delta."
+    assert profiles(unrelated) == {"Beta Kettle 22", "Gamma Rake 5"}
+    text = copy_text(history, "Delta Lamp 3", unrelated, random.Random(0), attrs, target)
+    assert text.endswith(f"Explanation: {unrelated}")
+    # every history item shares a named value: no profile, as without attributes
+    near = [{"brand": "Delta", "category": "garden"}] * 4
+    assert copy_text(history, "Delta Lamp 3", unrelated, random.Random(0), near, target).endswith(
+        f"Profile: Explanation: {unrelated}"
     )
 
 
