@@ -138,7 +138,7 @@ class SellerModel(nn.Module):
     def _title_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Constants from the frozen LLM's input embeddings (no gradient): hist_title_emb [B, L, H] and
         item_title_emb [B, H], the mean over each title's tokens; hist_title_tokens [B, L, P, H], each
-        history title's first P token embeddings (zero past its end; for the title pointer)."""
+        history title's first P token embeddings, right-aligned (for the title pointer)."""
         if "hist_title_ids" not in batch or "item_title_ids" not in batch:
             raise ValueError(
                 "model.title_features=true needs hist_title_ids and item_title_ids in the batch "
