@@ -15,19 +15,9 @@ from seller_dist.model.llm import FrozenLLM, GenerationConfig, resolve_llm_path
 from seller_dist.model.seller import SellerModel
 from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
+from tests.model_helpers import left_pad, pad_left
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
-HIST_KEYS = (
-    "hist_item",
-    "hist_action",
-    "hist_gap",
-    "hist_target_gap",
-    "hist_rating",
-    "hist_mask",
-    "hist_title_ids",
-    "hist_attrs",
-)
-HIST_FILLS = {"hist_title_ids": -1}
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +45,6 @@ def pad_text_right(b: dict[str, torch.Tensor], extra: int, pad: int) -> dict[str
     for k, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", -100), ("soft_mask", False)):
         x = b[k]
         out[k] = torch.cat([x, torch.full((x.shape[0], extra), fill, dtype=x.dtype)], dim=1)
-    return out
-
-
-def pad_left(b: dict[str, torch.Tensor], keys, extra: int, fills: dict) -> dict[str, torch.Tensor]:
-    out = dict(b)
-    for k in keys:
-        x = b[k]
-        pad = torch.full((x.shape[0], extra, *x.shape[2:]), fills.get(k, 0), dtype=x.dtype)
-        out[k] = torch.cat([pad, x], dim=1)
     return out
 
 
@@ -144,7 +125,7 @@ def test_padding_never_changes_the_loss(llm, adapter):
     b = batch(llm)
     base = m(b, moe=moe)["loss"]
     padded = pad_text_right(b, 3, llm.pad_id)
-    padded = pad_left(padded, HIST_KEYS, 4, HIST_FILLS)
+    padded = left_pad(padded, 4)
     out = m(padded, moe=moe)
     torch.testing.assert_close(out["loss"], base, atol=1e-5, rtol=1e-5)
     if adapter != "none":

@@ -14,19 +14,10 @@ from seller_dist.model.moe import DenseAdapter, MoEAdapter, load_balancing_loss
 from seller_dist.model.sequence_encoder import build_history_encoder
 from seller_dist.model.synthetic import TokenIds, synthetic_batch
 from seller_dist.model.vocab import ModelVocab
+from tests.model_helpers import HIST_KEYS, left_pad
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8)
 IDS = TokenIds(vocab_size=100, pad=0, bos=1, eos=2, soft=3)
-HIST_KEYS = (
-    "hist_item",
-    "hist_action",
-    "hist_gap",
-    "hist_target_gap",
-    "hist_rating",
-    "hist_mask",
-    "hist_attrs",
-    "hist_title_ids",
-)
 
 
 def cfg(**kw) -> ModelConfig:
@@ -43,16 +34,6 @@ def encoder(kind: str, seed: int = 0):
     c = cfg(history_encoder=kind)
     emb = torch.nn.Embedding(VOCAB.num_items + 1, c.d_model, padding_idx=0)
     return build_history_encoder(c, emb).eval()
-
-
-def left_pad(b: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
-    """The same histories with `extra` more padding columns on the left."""
-    out = dict(b)
-    for k in HIST_KEYS:
-        x = b[k]
-        fill = -1 if k == "hist_title_ids" else 0
-        out[k] = torch.cat([torch.full((x.shape[0], extra, *x.shape[2:]), fill, dtype=x.dtype), x], dim=1)
-    return out
 
 
 def permute_history(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
