@@ -54,6 +54,19 @@ RAY_LOCAL_STATE="${RAY_LOCAL_STATE:-$ROOT/.cache/ray-local}"
 
 need_venv() { [ -x "$VENV/bin/ray" ] || setup; }
 
+# The token Ray reads: $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token.
+ensure_ray_token() {
+  [ -n "${RAY_AUTH_TOKEN:-}" ] && return 0
+  local f="${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
+  if [ ! -s "$f" ]; then
+    mkdir -p "$(dirname "$f")" || return 1
+    # what Ray's own `ray get-auth-token --generate` writes: 32 random bytes in hex
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$f") || return 1
+    echo "[launch] created a Ray auth token in $f" >&2
+  fi
+  chmod 600 "$f"  # Ray itself writes it world-readable
+}
+
 group_alive() { [ -n "$1" ] && kill -0 -- "-$1" 2>/dev/null; }
 
 local_cluster() {
@@ -69,8 +82,11 @@ local_cluster() {
         return 0
       fi
       mkdir -p "$RAY_LOCAL_STATE"
+      # Token auth on, always: `ray start` without RAY_AUTH_MODE=token starts an UNAUTHENTICATED head, and
+      # with it refuses to start until a token exists: make one on first use (owner-only, never printed)
+      ensure_ray_token || return 1
       # loopback only: without --node-ip-address Ray binds the external interface and its job API runs code
-      RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PATH="$VENV/bin:$PATH" \
+      RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PATH="$VENV/bin:$PATH" \
         setsid "$VENV/bin/ray" start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
         --num-cpus "${RAY_NUM_CPUS:-2}" --port "$port" --dashboard-port "$dash_port" --temp-dir "$temp" \
         --ray-client-server-port "${RAY_CLIENT_PORT:-10001}" \
@@ -94,7 +110,9 @@ local_cluster() {
         return 0
       fi
       kill -TERM -- "-$pgid" 2>/dev/null || true
-      for _ in $(seq 1 40); do group_alive "$pgid" || break; sleep 0.5; done
+      # most of the head exits within a second of TERM; the GCS server and the autoscaler monitor wait
+      # 20 s or more, and a local GCS holds nothing worth that: KILL after the grace period
+      for _ in $(seq 1 $((2 * ${RAY_STOP_GRACE_S:-5}))); do group_alive "$pgid" || break; sleep 0.5; done
       kill -KILL -- "-$pgid" 2>/dev/null || true
       for _ in $(seq 1 20); do group_alive "$pgid" || break; sleep 0.25; done
       rm -f "$pgid_file" "$RAY_LOCAL_STATE/address"
@@ -115,7 +133,7 @@ submit_job() {
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || { echo "usage: ./launch.sh submit -- train --config CONFIG.yaml [--set k=v ...]" >&2; exit 2; }
   need_venv
-  export RAY_AUTH_MODE=token  # Ray 2.60 heads turn token auth on; the token stays in ~/.ray/auth_token
+  export RAY_AUTH_MODE=token  # the head runs with token auth; the token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token
   # `python -m seller_dist.cli` runs the code uploaded with the working dir, not an older installed copy
   exec "$VENV/bin/ray" job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --working-dir . \
     --runtime-env cluster/runtime_env.yaml -- python -m seller_dist.cli "$@"

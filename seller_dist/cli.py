@@ -7,6 +7,7 @@ seller-dist train --config train.yaml [--set key=value ...]   Ray Train + DeepSp
 seller-dist export CHECKPOINT_URL --out DIR                    trainable weights for plain PyTorch
 seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
 seller-dist report RUN_A RUN_B ...                              side-by-side table of evaluated runs
+seller-dist oracles --data DATASET --out DIR                    oracle explanations scored (synthetic)
 seller-dist bench data|train|eval ...                           throughput benchmarks
 seller-dist demo                                                the README's end-to-end run
 """
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
     "eval": ("seller_dist.eval.job", "generate on Ray workers, score text quality, grounding, utility"),
+    "oracles": ("seller_dist.eval.oracles", "oracle explanations scored: what each metric can reward"),
     "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
 }
 

@@ -421,6 +421,7 @@ class SimulatorConfig:
     """Utility protocol 2: a learned user simulator trained on a split the explainer never saw."""
 
     enabled: bool = True
+    learned: bool = True  # false: only the exact simulator (synthetic), no simulator training
     train_split: str = "valid"  # the explainer trains on `train`; the simulator learns from this split
     holdout_fraction: float = 0.25  # users of train_split kept out of simulator training to measure its AUC
     negatives_per_positive: int = 1

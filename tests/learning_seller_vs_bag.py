@@ -83,17 +83,20 @@ def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str
         part = gen.run("test", plan_batches(gen.manifest, "test", 16))
         url = str(root / f"generations-{tag}-{name}.jsonl")
         write_generations(url, part.generations)
-        cfg = load_config(EvalConfig, None, ["text.bertscore=false", "simulator.enabled=false"])
+        cfg = load_config(EvalConfig, None, ["text.bertscore=false", "simulator.learned=false"])
         r = score_generations(url, str(data), cfg, encoder=shared_encoder())
         g, ret = r["grounding"], r["retrieval"]["generated"]
+        exact = r["simulator"]["exact"]["acceptance"]
         summary[name] = {
             "cites_history": g["generated"]["cites_history"]["mean"],
             "cites_reference_event": g["generated"]["cites_reference_event"]["mean"],
             "attention_top_is_cited": g.get("attention_top_is_cited", {}).get("mean"),
             "mrr": ret["mrr"]["mean"],
             "hr@10": ret["hr@10"]["mean"],
+            "exact_acceptance": exact["generated"]["mean"],  # the generator's own user, docs/evaluation.md
         }
         summary["reference_mrr"] = r["retrieval"]["reference"]["mrr"]["mean"]  # the same for both
+        summary["reference_exact_acceptance"] = exact["reference"]["mean"]
     with open(root / "summaries.jsonl", "a") as f:
         f.write(json.dumps(summary) + "\n")
     return summary

@@ -227,16 +227,23 @@ def _recency(gap_s: int) -> str:
     return "a while ago"
 
 
+def relation_to(event: RawEvent, target: RawEvent, catalog: Catalog) -> str:
+    """How a history event relates to the target: category+brand | category | brand | none."""
+    tattrs, a = catalog[target.item_id].attributes, catalog[event.item_id].attributes
+    same_cat = a.get("category") == tattrs.get("category")
+    same_brand = a.get("brand") == tattrs.get("brand")
+    if same_cat and same_brand:
+        return "category+brand"
+    return "category" if same_cat else "brand" if same_brand else "none"
+
+
 def most_recent_related(history: list[RawEvent], target: RawEvent, catalog: Catalog) -> tuple[int, str]:
     """(index in history, relation) of the most recent event sharing the target's category or brand;
     (-1, "none") when there is none. This is the ground truth the reference cites."""
-    tattrs = catalog[target.item_id].attributes
     for i in range(len(history) - 1, -1, -1):
-        a = catalog[history[i].item_id].attributes
-        same_cat = a.get("category") == tattrs.get("category")
-        same_brand = a.get("brand") == tattrs.get("brand")
-        if same_cat or same_brand:
-            return i, "category+brand" if same_cat and same_brand else "category" if same_cat else "brand"
+        relation = relation_to(history[i], target, catalog)
+        if relation != "none":
+            return i, relation
     return -1, "none"
 
 
@@ -244,10 +251,19 @@ def order_dependent_explanation(
     history: list[RawEvent], target: RawEvent, catalog: Catalog
 ) -> tuple[str, dict[str, Any]]:
     """Reference that names the most recent related history event, how (action) and when (gap)."""
+    return explanation_citing(history, target, catalog, most_recent_related(history, target, catalog)[0])
+
+
+def explanation_citing(
+    history: list[RawEvent], target: RawEvent, catalog: Catalog, i: int
+) -> tuple[str, dict[str, Any]]:
+    """The reference template citing history event i (-1: none, the "new direction" wording), worded
+    for that event's own relation to the target. The reference cites the most recent related event;
+    oracles (seller_dist.eval.oracles) cite others to measure what a metric rewards."""
     tgt = catalog[target.item_id]
     cat, brand = tgt.attributes.get("category", ""), tgt.attributes.get("brand", "")
-    i, relation = most_recent_related(history, target, catalog)
-    if i < 0:
+    relation = relation_to(history[i], target, catalog) if i >= 0 else "none"
+    if relation == "none":
         text = (
             f"{tgt.title} is a new direction for you: a {tgt.attributes.get('price_bucket', '')} "
             f"{cat} pick from {brand} that matches your current taste."

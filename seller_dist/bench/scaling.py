@@ -12,7 +12,7 @@ Per GPU and micro-batch (b sequences of s tokens, frozen LLM of N_f parameters, 
   gathers  = passes * N_f * p * (G-1)/G bytes received: ZeRO-3 gathers every frozen layer in the
              forward and again for the backward (activation gradients need the weights); there is
              no gradient reduce-scatter for frozen weights
-  all2all  = 2 (dispatch+combine) * 2 (fwd+bwd) * b*K*top_k * (d_adapter + H) * 4 bytes * (ep-1)/ep
+  all2all  = 2 (dispatch+combine) * 2 (fwd+bwd) * b*A*top_k * (d_adapter + H) * 4 bytes * (ep-1)/ep
   grads    = dense trainable gradients reduce-scattered + updated weights gathered: 2 * N_t * 4 bytes
   step     = compute + comm - overlap * min(compute, comm)
 Layouts of the frozen LLM: "zero3" (partitioned over all G GPUs: both passes over the slowest link),
@@ -49,7 +49,7 @@ class Workload:
     micro_batch: int = 8  # sequences per GPU per micro-batch
     grad_accum: int = 1
     trainable_params: float = 30e6  # N_t: encoders + fusion + router + experts (SELLER adapter)
-    soft_tokens: int = 4  # K
+    routed_tokens: int = 3  # A: adapter positions through the experts (num_soft_tokens 8 - pointer_tokens 5)
     top_k: int = 2
     adapter_dim: int = 256  # d_model of the adapter (the MoE input)
     ep_size: int = 8
@@ -118,7 +118,7 @@ def step_cost(llm: LLMSpec, w: Workload, c: ClusterSpec, layout: str = "zero3") 
     }[layout] / 1e9
 
     ep = min(w.ep_size, g)
-    rows = w.micro_batch * w.soft_tokens * w.top_k * w.grad_accum
+    rows = w.micro_batch * w.routed_tokens * w.top_k * w.grad_accum
     a2a_b = 2 * 2 * rows * (w.adapter_dim + llm.hidden) * 4 * (ep - 1) / ep if ep > 1 else 0.0
     a2a_bw = fast_bw if ep <= c.gpus_per_node else slow_bw
     grad_b = 2.0 * w.trainable_params * 4 * (g - 1) / g if g > 1 else 0.0

@@ -87,6 +87,18 @@ def attention_example(gens: Sequence[Generation], records: Sequence[ExampleRecor
     return None
 
 
+def text_encoder(cfg: EvalConfig) -> Any:
+    """The sentence encoder every text-embedding metric uses (cfg.encoder_path on cfg.encoder_device)."""
+    from seller_dist.eval.encoder import TextEncoder
+
+    device = cfg.encoder_device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return TextEncoder(cfg.encoder_path, device)
+
+
 def score_generations(
     generations_url: str, dataset_root: str, cfg: EvalConfig | None = None, encoder: Any = None
 ) -> dict[str, Any]:
@@ -109,15 +121,7 @@ def score_generations(
         )
     records = align(gens, load_split(manifest, cfg.split, cfg), generations_url)
     catalog = ItemCatalog.load(manifest.root, manifest, cfg.storage)
-    if encoder is None:
-        from seller_dist.eval.encoder import TextEncoder
-
-        device = cfg.encoder_device
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        encoder = TextEncoder(cfg.encoder_path, device)
+    encoder = encoder or text_encoder(cfg)
     generated = [g.generated for g in gens]
     references = [g.reference for g in gens]
     has_aspects = any(r.aspects for r in records)
@@ -158,7 +162,9 @@ def score_generations(
     sc = cfg.simulator
     if sc.enabled:
         splits = manifest.data.get("splits", {})
-        if splits.get(sc.train_split, {}).get("count", 0) > 0:
+        if not sc.learned:
+            sim["learned_skipped"] = "simulator.learned=false"
+        elif splits.get(sc.train_split, {}).get("count", 0) > 0:
             sim_records = load_split(manifest, sc.train_split, cfg, limit=sc.max_train_examples)
             sim["learned"] = simulator.learned_simulation(
                 sim_records,

@@ -1,13 +1,18 @@
 """`./launch.sh local-cluster up`, `submit`, `down` against a real local Ray head: the head listens on
-loopback only, a submitted job runs seller-dist on a real dataset and succeeds, and `down` leaves no
-process of that cluster behind (stopped by its recorded session, never by `ray stop`)."""
+loopback only and has token authentication on (a fresh machine has no token: `up` creates one,
+owner-only, and the job API refuses a request without it), a submitted job runs seller-dist on a real
+dataset and succeeds, and `down` leaves no process of that cluster behind (stopped by its recorded
+session, never by `ray stop`)."""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,8 +63,10 @@ def test_local_cluster_up_submit_down(tmp_path):
         "RAY_NUM_CPUS": "1",
         "RAY_ADDRESS": f"http://127.0.0.1:{dash}",
         "OMP_NUM_THREADS": "1",
+        "RAY_AUTH_TOKEN_PATH": str(tmp_path / "ray-token"),  # none yet: as on a fresh machine
     }
     env.pop("RAY_AUTH_MODE", None)  # launch.sh must export it itself
+    env.pop("RAY_AUTH_TOKEN", None)
 
     def launch(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -77,6 +84,18 @@ def test_local_cluster_up_submit_down(tmp_path):
         # dashboard (job API) and GCS listen on loopback only
         assert listening_addresses(dash) and listening_addresses(dash) <= LOOPBACK
         assert listening_addresses(port) and listening_addresses(port) <= LOOPBACK
+        # token auth: the job API refuses a request without the token, accepts one with it
+        token = tmp_path / "ray-token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        assert "Token authentication is disabled" not in (tmp_path / "state" / "start.log").read_text()
+        jobs = f"http://127.0.0.1:{dash}/api/jobs/"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(jobs, timeout=10)
+        assert refused.value.code == 401
+        authorized = urllib.request.Request(
+            jobs, headers={"Authorization": f"Bearer {token.read_text().strip()}"}
+        )
+        assert urllib.request.urlopen(authorized, timeout=10).status == 200
 
         status = launch("local-cluster", "status")
         assert status.returncode == 0, status.stderr[-2000:]

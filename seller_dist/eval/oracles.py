@@ -1,0 +1,159 @@
+"""Oracle explainers on the synthetic source: how much CAN a metric reward reading the history's order?
+
+The synthetic reference cites the most recent history event sharing the target's category or brand
+(data_prep/sources/synthetic.py). An explainer that reads the history as a bag cannot know which
+related event that is; at best it cites ANOTHER related event, worded correctly for that event. Each
+policy below writes, for every record of a split, the reference template citing the event it picks,
+so a metric can be measured on perfect explanations before any model is trained: where the
+order-free oracles score as well as the reference, no trained sequence-aware model can be expected to
+beat an order-free one on that metric (docs/evaluation.md, "Headroom for order").
+
+  reference       the most recent related event: reproduces every record's reference (checked)
+  random_related  a related event drawn uniformly: an order-free explainer's blind guess
+  max_match       the related event sharing the most attributes with the target (the target item
+                  itself first), ties drawn: what an order-free attention over attribute matches finds
+  oldest_related  the least recent related event
+  no_history      cites nothing: the "new direction" wording, which names the target
+
+    seller-dist oracles --data DATASET --out DIR [--policies reference,max_match] [--set key=value ...]
+
+writes DIR/<policy>/generations.jsonl and the eval report of each, then prints them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from data_prep.examples import Catalog, CatalogItem
+from data_prep.sources.base import RawEvent
+from data_prep.sources.synthetic import explanation_citing, most_recent_related, relation_to
+from seller_dist import storage
+from seller_dist.config import EvalConfig
+from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.schema import ExampleRecord
+from seller_dist.data.shards import Manifest
+from seller_dist.eval.generations import Generation, SupportingEvent
+
+# policy -> (history, target, catalog, rng) -> index of the cited history event (-1: none)
+Picker = Callable[[list[RawEvent], RawEvent, Catalog, random.Random], int]
+
+
+def _related(history: list[RawEvent], target: RawEvent, catalog: Catalog) -> list[int]:
+    return [i for i, e in enumerate(history) if relation_to(e, target, catalog) != "none"]
+
+
+def _max_match(history: list[RawEvent], target: RawEvent, catalog: Catalog, rng: random.Random) -> int:
+    related = _related(history, target, catalog)
+    if not related:
+        return -1
+    tattrs = catalog[target.item_id].attributes
+
+    def score(i: int) -> int:
+        a = catalog[history[i].item_id].attributes
+        return 100 * (history[i].item_id == target.item_id) + sum(a.get(k) == v for k, v in tattrs.items())
+
+    best = max(score(i) for i in related)
+    return rng.choice([i for i in related if score(i) == best])
+
+
+POLICIES: dict[str, Picker] = {
+    "reference": lambda h, t, c, rng: most_recent_related(h, t, c)[0],
+    "random_related": lambda h, t, c, rng: rng.choice(r) if (r := _related(h, t, c)) else -1,
+    "max_match": _max_match,
+    "oldest_related": lambda h, t, c, rng: r[0] if (r := _related(h, t, c)) else -1,
+    "no_history": lambda h, t, c, rng: -1,
+}
+
+
+def template_catalog(catalog: ItemCatalog) -> Catalog:
+    """The prepared item catalog in the form the synthetic template reads."""
+    cat = Catalog()
+    for idx in range(1, catalog.num_items + 1):
+        iid = catalog.item_ids[idx]
+        cat.items[iid] = CatalogItem(iid, idx, catalog.titles[idx], dict(catalog.attributes[idx]))
+    return cat
+
+
+def oracle_generations(
+    records: Sequence[ExampleRecord], catalog: Catalog, policy: str, seed: int = 0
+) -> list[Generation]:
+    """One Generation per record whose text is the synthetic template citing the policy's pick. Its
+    one supporting event is that pick (weight 1), so attention_top_is_cited scores the pick itself."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown oracle policy '{policy}': choose from {sorted(POLICIES)}")
+    pick = POLICIES[policy]
+    out = []
+    for r in records:
+        history = [RawEvent(r.user_id, e.item_id, e.timestamp, e.action, e.rating) for e in r.history]
+        target = RawEvent(r.user_id, r.item_id, r.timestamp, r.action, r.rating)
+        rng = random.Random(seed * 1_000_003 + zlib.crc32(r.key.encode()))
+        i = pick(history, target, catalog, rng)
+        text, meta = explanation_citing(history, target, catalog, i)
+        if policy == "reference" and text != r.explanation:
+            raise ValueError(
+                f"record {r.key}: the synthetic template does not reproduce its reference explanation "
+                f"(field 'explanation'): the dataset was not prepared by this version of the synthetic "
+                f"source\n  record:   {r.explanation!r}\n  template: {text!r}"
+            )
+        events = []
+        if i >= 0:
+            e = r.history[i]
+            events = [SupportingEvent(meta["cited_offset"], e.item_id, e.title, 1.0)]
+        out.append(Generation(r.key, r.user_id, r.item_id, r.explanation, text, events, r.meta, policy))
+    return out
+
+
+def run_oracles(
+    cfg: EvalConfig, out: str, policies: Sequence[str], seed: int = 0, encoder: Any = None
+) -> dict[str, dict[str, Any]]:
+    """Write and score each policy's generations under out/<policy>; returns the results by policy."""
+    from seller_dist.eval.generations import write_generations
+    from seller_dist.eval.report import write_report
+    from seller_dist.eval.scoring import load_split, score_generations, text_encoder
+
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown oracle policies {unknown}: choose from {sorted(POLICIES)}")
+    manifest = Manifest.load(cfg.data, cfg.storage)
+    source = (manifest.data.get("source") or {}).get("name")
+    if source != "synthetic":
+        raise ValueError(
+            f"{manifest.root}: oracles need the synthetic source's template; this dataset was prepared "
+            f"from source '{source}'"
+        )
+    records = load_split(manifest, cfg.split, cfg)
+    catalog = template_catalog(ItemCatalog.load(manifest.root, manifest, cfg.storage))
+    encoder = encoder or text_encoder(cfg)
+    results = {}
+    for policy in policies:
+        url = storage.join(out, policy, "generations.jsonl")
+        write_generations(url, oracle_generations(records, catalog, policy, seed), cfg.storage)
+        results[policy] = score_generations(url, cfg.data, cfg, encoder=encoder)
+        write_report(results[policy], storage.join(out, policy), storage_cfg=cfg.storage)
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seller_dist.config_loader import add_override_argument
+
+    p.add_argument("--data", required=True, help="a dataset prepared from the synthetic source")
+    p.add_argument("--out", required=True, help="folder for <policy>/generations.jsonl and reports")
+    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of {list(POLICIES)}")
+    p.add_argument("--seed", type=int, default=0, help="draws of random_related and max_match ties")
+    p.add_argument("--config", default=None, help="eval YAML (EvalConfig) for the scoring options")
+    add_override_argument(p, "--set text.bertscore=false --set simulator.learned=false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seller_dist.config_loader import load_config
+    from seller_dist.eval.report import comparison_table
+
+    cfg = load_config(EvalConfig, args.config, [*args.overrides, f"data={args.data}"])
+    policies = [p for p in args.policies.split(",") if p]
+    run_oracles(cfg, args.out, policies, args.seed)
+    print(comparison_table([storage.join(args.out, p) for p in policies]))
+    return 0
