@@ -512,7 +512,7 @@ class EvalConfig:
     # agree on every key given (guards against scoring the wrong run); with checkpoint=zero-shot they
     # define the model (adapter none)
     expect_model: dict[str, Any] = field(default_factory=dict)
-    limit: int = 0  # 0 = the whole split; else the first `limit` examples in key order
+    limit: int = 0  # 0 = the whole split; else the first `limit` examples in shard order
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     workers: EvalWorkersConfig = field(default_factory=EvalWorkersConfig)
     encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package

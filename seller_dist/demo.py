@@ -6,7 +6,9 @@ check that every record arrived exactly once with equal batch counts per rank; b
 on the dataset's text (no hub here); train SELLER and the order-free `bag` baseline with Ray Train +
 DeepSpeed ZeRO-3 on 2 CPU workers (experts split over both) with the packaged train config; export
 SELLER's trainable weights; evaluate SELLER, `bag` and the no-adapter LLM (`zero-shot`) with the
-Ray eval job; print the side-by-side table. `--stages data` stops after the stream check.
+Ray eval job; score two oracles beside them (perfect explanations citing the most recent related
+event, and the best order-free ones: what each metric can reward, seller_dist/eval/oracles.py);
+print the side-by-side table. `--stages data` stops after the stream check.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from seller_dist.config_loader import load_config
 
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800
+ORACLES = ("reference", "max_match")  # the perfect sequence-aware and the best order-free explanations
 
 
 def default_prep_config_path() -> Path:
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from data_prep.pipeline import run_prep
 
-    n_stages = 2 if args.stages == "data" else 7
+    n_stages = 2 if args.stages == "data" else 8
     print(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
@@ -145,17 +148,18 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
 
 
 def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
-    """Stages 3-7: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
+    """Stages 3-8: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
     export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
-    workers each; print the side-by-side table."""
+    workers each; score the oracles; print the side-by-side table."""
     from seller_dist.cli import main as cli_main
     from seller_dist.config import EvalConfig
     from seller_dist.eval.job import ZERO_SHOT, evaluate
+    from seller_dist.eval.oracles import run_oracles
     from seller_dist.eval.report import comparison_table
     from seller_dist.train.export import export
 
     llm_dir = str(Path(args.out) / "llm")
-    print(f"[demo] 3/7 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+    print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
     boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", str(args.bootstrap_steps)]
     boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "1.0", "--max-len", "256"]
     if cli_main(boot) != 0:
@@ -164,7 +168,7 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     checkpoints = {}
     for i, (name, encoder) in enumerate(SYSTEMS):
         print(
-            f"[demo] {4 + i}/7 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, ZeRO-3, "
+            f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, ZeRO-3, "
             f"ep_size 2, {args.train_steps} steps"
         )
         checkpoints[name] = train_system(args, data_url, llm_dir, name, encoder)
@@ -175,7 +179,7 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
 
     reports = []
     print(
-        f"[demo] 6/7 evaluate seller, bag and the no-adapter LLM on the test split with {args.eval_workers} Ray workers"
+        f"[demo] 6/8 evaluate seller, bag and the no-adapter LLM on the test split with {args.eval_workers} Ray workers"
     )
     for name, ckpt in [*checkpoints.items(), ("none", ZERO_SHOT)]:
         out = storage.join(args.out, "eval", name)
@@ -192,5 +196,10 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
         ]
         evaluate(load_config(EvalConfig, None, overrides))
         reports.append(out)
-    print("[demo] 7/7 side by side (mean ± std over test examples; docs/evaluation.md)")
+    print("[demo] 7/8 score oracle explanations: the reference and the best order-free citation")
+    oracle_overrides = [f"data={data_url}", f"wandb_dir={storage.join(args.out, 'wandb')}"]
+    oracle_overrides += [*([f"limit={args.eval_limit}"] if args.eval_limit else []), *args.eval_overrides]
+    run_oracles(load_config(EvalConfig, None, oracle_overrides), storage.join(args.out, "eval"), ORACLES)
+    reports += [storage.join(args.out, "eval", f"oracle-{p}") for p in ORACLES]
+    print("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))

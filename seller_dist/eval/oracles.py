@@ -17,7 +17,8 @@ beat an order-free one on that metric (docs/evaluation.md, "Headroom for order")
 
     seller-dist oracles --data DATASET --out DIR [--policies reference,max_match] [--set key=value ...]
 
-writes DIR/<policy>/generations.jsonl and the eval report of each, then prints them side by side.
+writes DIR/oracle-<policy>/generations.jsonl (system "oracle-<policy>") and the eval report of each,
+then prints them side by side; `seller-dist report` reads those folders like any evaluated run.
 """
 
 from __future__ import annotations
@@ -103,14 +104,17 @@ def oracle_generations(
         if i >= 0:
             e = r.history[i]
             events = [SupportingEvent(meta["cited_offset"], e.item_id, e.title, 1.0)]
-        out.append(Generation(r.key, r.user_id, r.item_id, r.explanation, text, events, r.meta, policy))
+        out.append(
+            Generation(r.key, r.user_id, r.item_id, r.explanation, text, events, r.meta, f"oracle-{policy}")
+        )
     return out
 
 
 def run_oracles(
     cfg: EvalConfig, out: str, policies: Sequence[str], seed: int = 0, encoder: Any = None
 ) -> dict[str, dict[str, Any]]:
-    """Write and score each policy's generations under out/<policy>; returns the results by policy."""
+    """Write and score each policy's generations under out/oracle-<policy> (the first cfg.limit records
+    of the split when it is set, as the eval job does); returns the results by policy."""
     from seller_dist.eval.generations import write_generations
     from seller_dist.eval.report import write_report
     from seller_dist.eval.scoring import load_split, score_generations, text_encoder
@@ -125,15 +129,15 @@ def run_oracles(
             f"{manifest.root}: oracles need the synthetic source's template; this dataset was prepared "
             f"from source '{source}'"
         )
-    records = load_split(manifest, cfg.split, cfg)
+    records = load_split(manifest, cfg.split, cfg, limit=cfg.limit or None)
     catalog = template_catalog(ItemCatalog.load(manifest.root, manifest, cfg.storage))
     encoder = encoder or text_encoder(cfg)
     results = {}
     for policy in policies:
-        url = storage.join(out, policy, "generations.jsonl")
+        url = storage.join(out, f"oracle-{policy}", "generations.jsonl")
         write_generations(url, oracle_generations(records, catalog, policy, seed), cfg.storage)
         results[policy] = score_generations(url, cfg.data, cfg, encoder=encoder)
-        write_report(results[policy], storage.join(out, policy), storage_cfg=cfg.storage)
+        write_report(results[policy], storage.join(out, f"oracle-{policy}"), storage_cfg=cfg.storage)
     return results
 
 
@@ -141,7 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from seller_dist.config_loader import add_override_argument
 
     p.add_argument("--data", required=True, help="a dataset prepared from the synthetic source")
-    p.add_argument("--out", required=True, help="folder for <policy>/generations.jsonl and reports")
+    p.add_argument("--out", required=True, help="folder for oracle-<policy>/generations.jsonl and reports")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of {list(POLICIES)}")
     p.add_argument("--seed", type=int, default=0, help="draws of random_related and max_match ties")
     p.add_argument("--config", default=None, help="eval YAML (EvalConfig) for the scoring options")
@@ -155,5 +159,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(EvalConfig, args.config, [*args.overrides, f"data={args.data}"])
     policies = [p for p in args.policies.split(",") if p]
     run_oracles(cfg, args.out, policies, args.seed)
-    print(comparison_table([storage.join(args.out, p) for p in policies]))
+    print(comparison_table([storage.join(args.out, f"oracle-{p}") for p in policies]))
     return 0

@@ -49,13 +49,14 @@ def mean(results: dict, *path: str) -> float:
 
 def test_reference_oracle_reproduces_every_reference_and_grounds_perfectly(packaged):
     _, out, results = packaged
-    lines = [json.loads(x) for x in (out / "reference" / "generations.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / "oracle-reference" / "generations.jsonl").read_text().splitlines()]
     assert len(lines) == 300 and all(g["generated"] == g["reference"] for g in lines)
+    assert {g["system"] for g in lines} == {"oracle-reference"}
     r = results["reference"]
     assert mean(r, "text", "bleu4") == pytest.approx(100.0)
     assert mean(r, "grounding", "generated", "cites_reference_event") == 1.0
     assert mean(r, "grounding", "attention_top_is_cited") == 1.0
-    assert (out / "reference" / "report.json").exists()
+    assert (out / "oracle-reference" / "report.json").exists()
 
 
 def test_order_free_oracles_cite_other_events_worded_for_them(packaged):
