@@ -107,3 +107,18 @@ def test_errors_name_the_policy_the_source_and_the_record(packaged, tmp_path):
     (other / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="oracles need the synthetic source's template; .* source 'yelp'"):
         oracles.run_oracles(dataclasses.replace(cfg, data=str(other)), str(tmp_path / "o"), ["reference"])
+
+
+def test_cli_prints_the_oracles_side_by_side_on_the_first_limit_records(packaged, tmp_path, capsys):
+    from seller_dist.cli import main
+
+    data, _, _ = packaged
+    out = tmp_path / "cli"
+    argv = ["oracles", "--data", data, "--out", str(out), "--policies", "reference,no_history"]
+    argv += ["--set", "text.bertscore=false", "--set", "simulator.learned=false", "--set", "limit=20"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| metric | oracle-reference (oracle-reference) | oracle-no_history (oracle-no_history) |" in table
+    assert "| retrieval/generated/mrr |" in table
+    for policy in ("reference", "no_history"):
+        assert len((out / f"oracle-{policy}" / "generations.jsonl").read_text().splitlines()) == 20
