@@ -42,18 +42,26 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.sentence_model.get_embedding_dimension())
 
-    def sentences(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def sentences(self, texts: Sequence[str], batch_size: int = 64, cached: bool = True) -> np.ndarray:
         """(n, 384) float32, mean pooled and L2-normalized exactly like the catalog's item vectors.
-        Each distinct text is encoded once per encoder (a text's vector does not depend on its batch
-        beyond float rounding)."""
+        Each distinct text is encoded once per encoder. A text's vector depends on its batch only by
+        float rounding, and which batch a cached text came from depends on what was encoded before:
+        `cached=False` encodes exactly these texts (distinct, sorted) and leaves the cache alone, so
+        the result depends on `texts` alone (the learned simulator's training inputs)."""
         from data_prep.embed import embed_texts
 
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        if not cached:
+            distinct = sorted(set(texts))
+            own = dict(
+                zip(distinct, embed_texts(distinct, batch_size, encoder=self.sentence_model), strict=True)
+            )
+            return np.stack([own[t] for t in texts])
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
             vecs = embed_texts(missing, batch_size, encoder=self.sentence_model)
             self._cache.update(zip(missing, vecs, strict=True))
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
         return np.stack([self._cache[t] for t in texts])
 
     @torch.no_grad()

@@ -162,10 +162,12 @@ def learned_simulation(
         raise ValueError(
             "simulator: the hold-out split left no training or no hold-out users; change holdout_fraction"
         )
-    generic_vec = encoder.sentences([generic], batch_size)[0]
+    # cached=False: the simulator's inputs must not depend on what this encoder scored before, so that
+    # every system scored against the dataset is judged by the same simulator, bit for bit
+    generic_vec = encoder.sentences([generic], batch_size, cached=False)[0]
 
     def build(recs: list[ExampleRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        refs = encoder.sentences([r.explanation for r in recs], batch_size)
+        refs = encoder.sentences([r.explanation for r in recs], batch_size, cached=False)
         return simulator_examples(recs, item_vecs, refs, generic_vec, cfg.negatives_per_positive, cfg.seed)
 
     x, y, _ = build(train)
