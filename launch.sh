@@ -20,6 +20,11 @@ export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.cache/torch_extensio
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export WANDB_MODE="${WANDB_MODE:-offline}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# Every Ray that these commands start or join uses token auth: a local Ray a driver starts for itself
+# too (Ray reads RAY_AUTH_MODE when it is imported, so it must be set before Python starts). The token
+# is created owner-only on first use (ensure_ray_token); RAY_AUTH_MODE=disabled set by you is kept.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # with Ray's node IP 127.0.0.1: a local Ray on loopback only
 
 stamp_of() { sha256sum "$ROOT/pyproject.toml" | cut -c1-16; }
 
@@ -61,11 +66,13 @@ ensure_ray_token() {
   if [ ! -s "$f" ]; then
     mkdir -p "$(dirname "$f")" || return 1
     # what Ray's own `ray get-auth-token --generate` writes: 32 random bytes in hex
-    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$f") || return 1
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f") || return 1
     echo "[launch] created a Ray auth token in $f" >&2
   fi
   chmod 600 "$f"  # Ray itself writes it world-readable
 }
+
+ray_auth() { [ "$RAY_AUTH_MODE" != token ] || ensure_ray_token || exit 1; }
 
 group_alive() { [ -n "$1" ] && kill -0 -- "-$1" 2>/dev/null; }
 
@@ -143,11 +150,11 @@ cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup ;;
-  demo) setup; exec "$VENV/bin/seller-dist" demo "$@" ;;
-  test) setup; exec "$PY" -m pytest -q tests "$@" ;;
-  test-fast) setup; exec "$PY" -m pytest -q -m "not slow" tests "$@" ;;
+  demo) setup; ray_auth; exec "$VENV/bin/seller-dist" demo "$@" ;;
+  test) setup; ray_auth; exec "$PY" -m pytest -q tests "$@" ;;
+  test-fast) setup; ray_auth; exec "$PY" -m pytest -q -m "not slow" tests "$@" ;;
   lint) setup; exec "$VENV/bin/ruff" check seller_dist data_prep tests ;;
-  cli) setup; exec "$VENV/bin/seller-dist" "$@" ;;
+  cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;
   local-cluster) local_cluster "$@" ;;
   help|-h|--help) sed -n '2,10p' "$0" ;;

@@ -174,17 +174,13 @@ def _ensure_ray(cfg: PrepConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
-    else:
-        project_root = str(Path(__file__).resolve().parent.parent)
-        ray.init(
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            runtime_env={"env_vars": {"PYTHONPATH": project_root, "OMP_NUM_THREADS": "1"}},
-        )
+    from seller_dist.ray_cluster import init_ray
+
+    project_root = str(Path(__file__).resolve().parent.parent)
+    runtime_env = (
+        {} if cfg.ray_address else {"env_vars": {"PYTHONPATH": project_root, "OMP_NUM_THREADS": "1"}}
+    )
+    init_ray(cfg.ray_address, os.cpu_count() or 2, **({"runtime_env": runtime_env} if runtime_env else {}))
     return True
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 # subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
@@ -36,7 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from seller_dist.ray_cluster import prepare_ray_environment
+
+    prepare_ray_environment()  # before any subcommand module imports ray (seller_dist/ray_cluster.py)
     parser = argparse.ArgumentParser(prog="seller-dist", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
