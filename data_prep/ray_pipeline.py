@@ -177,10 +177,8 @@ def _ensure_ray(cfg: PrepConfig) -> bool:
     from seller_dist.ray_cluster import init_ray
 
     project_root = str(Path(__file__).resolve().parent.parent)
-    runtime_env = (
-        {} if cfg.ray_address else {"env_vars": {"PYTHONPATH": project_root, "OMP_NUM_THREADS": "1"}}
-    )
-    init_ray(cfg.ray_address, os.cpu_count() or 2, **({"runtime_env": runtime_env} if runtime_env else {}))
+    local = {"runtime_env": {"env_vars": {"PYTHONPATH": project_root, "OMP_NUM_THREADS": "1"}}}
+    init_ray(cfg.ray_address, os.cpu_count() or 2, **({} if cfg.ray_address else local))
     return True
 
 

@@ -5,9 +5,9 @@ runs code) and token auth on. Used by every Ray driver (training, evaluation, be
 Ray reads its environment when it is IMPORTED: a local Ray binds the machine's external interface
 (GCS on [::], agents on the host's address) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set
 before `import ray`, and RAY_AUTH_MODE likewise (token auth: `ray.init` defaults to it, `ray start`
-does not). The seller-dist CLI
-(and tests/conftest.py, and launch.sh) call `prepare_ray_environment()` before anything imports ray;
-`init_ray` checks the result and refuses a local Ray that is not on loopback.
+does not). The seller-dist CLI and tests/__init__.py call `prepare_ray_environment()` before anything
+imports ray, and launch.sh exports the same variables; `init_ray` checks the result and refuses a
+local Ray that is not on loopback.
 """
 
 from __future__ import annotations
