@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
+import os
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,50 +25,41 @@ from typing import Any
 from tqdm import tqdm
 
 import seller_dist
-from data_prep.examples import Catalog, CutParams, Explainer, cut_user_examples, encode_record
-from data_prep.report import BadRecordReport, TooManyBadRecords
-from data_prep.sources import Source, get_source
-from data_prep.sources.base import RawEvent
+from data_prep.examples import Catalog, CutParams, Explainer, cut_user_payloads
+from data_prep.partitions import (
+    PartitionSpill,
+    SpilledPartition,
+    events_by_user,
+    iter_partition_batches,
+    read_partition,
+    seq_of,
+)
+from data_prep.report import BadRecordReport, OrderedSamples
+from data_prep.sources import SOURCE_CLASSES, Source, get_source
+from data_prep.sources.base import RawEvent, RawItem
+from data_prep.vocab import ParentVocab, lineage_entry, parent_of
 from seller_dist import storage
 from seller_dist.config import PrepConfig
 from seller_dist.config_loader import add_override_argument, load_config
 from seller_dist.data import shards
 from seller_dist.data.schema import ACTIONS, SPLITS, ExampleRecord, ItemRecord
+from seller_dist.errors import UserError
+from seller_dist.version import code_version  # also `seller-dist --version`
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "prep_report.json"
 OUTPUT_PARTS = (*SPLITS, "items", REPORT_NAME)  # what prep writes under the output (and may delete)
 DEFAULT_CONFIG = Path(seller_dist.__file__).resolve().parent / "configs" / "prep_synthetic.yaml"
-EARLY_CHECK_EVERY = 50_000  # streaming: re-check the error rate every this many input records
+EARLY_CHECK_EVERY = 50_000  # re-check the error rate every this many input records
+MAX_RESPLIT_DEPTH = 4  # a partition still over partition_max_events after this is one user's events
 
 
-class PrepError(RuntimeError):
+class PrepError(UserError, RuntimeError):
     """A prep run that cannot start or finish; the message says what to change."""
 
 
 # -------------------------------------------------------------------------------------- helpers
-def code_version() -> str:
-    """seller-dist version + git commit (when run from a checkout) for the manifest."""
-    try:
-        from importlib.metadata import version
-
-        ver = version("seller-dist")
-    except Exception:
-        ver = "0.1.0"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except Exception:
-        commit = ""
-    return f"{ver}+{commit}" if commit else ver
-
-
 def source_options(cfg: PrepConfig) -> dict[str, Any]:
     """Options handed to the source; the generic events source also gets the column mapping."""
     opts = dict(cfg.source_options)
@@ -194,11 +186,12 @@ class SplitWriters:
         }
         self.stats = ExampleStats()
 
-    def write_user(self, records: list[ExampleRecord]) -> None:
+    def write_user(self, records: list[tuple[ExampleRecord, bytes]]) -> None:
+        """One user's (record, payload) pairs (data_prep.examples.cut_user_payloads)."""
         if records:
             self.stats.users_with_examples += 1
-        for rec in records:
-            self.writers[rec.split].write({"__key__": rec.key, "json": encode_record(rec)})
+        for rec, payload in records:
+            self.writers[rec.split].write({"__key__": rec.key, "json": payload})
             self.stats.add(rec)
 
     def close(self) -> dict[str, list[shards.ShardInfo]]:
@@ -215,6 +208,7 @@ def finish_manifest(
     num_users: int,
     stats: dict[str, Any],
     report: BadRecordReport,
+    parent: ParentVocab | None = None,
 ) -> dict[str, Any]:
     """prep_report.json, then manifest.json LAST (the publish marker)."""
     manifest = shards.new_manifest(source.describe(), code_version())
@@ -227,6 +221,8 @@ def finish_manifest(
     manifest["items"] = items_entry
     manifest["vocab"] = dataset_vocab(catalog, num_users, cfg.max_history)
     manifest["templated"] = source.templated
+    if parent is not None:
+        manifest["lineage"] = lineage_entry(parent)
     manifest["prep"] = {
         "engine": cfg.engine,
         "max_history": cfg.max_history,
@@ -250,54 +246,131 @@ def finish_manifest(
 
 
 # -------------------------------------------------------------------------------------- engines
-def _group_by_user(events: Iterable[RawEvent]) -> dict[str, list[RawEvent]]:
-    by_user: dict[str, list[RawEvent]] = defaultdict(list)
-    for ev in events:
-        by_user[ev.user_id].append(ev)
-    return by_user
-
-
 def _check_early(report: BadRecordReport, cfg: PrepConfig, last_checked: list[int]) -> None:
     if report.total_seen - last_checked[0] >= EARLY_CHECK_EVERY:
         last_checked[0] = report.total_seen
         report.check(cfg.max_error_rate)
 
 
-def _run_local(root: str, cfg: PrepConfig, source: Source, report: BadRecordReport) -> dict[str, Any]:
-    params = cut_params(cfg, source)
-    explain = explainer_of(source)
+def read_items_local(source: Source, cfg: PrepConfig) -> list[RawItem]:
+    return [it for part in source.item_parts(cfg.read_part_bytes) for it in source.read_items(part)]
+
+
+def cut_and_report(
+    uid: str,
+    evs: list[RawEvent],
+    catalog: Catalog,
+    params: CutParams,
+    explain: Explainer | None,
+    max_samples: int,
+) -> tuple[list[tuple[ExampleRecord, bytes]], BadRecordReport]:
+    """One user's (record, payload) pairs and that user's own bad-record report (merged in user
+    order later, data_prep.report.OrderedSamples)."""
+    user_report = BadRecordReport(max_samples=max_samples)
+    return cut_user_payloads(uid, evs, catalog, params, user_report, explain), user_report
+
+
+class CutPhase:
+    """Writes users' examples as they are cut; counts their bad records; checks the error rate."""
+
+    def __init__(self, root: str, cfg: PrepConfig, report: BadRecordReport, catalog: Catalog, source: Source):
+        self.cfg, self.report, self.catalog = cfg, report, catalog
+        self.params = cut_params(cfg, source)
+        self.explain = explainer_of(source)
+        self.writers = SplitWriters(root, cfg)
+        self.samples = OrderedSamples(cfg.bad_record_samples)
+        self.num_users = 0
+
+    def user(self, uid: str, evs: list[RawEvent]) -> None:
+        recs, user_report = cut_and_report(
+            uid, evs, self.catalog, self.params, self.explain, self.cfg.bad_record_samples
+        )
+        self.samples.add_report(uid, user_report, self.report)
+        self.writers.write_user(recs)
+        self.num_users += 1
+        if self.num_users % 20_000 == 0:
+            self.check()
+
+    def check(self) -> None:
+        if self.report.total_bad and self.report.error_rate > self.cfg.max_error_rate:
+            self.samples.finish(self.report)
+        self.report.check(self.cfg.max_error_rate)
+
+    def close(self) -> dict[str, list[shards.ShardInfo]]:
+        self.samples.finish(self.report)
+        self.report.check(self.cfg.max_error_rate)
+        return self.writers.close()
+
+
+def spill_events(source: Source, cfg: PrepConfig, spill: PartitionSpill, report: BadRecordReport) -> set[str]:
+    """Every event of every part into the user-hash partitions; returns the item ids seen."""
+    item_ids: set[str] = set()
+    text_pairs: set[tuple[str, str]] | None = set() if source.wants_text_pairs else None
+    last_checked = [0]
+    for part in tqdm(source.event_parts(cfg.read_part_bytes), desc="read events", unit="part", mininterval=5):
+        for pos, ev in enumerate(source.read_events(part)):
+            spill.add(ev, seq_of(part.index, pos))
+            item_ids.add(ev.item_id)
+            if text_pairs is not None and ev.text is not None:
+                text_pairs.add((ev.user_id, ev.item_id))
+        _check_early(report, cfg, last_checked)
+    if text_pairs is not None:
+        source.after_events(text_pairs)
+    return item_ids
+
+
+def users_of_partitions(
+    parts: list[SpilledPartition], cfg: PrepConfig, directory: str, depth: int = 0
+) -> Iterator[tuple[str, list[RawEvent]]]:
+    """(user, events in input order) partition by partition; an oversized partition is split again."""
+    for sp in parts:
+        if sp.rows > cfg.partition_max_events and depth < MAX_RESPLIT_DEPTH:
+            k = 2 * -(-sp.rows // cfg.partition_max_events)
+            sub = PartitionSpill(os.path.join(directory, f"d{depth + 1}"), k, salt=sp.salt + 1)
+            for cols in iter_partition_batches(sp):
+                sub.add_columns(cols, range(len(cols["seq"])))
+            os.remove(sp.path)
+            yield from users_of_partitions(sub.close(), cfg, directory, depth + 1)
+            continue
+        by_user = events_by_user(read_partition(sp))
+        os.remove(sp.path)
+        for uid in sorted(by_user):
+            yield uid, by_user.pop(uid)
+
+
+def _run_local(
+    root: str, cfg: PrepConfig, source: Source, report: BadRecordReport, parent: ParentVocab | None = None
+) -> dict[str, Any]:
+    raw_items = read_items_local(source, cfg)
     streamed = source.events_by_user()
-    raw_items = list(source.items())
     if streamed is None:
-        # Parse everything first, so a bad input fails before a single shard is written.
-        by_user = _group_by_user(tqdm(source.events(), desc="read events", unit="ev", mininterval=5))
-        event_items = {ev.item_id for evs in by_user.values() for ev in evs}
-        catalog = Catalog.build(raw_items, event_items)
-        per_user = [
-            cut_user_examples(uid, by_user[uid], catalog, params, report, explain)
-            for uid in tqdm(sorted(by_user), desc="cut examples", unit="user", mininterval=5)
-        ]
-        num_users = len(by_user)
-        del by_user
-        report.check(cfg.max_error_rate)
-        writers = SplitWriters(root, cfg)
-        for recs in tqdm(per_user, desc="write shards", unit="user", mininterval=5):
-            writers.write_user(recs)
+        # Parse every part into user-hash partitions on local disk (flat memory), check the parse's
+        # error rate before a single shard is written, then cut one partition at a time.
+        with tempfile.TemporaryDirectory(prefix="seller-prep-", dir=cfg.spill_dir) as tmp:
+            spill = PartitionSpill(tmp, cfg.spill_partitions)
+            item_ids = spill_events(source, cfg, spill, report)
+            parts = spill.close()
+            report.check(cfg.max_error_rate)
+            catalog = Catalog.build(raw_items, item_ids, parent)
+            del item_ids
+            phase = CutPhase(root, cfg, report, catalog, source)
+            for uid, evs in tqdm(
+                users_of_partitions(parts, cfg, tmp), desc="cut examples", unit="user", mininterval=5
+            ):
+                phase.user(uid, evs)
     else:
-        # Streaming: the catalog is the source's item list; one user in memory at a time.
-        catalog = Catalog.build(raw_items)
-        writers = SplitWriters(root, cfg)
-        num_users = 0
+        # Streaming (synthetic): the catalog is the source's item list; one user in memory at a time.
+        catalog = Catalog.build(raw_items, parent=parent)
+        phase = CutPhase(root, cfg, report, catalog, source)
         last_checked = [0]
         for uid, evs in tqdm(streamed, desc="users", unit="user", mininterval=5):
-            writers.write_user(cut_user_examples(uid, evs, catalog, params, report, explain))
-            num_users += 1
+            phase.user(uid, evs)
             _check_early(report, cfg, last_checked)
-        report.check(cfg.max_error_rate)
-    split_infos = writers.close()
+    split_infos = phase.close()
     items_entry = write_items(root, catalog, cfg)
+    stats = phase.writers.stats.to_dict()
     return finish_manifest(
-        root, cfg, source, split_infos, items_entry, catalog, num_users, writers.stats.to_dict(), report
+        root, cfg, source, split_infos, items_entry, catalog, phase.num_users, stats, report, parent
     )
 
 
@@ -306,14 +379,15 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
     report = BadRecordReport(max_samples=cfg.bad_record_samples)
     # the source checks its options first: a typo must not unpublish an existing dataset
     source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
+    parent = parent_of(cfg.vocab_from, cfg.storage)  # a bad vocab_from fails before the output is touched
     root = prepare_output(cfg)
     try:
         if cfg.engine == "ray":
             from data_prep.ray_pipeline import run_ray
 
-            manifest = run_ray(root, cfg, source, report)
+            manifest = run_ray(root, cfg, source, report, parent)
         else:
-            manifest = _run_local(root, cfg, source, report)
+            manifest = _run_local(root, cfg, source, report, parent)
     except BaseException:
         log.error("prep failed: removing everything written under %s (no manifest was published)", root)
         cleanup_output(root, cfg)
@@ -332,22 +406,21 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Convert raw logs into validated WebDataset shards, an item catalog and a manifest. "
+        f"Sources: {', '.join(SOURCE_CLASSES)} (set with --set source=NAME; inputs, options and the "
+        "variants of each public format read are in docs/sources.md)."
+    )
     parser.add_argument("--config", help="prep YAML (see seller_dist/configs/prep_synthetic.yaml)")
     add_override_argument(parser, "--set output=s3://bucket/data --set source_options.num_users=1000")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     path = args.config
     if path is None:
         path = str(DEFAULT_CONFIG)
     cfg = load_config(PrepConfig, path, args.overrides)
-    try:
-        manifest = run_prep(cfg)
-    except (PrepError, TooManyBadRecords) as e:
-        print(f"prep failed: {e}", file=sys.stderr)
-        return 1
+    manifest = run_prep(cfg)  # PrepError / TooManyBadRecords are UserErrors: the CLI words them
     counts = ", ".join(f"{s}={manifest['splits'][s]['count']}" for s in SPLITS)
     print(f"prepared {cfg.output}: {counts}, items={manifest['items']['count']}")
     return 0

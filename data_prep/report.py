@@ -9,8 +9,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from seller_dist.errors import UserError
 
-class TooManyBadRecords(RuntimeError):
+
+class TooManyBadRecords(UserError, RuntimeError):
     """The input is worse than the configured error rate; nothing was published."""
 
 
@@ -80,3 +82,32 @@ class BadRecordReport:
             "bad_by_reason": dict(self.bad.most_common()),
             "samples": self.samples,
         }
+
+
+@dataclass
+class OrderedSamples:
+    """Bad-record samples of many independent pieces (one per user), kept as the `limit` with the
+    smallest keys: the report is then the same whatever order the pieces were cut in (the local
+    engine's partitions, engine=ray's groups)."""
+
+    limit: int
+    items: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, key: str, samples: list[dict[str, Any]]) -> None:
+        self.items.extend((key, i, s) for i, s in enumerate(samples[: self.limit]))
+        if len(self.items) > 4 * self.limit + 64:
+            self.items = sorted(self.items, key=lambda t: t[:2])[: self.limit]
+
+    def add_report(self, key: str, part: BadRecordReport, into: BadRecordReport) -> None:
+        """Counts of `part` into `into` now; its samples kept here until `finish`."""
+        into.seen.update(part.seen)
+        into.bad.update(part.bad)
+        if part.samples:
+            self.add(key, part.samples)
+
+    def finish(self, into: BadRecordReport) -> None:
+        """Append the kept samples (in key order) after `into`'s own, up to its max_samples."""
+        room = into.max_samples - len(into.samples)
+        if room > 0:
+            into.samples.extend(s for _, _, s in sorted(self.items, key=lambda t: t[:2])[:room])
+        self.items = []

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from seller_dist import storage
+from seller_dist.errors import UserError
 
 try:  # pandas >= 1.x keeps it here; it maps renamed classes of older pandas versions
     from pandas.compat.pickle_compat import Unpickler as _BaseUnpickler
@@ -78,7 +79,11 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnreadablePickleError(UserError, pickle.UnpicklingError):
+    """The file is not a readable pickled DataFrame (truncated, garbage, another object)."""
+
+
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The pickle refers to something outside the DataFrame allow-list; nothing was called."""
 
 
@@ -119,13 +124,11 @@ def loads_dataframe(data: bytes, where: str) -> pd.DataFrame:
     except UnsafePickleError:
         raise
     except Exception as e:
-        raise pickle.UnpicklingError(
+        raise UnreadablePickleError(
             f"{where}: not a readable DataFrame pickle: {type(e).__name__}: {e}"
         ) from None
     if not isinstance(obj, pd.DataFrame):
-        raise pickle.UnpicklingError(
-            f"{where}: expected a pickled pandas DataFrame, got {type(obj).__name__}"
-        )
+        raise UnreadablePickleError(f"{where}: expected a pickled pandas DataFrame, got {type(obj).__name__}")
     _validate_arrow_columns(obj, where)
     return obj
 
@@ -135,5 +138,5 @@ def load_dataframe(url: str, max_bytes: int = MAX_PICKLE_BYTES) -> pd.DataFrame:
     fs, path = storage.filesystem(url)
     size = fs.size(path)
     if size is not None and size > max_bytes:
-        raise pickle.UnpicklingError(f"{url}: {size} bytes is larger than the {max_bytes}-byte limit")
+        raise UnreadablePickleError(f"{url}: {size} bytes is larger than the {max_bytes}-byte limit")
     return loads_dataframe(storage.read_bytes(url), url)

@@ -10,6 +10,11 @@ seller-dist report RUN_A RUN_B ...                              side-by-side tab
 seller-dist oracles --data DATASET --out DIR                    oracle explanations scored (synthetic)
 seller-dist bench data|train|eval ...                           throughput benchmarks
 seller-dist demo                                                the README's end-to-end run
+
+Expected user errors (a config key, a missing input file, bad input over max_error_rate, an output
+that already holds a dataset: seller_dist.errors.UserError and the OS file errors) print one line
+`seller-dist <command>: error: <message>` and exit 2; `seller-dist --debug ...` or SELLER_DEBUG=1
+shows their traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from seller_dist.errors import one_line_message, user_error_of
 
 # subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,37 +42,65 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_ENV = "SELLER_DEBUG"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: computed only when asked (it runs git)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from seller_dist.version import code_version
+
+        print(f"seller-dist {code_version()}")
+        parser.exit()
+
+
+def debug_requested(flag: bool) -> bool:
+    return flag or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand argv names: top-level options are all flags, so it is the first other word."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     from seller_dist.ray_cluster import prepare_ray_environment
 
     prepare_ray_environment()  # before any subcommand module imports ray (seller_dist/ray_cluster.py)
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="seller-dist", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of expected errors too (same as {DEBUG_ENV}=1)",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):  # the subcommand is not built yet
-                continue
-            raise
-        mod.add_arguments(p)
-        modules[name] = mod
+    chosen = _command_in(argv)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the subcommand that runs is imported (torch, ray: seconds)
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
     args = parser.parse_args(argv)
+    assert module is not None and args.command == chosen, (args.command, chosen)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command not in modules:
-        parser.error(f"'{args.command}' is not available in this build")
-    from seller_dist.config_loader import ConfigError
-
     try:
-        return int(modules[args.command].run(args) or 0)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        return int(module.run(args) or 0)
+    except Exception as e:
+        err = user_error_of(e)
+        if err is None or debug_requested(args.debug):
+            raise
+        print(f"seller-dist {args.command}: error: {one_line_message(err)}", file=sys.stderr)
         return 2
 
 

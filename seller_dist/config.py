@@ -26,6 +26,11 @@ class StorageConfig:
     retry_backoff_s: float = 0.2
 
 
+def _dataset_root(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url[: -len("/manifest.json")] if url.endswith("/manifest.json") else url
+
+
 @dataclass
 class SyntheticSourceConfig:
     num_users: int = 400
@@ -70,6 +75,9 @@ class PrepConfig:
     source_options: dict[str, Any] = field(default_factory=dict)
     events_columns: EventsColumnsConfig = field(default_factory=EventsColumnsConfig)
     output: str = "outputs/data/synthetic"  # local path, s3://bucket/prefix, gs://...
+    # an earlier prepared dataset (root URL): keep its item and action indices and append new items
+    # after them, so a model trained on it can warm-start here (docs/data.md "Lineage")
+    vocab_from: str | None = None
     max_history: int = 20
     min_history: int = 1
     examples_per_user: int = 0  # 0 = every event with enough history becomes a training example
@@ -81,6 +89,14 @@ class PrepConfig:
     embed_batch_size: int = 64
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # for engine=ray; default: start a local Ray on 127.0.0.1
+    # One read task parses about this many bytes of a file (a byte range of JSONL/CSV/TSV/atomic
+    # files, a run of Parquet row groups; a .gz file is always one task). 0 = one task per file.
+    read_part_bytes: int = 64 * 1024 * 1024
+    # Local engine: events are spilled to this many user-hash partitions on local disk and cut one
+    # partition at a time; a partition over partition_max_events is split again (memory bound).
+    spill_partitions: int = 64
+    partition_max_events: int = 250_000
+    spill_dir: str | None = None  # local folder for the spill (default: the system temp folder)
     overwrite: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -97,6 +113,22 @@ class PrepConfig:
             raise ConfigError(f"max_error_rate must be in [0, 1), got {self.max_error_rate}")
         if not self.output:
             raise ConfigError("output: give a local path or an s3:// / gs:// URL for the shards")
+        if self.vocab_from is not None:
+            if not self.vocab_from.strip():
+                raise ConfigError(
+                    "vocab_from is empty: give the root URL of an earlier prepared dataset, or leave it unset"
+                )
+            if _dataset_root(self.vocab_from) == _dataset_root(self.output):
+                raise ConfigError(
+                    f"vocab_from: {self.vocab_from} is this run's output: give the EARLIER dataset "
+                    "(prep writes the new window to a new output)"
+                )
+        if self.read_part_bytes < 0:
+            raise ConfigError(
+                f"read_part_bytes must be >= 0 (0 = one read task per file), got {self.read_part_bytes}"
+            )
+        if self.spill_partitions < 1 or self.partition_max_events < 1000:
+            raise ConfigError("spill_partitions must be >= 1 and partition_max_events >= 1000")
 
 
 @dataclass
@@ -330,6 +362,10 @@ class TrainConfig:
 
     run_name: str = "seller"
     storage_path: str = "outputs/runs"  # local path or s3://bucket/prefix (endpoint: storage.endpoint_url)
+    # warm start: a committed checkpoint (…/step-N), a run's checkpoints folder (its newest) or an
+    # export folder whose trainable weights a NEW run starts from (item rows mapped by item id);
+    # a run_name that already has a committed checkpoint resumes from it and ignores this
+    init_from: str | None = None
     max_steps: int = 100  # optimizer steps; every rank runs exactly this many
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
@@ -353,6 +389,10 @@ class TrainConfig:
             raise ConfigError("storage_path: give a local path or an s3:// URL for checkpoints")
         if self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.init_from is not None and not self.init_from.strip():
+            raise ConfigError(
+                "init_from is empty: give a checkpoint or export URL to warm-start from, or leave it unset"
+            )
         if self.precision == "bf16" and not self.workers.use_gpu:
             raise ConfigError("precision=bf16 needs workers.use_gpu=true (CPU runs train in fp32): use auto")
         ep, n = self.model.ep_size, self.workers.num_workers

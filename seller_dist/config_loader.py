@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from seller_dist.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config the user must change; the message names the key."""
 
 

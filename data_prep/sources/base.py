@@ -3,6 +3,11 @@
 A source parses its public format and yields `RawEvent`s (one interaction each, timestamps already
 in seconds) and `RawItem`s (catalog entries). Grouping, sorting, cutting into examples, time split
 and shard writing are common code (data_prep/examples.py, data_prep/pipeline.py).
+
+A source splits its input into `ReadPart`s (a whole file, a byte range of a line-oriented file, a
+range of Parquet row groups) that can be parsed independently: the local engine reads them one after
+another, engine=ray reads them in parallel Ray tasks. Both see the same parts in the same order, so
+input order (part index, then position in the part) is the tiebreak for equal timestamps in both.
 """
 
 from __future__ import annotations
@@ -12,6 +17,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_prep.report import BadRecordReport
+
+DEFAULT_PART_BYTES = 64 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a file one read task parses
+
+
+@dataclass(frozen=True)
+class ReadPart:
+    """One independently parsable piece of a source's input.
+
+    `index` is the part's position in input order. `start`/`end` are a byte range [start, end) of a
+    line-oriented file or a range of Parquet row groups; `end=None` reads to the end. `first_record`
+    is the number of records before this part in its input (record numbers, XRec's row ordinal).
+    """
+
+    index: int
+    role: str  # "events" or "items"
+    url: str = ""
+    start: int = 0
+    end: int | None = None
+    first_record: int = 0
+    file_index: int = 0
 
 
 @dataclass
@@ -35,7 +60,10 @@ class RawItem:
 
 
 class Source:
-    """Base class of the converters. Subclasses set `name` and implement `items()` and `events()`."""
+    """Base class of the converters. Subclasses set `name` and implement either `items()` and
+    `events()` (one part each: read whole by one task), or `item_parts`/`read_items` and
+    `event_parts`/`read_events` (parsed in parallel by engine=ray, in bounded memory by both engines).
+    """
 
     name: str = "base"
     # True when the source has no explanation text and references are templated (recorded in manifest).
@@ -48,12 +76,39 @@ class Source:
         self.options = options
         self.report = report
 
+    # True: the pipeline hands `after_events` the (user, item) pairs of the events that carry text.
+    wants_text_pairs: bool = False
+
+    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return [ReadPart(0, "items")]
+
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
+        return self.items()
+
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return [ReadPart(0, "events")]
+
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        """The events of one part, in input order. Bad input is reported to self.report and skipped."""
+        return self.events()
+
     def items(self) -> Iterator[RawItem]:
-        raise NotImplementedError
+        for part in self.item_parts():
+            yield from self.read_items(part)
 
     def events(self) -> Iterator[RawEvent]:
-        """All events, any order. Bad input is reported to self.report and skipped."""
-        raise NotImplementedError
+        """All events, in input order (part after part), then the cross-part checks."""
+        pairs: set[tuple[str, str]] = set()
+        for part in self.event_parts():
+            for ev in self.read_events(part):
+                if self.wants_text_pairs and ev.text is not None:
+                    pairs.add((ev.user_id, ev.item_id))
+                yield ev
+        if self.wants_text_pairs:
+            self.after_events(pairs)
+
+    def after_events(self, text_pairs: set[tuple[str, str]]) -> None:
+        """Cross-part checks once every event was read (only called when `wants_text_pairs`)."""
 
     def events_by_user(self) -> Iterator[tuple[str, list[RawEvent]]] | None:
         """Optional: events already grouped by user (lets a streaming source avoid holding all events)."""

@@ -8,21 +8,23 @@ streams in bounded memory. Files are picked by suffix (`.gz` allowed for CSV / J
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import math
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
 from data_prep.report import BadRecordReport
-from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
     check_utf8,
     clean_text,
-    iter_json_lines,
+    iter_json_part,
+    iter_part_lines,
+    line_parts,
+    read_first_line,
     timestamp_seconds,
     to_float,
 )
@@ -208,33 +210,49 @@ class EventsSource(Source):
             text = clean_text(check_utf8(v, c.text)) or None
         return RawEvent(user_id=user, item_id=item, timestamp=ts, action=action, rating=rating, text=text)
 
-    def _table(
-        self, url: str, columns: list[str], role: str, only_these: bool = True
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        fmt = self.format or format_of(url)
-        return iter_table_rows(url, fmt, columns, self.report, self.batch_size, role, only_these)
+    def _fmt(self, url: str) -> str:
+        return self.format or format_of(url)
 
-    def events(self) -> Iterator[RawEvent]:
-        for url in expand_inputs(self.inputs["path"]):
-            for n, row in self._table(url, self.required_columns(), "events_columns"):
-                try:
-                    yield self.parse_row(row)
-                except BadField as e:
-                    self.report.reject(url, n, e.field, e.reason, row)
+    def _parts(self, pattern: str, role: str, part_bytes: int) -> list[ReadPart]:
+        parts: list[ReadPart] = []
+        for file_index, url in enumerate(expand_inputs(pattern)):
+            if self._fmt(url) == "parquet":
+                parts += parquet_parts(url, role, part_bytes, len(parts), file_index)
+            else:
+                for p in line_parts([url], role, part_bytes, len(parts)):
+                    parts.append(replace(p, file_index=file_index))
+        return parts
 
-    def items(self) -> Iterator[RawItem]:
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return self._parts(self.inputs["path"], "events", part_bytes)
+
+    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return self._parts(self.inputs["items"], "items", part_bytes) if self.inputs.get("items") else []
+
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        rows = iter_part_rows(
+            part, self._fmt(part.url), self.required_columns(), self.report, self.batch_size, "events_columns"
+        )
+        for n, row in rows:
+            try:
+                yield self.parse_row(row)
+            except BadField as e:
+                self.report.reject(part.url, n, e.field, e.reason, row)
+
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
         """The optional catalog table (inputs.items); without it items come without metadata."""
-        if not self.inputs.get("items"):
-            return
         ic = self.item_columns
         named = [c for c in (ic["item"], ic["title"], ic["text"]) if c]
         attrs = ic["attributes"]
-        for url in expand_inputs(self.inputs["items"]):
-            for n, row in self._table(url, named + list(attrs or []), "item_columns", attrs is not None):
-                try:
-                    yield self.parse_item(row, named, attrs)
-                except BadField as e:
-                    self.report.reject(url, n, e.field, e.reason, row)
+        fmt = self._fmt(part.url)
+        wanted = named + list(attrs or [])
+        for n, row in iter_part_rows(
+            part, fmt, wanted, self.report, self.batch_size, "item_columns", attrs is not None
+        ):
+            try:
+                yield self.parse_item(row, named, attrs)
+            except BadField as e:
+                self.report.reject(part.url, n, e.field, e.reason, row)
 
     def parse_item(self, row: dict[str, Any], named: list[str], attrs: list[str] | None) -> RawItem:
         ic = self.item_columns
@@ -277,6 +295,29 @@ def _check_header(url: str, names: list[str], wanted: list[str], role: str) -> N
         )
 
 
+def parquet_parts(url: str, role: str, part_bytes: int, first_index: int, file_index: int) -> list[ReadPart]:
+    """Runs of whole row groups of about `part_bytes` (uncompressed) each; one part when part_bytes <= 0."""
+    import pyarrow.parquet as pq
+
+    with storage.open_url(url, "rb") as f:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except Exception as e:
+            raise ValueError(f"events: {url} is not a readable Parquet file: {e}") from None
+    if part_bytes <= 0 or meta.num_row_groups <= 1:
+        return [ReadPart(first_index, role, url, file_index=file_index)]
+    parts: list[ReadPart] = []
+    start = rows_before = rows = size = 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        size += meta.row_group(g).total_byte_size
+        if size >= part_bytes or g == meta.num_row_groups - 1:
+            parts.append(ReadPart(first_index + len(parts), role, url, start, g + 1, rows_before, file_index))
+            start, rows_before, size = g + 1, rows_before + rows, 0
+            rows = 0
+    return parts
+
+
 def iter_table_rows(
     url: str,
     fmt: str,
@@ -285,27 +326,42 @@ def iter_table_rows(
     batch_size: int,
     role: str,
     only_these: bool = True,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(record number, row) of a Parquet / CSV / TSV / JSONL file; counts every record as seen.
+) -> Iterator[tuple[int | str, dict[str, Any]]]:
+    """(record number, row) of a whole Parquet / CSV / TSV / JSONL file (see iter_part_rows)."""
+    return iter_part_rows(ReadPart(0, role, url), fmt, columns, report, batch_size, role, only_these)
+
+
+def iter_part_rows(
+    part: ReadPart,
+    fmt: str,
+    columns: list[str],
+    report: BadRecordReport,
+    batch_size: int,
+    role: str,
+    only_these: bool = True,
+) -> Iterator[tuple[int | str, dict[str, Any]]]:
+    """(record locator, row) of one part of a Parquet / CSV / TSV / JSONL file; counts every record seen.
 
     `columns` must exist (a mapping error otherwise); Parquet reads only them when `only_these`.
-    Parquet record numbers count rows from 1; CSV numbers are file lines (header = line 1).
+    Parquet record numbers count rows from 1; CSV numbers are file lines (header = line 1), or
+    `"byte N"` in a part that starts later in the file (data_prep.sources.records.iter_part_lines).
     """
     if fmt == "parquet":
-        yield from _parquet_rows(url, columns, report, batch_size, role, only_these)
+        yield from _parquet_rows(part, columns, report, batch_size, role, only_these)
     elif fmt in ("csv", "tsv"):
-        yield from _csv_rows(url, "\t" if fmt == "tsv" else ",", columns, report, role)
+        yield from _csv_rows(part, "\t" if fmt == "tsv" else ",", columns, report, role)
     elif fmt == "jsonl":
-        yield from iter_json_lines(url, report)
+        yield from iter_json_part(part, report)
     else:
-        raise ValueError(f"events: unknown format {fmt!r} for {url}; use parquet, csv, tsv or jsonl")
+        raise ValueError(f"events: unknown format {fmt!r} for {part.url}; use parquet, csv, tsv or jsonl")
 
 
 def _parquet_rows(
-    url: str, columns: list[str], report: BadRecordReport, batch_size: int, role: str, only_these: bool
+    part: ReadPart, columns: list[str], report: BadRecordReport, batch_size: int, role: str, only_these: bool
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow.parquet as pq
 
+    url = part.url
     with storage.open_url(url, "rb") as f:
         try:
             pf = pq.ParquetFile(f)
@@ -313,8 +369,13 @@ def _parquet_rows(
             raise ValueError(f"events: {url} is not a readable Parquet file: {e}") from None
         names = pf.schema_arrow.names
         _check_header(url, names, columns, role)
-        n = 0
-        batches = pf.iter_batches(batch_size=batch_size, columns=columns if only_these else None)
+        n = part.first_record
+        end = pf.metadata.num_row_groups if part.end is None else part.end
+        batches = pf.iter_batches(
+            batch_size=batch_size,
+            row_groups=list(range(part.start, end)),
+            columns=columns if only_these else None,
+        )
         while True:
             try:
                 batch = next(batches)
@@ -331,39 +392,44 @@ def _parquet_rows(
 
 
 def _csv_rows(
-    url: str, delimiter: str, columns: list[str], report: BadRecordReport, role: str
-) -> Iterator[tuple[int, dict[str, Any]]]:
+    part: ReadPart, delimiter: str, columns: list[str], report: BadRecordReport, role: str
+) -> Iterator[tuple[int | str, dict[str, Any]]]:
+    """Rows of one part of a CSV/TSV file. A quoted field may span lines only inside one part."""
     if csv.field_size_limit() < MAX_CSV_FIELD:
         csv.field_size_limit(MAX_CSV_FIELD)
-    with storage.open_url(url, "rb") as raw:
-        binary = gzip.GzipFile(fileobj=raw) if url.endswith(".gz") else raw
+    url = part.url
+    try:
+        header_line = read_first_line(url)
+    except (EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"events: cannot read the header of {url}: {e}") from None
+    header_row = next(csv.reader([header_line.decode("utf-8", "surrogateescape")], delimiter=delimiter), [])
+    header = [h.strip().lstrip("\ufeff") for h in header_row]
+    _check_header(url, header, columns, role)
+    where: list[int | str] = [0]
+
+    def lines() -> Iterator[str]:
         # surrogateescape: a non-UTF-8 byte spoils one field (reported), not the whole file
-        text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(text, delimiter=delimiter)
+        for n, line in iter_part_lines(part, report, keep_ends=True):
+            where[0] = n
+            yield line.decode("utf-8", "surrogateescape")
+
+    it = lines()
+    if part.start == 0:
+        next(it, None)  # the header
+    reader = csv.reader(it, delimiter=delimiter)
+    while True:
         try:
-            header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
-        except (EOFError, OSError, zlib.error) as e:
-            raise ValueError(f"events: cannot read the header of {url}: {e}") from None
-        _check_header(url, header, columns, role)
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                report.saw(url)
-                report.reject(url, reader.line_num, "line", f"malformed CSV: {e}")
-                continue
-            except (EOFError, OSError, zlib.error) as e:
-                report.saw(url)
-                report.reject(url, reader.line_num + 1, "file", f"truncated or corrupt compressed file: {e}")
-                return
-            if not values:
-                continue
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
             report.saw(url)
-            if len(values) != len(header):
-                report.reject(
-                    url, reader.line_num, "line", f"expected {len(header)} fields, got {len(values)}", values
-                )
-                continue
-            yield reader.line_num, dict(zip(header, values, strict=True))
+            report.reject(url, where[0], "line", f"malformed CSV: {e}")
+            continue
+        if not values:
+            continue
+        report.saw(url)
+        if len(values) != len(header):
+            report.reject(url, where[0], "line", f"expected {len(header)} fields, got {len(values)}", values)
+            continue
+        yield where[0], dict(zip(header, values, strict=True))

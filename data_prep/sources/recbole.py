@@ -17,24 +17,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data_prep.report import BadRecordReport
-from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
     check_utf8,
     decode_utf8,
-    iter_raw_lines,
+    iter_part_lines,
+    line_parts,
+    read_first_line,
     timestamp_seconds,
     to_float,
 )
 from seller_dist import storage
 from seller_dist.data.schema import ACTIONS
+from seller_dist.errors import UserError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 RECBOLE_VERSION = "1.2.1"
 ML100K_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
 
 
-class AtomicFileError(ValueError):
+class AtomicFileError(UserError, ValueError):
     """An atomic file whose header cannot be read: nothing in it is usable."""
 
 
@@ -53,19 +56,32 @@ def parse_header(line: str, url: str) -> list[tuple[str, str]]:
 
 def iter_atomic(
     url: str, report: BadRecordReport
-) -> tuple[list[tuple[str, str]], Iterator[tuple[int, dict]]]:
+) -> tuple[list[tuple[str, str]], Iterator[tuple[int | str, dict]]]:
     """(header fields, iterator of (line number, {field name: raw string})) for one atomic file."""
-    lines = iter_raw_lines(url, report)
+    return iter_atomic_part(ReadPart(0, "", url), report)
+
+
+def read_atomic_header(url: str) -> list[tuple[str, str]]:
+    first = read_first_line(url).rstrip(b"\r\n")
+    if not first.strip():
+        raise AtomicFileError(f"{url}: empty file (expected a typed header line)")
     try:
-        _, first = next(lines)
-    except StopIteration:
-        raise AtomicFileError(f"{url}: empty file (expected a typed header line)") from None
-    try:
-        header = parse_header(decode_utf8(first.removeprefix(b"\xef\xbb\xbf")), url)
+        return parse_header(decode_utf8(first.removeprefix(b"\xef\xbb\xbf")), url)
     except BadField as e:
         raise AtomicFileError(f"{url}: header is {e.reason}") from None
 
-    def rows() -> Iterator[tuple[int, dict]]:
+
+def iter_atomic_part(
+    part: ReadPart, report: BadRecordReport
+) -> tuple[list[tuple[str, str]], Iterator[tuple[int | str, dict]]]:
+    """(header fields, (record locator, {field name: raw string}) of the rows in one part of a file)."""
+    url = part.url
+    header = read_atomic_header(url)
+    lines = iter_part_lines(part, report)
+    if part.start == 0:
+        next(lines, None)  # the header
+
+    def rows() -> Iterator[tuple[int | str, dict]]:
         for n, raw in lines:
             if not raw.strip():
                 continue
@@ -139,10 +155,16 @@ class RecBoleSource(Source):
         if self.action not in ACTIONS:
             raise ValueError(f"recbole: options.action '{self.action}' is not one of {list(ACTIONS)}")
 
-    def items(self) -> Iterator[RawItem]:
-        if not self.item_url:
-            return
-        header, rows = iter_atomic(self.item_url, self.report)
+    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return line_parts([self.item_url], "items", part_bytes) if self.item_url else []
+
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        """Byte ranges of the .inter file; one part without a time field (line numbers are the time)."""
+        names = [n for n, _ in read_atomic_header(self.inter_url)]
+        return line_parts([self.inter_url], "events", part_bytes if self.time_field in names else 0)
+
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
+        header, rows = iter_atomic_part(part, self.report)
         names = [n for n, _ in header]
         if self.item_field not in names:
             raise AtomicFileError(f"{self.item_url}: no '{self.item_field}' column (has {names})")
@@ -167,9 +189,9 @@ class RecBoleSource(Source):
             text = f"{title} ({desc})" if title and desc else title or desc
             yield RawItem(item_id=item_id, title=title, attributes=attrs, text=text)
 
-    def events(self) -> Iterator[RawEvent]:
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         url = self.inter_url
-        header, rows = iter_atomic(url, self.report)
+        header, rows = iter_atomic_part(part, self.report)
         names = [n for n, _ in header]
         for need in (self.user_field, self.item_field):
             if need not in names:

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from data_prep.report import BadRecordReport
+from data_prep.sources.base import ReadPart
 from seller_dist import storage
 from seller_dist.data.schema import RecordError, normalize_timestamp
 
@@ -30,22 +31,71 @@ class BadField(ValueError):
         self.reason = reason
 
 
-def basename(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
+def file_size(url: str) -> int:
+    fs, path = storage.filesystem(url)
+    return int(fs.size(path))
 
 
-def iter_raw_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line bytes without the newline); a truncated .gz ends with one reject."""
+def line_parts(urls: list[str], role: str, part_bytes: int, first_index: int = 0) -> list[ReadPart]:
+    """Byte ranges of line-oriented files, in input order: each file in pieces of about `part_bytes`.
+
+    A `.gz` file is one part (a gzip stream cannot be entered in the middle), and so is every file
+    when part_bytes <= 0. A record belongs to the part in which its line starts.
+    """
+    parts: list[ReadPart] = []
+    for file_index, url in enumerate(urls):
+        size = file_size(url) if part_bytes > 0 and not url.endswith(".gz") else 0
+        if size <= part_bytes or part_bytes <= 0:
+            parts.append(ReadPart(first_index + len(parts), role, url, file_index=file_index))
+            continue
+        for start in range(0, size, part_bytes):
+            end = min(start + part_bytes, size)
+            parts.append(ReadPart(first_index + len(parts), role, url, start, end, file_index=file_index))
+    return parts
+
+
+def iter_part_lines(
+    part: ReadPart, report: BadRecordReport, keep_ends: bool = False
+) -> Iterator[tuple[int | str, bytes]]:
+    """(record locator, line bytes) of the lines that START in the part's byte range.
+
+    The locator is the 1-based line number in a part that starts at byte 0 and `"byte N"` (the
+    line's offset in the file) in a later part, whose line count is not known without reading the
+    file from its start. A truncated .gz ends with one reject; what was read is kept.
+    """
+    url = part.url
     n = 0
     with storage.open_url(url, "rb") as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
+        pos = part.start
+        if pos > 0:
+            f.seek(pos - 1)  # the line running across `start` belongs to the previous part
+            pos += len(f.readline()) - 1
         try:
-            for n, line in enumerate(f, 1):  # noqa: B007 - n is used after the loop
-                yield n, line.rstrip(b"\r\n")
+            for line in f:
+                if part.end is not None and pos >= part.end:
+                    return
+                n += 1
+                where: int | str = n if part.start == 0 else f"byte {pos}"
+                pos += len(line)
+                yield where, (line if keep_ends else line.rstrip(b"\r\n"))
         except (EOFError, OSError, zlib.error) as e:
             # gzip streams cut short (interrupted download) or corrupt: keep what was read.
             report.saw(url)
             report.reject(url, n + 1, "file", f"truncated or corrupt compressed file: {e}")
+
+
+def iter_raw_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes without the newline) of a whole file."""
+    for n, line in iter_part_lines(ReadPart(0, "", url), report):
+        yield int(n), line
+
+
+def read_first_line(url: str) -> bytes:
+    """A file's first line (a CSV or atomic-file header), for parts that start later in the file."""
+    with storage.open_url(url, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
+        return f.readline()
 
 
 def decode_utf8(raw: bytes, field_name: str = "line") -> str:
@@ -63,8 +113,14 @@ def json_error_reason(e: json.JSONDecodeError, text: str) -> str:
 
 
 def iter_json_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each JSON-object line; blank lines are not records."""
-    for n, raw in iter_raw_lines(url, report):
+    """(line number, object) for each JSON-object line of a whole file; blank lines are not records."""
+    yield from iter_json_part(ReadPart(0, "", url), report)  # type: ignore[misc]
+
+
+def iter_json_part(part: ReadPart, report: BadRecordReport) -> Iterator[tuple[int | str, dict[str, Any]]]:
+    """(record locator, object) for each JSON-object line of one part; blank lines are not records."""
+    url = part.url
+    for n, raw in iter_part_lines(part, report):
         if not raw.strip():
             continue
         report.saw(url)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
+from data_prep.report import BadRecordReport
 from data_prep.safe_pickle import load_dataframe
-from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources import SourceConfigError
+from data_prep.sources.amazon2023 import review_time_seconds
+from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import BadField, check_utf8, clean_text, require_id, timestamp_seconds
 from seller_dist import storage
 from seller_dist.data.schema import ACTIONS
@@ -21,6 +26,39 @@ from seller_dist.data.schema import ACTIONS
 CSV_FILES = ("total_trn.csv", "total_val.csv", "total_tst.csv")  # in time order
 PKL_FILES = ("trn.pkl", "val.pkl", "tst.pkl")
 PKL_COLUMNS = ("uid", "iid", "explanation")
+TIME_REASON = "expected epoch seconds/ms, an ISO-8601 date or 'M D, YYYY'"
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
+# What datetime.fromisoformat reads on Python 3.10 too (3 or 6 fraction digits, offsets with a colon).
+_ISO = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
+)
+
+
+def time_seconds(value: str, column: str = "Time") -> int:
+    """A Time cell -> seconds since the epoch, whatever wrote the csv.
+
+    Epoch seconds or ms ('1449273600', '1449273600000'), an ISO-8601 date or date-time ('2015-12-05',
+    '2015-12-05 10:11:12', '2015-12-05T10:11:12Z'; no zone = UTC) or Amazon's reviewTime 'M D, YYYY'
+    ('12 5, 2015', '01 19, 2014'). Dates are UTC midnight.
+    """
+    s = value.strip()
+    if not s:
+        raise BadField(column, "missing")
+    if _NUMBER.fullmatch(s):
+        try:
+            return timestamp_seconds(s, column)
+        except BadField as e:  # '1e400' overflows to inf
+            raise BadField(column, e.reason if e.reason.startswith("negative") else TIME_REASON) from None
+    if _ISO.fullmatch(s):
+        try:
+            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+        except ValueError:
+            raise BadField(column, TIME_REASON) from None
+        return timestamp_seconds((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp(), column)
+    try:
+        return review_time_seconds(s, column)
+    except BadField:
+        raise BadField(column, TIME_REASON) from None
 
 
 def _cell_id(value: Any, column: str) -> str:
@@ -48,8 +86,9 @@ class XRecSource(Source):
         reference (default true); false: only explained pairs are targets
 
     Events: one per csv row (header `user,item[,Time]`). With a Time column it is the timestamp
-    (seconds or ms). Without one (the published files) the global row number across trn, val, tst
-    is the timestamp, so file order is time order and the pipeline's time split keeps tst last.
+    (epoch seconds or ms, ISO-8601 date / date-time, or Amazon's 'M D, YYYY'; dates at UTC
+    midnight). Without one (the published files) the global row number across trn, val, tst is the
+    timestamp, so file order is time order and the pipeline's time split keeps tst last.
     Explanations: each pkl row's `explanation` is the reference text of its (uid, iid) interaction.
     Items: iid -> title, text = item_summary (from the pkl files; items only in csv have no
     metadata). Bad records (reported, skipped): csv rows with missing/non-integer ids or wrong column
@@ -78,19 +117,24 @@ class XRecSource(Source):
             raise FileNotFoundError(f"xrec: {storage.join(self.dir, 'tst.pkl')} not found")
         self._rows: list[dict[str, Any]] | None = None
 
-    def _pkl_rows(self) -> list[dict[str, Any]]:
-        """Valid rows of every pkl file (small: one row per explained interaction), loaded once."""
+    def _pkl_rows(self, report: BadRecordReport | None = None) -> list[dict[str, Any]]:
+        """Valid rows of every pkl file (small: one row per explained interaction), loaded once.
+
+        Their records are counted in `report` (default self.report): the items part counts them; an
+        events part that loads them again in another process counts into a scratch report.
+        """
         if self._rows is not None:
             return self._rows
+        report = self.report if report is None else report
         rows: list[dict[str, Any]] = []
         for url in self.pkl_urls:
             df = load_dataframe(url)
             missing = [c for c in PKL_COLUMNS if c not in df.columns]
             if missing:
-                raise ValueError(f"{url}: missing column(s) {missing}; has {list(df.columns)}")
+                raise SourceConfigError(f"{url}: missing column(s) {missing}; has {list(df.columns)}")
             cols = {c: df[c].tolist() for c in df.columns if c in (*PKL_COLUMNS, "title", "item_summary")}
             for i in range(len(df)):
-                self.report.saw(url)
+                report.saw(url)
                 try:
                     uid = _cell_id(cols["uid"][i], "uid")
                     iid = _cell_id(cols["iid"][i], "iid")
@@ -102,14 +146,14 @@ class XRecSource(Source):
                         _cell_text(cols["item_summary"][i], "item_summary") if "item_summary" in cols else ""
                     )
                 except BadField as e:
-                    self.report.reject(url, f"row {i}", e.field, e.reason, {c: cols[c][i] for c in cols})
+                    report.reject(url, f"row {i}", e.field, e.reason, {c: cols[c][i] for c in cols})
                     continue
                 rows.append({"uid": uid, "iid": iid, "explanation": explanation, "title": title,
                              "summary": summary, "where": url, "row": i})  # fmt: skip
         self._rows = rows
         return rows
 
-    def items(self) -> Iterator[RawItem]:
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
         seen: set[str] = set()
         for r in self._pkl_rows():
             if r["iid"] in seen:
@@ -123,7 +167,7 @@ class XRecSource(Source):
             reader = csv.reader(text)
             header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
             if "user" not in header or "item" not in header:
-                raise ValueError(f"{url}: header must name 'user' and 'item' columns (got {header})")
+                raise SourceConfigError(f"{url}: header must name 'user' and 'item' columns (got {header})")
             for row in reader:
                 if not row:
                     continue
@@ -132,36 +176,49 @@ class XRecSource(Source):
                     continue
                 yield reader.line_num, dict(zip(header, row, strict=True)), ""
 
-    def events(self) -> Iterator[RawEvent]:
-        explained = {(r["uid"], r["iid"]): r for r in self._pkl_rows()}
-        used: set[tuple[str, str]] = set()
-        ordinal = 0
-        for url in self.csv_urls:
-            for n, row, problem in self._iter_csv(url):
-                self.report.saw(url)
-                ordinal += 1
-                if row is None:
-                    self.report.reject(url, n, "line", problem)
-                    continue
-                try:
-                    user = _csv_int_id(row, "user")
-                    item = _csv_int_id(row, "item")
-                    ts = timestamp_seconds(row["Time"], "Time") if "Time" in row else ordinal
-                except BadField as e:
-                    self.report.reject(url, n, e.field, e.reason, row)
-                    continue
-                ref = explained.get((user, item))
-                if ref is not None:
-                    used.add((user, item))
-                yield RawEvent(
-                    user_id=user,
-                    item_id=item,
-                    timestamp=ts,
-                    action=self.action,
-                    text=ref["explanation"] if ref else None,
-                )
-        for key, r in explained.items():
-            if key not in used:
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        """One part per csv file; without a Time column the row ordinal across files is the time, so
+        each part knows how many rows the files before it hold (one counting pass, flat memory)."""
+        parts: list[ReadPart] = []
+        before = 0
+        for i, url in enumerate(self.csv_urls):
+            parts.append(ReadPart(i, "events", url, first_record=before, file_index=i))
+            if i + 1 < len(self.csv_urls):
+                before += sum(1 for _ in self._iter_csv(url))
+        return parts
+
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        explained = {(r["uid"], r["iid"]): r for r in self._pkl_rows(BadRecordReport())}
+        url = part.url
+        ordinal = part.first_record
+        for n, row, problem in self._iter_csv(url):
+            self.report.saw(url)
+            ordinal += 1
+            if row is None:
+                self.report.reject(url, n, "line", problem)
+                continue
+            try:
+                user = _csv_int_id(row, "user")
+                item = _csv_int_id(row, "item")
+                ts = time_seconds(row["Time"], "Time") if "Time" in row else ordinal
+            except BadField as e:
+                self.report.reject(url, n, e.field, e.reason, row)
+                continue
+            ref = explained.get((user, item))
+            yield RawEvent(
+                user_id=user,
+                item_id=item,
+                timestamp=ts,
+                action=self.action,
+                text=ref["explanation"] if ref else None,
+            )
+
+    wants_text_pairs = True
+
+    def after_events(self, text_pairs: set[tuple[str, str]]) -> None:
+        """Explained pairs that no csv row contains are bad records (counted once every part was read)."""
+        for key, r in {(r["uid"], r["iid"]): r for r in self._pkl_rows(BadRecordReport())}.items():
+            if key not in text_pairs:
                 self.report.reject(
                     r["where"], f"row {r['row']}", "uid,iid", "explained pair is in no total_*.csv"
                 )

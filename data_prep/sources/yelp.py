@@ -2,59 +2,111 @@
 
 Business `attributes` hold Python-literal strings ("True", "u'free'", "{'garage': False, ...}"),
 an artefact of how Yelp exported them. They are parsed with `ast.literal_eval` (literals only: no
-names, calls or attribute access, so nothing in the data can run) after a length cap.
+names, calls or attribute access, so nothing in the data can run) after a length cap. Older dumps
+differ: plain words ("full_bar"), real JSON values with "Price Range" (2014-2016), attributes as a
+list of "Name: value" strings and categories as a JSON list (2017-2018); all of them are read.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
     check_utf8,
     clean_text,
-    iter_json_lines,
+    iter_json_part,
+    line_parts,
     optional_str,
     rating_in_range,
     require_id,
 )
 
 MAX_LITERAL_CHARS = 2000  # the longest real attribute value is a few hundred characters
-DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")  # current dumps; older dumps had dates only
+MAX_PLAIN_CHARS = 200  # a plain (unquoted) attribute word: 'full_bar', 'casual', '21plus'
+# Older dumps wrote some values unquoted ("full_bar", "very_loud", "21plus", "yes_free"). Such a value
+# is taken as the string itself only when it is made of word characters and simple separators: no
+# quotes, brackets or parentheses, so a broken literal ("{'garage': Fals") or code stays a bad record.
+_PLAIN_WORDS = re.compile(r"\w(?:[\w .,&/+-]*\w)?")
+_SCALARS = (str, bool, int, float, type(None))
+# 'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD' (older dumps), ISO with 'T' / 'Z' / an offset.
+_ISO_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
+)
+# The 2014-2016 academic dataset named the price attribute "Price Range" (a JSON number).
+PRICE_KEYS = ("RestaurantsPriceRange2", "Price Range")
+
+
+def _check_nested(out: dict[Any, Any], field_name: str) -> dict[str, Any]:
+    """A nested attribute ({'garage': False, 'lot': True}) maps names to scalars, nothing deeper."""
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, _SCALARS):
+            raise BadField(field_name, "nested value must map names to scalars")
+    return out
 
 
 def parse_literal(value: Any, field_name: str) -> Any:
-    """One Yelp attribute value: a Python literal string -> its value (str, bool, None, int, dict)."""
+    """One Yelp attribute value -> str, bool, None, int, float or {name: scalar}.
+
+    Current dumps hold Python-literal strings ("True", "u'free'", "{'garage': False}"), read with
+    `ast.literal_eval` (literals only: nothing in the data can run); older dumps hold plain words
+    ("full_bar") or real JSON values (true, 2, {"dessert": false}), kept as they are.
+    """
     if not isinstance(value, str):
-        if isinstance(value, (bool, int, float, dict)) or value is None:
-            return value  # some re-exports already carry real JSON values
+        if isinstance(value, dict):
+            return _check_nested(value, field_name)
+        if isinstance(value, (bool, int, float)) or value is None:
+            return value  # the 2014-2016 dumps and some re-exports carry real JSON values
         raise BadField(field_name, f"expected a string or a JSON value, got {type(value).__name__}")
     if len(value) > MAX_LITERAL_CHARS:
         raise BadField(field_name, f"value longer than {MAX_LITERAL_CHARS} characters")
+    text = value.strip()
     try:
-        out = ast.literal_eval(value.strip())
+        out = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if not text or (len(text) <= MAX_PLAIN_CHARS and _PLAIN_WORDS.fullmatch(text)):
+            return check_utf8(text, field_name)  # a plain word of an older dump, never evaluated
         raise BadField(field_name, "not a Python literal") from None
     if isinstance(out, dict):
-        for k, v in out.items():
-            if not isinstance(k, str) or not isinstance(v, (str, bool, int, float, type(None))):
-                raise BadField(field_name, "nested value must map names to scalars")
-    elif not isinstance(out, (str, bool, int, float, type(None))):
+        return _check_nested(out, field_name)
+    if not isinstance(out, _SCALARS):
         raise BadField(field_name, f"unsupported literal type {type(out).__name__}")
     return out
 
 
+def _attribute_entry(entry: Any) -> tuple[str, str]:
+    """The 2017-2018 dumps list attributes as 'Name: value' strings ('WiFi: no')."""
+    if not isinstance(entry, str):
+        raise BadField(
+            "attributes", f"list entries must be 'Name: value' strings, got {type(entry).__name__}"
+        )
+    name, sep, value = entry.partition(":")
+    name = check_utf8(name.strip(), "attributes")
+    if not sep or not name:
+        raise BadField("attributes", "list entry is not 'Name: value'")
+    return name, value
+
+
 def parse_attributes(raw: Any) -> dict[str, Any]:
-    """{'WiFi': 'free', 'BusinessParking': {'garage': False, 'lot': True}, 'Caters': True, ...}."""
+    """{'WiFi': 'free', 'BusinessParking': {'garage': False, 'lot': True}, 'Caters': True, ...}.
+
+    `raw` is an object of literal strings or JSON values (current and 2014-2016 dumps), a list of
+    'Name: value' strings (2017-2018 dumps) or null.
+    """
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise BadField("attributes", f"expected an object or null, got {type(raw).__name__}")
-    return {str(k): parse_literal(v, f"attributes.{k}") for k, v in raw.items()}
+    if isinstance(raw, list):
+        pairs = [_attribute_entry(e) for e in raw]
+    elif isinstance(raw, dict):
+        pairs = [(str(k), v) for k, v in raw.items()]
+    else:
+        raise BadField("attributes", f"expected an object, a list or null, got {type(raw).__name__}")
+    return {k: parse_literal(v, f"attributes.{k}") for k, v in pairs}
 
 
 def describe_attributes(attrs: dict[str, Any]) -> str:
@@ -76,11 +128,31 @@ def describe_attributes(attrs: dict[str, Any]) -> str:
 
 
 def parse_categories(raw: Any) -> list[str]:
+    """'Cafes, Restaurants' (current dumps), ['Cafes', 'Restaurants'] (2014-2018 dumps) or null."""
     if raw is None:
         return []
-    if not isinstance(raw, str):
-        raise BadField("categories", f"expected a comma-separated string or null, got {type(raw).__name__}")
-    return [c for c in (clean_text(p) for p in check_utf8(raw, "categories").split(",")) if c]
+    if isinstance(raw, list):
+        if not all(isinstance(c, str) for c in raw):
+            raise BadField("categories", "expected a list of strings")
+        parts = [check_utf8(c, "categories") for c in raw]
+    elif isinstance(raw, str):
+        parts = check_utf8(raw, "categories").split(",")
+    else:
+        raise BadField(
+            "categories", f"expected a comma-separated string, a list or null, got {type(raw).__name__}"
+        )
+    return [c for c in (clean_text(p) for p in parts) if c]
+
+
+def price_range(attrs: dict[str, Any]) -> str | None:
+    """'1'..'4' from RestaurantsPriceRange2 ("2") or the 2014-2016 "Price Range" (2); None otherwise."""
+    for key in PRICE_KEYS:
+        v = attrs.get(key)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, (int, str)) and not isinstance(v, bool) and str(v).strip() in ("1", "2", "3", "4"):
+            return str(v).strip()
+    return None
 
 
 def parse_business(rec: dict[str, Any]) -> RawItem:
@@ -95,13 +167,9 @@ def parse_business(rec: dict[str, Any]) -> RawItem:
         v = clean_text(optional_str(rec, key))
         if v:
             attrs[key] = v
-    price = attrs_raw.get("RestaurantsPriceRange2")
-    if (
-        isinstance(price, (int, str))
-        and not isinstance(price, bool)
-        and str(price).strip() in ("1", "2", "3", "4")
-    ):
-        attrs["price_range"] = str(price).strip()
+    price = price_range(attrs_raw)
+    if price:
+        attrs["price_range"] = price
     stars = rec.get("stars")
     if stars is not None:
         attrs["stars"] = f"{rating_in_range(stars, 'stars'):g}"
@@ -115,16 +183,23 @@ def parse_business(rec: dict[str, Any]) -> RawItem:
 
 
 def parse_date(raw: Any) -> int:
-    """Yelp review dates are UTC wall-clock strings: 'YYYY-MM-DD HH:MM:SS' -> seconds since the epoch."""
+    """Yelp review dates are UTC wall-clock strings -> seconds since the epoch.
+
+    'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD' (older dumps) and ISO 'YYYY-MM-DDTHH:MM:SS'
+    (re-exports; a 'Z' or an offset is honoured, no zone = UTC).
+    """
     if raw is None:
         raise BadField("date", "missing")
     if not isinstance(raw, str):
         raise BadField("date", f"expected 'YYYY-MM-DD HH:MM:SS', got {type(raw).__name__}")
-    for fmt in DATE_FORMATS:
+    s = raw.strip()
+    if _ISO_DATE.fullmatch(s):
         try:
-            return int(datetime.strptime(raw.strip(), fmt).replace(tzinfo=timezone.utc).timestamp())
+            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
         except ValueError:
-            continue
+            pass
+        else:
+            return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
     raise BadField("date", "expected 'YYYY-MM-DD HH:MM:SS'")
 
 
@@ -165,20 +240,23 @@ class YelpSource(Source):
         if not inputs.get("review"):
             raise ValueError("yelp: inputs.review is required (path or URL of review.json)")
 
-    def items(self) -> Iterator[RawItem]:
+    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
         url = self.inputs.get("business")
-        if not url:
-            return
-        for n, rec in iter_json_lines(url, self.report):
+        return line_parts([url], "items", part_bytes) if url else []
+
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return line_parts([self.inputs["review"]], "events", part_bytes)
+
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
+        for n, rec in iter_json_part(part, self.report):
             try:
                 yield parse_business(rec)
             except BadField as e:
-                self.report.reject(url, n, e.field, e.reason, rec)
+                self.report.reject(part.url, n, e.field, e.reason, rec)
 
-    def events(self) -> Iterator[RawEvent]:
-        url = self.inputs["review"]
-        for n, rec in iter_json_lines(url, self.report):
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        for n, rec in iter_json_part(part, self.report):
             try:
                 yield parse_review(rec)
             except BadField as e:
-                self.report.reject(url, n, e.field, e.reason, rec)
+                self.report.reject(part.url, n, e.field, e.reason, rec)

@@ -1,4 +1,4 @@
-"""`seller-dist bench data|train|eval`: throughput benchmarks, one module each.
+"""`seller-dist bench data|train|eval|prep`: throughput benchmarks, one module each.
 
 Each benchmark module has `add_arguments(parser)` and `run(args) -> int`; one that is not in this
 build yet answers with a clear error instead of disappearing from the help.
@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "data": ("seller_dist.bench.data", "records/s of the shard stream (local disk and S3) vs raw tar reads"),
     "train": ("seller_dist.bench.train", "training step throughput and MFU"),
     "eval": ("seller_dist.bench.eval", "generation / evaluation throughput"),
+    "prep": ("seller_dist.bench.prep", "prep events/s and peak RSS per engine, size and format (event logs)"),
 }
 
 

@@ -24,11 +24,12 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import StorageConfig
 from seller_dist.data.schema import SCHEMA_VERSION
+from seller_dist.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """A missing, corrupt or truncated shard; the message names it."""
 
 
@@ -47,6 +48,39 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.mode = 0o644
     info.uname = info.gname = ""
     tar.addfile(info, io.BytesIO(data))
+
+
+# The fixed fields of the USTAR header `_add_member` writes (mode 0644, uid/gid 0, mtime 0, a regular
+# file, empty user/group names): `ustar_member` fills in name, size and checksum around them. It is
+# byte-identical to tarfile's (tests/unit/test_shards_tar.py) and ~8x faster, which matters when prep
+# writes millions of records.
+_MODE_IDS = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid (8 bytes each)
+_MTIME = b"00000000000\x00"
+_AFTER_CHKSUM = b"0" + b"\x00" * 100 + b"ustar\x0000"  # type, linkname, magic; names and devices empty
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+
+def ustar_member(name: str, data: bytes) -> bytes:
+    """Header + data + padding of one regular-file member; tarfile's path for names it cannot fit."""
+    raw = name.encode("utf-8")
+    if len(raw) > 100 or len(data) >= 8**11:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            _add_member(tar, name, data)
+        return buf.getvalue()[: _BLOCK + -(-len(data) // _BLOCK) * _BLOCK]
+    size = b"%011o\x00" % len(data)
+    head = raw.ljust(100, b"\x00") + _MODE_IDS + size + _MTIME
+    tail = _AFTER_CHKSUM.ljust(_BLOCK - 148 - 8, b"\x00")
+    chksum = sum(head) + 8 * 32 + sum(tail)
+    header = head + b"%06o\x00 " % chksum + tail
+    return header + data + b"\x00" * (-len(data) % _BLOCK)
+
+
+def end_of_archive(size: int) -> bytes:
+    """Two zero blocks, then zeros up to a whole record (what tarfile writes on close)."""
+    size += 2 * _BLOCK
+    return b"\x00" * (2 * _BLOCK + (-size % _RECORD))
 
 
 class ShardWriter:
@@ -68,42 +102,34 @@ class ShardWriter:
         self.prefix = prefix
         self.index = start_index
         self.shards: list[ShardInfo] = []
-        self._buf: io.BytesIO | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._count = 0
-
-    def _open(self) -> None:
-        self._buf = io.BytesIO()
-        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.USTAR_FORMAT)
+        self._parts: list[bytes] = []
+        self._size = 0
         self._count = 0
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
         if "/" in key or "." in key:
             raise ValueError(f"sample key {key!r} must not contain '/' or '.' (WebDataset splits on them)")
-        if self._tar is None:
-            self._open()
-        assert self._tar is not None and self._buf is not None
         for ext, data in sample.items():
             if ext == "__key__":
                 continue
-            _add_member(self._tar, f"{key}.{ext}", data)
+            member = ustar_member(f"{key}.{ext}", data)
+            self._parts.append(member)
+            self._size += len(member)
         self._count += 1
-        if self._count >= self.max_records or self._buf.tell() >= self.max_bytes:
+        if self._count >= self.max_records or self._size >= self.max_bytes:
             self.flush()
 
     def flush(self) -> None:
-        if self._tar is None or self._count == 0:
+        if self._count == 0:
             return
-        assert self._buf is not None
-        self._tar.close()
-        data = self._buf.getvalue()
+        self._parts.append(end_of_archive(self._size))
+        data = b"".join(self._parts)
         rel = f"{self.subdir}/{self.prefix}-{self.index:06d}.tar"
         storage.write_bytes(storage.join(self.root, rel), data, self.storage_cfg)
         self.shards.append(ShardInfo(rel, self._count, len(data), hashlib.sha256(data).hexdigest()))
         self.index += 1
-        self._tar = self._buf = None
-        self._count = 0
+        self._parts, self._size, self._count = [], 0, 0
 
     def close(self) -> list[ShardInfo]:
         self.flush()

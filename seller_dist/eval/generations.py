@@ -21,9 +21,10 @@ from typing import Any
 from data_prep.report import BadRecordReport, TooManyBadRecords
 from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.errors import UserError
 
 
-class GenerationsError(ValueError):
+class GenerationsError(UserError, ValueError):
     """A generations line that breaks the contract; the message names file, line and field."""
 
     def __init__(self, where: str, line: int | None, field_name: str, reason: str):

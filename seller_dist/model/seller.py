@@ -29,7 +29,7 @@ from seller_dist.model.fusion import CrossAttentionFusion, attribute_match
 from seller_dist.model.item_encoder import ItemEncoder
 from seller_dist.model.llm import FrozenLLM, GenerationConfig
 from seller_dist.model.moe import DenseAdapter, MoEAdapter, MoEOutput
-from seller_dist.model.sequence_encoder import build_history_encoder
+from seller_dist.model.sequence_encoder import EventEmbedding, build_history_encoder
 from seller_dist.model.vocab import ModelVocab
 
 
@@ -255,6 +255,22 @@ class SellerModel(nn.Module):
         """Trainable weights only (never the LLM). Under ZeRO-3 call inside
         `deepspeed.zero.GatheredParameters(params)` or the tensors are empty partitions."""
         return {n: p.detach().clone() for n, p in self.trainable_named_parameters()}
+
+    def indexed_parameters(self) -> dict[str, tuple[str, int]]:
+        """Trainable tables whose ROWS are vocabulary entries, not learned axes: name -> ("item", 0)
+        for the item_idx-indexed embedding, ("attribute", f) for the value table of attribute field f
+        (sorted field order, 1-based value index as the collate writes it). A warm start on another
+        dataset maps these rows by item id / attribute value (seller_dist.train.warm_start)."""
+        out: dict[str, tuple[str, int]] = {}
+        item = getattr(self, "item_embedding", None)
+        for name, p in self.trainable_named_parameters():
+            if item is not None and p is item.weight:
+                out[name] = ("item", 0)
+        for mod_name, mod in self.named_modules():
+            if isinstance(mod, (ItemEncoder, EventEmbedding)):
+                for f in range(len(mod.fields)):
+                    out[f"{mod_name}.fields.{f}.weight"] = ("attribute", f)
+        return out
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         own = dict(self.trainable_named_parameters())

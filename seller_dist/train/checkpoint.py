@@ -7,7 +7,7 @@ Layout (docs/checkpoints.md) under `<storage_path>/<run_name>/checkpoints/step-<
     <name>.safetensors+<name>.json   any nested state (optimizer state dicts): tensors + structure
     data-rank-<r>.json           the data stream cursor of rank r (RankLoader.state_dict())
     train_state.json             step, epoch, seeds, loss history tail
-    config.yaml, model_meta.json, manifest_sha256
+    config.yaml, model_meta.json, manifest_sha256, dataset.json
     <anything>/                  opaque folders (e.g. a DeepSpeed save_checkpoint) are covered too
     _ranks/rank-<r>.json         sha256 of every file rank r uploaded (written after its files)
     COMMITTED                    written LAST by rank 0: sha256 of every file in the checkpoint
@@ -42,6 +42,7 @@ from safetensors.torch import save_file
 
 from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,12 @@ TRAIN_STATE_FILE = "train_state.json"
 CONFIG_FILE = "config.yaml"
 MODEL_META_FILE = "model_meta.json"  # ModelConfig + ModelVocab: rebuilds the shapes
 MANIFEST_HASH_FILE = "manifest_sha256"
+DATASET_FILE = "dataset.json"  # which dataset (URL, manifest sha256, item ids by row): warm starts map rows
 RANKS_DIR = "_ranks"
 _STEP_RE = re.compile(r"^step-(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written or used; the message names it."""
 
 
@@ -88,6 +90,23 @@ def is_step_url(url: str) -> bool:
 def model_meta(model_cfg: Any, vocab: Any) -> dict[str, Any]:
     """What model_meta.json holds (ModelConfig + ModelVocab as dicts): export rebuilds shapes from it."""
     return {"model": dataclasses.asdict(model_cfg), "vocab": dataclasses.asdict(vocab)}
+
+
+def dataset_record(
+    url: str, manifest_sha256: str, manifest: dict[str, Any], item_ids: list[str]
+) -> dict[str, Any]:
+    """What dataset.json holds: the dataset a model was trained on, and which item each row of its
+    item table is (`item_ids[i - 1]` is item_idx i), so a warm start on a later window can carry the
+    rows over by item id even when that dataset is gone (seller_dist.train.warm_start)."""
+    vocab = manifest.get("vocab") or {}
+    return {
+        "url": url,
+        "manifest_sha256": manifest_sha256,
+        "lineage": manifest.get("lineage"),
+        "num_items": int(vocab.get("num_items", len(item_ids))),
+        "attribute_fields": vocab.get("attribute_fields") or {},
+        "item_ids": list(item_ids),
+    }
 
 
 def rank_done_file(rank: int) -> str:
@@ -294,6 +313,7 @@ class Checkpoint:
     world_size: int
     files: dict[str, str]
     storage_cfg: StorageConfig | None = None
+    marker_sha256: str = ""  # sha256 of the COMMITTED bytes: the identity of the whole checkpoint
 
     @staticmethod
     def open(url: str, storage_cfg: StorageConfig | None = None, verify: bool = True) -> Checkpoint:
@@ -308,7 +328,12 @@ class Checkpoint:
         try:
             marker = json.loads(raw)
             ckpt = Checkpoint(
-                url, int(marker["step"]), int(marker["world_size"]), dict(marker["files"]), storage_cfg
+                url,
+                int(marker["step"]),
+                int(marker["world_size"]),
+                dict(marker["files"]),
+                storage_cfg,
+                sha256_bytes(raw),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointCorruptError(

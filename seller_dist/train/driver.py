@@ -1,8 +1,9 @@
 """`seller-dist train`: preflight, then a Ray Train TorchTrainer running seller_dist.train.worker.
 
 Why the order: every check that can fail from the config alone (unknown key, ep_size, a missing
-manifest, unwritable storage, a corrupt newest checkpoint) runs here in the driver, in seconds,
-before Ray is even contacted; a bad config never costs a worker-group allocation.
+manifest, unwritable storage, a corrupt newest checkpoint, init_from weights that do not fit the
+model) runs here in the driver, in seconds, before Ray is even contacted; a bad config never costs a
+worker-group allocation.
 
 Ray pieces from the TrainConfig: ScalingConfig(num_workers, use_gpu, CPUs/GPUs per worker),
 RunConfig(name=run_name, storage_path, FailureConfig(max_failures)). Ray's own results land under
@@ -115,6 +116,8 @@ def absolutize_local_paths(cfg: TrainConfig) -> None:
     cfg.model = dataclasses.replace(cfg.model, llm_path=fix(cfg.model.llm_path))
     cfg.logging = dataclasses.replace(cfg.logging, wandb_dir=fix(cfg.logging.wandb_dir))
     cfg.storage_path = fix(cfg.storage_path)
+    if cfg.init_from:
+        cfg.init_from = fix(cfg.init_from)
 
 
 def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
@@ -127,6 +130,8 @@ def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
         )
     else:
         print(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}", flush=True)
+        if pre.init_summary:
+            print(f"[train] {pre.init_summary}", flush=True)
     init_ray(cfg)
     result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)

@@ -4,7 +4,10 @@ Output folder:
     trainable.safetensors   dense trainable weights (SellerModel.trainable_state_dict names) and ALL
                             experts as "moe.<name>" in the ep_size=1 layout (stacked [E, ...])
     seller_config.json      {"format_version", "model": ModelConfig (ep_size=1), "vocab": ModelVocab,
-                            "llm_path"}
+                            "llm_path", "source_checkpoint", "step", "checkpoint_sha256",
+                            "manifest_sha256", "init_from"}
+    dataset.json            the checkpoint's dataset.json (dataset URL, manifest sha256, the item id
+                            of every item-table row), when it has one: warm starts map rows by item id
 
 Why gather: training may shard experts over `ep_size` ranks (moe-rank-<e>.safetensors, each holding
 experts [e*E/ep, (e+1)*E/ep)); inference on one process wants them all in one table. The router is
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT_VERSION = 1
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "seller_config.json"
+DATASET_FILE = "dataset.json"
 MOE_PREFIX = "moe."
 EXPERT_KEYS = ("w1", "b1", "w2", "b2")  # stacked per-expert tensors of MoEAdapter: dim 0 = expert
 
@@ -70,6 +74,11 @@ class TrainedWeights:
     weights: dict[str, torch.Tensor]
     train_config: str | None = None  # the run's config.yaml, when read from a checkpoint
     manifest_sha256: str | None = None  # of the dataset it was trained on, when known
+    # identity of what was read: sha256 of a checkpoint's COMMITTED marker (it lists every file's
+    # hash) or of an export's trainable.safetensors
+    sha256: str | None = None
+    dataset: dict[str, Any] | None = None  # checkpoint.dataset_record(...) of its dataset, when known
+    init_from: dict[str, Any] | None = None  # where its run warm-started from, when it did
 
 
 def from_checkpoint(checkpoint_url: str, storage_cfg: StorageConfig | None = None) -> TrainedWeights:
@@ -89,6 +98,7 @@ def from_checkpoint(checkpoint_url: str, storage_cfg: StorageConfig | None = Non
             )
         moe = gather_experts([ckpt.load_tensors(n) for n in names], f"checkpoint {checkpoint_url}")
         weights.update({f"{MOE_PREFIX}{k}": v for k, v in moe.items()})
+    train_state = ckpt.load_json(ck.TRAIN_STATE_FILE) if ckpt.has(ck.TRAIN_STATE_FILE) else {}
     return TrainedWeights(
         source=checkpoint_url,
         step=ckpt.step,
@@ -99,6 +109,9 @@ def from_checkpoint(checkpoint_url: str, storage_cfg: StorageConfig | None = Non
         manifest_sha256=(
             ckpt.load_text(ck.MANIFEST_HASH_FILE).strip() if ckpt.has(ck.MANIFEST_HASH_FILE) else None
         ),
+        sha256=ckpt.marker_sha256 or None,
+        dataset=ckpt.load_json(ck.DATASET_FILE) if ckpt.has(ck.DATASET_FILE) else None,
+        init_from=train_state.get("init_from"),
     )
 
 
@@ -113,7 +126,12 @@ def from_export(folder_url: str, storage_cfg: StorageConfig | None = None) -> Tr
         raise FileNotFoundError(f"{folder_url} is not an export folder: no {CONFIG_FILE}") from None
     if int(config.get("format_version", -1)) > EXPORT_FORMAT_VERSION:
         raise ValueError(f"{config_url}: format_version {config['format_version']} is newer than this code")
-    weights = load_safetensors(storage.read_bytes(storage.join(folder_url, WEIGHTS_FILE), storage_cfg))
+    raw_weights = storage.read_bytes(storage.join(folder_url, WEIGHTS_FILE), storage_cfg)
+    weights = load_safetensors(raw_weights)
+    dataset_url = storage.join(folder_url, DATASET_FILE)
+    dataset = (
+        storage.read_json(dataset_url, storage_cfg) if storage.exists(dataset_url, storage_cfg) else None
+    )
     return TrainedWeights(
         source=folder_url,
         step=config.get("step"),
@@ -122,6 +140,9 @@ def from_export(folder_url: str, storage_cfg: StorageConfig | None = None) -> Tr
         weights=dict(weights),
         train_config=config.get("train_config"),
         manifest_sha256=config.get("manifest_sha256"),
+        sha256=ck.sha256_bytes(raw_weights),
+        dataset=dataset,
+        init_from=config.get("init_from"),
     )
 
 
@@ -163,7 +184,13 @@ def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig 
         "step": trained.step,
         "train_config": trained.train_config,
         "manifest_sha256": trained.manifest_sha256,
+        "checkpoint_sha256": trained.sha256,
+        "init_from": trained.init_from,
     }
+    if trained.dataset is not None:
+        (out / DATASET_FILE).write_text(json.dumps(trained.dataset, sort_keys=True))
+    else:  # never leave an earlier export's item ids beside these weights
+        (out / DATASET_FILE).unlink(missing_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     log.info("exported %s (%d tensors) to %s", checkpoint_url, len(trained.weights), out)
     return out

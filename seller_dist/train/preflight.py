@@ -1,6 +1,8 @@
 """Checks that run in the driver BEFORE any Ray worker starts, so a bad config costs seconds, not a
 cluster allocation: config consistency, the dataset manifest, a writable storage_path, the LLM
-path, and the run's newest committed checkpoint (a corrupt one is an error naming it).
+path, the run's newest committed checkpoint (a corrupt one is an error naming it) and, for a new
+run with `init_from`, whether every tensor of those weights fits this model and dataset
+(seller_dist.train.warm_start; a misfit names the key).
 
 Every failure is a ConfigError whose message names the key and says what to change.
 """
@@ -34,6 +36,8 @@ class PreflightResult:
     checkpoints_root: str
     resume_from: str | None  # URL of the newest committed checkpoint, None for a fresh run
     resume_step: int = 0
+    init_from: dict[str, Any] | None = None  # a fresh run's warm start (WarmStart.record()), if any
+    init_summary: str = ""
 
 
 def _fast_fs(url: str, cfg: StorageConfig) -> tuple[Any, str]:
@@ -147,6 +151,20 @@ def preflight(cfg: TrainConfig) -> PreflightResult:
     check_llm_path(cfg)
     check_storage_path(cfg)
     root, resume_url, resume_step = check_resume(cfg)
+    init, summary = None, ""
     if resume_url:
         log.info("resuming run %s from %s", cfg.run_name, resume_url)
-    return PreflightResult(manifest_url, manifest_sha, root, resume_url, resume_step)
+        if cfg.init_from:
+            log.warning(
+                "init_from=%s is ignored: run %s resumes from its own checkpoint %s (resume takes "
+                "precedence; use a new run_name to warm-start)",
+                cfg.init_from,
+                cfg.run_name,
+                resume_url,
+            )
+    elif cfg.init_from:
+        from seller_dist.train.warm_start import check_init_from
+
+        warm = check_init_from(cfg, manifest_sha)
+        init, summary = warm.record(), warm.summary()
+    return PreflightResult(manifest_url, manifest_sha, root, resume_url, resume_step, init, summary)

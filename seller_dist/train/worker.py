@@ -44,6 +44,7 @@ from seller_dist import storage
 from seller_dist.config import OptimConfig, TrainConfig
 from seller_dist.config_loader import dump_yaml, from_dict, to_dict
 from seller_dist.train import checkpoint as ck
+from seller_dist.train import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,10 @@ def save_checkpoint(
     rank: int,
     world: int,
     extra: dict[str, Any],
+    dataset: dict[str, Any] | None = None,
 ) -> str:
-    """Every rank: stage its part, upload, barrier; rank 0 commits (COMMITTED last) and prunes."""
+    """Every rank: stage its part, upload, barrier; rank 0 commits (COMMITTED last) and prunes.
+    `dataset`: checkpoint.dataset_record(...) for dataset.json (rank 0), what warm starts map rows by."""
     root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
     writer = ck.CheckpointWriter(root, step, rank, world, cfg.storage)
     try:
@@ -170,6 +173,8 @@ def save_checkpoint(
             writer.save_text(ck.CONFIG_FILE, dump_yaml(cfg))
             writer.save_json(ck.MODEL_META_FILE, ck.model_meta(cfg.model, state.model.vocab))
             writer.save_text(ck.MANIFEST_HASH_FILE, extra["manifest_sha256"] + "\n")
+            if dataset is not None:
+                writer.save_json(ck.DATASET_FILE, dataset)
         if state.moe is not None:
             if rank == state.groups.ep_rank:  # the first holder of these experts writes them
                 writer.save_tensors(ck.moe_file(state.groups.ep_rank), state.moe.state_dict())
@@ -220,6 +225,12 @@ def restore_checkpoint(ckpt: ck.Checkpoint, state: Any, loader: Any, rank: int, 
 # ------------------------------------------------------------------------------------ the loop
 def rank_loader(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any]:
     """(manifest, RankLoader): this rank's exact share of the split, collated with the LLM's tokenizer."""
+    manifest, _, loader = rank_data(cfg, rank, world)
+    return manifest, loader
+
+
+def rank_data(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any, Any]:
+    """(manifest, ItemCatalog, RankLoader); the catalog says which item id each item_idx is."""
     from seller_dist.data.catalog import ItemCatalog
     from seller_dist.data.collate import SellerCollator
     from seller_dist.data.shards import Manifest
@@ -236,7 +247,7 @@ def rank_loader(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any]:
         num_soft_tokens=cfg.model.num_soft_tokens,
         history_text=cfg.model.history_text,
     )
-    return manifest, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
+    return manifest, catalog, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
 
 
 def train_worker(
@@ -268,27 +279,42 @@ def train_worker(
         Path(os.environ[PID_DIR_ENV], f"rank-{rank}.pid").write_text(str(os.getpid()))
 
     # ---- data: this rank's exact share of the split, collated with the LLM's tokenizer
-    manifest, loader = rank_loader(cfg, rank, world)
+    manifest, catalog, loader = rank_data(cfg, rank, world)
     manifest_sha256 = hashlib.sha256(
         storage.read_bytes(storage.join(cfg.data.manifest, "manifest.json"), cfg.data.storage)
     ).hexdigest()
+
+    item_ids = catalog.item_ids[1:]  # item_ids[i - 1] is item_idx i
+    dataset = ck.dataset_record(cfg.data.manifest, manifest_sha256, manifest.data, item_ids)
 
     # ---- model: LLM partitioned while loading; identical trainable init on every rank
     llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as the collate's tokenizer
     if cfg.compile_llm:
         llm.compile_layers()
+    # the newest committed checkpoint of this run wins over init_from (a restarted run resumes)
+    root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
+    latest = ck.latest_committed(root, cfg.storage, verify=True)
+    warm = None
+    if latest is None and cfg.init_from:
+        warm = warm_start.for_worker(cfg, manifest.data, manifest_sha256, item_ids, llm.hidden_size)
     torch.manual_seed(cfg.seed)
     model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
+    if warm is not None:  # before DeepSpeed partitions the dense trainables: every rank copies the same
+        warm_start.load_dense(model, warm)
     o = cfg.optim
     state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps)
     optimizers = [state.engine.optimizer] + ([state.moe_optimizer] if state.moe_optimizer else [])
+    if warm is not None:
+        warm_start.load_moe(state.moe, warm)
+        if rank == 0:
+            print(f"[train] {warm.summary()}", flush=True)
 
     # ---- resume from the newest committed checkpoint of this run, if any
-    root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
-    latest = ck.latest_committed(root, cfg.storage, verify=True)
     start_step, ckpt_url = 0, None
+    init_record = warm.record() if warm is not None else None
     if latest is not None:
-        start_step = int(restore_checkpoint(latest, state, loader, rank, world)["step"])
+        restored = restore_checkpoint(latest, state, loader, rank, world)
+        start_step, init_record = int(restored["step"]), restored.get("init_from")
         ckpt_url = latest.url
         if rank == 0:
             print(f"[train] rank 0 resumed from {latest.url} at step {start_step}", flush=True)
@@ -302,7 +328,9 @@ def train_worker(
     timer.set_model_size(frozen_n, trainable_n)
     meter = ThroughputMeter(frozen_n, trainable_n, cfg.logging.peak_tflops, num_devices=world)
     logger = MetricsLogger(cfg.logging, cfg.run_name, to_dict(cfg), rank, report)
-    extra = {"manifest_sha256": manifest_sha256, "seed": cfg.seed, "world_size": world}
+    extra: dict[str, Any] = {"manifest_sha256": manifest_sha256, "seed": cfg.seed, "world_size": world}
+    if init_record is not None:
+        extra["init_from"] = init_record  # where this run's weights started (kept across resumes)
     max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     window: dict[str, list[float]] = {"loss": [], "aux_loss": [], "grad_norm": []}
     expert_load = None
@@ -390,7 +418,7 @@ def train_worker(
             every = cfg.checkpoint.every_steps
             if (every and done % every == 0) or (done == cfg.max_steps and cfg.checkpoint.at_end):
                 result.checkpoint_url = save_checkpoint(
-                    state, loader, cfg, done, rank, world, {**extra, "lr": lr}
+                    state, loader, cfg, done, rank, world, {**extra, "lr": lr}, dataset
                 )
             timer.step_end(tokens, samples)  # this rank's own counts
         if keep_trainable:

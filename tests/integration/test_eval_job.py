@@ -88,6 +88,6 @@ def test_cli_eval_of_a_missing_checkpoint_fails_before_ray(tmp_path, capsys):
     missing = str(tmp_path / "runs" / "checkpoints" / "step-00000007")
     code = cli_main(["eval", "--checkpoint", missing, "--data", data, "--out", str(tmp_path / "out")])
     assert code == 2
-    assert f"config error: eval.checkpoint: checkpoint {missing} does not exist" in capsys.readouterr().err
+    assert f"seller-dist eval: error: eval.checkpoint: checkpoint {missing} does not exist" in capsys.readouterr().err
     assert not ray.is_initialized()
     assert not Path(tmp_path / "out").exists()

@@ -1,20 +1,30 @@
-"""engine=ray on a real local Ray (num_cpus=2, 127.0.0.1): the same records as the local engine."""
+"""engine=ray on a real local Ray (num_cpus=2, 127.0.0.1): the same records, statistics and bad-record
+report as the local engine, for every source, with inputs split into many read parts; and the driver
+never parses an event."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import data_prep.pipeline as pipeline
 from data_prep.report import BadRecordReport
-from data_prep.sources.base import RawEvent, RawItem, Source
+from data_prep.sources import get_source
 from seller_dist.config import PrepConfig
 from seller_dist.config_loader import from_dict
 from seller_dist.data import shards
 from seller_dist.data.schema import SPLITS
+from tests.prep_sources import (
+    REAL_YELP,
+    DriverGuardSource,
+    TiedLogSource,
+    write_amazon_inputs,
+    write_events_inputs,
+    write_recbole_inputs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,32 +61,6 @@ def records_by_split(root: str, manifest: dict) -> dict[str, list[bytes]]:
     return out
 
 
-class TiedLogSource(Source):
-    """Non-streaming source with equal timestamps (order must follow the input), duplicates, a bad
-    line and an item without metadata: the hard cases for a distributed re-implementation."""
-
-    name = "tied"
-
-    def __init__(self) -> None:
-        super().__init__({"events": "events.jsonl"}, {}, BadRecordReport())
-
-    def items(self):
-        return iter([RawItem(f"it{i}", f"Thing {i}", {"category": f"c{i % 3}"}) for i in range(8)])
-
-    def events(self):
-        for line in range(1, 601):
-            self.report.saw("events.jsonl")
-            if line == 300:
-                self.report.reject("events.jsonl", line, "user_id", "missing", "{}")
-                continue
-            item = "ghost" if line % 97 == 0 else f"it{(line * 7) % 8}"
-            ts = 1_000_000 + (line // 3) * 60  # three events share each timestamp
-            text = None if line % 11 == 0 else f"review {line}"
-            yield RawEvent(f"u{line % 17}", item, ts, "purchase", rating=float(line % 5), text=text)
-            if line % 50 == 0:
-                yield RawEvent(f"u{line % 17}", item, ts, "purchase", rating=float(line % 5), text=text)
-
-
 def test_ray_engine_equals_local_engine(tmp_path, local_ray, monkeypatch):
     base = {"max_history": 5, "shard_max_records": 40, "source_options": SMALL}
     local = pipeline.run_prep(from_dict(PrepConfig, {**base, "output": str(tmp_path / "local")}))
@@ -93,9 +77,7 @@ def test_ray_engine_equals_local_engine(tmp_path, local_ray, monkeypatch):
 
     # a parsed (non-streaming) source with ties, duplicates, blank texts, unknown-metadata items
     def fake_get_source(name, inputs, options, report):
-        src = TiedLogSource()
-        src.report = report
-        return src
+        return TiedLogSource(report)
 
     monkeypatch.setattr(pipeline, "get_source", fake_get_source)
     cfg = {"max_history": 4, "shard_max_records": 50, "max_error_rate": 0.2}
@@ -113,3 +95,78 @@ def test_ray_engine_equals_local_engine(tmp_path, local_ray, monkeypatch):
         "text: empty explanation text",
     }
     assert rep_l["records_bad"] == rep_r["records_bad"] and rep_l["counts_in"] == rep_r["counts_in"] == 600
+
+
+EVENTS_COLUMNS = {
+    "user": "uid",
+    "item": "sku",
+    "timestamp": "ts",
+    "action": "type",
+    "rating": None,
+    "text": "note",
+}
+EVENTS_OPTIONS = {"action_aliases": {"add_to_cart": "cart"}, "item_columns": {"item": "item_id"}}
+
+
+def _events(fmt: str) -> Callable[[Path], dict]:
+    def make(d: Path) -> dict:
+        files = write_events_inputs(d)
+        return {"source": "events", "inputs": {"path": files[fmt], "items": files["items"]},
+                "events_columns": EVENTS_COLUMNS, "source_options": EVENTS_OPTIONS}  # fmt: skip
+
+    return make
+
+
+def _xrec(d: Path) -> dict:
+    from tests.unit.test_source_xrec import write_xrec_dir
+
+    return {"source": "xrec", "inputs": {"dir": str(write_xrec_dir(d))}}
+
+
+SOURCES: dict[str, Callable[[Path], dict]] = {
+    "events-csv": _events("csv"),
+    "events-jsonl": _events("jsonl"),
+    "events-parquet": _events("parquet"),
+    "yelp": lambda d: {
+        "source": "yelp",
+        "inputs": {"review": str(REAL_YELP / "review.json"), "business": str(REAL_YELP / "business.json")},
+    },  # fmt: skip
+    "amazon2023": lambda d: {"source": "amazon2023", "inputs": write_amazon_inputs(d)},
+    "recbole": lambda d: {"source": "recbole", "inputs": write_recbole_inputs(d)},
+    "xrec": _xrec,
+}
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_source_ray_equals_local_record_for_record(name, tmp_path, local_ray):
+    """Small read parts (2-16 KB) split every splittable input into many tasks."""
+    base = {**SOURCES[name](tmp_path / "raw"), "max_history": 4, "shard_max_records": 64,
+            "max_error_rate": 0.5, "read_part_bytes": 4096}  # fmt: skip
+    local = pipeline.run_prep(from_dict(PrepConfig, {**base, "output": str(tmp_path / "local")}))
+    ray_m = pipeline.run_prep(
+        from_dict(PrepConfig, {**base, "output": str(tmp_path / "ray"), "engine": "ray"})
+    )
+    recs = records_by_split(str(tmp_path / "local"), local)
+    assert sum(map(len, recs.values())) > 0
+    assert recs == records_by_split(str(tmp_path / "ray"), ray_m)
+    for key in ("vocab", "items", "stats", "templated", "source"):
+        assert local[key] == ray_m[key], key
+    rep_l = json.loads((tmp_path / "local" / "prep_report.json").read_text())
+    rep_r = json.loads((tmp_path / "ray" / "prep_report.json").read_text())
+    assert rep_l == rep_r  # counts per file and reason, and the same samples in the same order
+    cfg = from_dict(PrepConfig, base)
+    src = get_source(cfg.source, cfg.inputs, pipeline.source_options(cfg), BadRecordReport())
+    parts = src.event_parts(cfg.read_part_bytes)
+    assert len(parts) == (3 if name == "xrec" else len(parts)) and (name == "xrec" or len(parts) > 1), parts
+
+
+def test_the_ray_driver_never_parses_an_event(tmp_path, local_ray, monkeypatch):
+    monkeypatch.setattr(
+        pipeline, "get_source", lambda name, inputs, options, report: DriverGuardSource(report)
+    )
+    with pytest.raises(AssertionError, match="parsed on the driver"):
+        pipeline.run_prep(from_dict(PrepConfig, {"output": str(tmp_path / "local"), "max_history": 3}))
+    m = pipeline.run_prep(
+        from_dict(PrepConfig, {"output": str(tmp_path / "ray"), "max_history": 3, "engine": "ray"})
+    )
+    assert m["stats"]["input_records"] == 240 and sum(m["splits"][s]["count"] for s in SPLITS) > 0

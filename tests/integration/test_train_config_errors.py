@@ -40,14 +40,14 @@ def train_cli(capsys, *args: str) -> tuple[int, str]:
 def test_unknown_key(no_ray, good, capsys):
     code, err = train_cli(capsys, *good, "--set", "optim.lrr=0.1")
     assert code == 2
-    assert "config error: unknown config key 'optim.lrr'; did you mean 'optim.lr'?" in err
+    assert "seller-dist train: error: unknown config key 'optim.lrr'; did you mean 'optim.lr'?" in err
 
 
 def test_ep_size_not_dividing_experts(no_ray, good, capsys):
     code, err = train_cli(capsys, *good, "--set", "model.ep_size=3")
     assert code == 2
     assert (
-        "config error: model.ep_size=3 does not divide model.num_experts=4: choose ep_size in [1, 2, 4]"
+        "seller-dist train: error: model.ep_size=3 does not divide model.num_experts=4: choose ep_size in [1, 2, 4]"
         in err
     )
 
@@ -56,7 +56,7 @@ def test_missing_manifest(no_ray, good, tmp_path, capsys):
     code, err = train_cli(capsys, *good, "--set", f"data.manifest={tmp_path / 'nowhere'}")
     assert code == 2
     assert (
-        f"config error: data.manifest: no manifest at {tmp_path / 'nowhere'}/manifest.json: run seller-dist prep"
+        f"seller-dist train: error: data.manifest: no manifest at {tmp_path / 'nowhere'}/manifest.json: run seller-dist prep"
         in err
     )
 
@@ -69,7 +69,7 @@ def test_unreachable_storage(no_ray, good, monkeypatch, capsys):
         capsys, *good, "--set", "storage_path=s3://runs-bucket/x", "--set", f"storage.endpoint_url={endpoint}"
     )
     assert code == 2
-    assert "config error: storage_path: cannot write to s3://runs-bucket/x" in err
+    assert "seller-dist train: error: storage_path: cannot write to s3://runs-bucket/x" in err
     assert f"check the endpoint ({endpoint}; set storage.endpoint_url or AWS_ENDPOINT_URL)" in err
 
 

@@ -224,7 +224,7 @@ def test_cli_prep_config_errors_and_success(tmp_path, capsys):
     cfg_file.write_text(f"output: {tmp_path / 'ds'}\nmax_histroy: 5\n")
     assert cli.main(["prep", "--config", str(cfg_file)]) == 2
     err = capsys.readouterr().err
-    assert "config error: unknown config key 'max_histroy'; did you mean 'max_history'?" in err
+    assert "seller-dist prep: error: unknown config key 'max_histroy'; did you mean 'max_history'?" in err
     with pytest.raises(ConfigError, match="unknown config key 'source_options.num_user'"):
         pipeline.run_prep(prep_cfg(tmp_path / "x", source_options={"num_user": 5}))
     cfg_file.write_text(f"output: {tmp_path / 'ds'}\n")
@@ -233,8 +233,9 @@ def test_cli_prep_config_errors_and_success(tmp_path, capsys):
     )
     assert rc == 0
     assert "prepared " in capsys.readouterr().out
-    assert cli.main(["prep", "--config", str(cfg_file)]) == 1
-    assert "already holds a prepared dataset" in capsys.readouterr().err
+    assert cli.main(["prep", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"seller-dist prep: error: output {tmp_path / 'ds'} already holds a prepared dataset" in err
     assert cli.main(["inspect", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
     assert "train:" in out and "sample record" in out

@@ -110,6 +110,82 @@ def test_xrec_time_column_is_used_when_present(tmp_path):
     ]
 
 
+def _clean_tst_pkl(d: Path) -> None:
+    """tst.pkl with only good rows whose pairs are in the csv files, so the csv alone decides `bad`."""
+    _frame(
+        [
+            (
+                0,
+                13,
+                "Blue Bottle",
+                "Likes coffee.",
+                "A coffee shop.",
+                "You would enjoy its pour-over coffee.",
+            ),
+            (1, 11, "Tea House", "Likes tea.", "A tea room.", "Its quiet room suits your reading habit."),
+        ]
+    ).to_pickle(d / "tst.pkl")
+
+
+def test_xrec_time_column_variants_convert_with_no_bad_records(tmp_path):
+    d = write_xrec_dir(tmp_path / "x")
+    _clean_tst_pkl(d)
+    (d / "total_trn.csv").write_text(
+        "user,item,Time\n"
+        "0,10,1449273600\n"  # epoch seconds
+        "0,11,1449273600000\n"  # epoch ms
+        "0,12,1449273600.0\n"
+        "1,10,2015-12-05\n"  # ISO date: UTC midnight
+        "1,11,2015-12-05 10:11:12\n"
+        "1,12,2015-12-05T10:11:12Z\n"
+        "2,10,2015-12-05T12:11:12+02:00\n"
+        '2,11,"12 5, 2015"\n'  # Amazon reviewTime: month day, year
+        '2,12,"01 19, 2014"\n'
+        '2,13," 1 9, 2014 "\n'
+    )
+    (d / "total_val.csv").unlink()
+    (d / "total_tst.csv").write_text("user,item,Time\n0,13,2015-12-06\n1,11,1449360000\n")
+    report = BadRecordReport()
+    events = list(XRecSource({"dir": str(d)}, {}, report).events())
+    assert dict(report.bad) == {}
+    assert [(e.user_id, e.item_id, e.timestamp) for e in events] == [
+        ("0", "10", 1449273600),
+        ("0", "11", 1449273600),
+        ("0", "12", 1449273600),
+        ("1", "10", 1449273600),
+        ("1", "11", 1449310272),
+        ("1", "12", 1449310272),
+        ("2", "10", 1449310272),
+        ("2", "11", 1449273600),
+        ("2", "12", 1390089600),  # 2014-01-19 00:00:00 UTC
+        ("2", "13", 1389225600),  # 2014-01-09
+        ("0", "13", 1449360000),
+        ("1", "11", 1449360000),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["soon", "13 5, 2015", "12/05/2015", "2015-02-30", "05 12 2015", "nan", "1e400", "2015-12-05T25:00"],
+)
+def test_xrec_unreadable_time_is_a_value_free_bad_record(tmp_path, cell):
+    d = write_xrec_dir(tmp_path / "x")
+    _frame([(0, 10, "Cafe", "", "", "Near your office.")]).to_pickle(d / "tst.pkl")
+    (d / "trn.pkl").unlink()
+    (d / "total_trn.csv").write_text(f'user,item,Time\n0,10,1449273600\n0,11,"{cell}"\n')
+    (d / "total_val.csv").unlink()
+    (d / "total_tst.csv").write_text("user,item,Time\n0,13,-5\n1,11,\n")
+    report = BadRecordReport()
+    events = list(XRecSource({"dir": str(d)}, {}, report).events())
+    assert [(e.item_id, e.timestamp) for e in events] == [("10", 1449273600)]
+    assert dict(report.bad) == {
+        "Time: expected epoch seconds/ms, an ISO-8601 date or 'M D, YYYY'": 1,
+        "Time: negative timestamp": 1,
+        "Time: missing": 1,
+    }
+    assert all(cell not in s["reason"] for s in report.samples)
+
+
 def test_dataframe_pickles_round_trip_through_the_allow_list(tmp_path):
     df = pd.DataFrame(
         {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from data_prep.pipeline import run_prep
 from data_prep.report import BadRecordReport, TooManyBadRecords
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import BadField
-from data_prep.sources.yelp import YelpSource, parse_attributes, parse_literal
+from data_prep.sources.yelp import YelpSource, parse_attributes, parse_date, parse_literal
 from seller_dist.config import PrepConfig
 from tests.source_roundtrip import prep_round_trip
 
@@ -71,7 +72,7 @@ def test_yelp_fixture_exact_values_and_bad_records():
     assert dict(report.bad) == {
         "attributes.WiFi: not a Python literal": 1,  # "__import__('os').system(...)": never evaluated
         "attributes.BusinessParking: not a Python literal": 1,
-        "categories: expected a comma-separated string or null, got int": 1,
+        "categories: expected a comma-separated string, a list or null, got int": 1,
         "stars: outside [1, 5]": 1,
         "date: expected 'YYYY-MM-DD HH:MM:SS'": 1,
         "stars: missing": 1,
@@ -174,3 +175,191 @@ def test_yelp_real_sample_over_the_error_rate_publishes_nothing(tmp_path):
     )
     assert f"First: file {REAL / 'review.json'}, record 700, field 'json'" in msg
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------ schema variants of older dumps
+# 2014-2016 academic dataset: attributes are a real JSON object (booleans, numbers, nested objects),
+# the price key is "Price Range", categories a JSON list; records carry type/neighborhoods/full_address.
+BUSINESS_2015 = {
+    "business_id": "KayYbHCt-RkbGcPdGOThNg",
+    "full_address": "1201 Washington Ave\nCarnegie, PA 15106",
+    "hours": {"Tuesday": {"close": "02:00", "open": "11:00"}},
+    "open": True,
+    "categories": ["Bars", "American (New)", "Nightlife"],
+    "city": "Carnegie",
+    "review_count": 40,
+    "name": "Rocky's Lounge",
+    "neighborhoods": [],
+    "longitude": -80.0845,
+    "state": "PA",
+    "stars": 4.0,
+    "latitude": 40.3965,
+    "attributes": {
+        "Alcohol": "full_bar",
+        "Noise Level": "average",
+        "Good For": {"dessert": False, "latenight": True, "lunch": False, "dinner": True},
+        "Accepts Credit Cards": True,
+        "Price Range": 2,
+        "Smoking": "no",
+        "Take-out": False,
+    },
+    "type": "business",
+}
+# 2017-2018 dumps: attributes a JSON list of "Name: value" strings, categories a JSON list.
+BUSINESS_2017 = {
+    "business_id": "FYWN1wneV18bWNgQjJ2GNg",
+    "name": "Bocca Bistro",
+    "neighborhood": "",
+    "address": "4855 E Warner Rd",
+    "city": "Ahwatukee",
+    "state": "AZ",
+    "postal_code": "85044",
+    "stars": 4.5,
+    "review_count": 22,
+    "is_open": 1,
+    "attributes": [
+        "Alcohol: full_bar",
+        "Ambience: {'romantic': False, 'intimate': False, 'casual': True, 'touristy': None}",
+        "BikeParking: True",
+        "BusinessParking: {'garage': False, 'street': True, 'validated': False, 'lot': False, 'valet': False}",
+        "RestaurantsPriceRange2: 2",
+        "WiFi: no",
+    ],
+    "categories": ["Italian", "Restaurants"],
+    "hours": ["Monday 11:0-21:0", "Tuesday 11:0-21:0"],
+    "type": "business",
+}
+# Current-style object, but with the unquoted strings of some dumps and u'' keys / None in nested dicts.
+BUSINESS_PLAIN = {
+    "business_id": "PlainStrings0000000001",
+    "name": "Corner Pub",
+    "city": "Las Vegas",
+    "state": "NV",
+    "stars": 3.5,
+    "attributes": {
+        "Alcohol": "full_bar",
+        "RestaurantsAttire": "casual",
+        "WiFi": "free",
+        "NoiseLevel": "average",
+        "Ambience": "{u'romantic': False, u'casual': True, u'divey': None}",
+        "RestaurantsPriceRange2": "3",
+    },
+    "categories": "Pubs, Bars",
+}
+REVIEWS_OLD = [
+    # 2014-2016: type, votes, date only
+    {"votes": {"funny": 0, "useful": 2, "cool": 1}, "user_id": "Xqd0DzHaiyRqVH3WRG7hzg",
+     "review_id": "15SdjuK7DmYqUAj6rjGowg", "stars": 5, "date": "2007-05-17",
+     "text": "Great bar food.\n\nFriendly.", "type": "review", "business_id": "KayYbHCt-RkbGcPdGOThNg"},
+    # current: date with time
+    {"review_id": "x7mDIiDB3jEiPGPHOmDzyw", "user_id": "msQe1u7Z_XuqjGoqhB0J5g",
+     "business_id": "FYWN1wneV18bWNgQjJ2GNg", "stars": 2.0, "useful": 0, "funny": 0, "cool": 0,
+     "text": "Slow service.", "date": "2016-11-09 20:09:03"},
+    # a re-export with ISO 'T' and 'Z'
+    {"review_id": "abcDIiDB3jEiPGPHOmDzyw", "user_id": "msQe1u7Z_XuqjGoqhB0J5g",
+     "business_id": "PlainStrings0000000001", "stars": 4, "text": "Good beer.", "date": "2018-01-02T03:04:05Z"},
+]  # fmt: skip
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_yelp_attribute_variants_of_every_dump_era():
+    # (a) current: Python-literal strings; (b) plain words; (c) nested dicts with u'' and None
+    assert parse_attributes(
+        {"WiFi": "u'free'", "Alcohol": "full_bar", "RestaurantsAttire": "casual", "NoiseLevel": "average",
+         "AgesAllowed": "21plus", "BYOBCorkage": "yes_free", "Caters": "True", "HasTV": "None",
+         "Ambience": "{u'romantic': False, 'casual': True, u'touristy': None}"}
+    ) == {"WiFi": "free", "Alcohol": "full_bar", "RestaurantsAttire": "casual", "NoiseLevel": "average",
+          "AgesAllowed": "21plus", "BYOBCorkage": "yes_free", "Caters": True, "HasTV": None,
+          "Ambience": {"romantic": False, "casual": True, "touristy": None}}  # fmt: skip
+    # (d) 2014-2016: real JSON values and nested JSON objects
+    assert parse_attributes(
+        {"Good For": {"dessert": False, "latenight": True}, "Price Range": 2, "Accepts Credit Cards": True}
+    ) == {"Good For": {"dessert": False, "latenight": True}, "Price Range": 2, "Accepts Credit Cards": True}
+    # (e) 2017-2018: a list of "Name: value" strings (the value may hold ':' itself)
+    assert parse_attributes(
+        ["BikeParking: True", "BusinessParking: {'garage': False, 'street': True}", "RestaurantsPriceRange2: 2",
+         "WiFi: no", "Alcohol: full_bar"]
+    ) == {"BikeParking": True, "BusinessParking": {"garage": False, "street": True}, "RestaurantsPriceRange2": 2,
+          "WiFi": "no", "Alcohol": "full_bar"}  # fmt: skip
+    assert parse_attributes([]) == {} and parse_attributes(None) == {}
+    with pytest.raises(BadField, match="list entry is not 'Name: value'"):
+        parse_attributes(["BikeParking True"])
+    with pytest.raises(BadField, match="nested value must map names to scalars"):
+        parse_attributes({"Good For": {"meals": ["lunch"]}})
+    with pytest.raises(BadField, match="expected an object, a list or null, got str"):
+        parse_attributes("WiFi: no")
+
+
+def test_yelp_unparsable_attribute_that_is_not_a_plain_word_is_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    for evil in (f"__import__('os').system('touch {marker}')", "os.system('x')", "{'garage': Fals",
+                 "lambda: 1", "[1] * 10**9", "'" + "a"):  # fmt: skip
+        with pytest.raises(BadField, match="not a Python literal"):
+            parse_literal(evil, "attributes.X")
+    assert not marker.exists()
+    # words without quotes, brackets or parentheses are data, kept as the string itself
+    assert parse_literal("  very_loud ", "attributes.NoiseLevel") == "very_loud"
+    assert parse_literal("beer and wine", "attributes.Alcohol") == "beer and wine"
+    assert parse_literal("", "attributes.X") == ""
+    with pytest.raises(BadField, match="not a Python literal"):  # a plain word is short
+        parse_literal("word " * 50, "attributes.X")
+
+
+def test_yelp_review_dates_with_and_without_time():
+    assert parse_date("2012-05-01") == 1335830400
+    assert parse_date("2012-05-01 10:11:12") == 1335867072
+    assert parse_date("2012-05-01T10:11:12") == 1335867072
+    assert parse_date("2012-05-01T10:11:12Z") == 1335867072
+    assert parse_date("2012-05-01T12:11:12+02:00") == 1335867072
+    for bad in ("07/07/2018", "2012-05-01 10:11:12 PM", "20120501", "2012-13-01", ""):
+        with pytest.raises(BadField, match="expected 'YYYY-MM-DD HH:MM:SS'"):
+            parse_date(bad)
+
+
+def test_yelp_older_dump_schemas_convert_with_no_bad_records(tmp_path):
+    business = _jsonl(tmp_path / "business.json", [BUSINESS_2015, BUSINESS_2017, BUSINESS_PLAIN])
+    review = _jsonl(tmp_path / "review.json", REVIEWS_OLD)
+    items, events, report = _convert(business, review)
+    assert dict(report.bad) == {}
+    assert report.seen == {str(business): 3, str(review): 3}
+    assert items == [
+        RawItem(
+            "KayYbHCt-RkbGcPdGOThNg",
+            "Rocky's Lounge",
+            {"category": "Bars", "city": "Carnegie", "state": "PA", "price_range": "2", "stars": "4"},
+            "Rocky's Lounge. Categories: Bars, American (New), Nightlife. Accepts Credit Cards; "
+            "Alcohol: full_bar; Good For: dinner, latenight; Noise Level: average; Price Range: 2",
+        ),
+        RawItem(
+            "FYWN1wneV18bWNgQjJ2GNg",
+            "Bocca Bistro",
+            {"category": "Italian", "city": "Ahwatukee", "state": "AZ", "price_range": "2", "stars": "4.5"},
+            "Bocca Bistro. Categories: Italian, Restaurants. Alcohol: full_bar; Ambience: casual; BikeParking; "
+            "BusinessParking: street; RestaurantsPriceRange2: 2",
+        ),
+        RawItem(
+            "PlainStrings0000000001",
+            "Corner Pub",
+            {"category": "Pubs", "city": "Las Vegas", "state": "NV", "price_range": "3", "stars": "3.5"},
+            "Corner Pub. Categories: Pubs, Bars. Alcohol: full_bar; Ambience: casual; NoiseLevel: average; "
+            "RestaurantsAttire: casual; RestaurantsPriceRange2: 3; WiFi: free",
+        ),
+    ]
+    assert events == [
+        RawEvent(
+            "Xqd0DzHaiyRqVH3WRG7hzg",
+            "KayYbHCt-RkbGcPdGOThNg",
+            1179360000,
+            "review",
+            5.0,
+            "Great bar food. Friendly.",
+        ),
+        RawEvent(
+            "msQe1u7Z_XuqjGoqhB0J5g", "FYWN1wneV18bWNgQjJ2GNg", 1478722143, "review", 2.0, "Slow service."
+        ),
+        RawEvent("msQe1u7Z_XuqjGoqhB0J5g", "PlainStrings0000000001", 1514862245, "review", 4.0, "Good beer."),
+    ]

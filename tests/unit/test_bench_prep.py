@@ -1,0 +1,101 @@
+"""`seller-dist bench prep`: the generated log has the shape the benchmark promises (exact size,
+heavy tail, per-user time order, same bytes for the same seed), and a tiny run measures every
+(engine, format, size) with a real peak RSS from the prep process itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from seller_dist.bench import prep as bench_prep
+from seller_dist.cli import main
+
+
+def test_generated_log_is_exact_heavy_tailed_and_deterministic(tmp_path):
+    spec = bench_prep.LogSpec(events=50_000, users=5_000, items=1_000, seed=3)
+    cols = bench_prep.generate_events(spec)
+    assert all(len(c) == 50_000 for c in cols.values())
+    per_user = np.bincount(cols["user_id"], minlength=spec.users)
+    assert per_user.min() >= 1 and per_user.sum() == 50_000
+    assert per_user.max() >= 20 * np.median(per_user)  # a few very active users
+    per_item = np.bincount(cols["item_id"], minlength=spec.items)
+    assert per_item.max() >= 20 * np.median(per_item)  # popular items
+    # the log is in global time order; each user's events in non-decreasing time, some equal
+    assert (np.diff(cols["timestamp"]) >= 0).all()
+    order = np.argsort(cols["user_id"], kind="stable")
+    same_user = np.diff(cols["user_id"][order]) == 0
+    gaps = np.diff(cols["timestamp"][order])[same_user]
+    assert (gaps >= 0).all() and 0.01 < (gaps == 0).mean() < 0.2
+    assert set(np.unique(cols["event_type"])) == set(range(len(bench_prep.ACTIONS)))
+
+    a = bench_prep.ensure_log(spec, tmp_path / "a", ["csv", "parquet"])
+    b = bench_prep.ensure_log(spec, tmp_path / "b", ["csv", "parquet"])
+    assert a["folder"] != b["folder"]
+    for fmt in ("csv", "parquet"):
+        assert Path(a["inputs"][fmt]).read_bytes() == Path(b["inputs"][fmt]).read_bytes()
+    assert Path(a["items"]).read_bytes() == Path(b["items"]).read_bytes()
+    assert a["generated_seconds"] is not None
+    assert bench_prep.ensure_log(spec, tmp_path / "a", ["csv"])["generated_seconds"] is None  # cached
+
+    csv_rows = pcsv.read_csv(a["inputs"]["csv"])
+    assert csv_rows.column_names == ["user_id", "item_id", "timestamp", "event_type", "rating"]
+    assert csv_rows.num_rows == pq.read_metadata(a["inputs"]["parquet"]).num_rows == 50_000
+    rated = csv_rows["rating"].drop_null().to_numpy()
+    assert 0 < len(rated) < 50_000 // 10 and set(np.unique(rated)) <= {1, 2, 3, 4, 5}
+    items = pcsv.read_csv(a["items"])
+    assert items.column_names == ["item_id", "title", "category", "brand"] and items.num_rows == 1_000
+
+    split = bench_prep.ensure_log(
+        bench_prep.LogSpec(events=50_000, users=5_000, items=1_000, seed=3, files=3), tmp_path, ["csv"]
+    )
+    parts = sorted(Path(split["folder"]).glob("events-*.csv"))
+    assert len(parts) == 3 and sum(pcsv.read_csv(p).num_rows for p in parts) == 50_000
+    assert split["inputs"]["csv"].endswith("events-*.csv")
+
+
+def _run_tiny(tmp_path, capsys, engines: str, formats: str = "csv,parquet") -> dict:
+    out = tmp_path / "result.json"
+    rc = main(
+        ["bench", "prep", "--tiny", "--engines", engines, "--formats", formats]
+        + ["--workdir", str(tmp_path / "work"), "--out", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "| target | engine | format | value | result |" in printed
+    return json.loads(out.read_text())
+
+
+def test_tiny_local_run_measures_every_size_and_format(tmp_path, capsys):
+    result = _run_tiny(tmp_path, capsys, "local")
+    rows = [(r["engine"], r["format"], r["events"]) for r in result["results"]]
+    assert rows == [(e, f, n) for n in (2000, 8000) for e in ("local",) for f in ("csv", "parquet")]
+    for r in result["results"]:
+        assert r["exit_code"] == 0 and r["cpus"] == 1
+        assert r["driver_peak_reported"] and r["driver_peak_rss_mib"] > 0
+        assert r["events_per_s"] > 0 and r["examples"] > 0
+        assert 0 <= r["bad_records"] <= 0.01 * r["events"]  # a few duplicate events, counted
+    assert result["machine"]["cpus"] and result["date"] and "commit" in result["git"]
+    ratios = result["targets"]["ratios"]
+    assert set(ratios["rss_largest_over_smallest"]) == {"local/csv", "local/parquet"}
+    assert all(v > 0 for v in ratios["rss_largest_over_smallest"].values())
+    assert {c["engine"] for c in result["targets"]["checks"]} == {"local"}
+
+
+@pytest.mark.slow  # starts a local Ray twice per format (about 15 s each on 2 cores)
+def test_tiny_ray_run_measures_the_ray_workers(tmp_path, capsys):
+    result = _run_tiny(tmp_path, capsys, "local,ray", formats="csv")
+    ray_rows = [r for r in result["results"] if r["engine"] == "ray"]
+    assert len(ray_rows) == 2
+    for r in ray_rows:
+        assert r["exit_code"] == 0 and r["cpus"] >= 2
+        assert (
+            r["driver_peak_rss_mib"] > 0 and r["ray_worker_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1
+        )
+    local = {r["events"]: r for r in result["results"] if r["engine"] == "local"}
+    assert all(r["examples"] == local[r["events"]]["examples"] for r in ray_rows)  # same dataset
+    assert set(result["targets"]["ratios"]["ray_over_local"]["csv"]) == {"2000", "8000"}
