@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
-from seller_dist.data.schema import ExampleRecord, HistoryEvent, RecordError, validate_example
+from seller_dist.data.schema import (
+    ExampleRecord,
+    HistoryEvent,
+    RecordError,
+    validate_example,
+    validate_history_event,
+)
 
 if TYPE_CHECKING:
     from data_prep.vocab import ParentVocab
@@ -319,14 +325,26 @@ def cut_user_payloads(
     return out
 
 
+def cut_and_report(
+    uid: str,
+    evs: list[RawEvent],
+    catalog: Catalog,
+    params: CutParams,
+    explain: Explainer | None,
+    max_samples: int,
+) -> tuple[list[tuple[ExampleRecord, bytes]], BadRecordReport]:
+    """One user's (record, payload) pairs and that user's own bad-record report (merged in user
+    order later, data_prep.report.OrderedSamples)."""
+    user_report = BadRecordReport(max_samples=max_samples)
+    return cut_user_payloads(uid, evs, catalog, params, user_report, explain), user_report
+
+
 def history_event_problem(d: dict[str, Any]) -> tuple[str, str] | None:
     """(field, reason) of the first schema v1 violation of one history entry, or None."""
-    probe = {"key": "k", "user_id": "u", "item_id": "i", "item_idx": 1, "timestamp": 2**62, "history": [d],
-             "item_attributes": {}, "item_title": "", "explanation": "x", "split": "train"}  # fmt: skip
     try:
-        validate_example(probe)
+        validate_history_event(d, "h")
     except RecordError as e:
-        return e.field.removeprefix("history[0]."), e.reason
+        return e.field.removeprefix("h."), e.reason
     return None
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 import seller_dist
-from data_prep.examples import Catalog, CutParams, Explainer, cut_user_payloads
+from data_prep.examples import Catalog, CutParams, Explainer, cut_and_report
 from data_prep.partitions import (
     PartitionSpill,
     SpilledPartition,
@@ -256,39 +256,33 @@ def read_items_local(source: Source, cfg: PrepConfig) -> list[RawItem]:
     return [it for part in source.item_parts(cfg.read_part_bytes) for it in source.read_items(part)]
 
 
-def cut_and_report(
-    uid: str,
-    evs: list[RawEvent],
-    catalog: Catalog,
-    params: CutParams,
-    explain: Explainer | None,
-    max_samples: int,
-) -> tuple[list[tuple[ExampleRecord, bytes]], BadRecordReport]:
-    """One user's (record, payload) pairs and that user's own bad-record report (merged in user
-    order later, data_prep.report.OrderedSamples)."""
-    user_report = BadRecordReport(max_samples=max_samples)
-    return cut_user_payloads(uid, evs, catalog, params, user_report, explain), user_report
-
-
 class CutPhase:
     """Writes users' examples as they are cut; counts their bad records; checks the error rate."""
 
-    def __init__(self, root: str, cfg: PrepConfig, report: BadRecordReport, catalog: Catalog, source: Source):
+    def __init__(
+        self,
+        root: str,
+        cfg: PrepConfig,
+        report: BadRecordReport,
+        catalog: Catalog,
+        source: Source,
+        prefix: str = "shard",
+    ):
         self.cfg, self.report, self.catalog = cfg, report, catalog
         self.params = cut_params(cfg, source)
         self.explain = explainer_of(source)
-        self.writers = SplitWriters(root, cfg)
+        self.writers = SplitWriters(root, cfg, prefix)
         self.samples = OrderedSamples(cfg.bad_record_samples)
         self.num_users = 0
 
-    def user(self, uid: str, evs: list[RawEvent]) -> None:
+    def user(self, uid: str, evs: list[RawEvent], check: bool = True) -> None:
         recs, user_report = cut_and_report(
             uid, evs, self.catalog, self.params, self.explain, self.cfg.bad_record_samples
         )
         self.samples.add_report(uid, user_report, self.report)
         self.writers.write_user(recs)
         self.num_users += 1
-        if self.num_users % 20_000 == 0:
+        if check and self.num_users % 20_000 == 0:
             self.check()
 
     def check(self) -> None:
@@ -319,6 +313,11 @@ def spill_events(source: Source, cfg: PrepConfig, spill: PartitionSpill, report:
     return item_ids
 
 
+def spill_buffer_rows(cfg: PrepConfig) -> int:
+    """Rows the spill holds in memory across all partitions: no more than one partition's worth."""
+    return min(131_072, cfg.partition_max_events)
+
+
 def users_of_partitions(
     parts: list[SpilledPartition], cfg: PrepConfig, directory: str, depth: int = 0
 ) -> Iterator[tuple[str, list[RawEvent]]]:
@@ -326,7 +325,12 @@ def users_of_partitions(
     for sp in parts:
         if sp.rows > cfg.partition_max_events and depth < MAX_RESPLIT_DEPTH:
             k = 2 * -(-sp.rows // cfg.partition_max_events)
-            sub = PartitionSpill(os.path.join(directory, f"d{depth + 1}"), k, salt=sp.salt + 1)
+            sub = PartitionSpill(
+                os.path.join(directory, f"d{depth + 1}"),
+                k,
+                salt=sp.salt + 1,
+                buffer_rows=spill_buffer_rows(cfg),
+            )
             for cols in iter_partition_batches(sp):
                 sub.add_columns(cols, range(len(cols["seq"])))
             os.remove(sp.path)
@@ -347,7 +351,7 @@ def _run_local(
         # Parse every part into user-hash partitions on local disk (flat memory), check the parse's
         # error rate before a single shard is written, then cut one partition at a time.
         with tempfile.TemporaryDirectory(prefix="seller-prep-", dir=cfg.spill_dir) as tmp:
-            spill = PartitionSpill(tmp, cfg.spill_partitions)
+            spill = PartitionSpill(tmp, cfg.spill_partitions, buffer_rows=spill_buffer_rows(cfg))
             item_ids = spill_events(source, cfg, spill, report)
             parts = spill.close()
             report.check(cfg.max_error_rate)

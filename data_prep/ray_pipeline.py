@@ -3,15 +3,19 @@
   parse    the source's input is split into read parts (data_prep.sources.base.ReadPart: a byte range
            of a JSONL/CSV/TSV/atomic file, a run of Parquet row groups, a whole .gz file); one Ray task
            per part runs the source's OWN parser and validation on it and returns event rows (with
-           `seq` = part index and position: input order) plus one row with its bad-record report.
-           The item catalog is read the same way. The driver merges reports and never holds events.
-           synthetic: users are generated on the workers from user-index ranges.
-  check    the parse's error rate is checked before anything else runs
-  cut      groupby(user_id) -> map_groups: restore input order by seq, then data_prep.examples (the ONE
-           cutting implementation) -> example rows + one report row per user
-  check    the per-user reports are merged and max_error_rate is checked BEFORE any shard is written
-  write    map_batches: every task writes its own shards (ShardWriter, unique name prefix) and returns
-           ShardInfo rows; the driver writes the item catalog, prep_report.json and the manifest LAST.
+           `seq` = part index and position: input order) plus one report row: its bad records, the
+           item ids it saw and its event count. The item catalog is read the same way. The driver
+           merges the report rows and never holds events.
+  check    the parse's error rate is checked before anything is cut or written
+  cut      every event gets its user-hash partition (the local engine's hash), groupby(partition) ->
+           map_groups: restore input order by seq, then the local engine's cut phase
+           (data_prep.pipeline.CutPhase: data_prep.examples is the ONE cutting implementation), which
+           writes the partition's shards (prefix p<partition>) and returns one summary row: counts,
+           shard infos, stats and bad-record samples. synthetic: users are generated and cut in the
+           same task (a task holds whole users), no shuffle.
+  check    the summaries are merged (samples in user order, data_prep.report.OrderedSamples) and
+           max_error_rate is checked before the catalog and the manifest: a failed run deletes its
+           shards and publishes nothing. The driver writes items, prep_report.json, manifest LAST.
 
 Why parse tasks and not ray.data.read_csv/read_json: those convert cells to typed columns on their
 own terms (a user id "007" becomes 7, a malformed row is dropped or fails the file without a line
@@ -23,32 +27,32 @@ Shard boundaries differ from the local engine; the records (as a multiset per sp
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
-from collections import Counter
+import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from data_prep.examples import Catalog, CutParams, Explainer, cut_user_payloads
-from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, seq_of
+from data_prep.examples import Catalog
+from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, partition_of, seq_of
 from data_prep.report import BadRecordReport, OrderedSamples
 from data_prep.sources import Source
 from data_prep.sources.base import RawItem, ReadPart
 from data_prep.vocab import ParentVocab
-from seller_dist.config import PrepConfig, StorageConfig
-from seller_dist.data import shards
+from seller_dist.config import PrepConfig
 from seller_dist.data.schema import SPLITS
 
 log = logging.getLogger(__name__)
 
 ROWS_PER_BLOCK = 50_000  # a parse task yields its events in blocks of this many rows
 USERS_PER_BLOCK = 2_000  # synthetic users generated per task
+PARTITIONS_PER_CPU = 8
 
 EVENT_SCHEMA = SCHEMA.append(pa.field("kind", pa.string())).append(pa.field("report", pa.string()))
 ITEM_SCHEMA = pa.schema(
@@ -64,8 +68,8 @@ ITEM_SCHEMA = pa.schema(
 )
 
 
-def _report_json(report: BadRecordReport) -> str:
-    return json.dumps({"seen": report.seen, "bad": report.bad, "samples": report.samples})
+def _report_json(report: BadRecordReport, extra: dict | None = None) -> str:
+    return json.dumps({"seen": report.seen, "bad": report.bad, "samples": report.samples, **(extra or {})})
 
 
 def _report_from_json(text: str, max_samples: int) -> BadRecordReport:
@@ -77,9 +81,11 @@ def _report_from_json(text: str, max_samples: int) -> BadRecordReport:
     return rep
 
 
-def _report_table(schema: pa.Schema, part: ReadPart, report: BadRecordReport) -> pa.Table:
+def _report_table(
+    schema: pa.Schema, part: ReadPart, report: BadRecordReport, extra: dict | None = None
+) -> pa.Table:
     row = {name: [None] for name in schema.names}
-    row.update(seq=[seq_of(part.index, 0)], kind=["report"], report=[_report_json(report)])
+    row.update(seq=[seq_of(part.index, 0)], kind=["report"], report=[_report_json(report, extra)])
     return pa.table(row, schema=schema)
 
 
@@ -92,14 +98,22 @@ def parse_event_parts(
         src = copy.copy(source)
         src.report = BadRecordReport(max_samples=max_samples)
         cols = empty_columns()
-        for pos, ev in enumerate(src.read_events(part)):
-            append_event(cols, ev, seq_of(part.index, pos))
+        item_ids: set[str] = set()
+        text_pairs: set[tuple[str, str]] = set()
+        n = 0
+        for n, ev in enumerate(src.read_events(part), 1):
+            append_event(cols, ev, seq_of(part.index, n - 1))
+            item_ids.add(ev.item_id)
+            if source.wants_text_pairs and ev.text is not None:
+                text_pairs.add((ev.user_id, ev.item_id))
             if len(cols["seq"]) >= ROWS_PER_BLOCK:
                 yield _event_table(cols)
                 cols = empty_columns()
         if cols["seq"]:
             yield _event_table(cols)
-        yield _report_table(EVENT_SCHEMA, part, src.report)
+        # what the driver needs of the events (the catalog's item ids, the count) rides on the report
+        extra = {"events": n, "item_ids": sorted(item_ids), "text_pairs": sorted(text_pairs)}
+        yield _report_table(EVENT_SCHEMA, part, src.report, extra)
 
 
 def _event_table(cols: dict[str, list]) -> pa.Table:
@@ -134,10 +148,16 @@ def _parts_dataset(n: int):
     return ray.data.from_items([{"part": i} for i in range(n)], override_num_blocks=max(1, n))
 
 
-def _merge_part_reports(rows: list[dict[str, Any]], report: BadRecordReport, max_samples: int) -> None:
-    """Part reports in part order: the same counts and samples as one report read part after part."""
+def _merge_part_reports(
+    rows: list[dict[str, Any]], report: BadRecordReport, max_samples: int
+) -> list[dict[str, Any]]:
+    """Part reports in part order: the same counts and samples as one report read part after part.
+    Returns each part's report (with the extras its task put on it), in part order."""
+    out = []
     for row in sorted(rows, key=lambda r: int(r["seq"])):
         report.merge(_report_from_json(row["report"], max_samples))
+        out.append(json.loads(row["report"]))
+    return out
 
 
 def read_items_ray(source: Source, cfg: PrepConfig, report: BadRecordReport) -> list[RawItem]:
@@ -166,92 +186,63 @@ def read_items_ray(source: Source, cfg: PrepConfig, report: BadRecordReport) -> 
     return [RawItem(r["item_id"], r["title"], json.loads(r["attributes"]), r["text"]) for r in items]
 
 
-def generate_users(batch: dict[str, np.ndarray], source: Source, max_samples: int) -> pa.Table:
-    """map_batches UDF: a range of user indices -> those synthetic users' events (seeded per user)."""
+def generate_and_cut(
+    batch: dict[str, np.ndarray], source: Source, catalog: Catalog, root: str, cfg: PrepConfig
+) -> dict[str, list]:
+    """map_batches UDF (synthetic): a range of user indices -> those users' events (seeded per user),
+    cut and written right here: a task holds whole users, so no shuffle is needed."""
     ids = [int(u) for u in batch["id"]]
-    cols = empty_columns()
     src = copy.copy(source)
-    src.report = BadRecordReport(max_samples=max_samples)
-    for _, evs in src.events_for_users(min(ids), max(ids) + 1) if ids else ():
-        for pos, ev in enumerate(evs):
-            append_event(cols, ev, pos)
-    return pa.table(cols, schema=SCHEMA)  # explicit types: a null text stays null, not NaN
+    src.report = BadRecordReport(max_samples=cfg.bad_record_samples)
+    users = src.events_for_users(min(ids), max(ids) + 1) if ids else iter(())
+    return _cut_and_write(users, source, catalog, root, cfg, f"g{min(ids, default=0):09d}")
 
 
-def cut_group(
-    group: dict[str, np.ndarray],
+def add_partition(batch: pa.Table, num_partitions: int) -> pa.Table:
+    """map_batches UDF: the user-hash partition of every event (the local engine's hash)."""
+    parts = [partition_of(u, num_partitions) for u in batch.column("user_id").to_pylist()]
+    return batch.append_column("partition", pa.array(parts, pa.int32()))
+
+
+def cut_partition(
+    group: pa.Table, source: Source, catalog: Catalog, root: str, cfg: PrepConfig
+) -> dict[str, list]:
+    """map_groups UDF: every event of one user-hash partition -> its users' shards + one summary row."""
+    cols = group.to_pydict()  # Python lists: per-element access to numpy arrays is ~5x slower
+    prefix = f"p{int(cols['partition'][0]):06d}"
+    by_user = events_by_user(cols)
+    users = ((uid, by_user.pop(uid)) for uid in sorted(by_user))
+    return _cut_and_write(users, source, catalog, root, cfg, prefix)
+
+
+def _cut_and_write(
+    users: Iterator[tuple[str, list]],
+    source: Source,
     catalog: Catalog,
-    params: CutParams,
-    explainer: Explainer | None,
-    samples: int,
-) -> dict[str, list]:
-    """map_groups UDF: one user's events -> example rows and one report row."""
-    ((uid, evs),) = events_by_user(group).items()
-    report = BadRecordReport(max_samples=samples)
-    pairs = cut_user_payloads(uid, evs, catalog, params, report, explainer)
-    out: dict[str, list] = {k: [] for k in ("kind", "split", "key", "payload", "history_len", "expl_source")}
-    for r, payload in pairs:
-        out["kind"].append("example")
-        out["split"].append(r.split)
-        out["key"].append(r.key)
-        out["payload"].append(payload)
-        out["history_len"].append(len(r.history))
-        out["expl_source"].append(r.explanation_source)
-    user_report = {
-        "events": len(evs),
-        "examples": len(pairs),
-        "bad": dict(report.bad),
-        "samples": report.samples,
-        "user": uid,
-    }
-    out["kind"].append("report")
-    out["split"].append("")
-    out["key"].append(uid)
-    out["payload"].append(json.dumps(user_report, sort_keys=True).encode())
-    out["history_len"].append(0)
-    out["expl_source"].append("")
-    return out
-
-
-def write_shards_batch(
-    batch: dict[str, np.ndarray],
     root: str,
-    max_records: int,
-    max_bytes: int,
-    storage_cfg: StorageConfig | None,
+    cfg: PrepConfig,
+    prefix: str,
 ) -> dict[str, list]:
-    """map_batches UDF: write this batch's examples into its own shards; return ShardInfo rows."""
-    order = sorted(range(len(batch["key"])), key=lambda i: str(batch["key"][i]))
-    digest = hashlib.sha1("".join(str(batch["key"][i]) for i in order).encode()).hexdigest()[:12]
-    out: dict[str, list] = {
-        k: [] for k in ("split", "path", "count", "bytes", "sha256", "hist_sum", "hist_max", "sources")
+    """The local engine's cut phase (data_prep.pipeline.CutPhase) on these users, writing shards named
+    `<split>/<prefix>-NNNNNN.tar`; one row: counts, shards, stats and the samples that may be among
+    the run's first (OrderedSamples keeps the smallest user ids, whatever the task order)."""
+    from data_prep.pipeline import CutPhase
+
+    phase = CutPhase(root, cfg, BadRecordReport(max_samples=cfg.bad_record_samples), catalog, source, prefix)
+    n_events = 0
+    for uid, evs in users:
+        phase.user(uid, evs, check=False)
+        n_events += len(evs)
+    infos = phase.writers.close()
+    summary = {
+        "users": phase.num_users,
+        "events": n_events,
+        "bad": dict(phase.report.bad),
+        "samples": phase.samples.kept(),
+        "stats": asdict(phase.writers.stats),
+        "shards": {split: [asdict(i) for i in v] for split, v in infos.items()},
     }
-    for split in SPLITS:
-        idx = [i for i in order if batch["split"][i] == split]
-        if not idx:
-            continue
-        writer = shards.ShardWriter(root, split, max_records, max_bytes, storage_cfg, prefix=f"part-{digest}")
-        start = 0
-        for info in _write_all(writer, batch, idx):
-            n = info.count
-            chunk = idx[start : start + n]
-            start += n
-            lens = [int(batch["history_len"][i]) for i in chunk]
-            out["split"].append(split)
-            out["path"].append(info.path)
-            out["count"].append(info.count)
-            out["bytes"].append(info.bytes)
-            out["sha256"].append(info.sha256)
-            out["hist_sum"].append(sum(lens))
-            out["hist_max"].append(max(lens))
-            out["sources"].append(json.dumps(Counter(str(batch["expl_source"][i]) for i in chunk)))
-    return out
-
-
-def _write_all(writer: shards.ShardWriter, batch: dict[str, np.ndarray], idx: list[int]) -> Iterator:
-    for i in idx:
-        writer.write({"__key__": str(batch["key"][i]), "json": bytes(batch["payload"][i])})
-    yield from writer.close()
+    return {"summary": [json.dumps(summary)]}
 
 
 def _ensure_ray(cfg: PrepConfig) -> bool:
@@ -269,7 +260,7 @@ def _ensure_ray(cfg: PrepConfig) -> bool:
 
 
 def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
-    """(events dataset, item ids seen) with the parse's bad records merged into `report`."""
+    """(events dataset, item ids seen, number of events); the parse's bad records merged into `report`."""
     from ray.data.expressions import col
 
     parts = source.event_parts(cfg.read_part_bytes)
@@ -283,17 +274,16 @@ def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
         )
         .materialize()
     )
-    _merge_part_reports(
+    reports = _merge_part_reports(
         parsed.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).take_all(),
         report,
         cfg.bad_record_samples,
     )
-    events = parsed.filter(expr=col("kind") == "event").drop_columns(["kind", "report"])
     if source.wants_text_pairs:
-        with_text = events.filter(expr=col("text").is_not_null()).select_columns(["user_id", "item_id"])
-        source.after_events({(r["user_id"], r["item_id"]) for r in with_text.iter_rows()})
-    item_ids = set(events.unique("item_id"))
-    return events, item_ids, len(parts)
+        source.after_events({(u, i) for r in reports for u, i in r["text_pairs"]})
+    item_ids = {i for r in reports for i in r["item_ids"]}
+    events = parsed.filter(expr=col("kind") == "event").drop_columns(["kind", "report"])
+    return events, item_ids, sum(r["events"] for r in reports)
 
 
 def run_ray(
@@ -301,86 +291,63 @@ def run_ray(
 ) -> dict[str, Any]:
     import ray
     import ray.data
-    from ray.data.expressions import col
 
-    from data_prep.pipeline import cut_params, explainer_of, finish_manifest, write_items
+    from data_prep.pipeline import ExampleStats, finish_manifest, write_items
 
     started = _ensure_ray(cfg)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
+        t0 = time.perf_counter()
         raw_items = read_items_ray(source, cfg, report)
+        log.info("items: %d read in %.1f s", len(raw_items), time.perf_counter() - t0)
         # a source that can generate any slice of its users (synthetic) runs on the workers
         streamed = hasattr(source, "events_for_users") and hasattr(source, "num_users")
         if streamed:
             catalog = Catalog.build(raw_items, parent=parent)
             total_users = int(source.num_users)
-            blocks = max(1, min(256, -(-total_users // USERS_PER_BLOCK)))
-            events = ray.data.range(total_users, override_num_blocks=max(blocks, 2)).map_batches(
-                generate_users, fn_args=(source, cfg.bad_record_samples), batch_size=USERS_PER_BLOCK
+            blocks = max(2, min(256, -(-total_users // USERS_PER_BLOCK)))
+            cut = ray.data.range(total_users, override_num_blocks=blocks).map_batches(
+                generate_and_cut, fn_args=(source, catalog, root, cfg), batch_size=USERS_PER_BLOCK
             )
-            n_partitions = blocks
         else:
-            events, item_ids, n_parts = parse_events_ray(source, cfg, report)
+            events, item_ids, n_events = parse_events_ray(source, cfg, report)
+            log.info("parse: %d events in %.1f s", n_events, time.perf_counter() - t0)
             report.check(cfg.max_error_rate)  # the parse itself may already be too bad
             catalog = Catalog.build(raw_items, item_ids, parent)
             del item_ids
-            n_partitions = max(2, n_parts, -(-events.count() // ROWS_PER_BLOCK))
-        params = cut_params(cfg, source)
-        cut = events.groupby("user_id", num_partitions=max(2, min(200, n_partitions))).map_groups(
-            cut_group,
-            fn_args=(catalog, params, explainer_of(source), cfg.bad_record_samples),
-            batch_format="numpy",
-        )
-        cut = cut.materialize()
-        # merge the per-user reports (samples in user order), then check before any shard exists
-        num_users = users_with_examples = n_events = 0
+            # user-hash partitions of at most partition_max_events, as in the local engine, and at least
+            # 8 per CPU: the shuffle's aggregators finish their partitions one after another, so few
+            # large partitions leave CPUs idle (4 on 2 CPUs: 1M events cut in 40 s; 16: 30 s)
+            n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            num_partitions = max(PARTITIONS_PER_CPU * n_cpus, -(-n_events // cfg.partition_max_events))
+            cut = (
+                events.map_batches(add_partition, fn_args=(num_partitions,), batch_format="pyarrow")
+                .groupby("partition", num_partitions=min(num_partitions, 200))
+                .map_groups(cut_partition, fn_args=(source, catalog, root, cfg), batch_format="pyarrow")
+            )
+        # every task wrote its shards; merge counts, stats and samples (user order) and check the
+        # error rate before the catalog and the manifest are written (a failed run publishes nothing)
+        stats = ExampleStats()
+        split_infos: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        num_users = n_events = 0
         samples = OrderedSamples(cfg.bad_record_samples)
-        for row in cut.filter(expr=col("kind") == "report").iter_rows():
-            d = json.loads(bytes(row["payload"]))
-            num_users += 1
+        for row in cut.iter_rows():
+            d = json.loads(row["summary"])
+            num_users += d["users"]
             n_events += d["events"]
-            users_with_examples += 1 if d["examples"] else 0
-            part = BadRecordReport(max_samples=cfg.bad_record_samples)
-            part.bad.update(d["bad"])
-            part.samples = d["samples"]
-            samples.add_report(d["user"], part, report)
+            report.bad.update(d["bad"])
+            samples.extend(d["samples"])
+            stats.merge(ExampleStats(**d["stats"]))
+            for split, infos in d["shards"].items():
+                split_infos[split] += infos
+        log.info("cut and written: %.1f s since start", time.perf_counter() - t0)
         samples.finish(report)
         if streamed:
             report.saw(f"{source.name} events", n_events)
         report.check(cfg.max_error_rate)
-        infos = (
-            cut.filter(expr=col("kind") == "example")
-            .map_batches(
-                write_shards_batch,
-                fn_args=(root, cfg.shard_max_records, cfg.shard_max_bytes, cfg.storage),
-                batch_size=max(cfg.shard_max_records, 1000),
-                batch_format="numpy",
-            )
-            .take_all()
-        )
-        split_infos: dict[str, list[dict]] = {s: [] for s in SPLITS}
-        per_split = dict.fromkeys(SPLITS, 0)
-        sources: Counter = Counter()
-        hist_sum = hist_max = 0
-        for r in infos:
-            split_infos[r["split"]].append(
-                {"path": r["path"], "count": int(r["count"]), "bytes": int(r["bytes"]), "sha256": r["sha256"]}
-            )
-            per_split[r["split"]] += int(r["count"])
-            hist_sum += int(r["hist_sum"])
-            hist_max = max(hist_max, int(r["hist_max"]))
-            sources.update(json.loads(r["sources"]))
-        total = sum(per_split.values())
-        stats = {
-            "examples": per_split,
-            "history_len_mean": round(hist_sum / max(1, total), 4),
-            "history_len_max": hist_max,
-            "explanation_sources": dict(sorted(sources.items())),
-            "users_with_examples": users_with_examples,
-        }
         items_entry = write_items(root, catalog, cfg)
         return finish_manifest(
-            root, cfg, source, split_infos, items_entry, catalog, num_users, stats, report, parent
+            root, cfg, source, split_infos, items_entry, catalog, num_users, stats.to_dict(), report, parent
         )
     finally:
         if started:

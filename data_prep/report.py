@@ -105,6 +105,15 @@ class OrderedSamples:
         if part.samples:
             self.add(key, part.samples)
 
+    def kept(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """The candidates still in the running (to merge with another OrderedSamples via extend)."""
+        return sorted(self.items, key=lambda t: t[:2])[: self.limit]
+
+    def extend(self, kept: list) -> None:
+        self.items.extend((str(k), int(i), s) for k, i, s in kept)
+        if len(self.items) > 4 * self.limit + 64:
+            self.items = self.kept()
+
     def finish(self, into: BadRecordReport) -> None:
         """Append the kept samples (in key order) after `into`'s own, up to its max_samples."""
         room = into.max_samples - len(into.samples)

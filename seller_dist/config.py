@@ -91,7 +91,7 @@ class PrepConfig:
     ray_address: str | None = None  # for engine=ray; default: start a local Ray on 127.0.0.1
     # One read task parses about this many bytes of a file (a byte range of JSONL/CSV/TSV/atomic
     # files, a run of Parquet row groups; a .gz file is always one task). 0 = one task per file.
-    read_part_bytes: int = 64 * 1024 * 1024
+    read_part_bytes: int = 16 * 1024 * 1024
     # Local engine: events are spilled to this many user-hash partitions on local disk and cut one
     # partition at a time; a partition over partition_max_events is split again (memory bound).
     spill_partitions: int = 64

@@ -8,7 +8,6 @@ and a new category "aquarium" (sorts before "books": attribute value rows must m
 
 from __future__ import annotations
 
-import inspect
 import random
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,6 @@ CATEGORIES = ("books", "games", "garden", "kitchen")
 BRANDS = ("acme", "globex", "initech")
 ACTIONS = ("view", "click", "cart", "purchase")
 EVENTS_PER_USER = 10
-
-
-def _pipeline_wired() -> bool:
-    """Whether data_prep/pipeline.py passes vocab_from to Catalog.build yet (another engineer's change)."""
-    import data_prep.pipeline as pipeline
-
-    return "lineage_entry" in inspect.getsource(pipeline)
-
-
-PIPELINE_WIRED = _pipeline_wired()
 
 
 def write_window(

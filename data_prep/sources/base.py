@@ -18,7 +18,7 @@ from typing import Any
 
 from data_prep.report import BadRecordReport
 
-DEFAULT_PART_BYTES = 64 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a file one read task parses
+DEFAULT_PART_BYTES = 16 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a file one read task parses
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ class ItemRecord:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
+_ABSENT = object()
 _EXAMPLE_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     # name: (types, required)
     "key": (str, True),
@@ -155,21 +156,36 @@ _EVENT_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 
 def _check_fields(d: dict[str, Any], spec: dict, prefix: str, key: str | None, where: str | None) -> None:
     for name, (tp, required) in spec.items():
-        if name not in d:
+        v = d.get(name, _ABSENT)
+        if v is _ABSENT:
             if required:
                 raise RecordError(f"{prefix}{name}", "missing", key, where)
             continue
-        v = d[name]
-        if isinstance(v, bool) and tp in (int, float):
+        if v.__class__ is bool and (tp is int or tp is float):
             raise RecordError(f"{prefix}{name}", f"expected {tp.__name__}, got bool", key, where)
         if not isinstance(v, tp):
             tn = tp.__name__ if isinstance(tp, type) else "/".join(t.__name__ for t in tp)
             raise RecordError(
                 f"{prefix}{name}", f"expected {tn}, got {type(v).__name__} {v!r:.60}", key, where
             )
-    unknown = set(d) - set(spec)
-    if unknown:
+    if len(d) > len(spec) or not spec.keys() >= d.keys():
+        unknown = set(d) - set(spec)
         raise RecordError(f"{prefix}{sorted(unknown)[0]}", "unknown field (schema v1)", key, where)
+
+
+def validate_history_event(
+    h: Any, field_name: str = "history[0]", key: str | None = None, where: str | None = None
+) -> None:
+    """Raise RecordError for the first schema v1 violation of one history entry (its own fields)."""
+    if not isinstance(h, dict):
+        raise RecordError(field_name, "expected an object", key, where)
+    _check_fields(h, _EVENT_FIELDS, f"{field_name}.", key, where)
+    if h["action"] not in ACTION_INDEX:
+        raise RecordError(
+            f"{field_name}.action", f"'{h['action']}' is not one of {list(ACTIONS)}", key, where
+        )
+    if h["item_idx"] < 1:
+        raise RecordError(f"{field_name}.item_idx", f"must be >= 1, got {h['item_idx']}", key, where)
 
 
 def validate_example(d: dict[str, Any], where: str | None = None) -> None:
@@ -197,15 +213,7 @@ def validate_example(d: dict[str, Any], where: str | None = None) -> None:
         raise RecordError("aspects", "expected a list of strings", key, where)
     prev = None
     for i, h in enumerate(d["history"]):
-        if not isinstance(h, dict):
-            raise RecordError(f"history[{i}]", "expected an object", key, where)
-        _check_fields(h, _EVENT_FIELDS, f"history[{i}].", key, where)
-        if h["action"] not in ACTION_INDEX:
-            raise RecordError(
-                f"history[{i}].action", f"'{h['action']}' is not one of {list(ACTIONS)}", key, where
-            )
-        if h["item_idx"] < 1:
-            raise RecordError(f"history[{i}].item_idx", f"must be >= 1, got {h['item_idx']}", key, where)
+        validate_history_event(h, f"history[{i}]", key, where)
         if prev is not None and h["timestamp"] < prev:
             raise RecordError(f"history[{i}].timestamp", "history is not sorted oldest first", key, where)
         prev = h["timestamp"]

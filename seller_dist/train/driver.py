@@ -130,8 +130,10 @@ def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
         )
     else:
         print(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}", flush=True)
-        if pre.init_summary:
+        if pre.init_from:
             print(f"[train] {pre.init_summary}", flush=True)
+            # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
+            cfg.init_from = pre.init_from["source"]
     init_ray(cfg)
     result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)

@@ -29,6 +29,8 @@ precedence: the worker only warm-starts a run that has none.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import types
 from collections.abc import Callable
@@ -41,6 +43,8 @@ import yaml
 from seller_dist import storage
 from seller_dist.config import ModelConfig, StorageConfig, TrainConfig
 from seller_dist.config_loader import ConfigError
+from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.shards import Manifest
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.export import CONFIG_FILE as EXPORT_CONFIG_FILE
 from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
@@ -177,12 +181,6 @@ def old_vocab(trained: TrainedWeights, storage_cfg: StorageConfig | None, need_i
     url = _trained_dataset_url(trained)
     if not url or not trained.manifest_sha256:
         return OldVocab()
-    import hashlib
-    import json
-
-    from seller_dist.data.catalog import ItemCatalog
-    from seller_dist.data.shards import Manifest
-
     root = url.rstrip("/")
     try:
         raw = storage.read_bytes(storage.join(root, MANIFEST_NAME), storage_cfg)
@@ -357,9 +355,6 @@ def _load(cfg: TrainConfig) -> TrainedWeights:
 def check_init_from(cfg: TrainConfig, manifest_sha256: str) -> WarmStart:
     """Preflight, on the driver: load and plan (raises ConfigError naming the key). Reads the new
     catalog only when rows must be mapped by item id."""
-    from seller_dist.data.catalog import ItemCatalog
-    from seller_dist.data.shards import Manifest
-
     trained = _load(cfg)
     manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
 

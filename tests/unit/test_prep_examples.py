@@ -8,12 +8,14 @@ from data_prep.examples import (
     Catalog,
     CutParams,
     cut_user_examples,
+    cut_user_payloads,
     dedupe_and_sort,
     encode_record,
     split_for,
 )
 from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
+from seller_dist.data.schema import ACTIONS
 
 ITEMS = [
     RawItem("a", "Alpha Lamp", {"category": "home", "brand": "acme"}),
@@ -112,3 +114,23 @@ def test_unknown_item_is_a_bad_record_and_encode_matches_to_json():
     assert rep.bad == {"item_id: not in the item catalog": 1}
     assert [r.item_id for r in recs] == ["b"] and [h.item_id for h in recs[0].history] == ["a"]
     assert encode_record(recs[0]) == recs[0].to_json()
+
+
+def test_payloads_equal_to_json_whatever_the_text_and_bad_history_entries_are_rejected():
+    cat = Catalog.build(ITEMS)
+    tricky = ['he said "history": [] twice', "naïve ✓ \\ backslash", '{"history": []}', "x"]
+    evs = [ev(i, ts, text=tricky[ts % 4]) for i, ts in zip("abcdabcd", range(1, 9), strict=True)]
+    rep = BadRecordReport()
+    pairs = cut_user_payloads("u1", evs, cat, CutParams(max_history=3, min_history=1), rep)
+    assert len(pairs) == 7 and rep.total_bad == 0
+    for rec, payload in pairs:
+        assert payload == rec.to_json() == encode_record(rec)
+    # an event that breaks schema v1 spoils its own record and exactly those whose history holds it
+    evs[2].action = "teleport"  # ts 3: a target, and in the histories of the targets at ts 4, 5, 6
+    rep = BadRecordReport()
+    pairs = cut_user_payloads("u1", evs, cat, CutParams(max_history=3, min_history=1), rep)
+    assert [r.timestamp for r, _ in pairs] == [2, 7, 8]
+    assert rep.bad == {"action: 'teleport' is not one of " + str(list(ACTIONS)): 1,
+                       "history[2].action: 'teleport' is not one of " + str(list(ACTIONS)): 1,
+                       "history[1].action: 'teleport' is not one of " + str(list(ACTIONS)): 1,
+                       "history[0].action: 'teleport' is not one of " + str(list(ACTIONS)): 1}  # fmt: skip

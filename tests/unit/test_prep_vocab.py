@@ -18,7 +18,7 @@ from seller_dist.config import PrepConfig
 from seller_dist.config_loader import ConfigError
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ACTIONS
-from tests.warm_start_helpers import PIPELINE_WIRED, prep_window, write_windows
+from tests.warm_start_helpers import prep_window, write_windows
 
 
 def parent_vocab() -> ParentVocab:
@@ -156,11 +156,6 @@ def test_prep_config_validates_vocab_from(tmp_path):
     PrepConfig(output=str(tmp_path / "d2"), vocab_from=str(tmp_path / "d1")).validate()
 
 
-@pytest.mark.xfail(
-    not PIPELINE_WIRED,
-    reason="data_prep/pipeline.py does not pass vocab_from to Catalog.build yet",
-    strict=True,
-)
 def test_prep_with_vocab_from_keeps_indices_and_records_lineage(day1, tmp_path):
     root, raw2 = day1
     manifest = prep_window(raw2, tmp_path / "d2", vocab_from=root)
@@ -183,9 +178,6 @@ def test_prep_with_vocab_from_keeps_indices_and_records_lineage(day1, tmp_path):
     assert grand["lineage"]["depth"] == 2 and grand["lineage"]["parent_num_items"] == 51
 
 
-@pytest.mark.xfail(
-    not PIPELINE_WIRED, reason="data_prep/pipeline.py does not call load_parent yet", strict=True
-)
 def test_prep_with_a_missing_vocab_from_fails_before_touching_the_output(day1, tmp_path):
     root, raw2 = day1
     published = tmp_path / "published"

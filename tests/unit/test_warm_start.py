@@ -2,8 +2,8 @@
 checkpoint in the worker's format, then start window 2's model from it with the same functions the
 worker calls (seller_dist.train.warm_start) and compare with a cold start of the same seed.
 
-Window 2 is prepared twice: with vocab_from=window 1 (lineage: rows copy by index once the prep
-pipeline passes vocab_from on) and without (fresh indices: rows are mapped by item id)."""
+Window 2 is prepared twice: with vocab_from=window 1 (lineage: rows copy by index) and without
+(fresh indices: rows are mapped by item id)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from seller_dist.train import export as ex
 from seller_dist.train.preflight import preflight
 from seller_dist.train.worker import lr_at, model_inputs, rank_data, rank_loader, step_seed
 from tests.train_helpers import TRAIN_DEMO, small_overrides, train_config
-from tests.warm_start_helpers import PIPELINE_WIRED, prep_window, write_windows
+from tests.warm_start_helpers import prep_window, write_windows
 
 W1_STEPS = 40
 
@@ -131,8 +131,7 @@ def test_old_item_rows_carried_new_rows_fresh(windows, llm, which):
     data = windows.d2 if which == "lineage" else windows.d2_fresh
     cfg = cfg2(windows, data)
     ws = warm_start.check_init_from(cfg, sha_of(data))
-    expected_mode = "index" if (which == "lineage" and PIPELINE_WIRED) else "item_id"
-    assert ws.item_rows == expected_mode
+    assert ws.item_rows == ("index" if which == "lineage" else "item_id")
     warm, warm_moe = new_models(cfg, llm, ws)
     cold, cold_moe = new_models(cfg, llm, None)
     saved = ck.Checkpoint.open(windows.ckpt).load_tensors(ck.DENSE_FILE)
@@ -152,9 +151,9 @@ def test_old_item_rows_carried_new_rows_fresh(windows, llm, which):
             assert not (old_rows == w_rows[idx]).all(dim=1).any(), iid
             new += 1
     assert new == 11  # i040-i049 and a-new
-    assert carried == (40 if which == "lineage" and PIPELINE_WIRED else 30)  # lineage keeps i000-i009
+    assert carried == (40 if which == "lineage" else 30)  # the lineage keeps i000-i009
     assert (ws.items_carried, ws.items_new) == (carried, new)
-    if which == "lineage" and PIPELINE_WIRED:
+    if which == "lineage":
         assert new_ids[1:41] == old_ids[1:41] and new_ids[41] == "a-new"  # appended after the old ones
 
     # attribute values move by value: "aquarium" is new and sorts first, "books" moves from row 1 to 2
