@@ -301,7 +301,9 @@ def spill_events(source: Source, cfg: PrepConfig, spill: PartitionSpill, report:
     item_ids: set[str] = set()
     text_pairs: set[tuple[str, str]] | None = set() if source.wants_text_pairs else None
     last_checked = [0]
-    for part in tqdm(source.event_parts(cfg.read_part_bytes), desc="read events", unit="part", mininterval=5):
+    for part in tqdm(
+        source.event_parts(cfg.read_part_bytes), desc="read events", unit="part", mininterval=5, disable=None
+    ):
         for pos, ev in enumerate(source.read_events(part)):
             spill.add(ev, seq_of(part.index, pos))
             item_ids.add(ev.item_id)
@@ -359,7 +361,11 @@ def _run_local(
             del item_ids
             phase = CutPhase(root, cfg, report, catalog, source)
             for uid, evs in tqdm(
-                users_of_partitions(parts, cfg, tmp), desc="cut examples", unit="user", mininterval=5
+                users_of_partitions(parts, cfg, tmp),
+                desc="cut examples",
+                unit="user",
+                mininterval=5,
+                disable=None,
             ):
                 phase.user(uid, evs)
     else:
@@ -367,7 +373,7 @@ def _run_local(
         catalog = Catalog.build(raw_items, parent=parent)
         phase = CutPhase(root, cfg, report, catalog, source)
         last_checked = [0]
-        for uid, evs in tqdm(streamed, desc="users", unit="user", mininterval=5):
+        for uid, evs in tqdm(streamed, desc="users", unit="user", mininterval=5, disable=None):
             phase.user(uid, evs)
             _check_early(report, cfg, last_checked)
     split_infos = phase.close()
@@ -393,7 +399,7 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
         else:
             manifest = _run_local(root, cfg, source, report, parent)
     except BaseException:
-        log.error("prep failed: removing everything written under %s (no manifest was published)", root)
+        log.debug("prep failed: removing everything written under %s (no manifest was published)", root)
         cleanup_output(root, cfg)
         raise
     counts = {s: manifest["splits"][s]["count"] for s in SPLITS}

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,7 @@ def _report_json(report: BadRecordReport, extra: dict | None = None) -> str:
     return json.dumps({"seen": report.seen, "bad": report.bad, "samples": report.samples, **(extra or {})})
 
 
-def _report_from_json(text: str, max_samples: int) -> BadRecordReport:
-    d = json.loads(text)
+def _report_from_dict(d: dict[str, Any], max_samples: int) -> BadRecordReport:
     rep = BadRecordReport(max_samples=max_samples)
     rep.seen.update(d["seen"])
     rep.bad.update(d["bad"])
@@ -149,15 +148,22 @@ def _parts_dataset(n: int):
 
 
 def _merge_part_reports(
-    rows: list[dict[str, Any]], report: BadRecordReport, max_samples: int
-) -> list[dict[str, Any]]:
-    """Part reports in part order: the same counts and samples as one report read part after part.
-    Returns each part's report (with the extras its task put on it), in part order."""
-    out = []
-    for row in sorted(rows, key=lambda r: int(r["seq"])):
-        report.merge(_report_from_json(row["report"], max_samples))
-        out.append(json.loads(row["report"]))
-    return out
+    rows: Iterable[dict[str, Any]], report: BadRecordReport, max_samples: int
+) -> dict[str, Any]:
+    """Part reports merged in part order: the same counts and samples as one report read part after
+    part. Streams the rows: the item ids and text pairs the parts saw are merged into sets as they
+    come (bounded by the catalog, not by the number of parts); returns those and the event count."""
+    parts: list[tuple[int, BadRecordReport]] = []
+    merged: dict[str, Any] = {"item_ids": set(), "text_pairs": set(), "events": 0}
+    for row in rows:
+        d = json.loads(row["report"])
+        merged["item_ids"].update(d.get("item_ids", ()))
+        merged["text_pairs"].update(tuple(p) for p in d.get("text_pairs", ()))
+        merged["events"] += d.get("events", 0)
+        parts.append((int(row["seq"]), _report_from_dict(d, max_samples)))
+    for _, part in sorted(parts, key=lambda t: t[0]):
+        report.merge(part)
+    return merged
 
 
 def read_items_ray(source: Source, cfg: PrepConfig, report: BadRecordReport) -> list[RawItem]:
@@ -274,16 +280,15 @@ def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
         )
         .materialize()
     )
-    reports = _merge_part_reports(
-        parsed.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).take_all(),
+    merged = _merge_part_reports(
+        parsed.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).iter_rows(),
         report,
         cfg.bad_record_samples,
     )
     if source.wants_text_pairs:
-        source.after_events({(u, i) for r in reports for u, i in r["text_pairs"]})
-    item_ids = {i for r in reports for i in r["item_ids"]}
+        source.after_events(merged["text_pairs"])
     events = parsed.filter(expr=col("kind") == "event").drop_columns(["kind", "report"])
-    return events, item_ids, sum(r["events"] for r in reports)
+    return events, merged["item_ids"], merged["events"]
 
 
 def run_ray(

@@ -8,7 +8,7 @@ seller-dist export CHECKPOINT_URL --out DIR                    trainable weights
 seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
 seller-dist report RUN_A RUN_B ...                              side-by-side table of evaluated runs
 seller-dist oracles --data DATASET --out DIR                    oracle explanations scored (synthetic)
-seller-dist bench data|train|eval ...                           throughput benchmarks
+seller-dist bench prep|data|train|eval ...                      throughput benchmarks
 seller-dist demo                                                the README's end-to-end run
 
 Expected user errors (a config key, a missing input file, bad input over max_error_rate, an output

@@ -94,7 +94,7 @@ class PrepConfig:
     read_part_bytes: int = 16 * 1024 * 1024
     # Local engine: events are spilled to this many user-hash partitions on local disk and cut one
     # partition at a time; a partition over partition_max_events is split again (memory bound).
-    spill_partitions: int = 64
+    spill_partitions: int = 256
     partition_max_events: int = 250_000
     spill_dir: str | None = None  # local folder for the spill (default: the system temp folder)
     overwrite: bool = False

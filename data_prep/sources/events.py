@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from data_prep.report import BadRecordReport
+from data_prep.sources import SourceConfigError
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
@@ -51,7 +52,7 @@ def format_of(url: str) -> str:
     for suffix, fmt in FORMATS.items():
         if name.endswith(suffix):
             return fmt
-    raise ValueError(
+    raise SourceConfigError(
         f"events: cannot tell the format of {url} from its suffix; use one of {sorted(FORMATS)} "
         "(.gz allowed for CSV/JSONL) or set source_options.format"
     )
@@ -289,7 +290,7 @@ def attribute_value(v: Any, column: str) -> str:
 def _check_header(url: str, names: list[str], wanted: list[str], role: str) -> None:
     missing = [n for n in wanted if n not in names]
     if missing:
-        raise ValueError(
+        raise SourceConfigError(
             f"events: {url} has no column(s) {missing} named in {role}; its columns are "
             f"{names}. Fix the mapping (e.g. --set {role}.<field>=<your column>)"
         )
@@ -303,7 +304,7 @@ def parquet_parts(url: str, role: str, part_bytes: int, first_index: int, file_i
         try:
             meta = pq.ParquetFile(f).metadata
         except Exception as e:
-            raise ValueError(f"events: {url} is not a readable Parquet file: {e}") from None
+            raise SourceConfigError(f"events: {url} is not a readable Parquet file: {e}") from None
     if part_bytes <= 0 or meta.num_row_groups <= 1:
         return [ReadPart(first_index, role, url, file_index=file_index)]
     parts: list[ReadPart] = []
@@ -353,7 +354,9 @@ def iter_part_rows(
     elif fmt == "jsonl":
         yield from iter_json_part(part, report)
     else:
-        raise ValueError(f"events: unknown format {fmt!r} for {part.url}; use parquet, csv, tsv or jsonl")
+        raise SourceConfigError(
+            f"events: unknown format {fmt!r} for {part.url}; use parquet, csv, tsv or jsonl"
+        )
 
 
 def _parquet_rows(
@@ -366,7 +369,7 @@ def _parquet_rows(
         try:
             pf = pq.ParquetFile(f)
         except Exception as e:
-            raise ValueError(f"events: {url} is not a readable Parquet file: {e}") from None
+            raise SourceConfigError(f"events: {url} is not a readable Parquet file: {e}") from None
         names = pf.schema_arrow.names
         _check_header(url, names, columns, role)
         n = part.first_record
@@ -401,7 +404,7 @@ def _csv_rows(
     try:
         header_line = read_first_line(url)
     except (EOFError, OSError, zlib.error) as e:
-        raise ValueError(f"events: cannot read the header of {url}: {e}") from None
+        raise SourceConfigError(f"events: cannot read the header of {url}: {e}") from None
     header_row = next(csv.reader([header_line.decode("utf-8", "surrogateescape")], delimiter=delimiter), [])
     header = [h.strip().lstrip("\ufeff") for h in header_row]
     _check_header(url, header, columns, role)

@@ -2,8 +2,7 @@
 exit 2, no traceback; `--debug` / SELLER_DEBUG=1 shows the traceback; bugs keep theirs.
 
 The CLI runs in a subprocess (the honest check for "no traceback"): about 1.5 s a run, no Ray, no
-workers. Prep runs that fail after the output was prepared log one "prep failed: removing ..." line
-(and tqdm writes its bars) before the error, so those check the LAST line.
+workers. Every error here is the ONLY stderr line (prep's progress bars show on a terminal only).
 """
 
 from __future__ import annotations
@@ -204,7 +203,6 @@ def test_prep_bad_input_over_the_error_rate(tmp_path):
         "prep",
         ("input records are bad", "max_error_rate", "Fix the input or raise max_error_rate"),
         "TooManyBadRecords",
-        exact=False,
     )
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
@@ -334,3 +332,14 @@ def test_user_error_of_and_one_line_message():
     wrapped.cause = cause
     assert user_error_of(wrapped) is cause
     assert one_line_message(user_error_of(wrapped)) == "the worker's message"
+
+
+def test_prep_help_lists_the_sources_and_points_to_the_docs(capsys):
+    from data_prep.sources import SOURCE_CLASSES
+    from seller_dist import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["prep", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in SOURCE_CLASSES) and "docs/sources.md" in out
