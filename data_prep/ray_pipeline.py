@@ -166,6 +166,23 @@ def _merge_part_reports(
     return merged
 
 
+def _parse_parts(udf, source: Source, parts: list[ReadPart], cfg: PrepConfig, report: BadRecordReport):
+    """(materialized rows of one task per part, the parts' merged extras); their reports into `report`."""
+    from ray.data.expressions import col
+
+    rows = (
+        _parts_dataset(len(parts))
+        .map_batches(udf, fn_args=(source, parts, cfg.bad_record_samples), batch_size=1, batch_format="numpy")
+        .materialize()
+    )
+    merged = _merge_part_reports(
+        rows.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).iter_rows(),
+        report,
+        cfg.bad_record_samples,
+    )
+    return rows, merged
+
+
 def read_items_ray(source: Source, cfg: PrepConfig, report: BadRecordReport) -> list[RawItem]:
     """The catalog parsed by Ray tasks; the driver gets the items (bounded by the catalog, not the log)."""
     from ray.data.expressions import col
@@ -173,21 +190,7 @@ def read_items_ray(source: Source, cfg: PrepConfig, report: BadRecordReport) -> 
     parts = source.item_parts(cfg.read_part_bytes)
     if not parts:
         return []
-    rows = (
-        _parts_dataset(len(parts))
-        .map_batches(
-            parse_item_parts,
-            fn_args=(source, parts, cfg.bad_record_samples),
-            batch_size=1,
-            batch_format="numpy",
-        )
-        .materialize()
-    )
-    _merge_part_reports(
-        rows.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).take_all(),
-        report,
-        cfg.bad_record_samples,
-    )
+    rows, _ = _parse_parts(parse_item_parts, source, parts, cfg, report)
     items = sorted(rows.filter(expr=col("kind") == "item").take_all(), key=lambda r: int(r["seq"]))
     return [RawItem(r["item_id"], r["title"], json.loads(r["attributes"]), r["text"]) for r in items]
 
@@ -269,21 +272,8 @@ def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
     """(events dataset, item ids seen, number of events); the parse's bad records merged into `report`."""
     from ray.data.expressions import col
 
-    parts = source.event_parts(cfg.read_part_bytes)
-    parsed = (
-        _parts_dataset(len(parts))
-        .map_batches(
-            parse_event_parts,
-            fn_args=(source, parts, cfg.bad_record_samples),
-            batch_size=1,
-            batch_format="numpy",
-        )
-        .materialize()
-    )
-    merged = _merge_part_reports(
-        parsed.filter(expr=col("kind") == "report").select_columns(["seq", "report"]).iter_rows(),
-        report,
-        cfg.bad_record_samples,
+    parsed, merged = _parse_parts(
+        parse_event_parts, source, source.event_parts(cfg.read_part_bytes), cfg, report
     )
     if source.wants_text_pairs:
         source.after_events(merged["text_pairs"])

@@ -319,19 +319,6 @@ def parquet_parts(url: str, role: str, part_bytes: int, first_index: int, file_i
     return parts
 
 
-def iter_table_rows(
-    url: str,
-    fmt: str,
-    columns: list[str],
-    report: BadRecordReport,
-    batch_size: int,
-    role: str,
-    only_these: bool = True,
-) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """(record number, row) of a whole Parquet / CSV / TSV / JSONL file (see iter_part_rows)."""
-    return iter_part_rows(ReadPart(0, role, url), fmt, columns, report, batch_size, role, only_these)
-
-
 def iter_part_rows(
     part: ReadPart,
     fmt: str,
