@@ -25,7 +25,6 @@ from data_prep.sources.records import (
     clean_text,
     decode_utf8,
     iter_json_part,
-    iter_part_lines,
     join_title_text,
     json_error_reason,
     line_parts,
@@ -261,17 +260,7 @@ def iter_meta_records(url: str, report: BadRecordReport) -> Iterator[tuple[int |
 
 def iter_meta_part(part: ReadPart, report: BadRecordReport) -> Iterator[tuple[int | str, dict[str, Any]]]:
     """(record locator, record) of one part of a meta file, JSON or 2014 Python-literal lines."""
-    url = part.url
-    for n, raw in iter_part_lines(part, report):
-        if not raw.strip():
-            continue
-        report.saw(url)
-        try:
-            rec = parse_meta_line(raw)
-        except BadField as e:
-            report.reject(url, n, e.field, e.reason, raw[:300].decode("utf-8", "replace"))
-            continue
-        yield n, rec
+    return iter_json_part(part, report, parse_meta_line)
 
 
 class Amazon2023Source(Source):

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -25,10 +25,11 @@ from seller_dist.data.schema import RecordError, normalize_timestamp
 class BadField(ValueError):
     """One field of one input record is unusable; the converter reports it and skips the record."""
 
-    def __init__(self, field_name: str, reason: str):
+    def __init__(self, field_name: str, reason: str, sample: Any = None):
         super().__init__(f"{field_name}: {reason}")
         self.field = field_name
         self.reason = reason
+        self.sample = sample  # what the report keeps of the record (default: the raw line)
 
 
 def file_size(url: str) -> int:
@@ -117,24 +118,33 @@ def iter_json_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, di
     yield from iter_json_part(ReadPart(0, "", url), report)  # type: ignore[misc]
 
 
-def iter_json_part(part: ReadPart, report: BadRecordReport) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """(record locator, object) for each JSON-object line of one part; blank lines are not records."""
+def json_object_line(raw: bytes) -> dict[str, Any]:
+    """One JSON-lines record; BadField (with what the report should keep) when it is not an object."""
+    text = decode_utf8(raw)
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadField("json", json_error_reason(e, text), text[:300]) from None
+    if not isinstance(rec, dict):
+        raise BadField("json", f"expected a JSON object, got {type(rec).__name__}", rec)
+    return rec
+
+
+def iter_json_part(
+    part: ReadPart, report: BadRecordReport, decode: Callable[[bytes], dict[str, Any]] = json_object_line
+) -> Iterator[tuple[int | str, dict[str, Any]]]:
+    """(record locator, object) for each record line of one part; blank lines are not records.
+    `decode` turns a line into its object or raises BadField (Amazon's meta: JSON or Python literal)."""
     url = part.url
     for n, raw in iter_part_lines(part, report):
         if not raw.strip():
             continue
         report.saw(url)
         try:
-            text = decode_utf8(raw)
-            rec = json.loads(text)
+            rec = decode(raw)
         except BadField as e:
-            report.reject(url, n, e.field, e.reason, raw[:300].decode("utf-8", "replace"))
-            continue
-        except json.JSONDecodeError as e:
-            report.reject(url, n, "json", json_error_reason(e, text), text[:300])
-            continue
-        if not isinstance(rec, dict):
-            report.reject(url, n, "json", f"expected a JSON object, got {type(rec).__name__}", rec)
+            sample = e.sample if e.sample is not None else raw[:300].decode("utf-8", "replace")
+            report.reject(url, n, e.field, e.reason, sample)
             continue
         yield n, rec
 

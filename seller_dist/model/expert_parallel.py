@@ -1,7 +1,7 @@
 """Expert parallelism by hand: process groups, an autograd all-to-all, and the gradient fixups.
 
 Why not DeepSpeed's MoE: it refuses ZeRO stage 3, and ZeRO-3 all-gathers deadlock when ranks route to
-different experts (docs/model.md, DESIGN.md "Measured constraints"). So the experts are plain
+different experts (docs/model.md, "Expert parallelism"). So the experts are plain
 parameters of a module that lives OUTSIDE the ZeRO-3 engine, each rank holding E / ep_size of them.
 
 Rank layout: ranks [i * ep_size, (i + 1) * ep_size) form expert-parallel group i (tokens travel by

@@ -11,7 +11,7 @@ Baselines are configurations of this one class (ModelConfig):
 
 The MoE adapter is NOT a submodule: it is created by `make_moe()` and passed to forward/generate
 (`model(batch, moe=moe)`), so a ZeRO-3 engine wrapping this model never partitions the experts
-(DESIGN.md, measured constraints). Everything trainable except the MoE is a submodule here; the
+(docs/model.md, "DeepSpeed (train/strategy.py)"). Everything trainable except the MoE is a submodule here; the
 frozen LLM is `self.llm` (a submodule, or beside the module with `register_llm=False`) and is
 excluded from `trainable_state_dict()`.
 """

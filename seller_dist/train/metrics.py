@@ -1,6 +1,6 @@
 """Training metrics: throughput and MFU accounting, and one logger for stdout, wandb and Ray reports.
 
-Cost model (DESIGN.md): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
+Cost model (docs/scaling.md, "The terms"): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
 activation gradients 2N; no weight gradients), a token through the trainable modules about 6N
 (forward 2N, activation and weight gradients 4N). The trainable modules see one "token" per
 sample by default (each trainable parameter is used about once per example; pass

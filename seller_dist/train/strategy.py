@@ -1,7 +1,7 @@
 """The one place that talks to DeepSpeed (OpenRLHF-style): config, partitioned LLM loading, engine
 building, and the backward/step that also serves the expert-parallel MoE kept outside the engine.
 
-Layout (DESIGN.md, measured constraints): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
+Layout (docs/model.md, "DeepSpeed (train/strategy.py)"): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
 trainable modules); the MoE adapter holds only this rank's experts, is NOT a submodule of the
 engine's model (passed to forward as `moe=`), and has its own torch optimizer. After
 `engine.backward(loss)`, `reduce_moe_gradients` fixes the expert/router gradients, then both step.

@@ -88,7 +88,7 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
         code = 1
     finally:
         dist.destroy_process_group()
-        os._exit(code)  # gloo can abort at interpreter exit (DESIGN.md)
+        os._exit(code)  # gloo can abort at interpreter exit: leave without running exit handlers
 
 
 def reference(name: str) -> dict:
