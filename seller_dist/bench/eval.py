@@ -74,14 +74,15 @@ def hf_generate(gen: Any, records: list, max_new_tokens: int) -> list[list[int]]
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=model.llm.pad_id,
-        eos_token_id=model.llm.eos_id,
+        eos_token_id=list(model.llm.eos_ids),
     )
-    rows = []
-    for ids in out.tolist():
-        if gen.eos_id in ids:
-            ids = ids[: ids.index(gen.eos_id) + 1]
-        rows.append(ids)
-    return rows
+    return [to_eos(gen, ids) for ids in out.tolist()]
+
+
+def to_eos(gen: Any, ids: list[int]) -> list[int]:
+    """`ids` through the first of the generator's eos ids."""
+    cut = next((i for i, t in enumerate(ids) if t in gen.eos_ids), None)
+    return ids if cut is None else ids[: cut + 1]
 
 
 def ours_ids(gen: Any, records: list) -> list[list[int]]:
@@ -91,10 +92,7 @@ def ours_ids(gen: Any, records: list) -> list[list[int]]:
 
     config = GenerationConfig(max_new_tokens=gen.gen.max_new_tokens, pointer=gen.gen.pointer)
     out = gen.seller.generate(inputs, gen=config)
-    rows = []
-    for ids in out["tokens"].tolist():
-        rows.append(ids[: ids.index(gen.eos_id) + 1] if gen.eos_id in ids else ids)
-    return rows
+    return [to_eos(gen, ids) for ids in out["tokens"].tolist()]
 
 
 def timed(fn: Any, repeats: int) -> tuple[float, Any]:

@@ -15,17 +15,20 @@ Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedd
   keys list[str], references list[str], pad bool [B] (stream padding), meta list[dict]
 
 Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile:" + K x "<|soft|>" +
-" Explanation:" then " {explanation}" + eos. Pieces are tokenized separately and concatenated, so
-truncation is exact in tokens. Every title is a piece WITH its leading space (" {t}") and the fixed
-pieces end without one, so with a byte-level BPE tokenizer (GPT-2, Llama 3, Qwen, bootstrap-llm's)
-the ids equal those of the whole prompt tokenized at once, as the LLM read such text in training,
-and a title's ids are the ones an explanation that names it uses (what the title pointer copies
-from; tested in test_collate). History titles are dropped from the OLDEST side to fit
-max_prompt_tokens (then the target title is cut if it alone is too long; history_text="sorted"
-lists the kept titles by token ids, so the text carries no order); the explanation keeps its first
-max_target_tokens tokens, then eos. The "<|soft|>" token marks where the adapter's soft
-prompt vectors go; its id may lie beyond the LLM's embedding table (the model overwrites those
-positions, use `soft_mask`).
+" Explanation:" then " {explanation}" + eos. The text is tokenized in units, each starting with a
+space where it continues the text: "User history:", " {t};" per history title but the newest,
+" {tn}. Recommended:", " {target}. Profile:", " Explanation:", " {explanation}"
+(seller_dist.data.text_encoding: no special token from data, no prefix marker inside the text). The
+ids equal those of the whole prompt tokenized at once, with byte-level BPE (GPT-2, Llama 3, Qwen)
+and SentencePiece-style (Llama 2, Mistral, Gemma) tokenizers alike, as the LLM read such text in
+training (tested in test_collate and test_llm_families), and truncation is exact in tokens. A
+title's own ids (" {t}") are the ones an explanation that names it uses (what the title pointer
+copies from). History titles are dropped from the OLDEST side to fit max_prompt_tokens (then the
+target title is cut if it alone is too long; history_text="sorted" lists the kept titles by token
+ids, so the text carries no order); the explanation keeps its first max_target_tokens tokens, then
+eos. BOS is placed where the tokenizer places it (none for Qwen). The "<|soft|>" token marks where
+the adapter's soft prompt vectors go; its id may lie beyond the LLM's embedding table (the model
+overwrites those positions, use `soft_mask`).
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ACTION_INDEX, ExampleRecord
+from seller_dist.data.text_encoding import PlainTextEncoder
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # collation runs in forked loader workers
@@ -76,22 +80,13 @@ def load_tokenizer(path_or_tokenizer: Any) -> Any:
     return tok
 
 
-def plain_backend(tokenizer: Any) -> Any:
-    """A private copy of the tokenizer's Rust backend with padding and truncation OFF, or None.
+class TitleUnits(NamedTuple):
+    """One title's ids as each prompt unit holds it (see the module docstring)."""
 
-    A tokenizer.json can carry padding/truncation settings (transformers 5 leaves the ones of a
-    `tokenizer(..., padding=True, truncation=True)` call on the backend, and save_pretrained writes
-    them out); `encode_batch` would then pad every text of a call with pad ids to the longest one and
-    cut long ones, silently: prompts full of pads and labels that teach them."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    from tokenizers import Tokenizer
-
-    plain = Tokenizer.from_str(backend.to_str())
-    plain.no_padding()
-    plain.no_truncation()
-    return plain
+    own: list[int]  # " {t}": the title pointer's ids, as an explanation naming it has them
+    sep: list[int]  # " {t};": a history title followed by another
+    last: list[int]  # " {t}. Recommended:": the newest history title
+    target: list[int]  # " {t}. Profile:": the recommended item
 
 
 class SellerCollator:
@@ -109,6 +104,7 @@ class SellerCollator:
         num_time_buckets: int = NUM_TIME_BUCKETS,
         max_title_tokens: int = 16,
         history_text: Literal["time", "sorted"] = "time",
+        prompt_format: Literal["plain", "chat"] = "plain",
     ):
         if history_text not in ("time", "sorted"):
             raise ValueError(f"history_text must be 'time' or 'sorted', got {history_text!r}")
@@ -119,7 +115,7 @@ class SellerCollator:
                 "max_history, num_soft_tokens, max_target_tokens and max_title_tokens must be >= 1"
             )
         self.tokenizer = load_tokenizer(tokenizer)
-        self._backend = plain_backend(self.tokenizer)
+        self._plain = PlainTextEncoder(self.tokenizer)
         self.catalog = catalog
         self.max_history, self.num_soft_tokens = max_history, num_soft_tokens
         self.max_prompt_tokens, self.max_target_tokens = max_prompt_tokens, max_target_tokens
@@ -138,19 +134,28 @@ class SellerCollator:
         self.soft_token_id = int(tok.convert_tokens_to_ids(SOFT_TOKEN))
         self.eos_id = int(tok.eos_token_id)
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        self.bos = [int(tok.bos_token_id)] if tok.bos_token_id is not None else []
-        self._title_ids: dict[str, list[int]] = {}
-        self._prefix, self._sep, self._rec, self._profile, self._suffix = self._encode(
-            ["User history:", ";", ". Recommended:", ". Profile:", " Explanation:"]
-        )  # each title is encoded with its leading space: see the module docstring
-        self._fixed = (
-            len(self.bos)
-            + len(self._prefix)
-            + len(self._rec)
-            + len(self._profile)
-            + num_soft_tokens
-            + len(self._suffix)
+        self.bos = self._bos_ids(tok)
+        self.prompt_format = prompt_format
+        # chat: the prompt is the user turn and the explanation the assistant turn of the tokenizer's
+        # chat template; the template's own text (markers, BOS) is tokenized with its special tokens
+        self._chat_user, self._chat_assistant = [], []
+        self._explanation_space = " "
+        if prompt_format == "chat":
+            self.bos, self._chat_user, self._chat_assistant, end = self._chat_parts(tok)
+            self.eos_id = end
+            self._explanation_space = ""
+        elif prompt_format != "plain":
+            raise ValueError(f"prompt_format must be 'plain' or 'chat', got {prompt_format!r}")
+        self._units: dict[str, TitleUnits] = {}
+        first = prompt_format != "chat"  # in a chat the prompt continues the template's text
+        self._head = self._chat_user + self._plain.encode(["User history:"], at_start=first)[0]
+        self._head_empty = (
+            self._chat_user + self._plain.encode(["User history:. Recommended:"], at_start=first)[0]
         )
+        self._profile, self._suffix = self._encode([". Profile:", " Explanation:"])
+        self._suffix = self._suffix + self._chat_assistant
+        self._fixed = len(self.bos) + len(self._head_empty) + len(self._profile) + num_soft_tokens
+        self._fixed += len(self._suffix)
         if self._fixed > max_prompt_tokens:
             raise ValueError(
                 f"max_prompt_tokens={max_prompt_tokens} is smaller than the fixed prompt text plus "
@@ -159,18 +164,51 @@ class SellerCollator:
         self.pieces_match_text = self._pieces_match_text()
         if not self.pieces_match_text:
             log.warning(
-                "this tokenizer does not split the prompt pieces (' {title}' after 'User history:') as it "
+                "this tokenizer does not split the prompt units (' {title};' after 'User history:') as it "
                 "splits the whole prompt text: the LLM will read prompts tokenized unlike text it was "
-                "trained on (SellerCollator assumes a byte-level BPE tokenizer such as GPT-2's or Llama 3's)"
+                "trained on (SellerCollator supports byte-level BPE and SentencePiece-style tokenizers)"
             )
 
+    @staticmethod
+    def _chat_parts(tok: Any) -> tuple[list[int], list[int], list[int], int]:
+        """(ids before the user turn's text, ids between it and the assistant's text, the id that
+        ends the assistant turn) from the tokenizer's chat template rendered around two markers."""
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(
+                "model.prompt_format=chat needs a tokenizer with a chat template (an instruct "
+                "checkpoint's tokenizer_config.json has one); use prompt_format=plain for base models"
+            )
+        user, assistant = "\x00user\x00", "\x00assistant\x00"
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}], tokenize=False
+        )
+        before, rest = text.split(user)
+        between, after = rest.split(assistant)
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in (before, between, after)]
+        specials = set(tok.added_tokens_decoder)
+        end = next((i for i in ids[2] if i in specials), tok.eos_token_id)  # <|im_end|>, <|eot_id|>, ...
+        return [], ids[0], ids[1], int(end)
+
+    @staticmethod
+    def _bos_ids(tok: Any) -> list[int]:
+        """The ids the tokenizer itself puts before a text (its BOS, or none: Qwen, GPT-2)."""
+        bare = tok("a", add_special_tokens=False)["input_ids"]
+        full = tok("a", add_special_tokens=True)["input_ids"]
+        head = full[: full.index(bare[0])] if bare and bare[0] in full else []
+        return [int(i) for i in head if i == tok.bos_token_id]
+
     def _pieces_match_text(self) -> bool:
-        """Whether a sample prompt built from pieces has the ids of the same text tokenized whole."""
-        titles = [" Alpha Lamp 12", " Beta Kettle 3"]
-        pieces = self._prefix + self._encode([titles[0]])[0] + self._sep + self._encode([titles[1]])[0]
-        pieces += self._rec + self._encode([titles[0]])[0] + self._profile
-        whole = self._encode([f"User history:{titles[0]};{titles[1]}. Recommended:{titles[0]}. Profile:"])[0]
-        return pieces == whole
+        """Whether a sample prompt built from units has the ids of the same text tokenized whole."""
+        titles = ["Alpha Lamp 12", "Beta Kettle 3"]
+        units = self._title_units(titles)
+        head = self._head[len(self._chat_user) :]
+        suffix = self._suffix[: len(self._suffix) - len(self._chat_assistant)]
+        ids = head + units[0].sep + units[1].last + units[0].target + suffix
+        whole = self._plain.encode(
+            [f"User history: {titles[0]}; {titles[1]}. Recommended: {titles[0]}. Profile: Explanation:"],
+            at_start=self.prompt_format == "plain",
+        )[0]
+        return ids == whole
 
     @staticmethod
     def for_dataset(
@@ -182,21 +220,22 @@ class SellerCollator:
         return SellerCollator(tokenizer, catalog, int(manifest_vocab["max_history"]), **kw)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        if self._backend is not None:  # the Rust tokenizer directly: same ids, less Python per string
-            return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
-        enc = self.tokenizer(texts, add_special_tokens=False, padding=False, truncation=False)
-        return [list(ids) for ids in enc["input_ids"]]
+        """Ids of texts that continue the prompt (no prefix marker, no special token from data)."""
+        return self._plain.encode(texts)
 
-    def _encode_titles(self, titles: list[str]) -> list[list[int]]:
+    def _title_units(self, titles: list[str]) -> list[TitleUnits]:
         """Titles repeat (they come from the catalog): tokenize each distinct one once per process."""
-        missing = list({t for t in titles if t not in self._title_ids})
+        missing = list({t for t in titles if t not in self._units})
         if missing:
-            if len(self._title_ids) > _TITLE_CACHE_MAX:
-                self._title_ids.clear()
-            self._title_ids.update(zip(missing, self._encode([" " + t for t in missing]), strict=True))
-        return [self._title_ids[t] for t in titles]
+            if len(self._units) > _TITLE_CACHE_MAX:
+                self._units.clear()
+            own, sep, last, target = (
+                self._encode([f" {t}{end}" for t in missing])
+                for end in ("", ";", ". Recommended:", ". Profile:")
+            )
+            for t, *ids in zip(missing, own, sep, last, target, strict=True):
+                self._units[t] = TitleUnits(*ids)
+        return [self._units[t] for t in titles]
 
     def _title(self, title: str, idx: int) -> str:
         if title:
@@ -274,25 +313,33 @@ class SellerCollator:
         return {"hist_title_ids": torch.from_numpy(hist), "item_title_ids": torch.from_numpy(item)}
 
     # ------------------------------------------------------------------------------------ text
-    def _prompt(self, titles: list[list[int]], target: list[int]) -> tuple[list[int], int]:
+    def _prompt(self, titles: list[TitleUnits], target: TitleUnits) -> tuple[list[int], int]:
         """Prompt ids and the index of the first soft token; oldest titles dropped to fit."""
-        budget = self.max_prompt_tokens - self._fixed
-        target = target[: max(0, budget)]
-        budget -= len(target)
-        kept: list[list[int]] = []
-        for t in reversed(titles):  # newest first
-            cost = len(t) + (len(self._sep) if kept else 0)
-            if cost > budget:
+        tail = target.target
+        tail_room = self.max_prompt_tokens - self._fixed + len(self._profile)  # with no history
+        if len(tail) > tail_room:  # a target title too long alone: cut its own ids
+            tail = target.own[: tail_room - len(self._profile)] + self._profile
+        room = self.max_prompt_tokens - len(self.bos) - len(self._head) - len(tail) - self.num_soft_tokens
+        room -= len(self._suffix)
+        chosen: list[TitleUnits] = []  # newest first; the newest is the last one in time order
+        used = 0
+        for t in reversed(titles):
+            cost = len(t.sep) if chosen else len(t.last)
+            if used + cost > room:
                 break
-            kept.append(t)
-            budget -= cost
-        hist: list[int] = []
-        ordered = sorted(kept) if self.history_text == "sorted" else list(reversed(kept))
-        for i, t in enumerate(ordered):
-            hist += (self._sep if i else []) + t
-        head = self.bos + self._prefix + hist + self._rec + target + self._profile
-        ids = head + [self.soft_token_id] * self.num_soft_tokens + self._suffix
-        return ids, len(head)
+            chosen.append(t)
+            used += cost
+        kept = list(reversed(chosen))
+        if self.history_text == "sorted":  # here the last one in sorted order has ". Recommended:"
+            kept = sorted(chosen, key=lambda t: t.own)
+            while kept and sum(len(t.sep) for t in kept[:-1]) + len(kept[-1].last) > room:
+                chosen.pop()  # drop the oldest until the sorted text fits
+                kept = sorted(chosen, key=lambda t: t.own)
+        head = self._head_empty
+        if kept:
+            head = self._head + [i for t in kept[:-1] for i in t.sep] + kept[-1].last
+        head = self.bos + head + tail
+        return head + [self.soft_token_id] * self.num_soft_tokens + self._suffix, len(head)
 
     def _text(self, records: Sequence[ExampleRecord]) -> dict[str, torch.Tensor]:
         L = self.max_history
@@ -300,21 +347,25 @@ class SellerCollator:
         flat = [t for ts in hist_titles for t in ts]
         targets = [self._title(r.item_title, r.item_idx) for r in records]
         train = self.mode == "train"
-        enc = self._encode_titles(flat + targets)
-        out: dict[str, torch.Tensor] = self._title_tensors(hist_titles, enc[: len(flat)], enc[len(flat) :])
-        if train:
-            enc += self._encode([" " + r.explanation for r in records])
-        pos, n_flat, B = 0, len(flat), len(records)
+        units = self._title_units(flat + targets)
+        out: dict[str, torch.Tensor] = self._title_tensors(
+            hist_titles, [u.own for u in units[: len(flat)]], [u.own for u in units[len(flat) :]]
+        )
+        explanations = (
+            self._encode([self._explanation_space + r.explanation for r in records]) if train else []
+        )
+        pos, n_flat = 0, len(flat)
         seqs, soft_at, prompt_len = [], [], []
-        for b in range(B):
+        for b in range(len(records)):
             n = len(hist_titles[b])
-            ids, s = self._prompt(enc[pos : pos + n], enc[n_flat + b])
+            ids, s = self._prompt(units[pos : pos + n], units[n_flat + b])
             pos += n
             prompt_len.append(len(ids))
             if train:
-                ids = ids + enc[n_flat + B + b][: self.max_target_tokens] + [self.eos_id]
+                ids = ids + explanations[b][: self.max_target_tokens] + [self.eos_id]
             seqs.append(ids)
             soft_at.append(s)
+        B = len(records)
         T = max(len(s) for s in seqs)
         input_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
         attn = torch.zeros((B, T), dtype=torch.long)

@@ -36,9 +36,6 @@ class RecordError(ValueError):
         loc = ", ".join(p for p in (f"file {where}" if where else "", f"record {key}" if key else "") if p)
         super().__init__(f"{loc + ': ' if loc else ''}field '{field_name}': {reason}")
 
-    def located(self, where: str | None = None, key: str | None = None) -> RecordError:
-        return RecordError(self.field, self.reason, key or self.key, where or self.where)
-
 
 def normalize_timestamp(ts: Any, field_name: str = "timestamp") -> int:
     """Seconds since the epoch from seconds or milliseconds (int, float or numeric string)."""

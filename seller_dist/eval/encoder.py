@@ -31,7 +31,9 @@ class TextEncoder:
 
         self.path = path or default_encoder_path()
         self.device = device
-        self.sentence_model = SentenceTransformer(self.path, device=device)
+        from data_prep.embed import plain_text_encoder
+
+        self.sentence_model = plain_text_encoder(SentenceTransformer(self.path, device=device))
         # the SentenceTransformer's first module wraps a transformers AutoModel + AutoTokenizer
         self.model = self.sentence_model[0].auto_model
         self.tokenizer = self.sentence_model.tokenizer

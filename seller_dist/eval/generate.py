@@ -125,7 +125,7 @@ class ExplanationGenerator:
     ):
         from seller_dist.data.catalog import ItemCatalog
         from seller_dist.data.collate import SellerCollator
-        from seller_dist.model.llm import resolve_llm_path
+        from seller_dist.model.llm_source import load_tokenizer_files, resolve_llm_path
         from seller_dist.train.export import build_seller
 
         t0 = time.perf_counter()
@@ -139,10 +139,11 @@ class ExplanationGenerator:
         self.collate = SellerCollator.for_dataset(
             self.manifest.data["vocab"],
             catalog,
-            llm_dir,
+            load_tokenizer_files(llm_dir, m.trust_remote_code),
             num_soft_tokens=m.num_soft_tokens,
             mode="generate",
             history_text=m.history_text,
+            prompt_format=m.prompt_format,
         )
         self.max_history = self.collate.max_history
         self.seller = build_seller(trained, llm_path=llm_dir, storage_cfg=storage_cfg)
@@ -151,16 +152,17 @@ class ExplanationGenerator:
         if self.seller.moe is not None:
             self.seller.moe.to(self.device)
         self.tokenizer = self.collate.tokenizer
-        self.eos_id = self.collate.eos_id
+        # any of the family's eos ids ends a generation (Llama 3 Instruct: end_of_text and eot_id)
+        llm = self.seller.model.llm
+        if self.collate.eos_id not in llm.eos_ids:  # prompt_format=chat: the end-of-turn token
+            llm.eos_ids = (*llm.eos_ids, self.collate.eos_id)
+        self.eos_ids = set(llm.eos_ids)
         self.load_seconds = time.perf_counter() - t0
 
     def decode(self, ids: list[int]) -> tuple[str, int]:
         """Text up to (not including) the first eos, and the number of tokens generated."""
-        if self.eos_id in ids:
-            cut = ids.index(self.eos_id)
-            text_ids, n = ids[:cut], cut + 1
-        else:
-            text_ids, n = ids, len(ids)
+        cut = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        text_ids, n = (ids, len(ids)) if cut is None else (ids[:cut], cut + 1)
         return self.tokenizer.decode(text_ids, skip_special_tokens=True).strip(), n
 
     @torch.no_grad()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.redact import scrub
 
 REPORT_JSON = "report.json"
-SECRET_KEY = re.compile(r"secret|token|passw|credential|api_?key|access_?key|auth", re.IGNORECASE)
 
 
 # ----------------------------------------------------------------------------------- flattening
@@ -216,15 +215,6 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- wandb
-def scrub(obj: Any) -> Any:
-    """A copy without any key that looks like a secret (configs never hold one; belt and braces)."""
-    if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not SECRET_KEY.search(str(k))}
-    if isinstance(obj, list):
-        return [scrub(v) for v in obj]
-    return obj
-
-
 def log_wandb(
     results: dict[str, Any], images: list[Path], mode: str, project: str, wandb_dir: str
 ) -> str | None:

@@ -84,7 +84,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """Byte-level BPE (any UTF-8 text is representable) with our special tokens; deterministic."""
     from collections import Counter
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     pre = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -96,6 +96,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL_TOKENS)
+    # BOS is added by the tokenizer itself, as Llama's, Mistral's and Gemma's are: the collator puts
+    # BOS where the tokenizer does (none for Qwen's)
+    bos = SPECIAL_TOKENS[1]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<|pad|>",
@@ -131,19 +137,30 @@ def build_llama(
 PROMPT_END = " Explanation:"  # where copy_text's prompt ends and its explanation starts
 
 
-def lm_labels(
-    tokenizer, texts: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """Labels for `bos + text + eos` rows: padding ignored, and in a copy text (one holding
-    PROMPT_END) the prompt too: the LM must READ the history titles, not learn to predict them. With
-    a loss on them, a small LM spent its capacity on a popularity prior over titles and, given the
-    right title in the profile, cited it 60 % of the time; without, 94 % (docs/model.md)."""
-    labels = input_ids.masked_fill(attention_mask == 0, -100)
-    for row, t in enumerate(texts):
-        if PROMPT_END in t:
-            head = t[: t.index(PROMPT_END) + len(PROMPT_END)]
-            labels[row, : len(tokenizer(f"{tokenizer.bos_token}{head}")["input_ids"])] = -100
-    return labels
+def lm_batch(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """`bos + text + eos` rows (cut to max_len), right-padded, with their labels: padding ignored,
+    and in a copy text (one holding PROMPT_END) the prompt too: the LM must READ the history titles,
+    not learn to predict them. With a loss on them, a small LM spent its capacity on a popularity prior
+    over titles and, given the right title in the profile, cited it 60 % of the time; without, 94 %
+    (docs/model.md). Texts are data: encoded as plain text (no special token from their content)."""
+    from seller_dist.data.text_encoding import PlainTextEncoder
+
+    plain = PlainTextEncoder(tokenizer)
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id]
+    heads = [t[: t.index(PROMPT_END) + len(PROMPT_END)] if PROMPT_END in t else "" for t in texts]
+    rows = [(bos + ids + eos)[:max_len] for ids in plain.encode(texts, at_start=True)]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (row, head) in enumerate(zip(rows, heads, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        labels[i, : len(row)] = input_ids[i, : len(row)]
+        if head:
+            labels[i, : len(bos) + len(plain.encode([head], at_start=True)[0])] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def train_lm(
@@ -162,16 +179,7 @@ def train_lm(
     model.train()
     loss_val = float("nan")
     for _ in range(steps):
-        chunk = [rng.choice(texts) for _ in range(batch_size)]
-        enc = tokenizer(
-            [f"{tokenizer.bos_token}{t}{tokenizer.eos_token}" for t in chunk],
-            padding=True,
-            truncation=True,
-            max_length=max_len,
-            return_tensors="pt",
-        )
-        labels = lm_labels(tokenizer, chunk, enc["input_ids"], enc["attention_mask"])
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+        out = model(**lm_batch(tokenizer, [rng.choice(texts) for _ in range(batch_size)], max_len))
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

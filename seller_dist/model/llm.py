@@ -11,58 +11,22 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.model.llm_family import LLMFamily, describe
+from seller_dist.model.llm_source import load_causal_lm, load_tokenizer_files, resolve_llm_path
+
+__all__ = ["DTYPES", "SOFT_TOKEN", "FrozenLLM", "GenerationConfig", "resolve_llm_path"]
 
 log = logging.getLogger(__name__)
 
 SOFT_TOKEN = "<|soft|>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_llm_path(path: str, cache_dir: str, storage_cfg: StorageConfig | None = None) -> str:
-    """A local directory for `path`: itself when local, else a download of the object-store prefix
-    into `cache_dir` (reused when complete: a `.complete` marker is written last)."""
-    if storage.protocol_of(path) == "file":
-        local = path[len("file://") :] if path.startswith("file://") else path
-        if not Path(local, "config.json").exists():
-            raise FileNotFoundError(
-                f"model.llm_path={path}: no config.json there; give a Hugging Face checkpoint directory "
-                "(e.g. the output of `seller-dist bootstrap-llm`)"
-            )
-        return local
-    name = path.rstrip("/").replace("://", "_").replace("/", "_")
-    dest = Path(cache_dir, name)
-    if Path(dest, ".complete").exists():
-        return str(dest)
-    fs, remote = storage.filesystem(path, storage_cfg)
-    files = [f for f in fs.find(remote) if not f.endswith("/")]
-    if not files:
-        raise FileNotFoundError(f"model.llm_path={path}: nothing stored under that prefix")
-    tmp = Path(f"{dest}.tmp-{os.getpid()}")
-    for f in files:
-        rel = f[len(remote.rstrip("/")) + 1 :]
-        target = tmp / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        storage.with_retries(lambda f=f, target=target: fs.get_file(f, str(target)), f"download {f}")
-    (tmp / ".complete").write_text("ok")  # inside the temp dir, so dest exists only when complete
-    try:
-        tmp.replace(dest)
-    except OSError:  # another rank on this node finished first (rename onto a non-empty dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not Path(dest, ".complete").exists():
-            raise
-    log.info("downloaded %s (%d files) to %s", path, len(files), dest)
-    return str(dest)
 
 
 @dataclass
@@ -81,10 +45,22 @@ class GenerationConfig:
 
 
 class FrozenLLM(nn.Module):
-    def __init__(self, model: nn.Module, pad_id: int, eos_id: int | None, soft_id: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        pad_id: int,
+        eos_id: int | None,
+        soft_id: int | None = None,
+        family: LLMFamily | None = None,
+    ):
         super().__init__()
         self.model = model
-        self.pad_id, self.eos_id, self.soft_id = pad_id, eos_id, soft_id
+        self.pad_id, self.soft_id = pad_id, soft_id
+        self.family = family
+        # generation stops at any of the family's eos ids (Llama 3 Instruct: end_of_text and eot_id)
+        self.eos_ids: tuple[int, ...] = tuple(family.eos_ids) if family else ()
+        if eos_id is not None and eos_id not in self.eos_ids:
+            self.eos_ids = (eos_id, *self.eos_ids)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -96,27 +72,37 @@ class FrozenLLM(nn.Module):
         dtype: str = "float32",
         cache_dir: str = ".cache/llm",
         storage_cfg: StorageConfig | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle_weights: bool = False,
     ) -> FrozenLLM:
-        """Under ZeRO-3, create `HfDeepSpeedConfig` BEFORE calling this (seller_dist.train.strategy)."""
-        from transformers import AutoConfig, AutoModelForCausalLM
-
+        """Under ZeRO-3, create `HfDeepSpeedConfig` BEFORE calling this (seller_dist.train.strategy).
+        What may be loaded (remote code, pickled weights) is checked first (llm_source)."""
         local = resolve_llm_path(path, cache_dir, storage_cfg)
-        cfg = AutoConfig.from_pretrained(local)
-        model = AutoModelForCausalLM.from_pretrained(local, dtype=DTYPES[dtype])
-        pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
-        if pad is None:
-            raise ValueError(f"{path}: config has neither pad_token_id nor eos_token_id")
-        eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
-        soft = None
-        try:
-            from transformers import AutoTokenizer
+        model = load_causal_lm(local, DTYPES[dtype], trust_remote_code, allow_pickle_weights)
+        tok = load_tokenizer_files(local, trust_remote_code)
+        family = describe(model.config, tok, model.get_input_embeddings())
+        log.info("%s: %s", path, family.summary())
+        soft = tok.convert_tokens_to_ids(SOFT_TOKEN)
+        soft = None if soft is None or soft == tok.unk_token_id else int(soft)
+        eos = family.eos_ids[0] if family.eos_ids else None
+        return FrozenLLM(model, family.pad_id, eos, soft, family)
 
-            tok = AutoTokenizer.from_pretrained(local)
-            soft_ids = tok.convert_tokens_to_ids([SOFT_TOKEN])
-            soft = soft_ids[0] if soft_ids and soft_ids[0] != tok.unk_token_id else None
-        except (OSError, ValueError):
-            pass
-        return FrozenLLM(model, int(pad), None if eos is None else int(eos), soft)
+    @property
+    def eos_id(self) -> int | None:
+        """The eos id labels end with (the first of `eos_ids`); setting it makes it the only one."""
+        return self.eos_ids[0] if self.eos_ids else None
+
+    @eos_id.setter
+    def eos_id(self, value: int | None) -> None:
+        self.eos_ids = () if value is None else (int(value),)
+
+    @property
+    def embed_scale(self) -> float:
+        """The factor the model's embedding module applies to token embeddings (Gemma: sqrt(hidden));
+        the adapter's soft vectors get it too (llm_family)."""
+        if self.family is not None:
+            return self.family.embed_scale
+        return float(getattr(self.embedding, "scalar_embed_scale", 1.0))
 
     def compile_layers(self) -> None:
         """torch.compile each decoder layer: fuses the norms, rotary and activation kernels that an
@@ -207,8 +193,8 @@ class FrozenLLM(nn.Module):
             nxt = self._pick(logits, gen, generator)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             tokens.append(nxt)
-            if self.eos_id is not None:
-                done = done | (nxt == self.eos_id)
+            for eos in self.eos_ids:
+                done = done | (nxt == eos)
             if step == gen.max_new_tokens - 1 or (bool(done.all()) and not gen.sync_ranks):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -151,6 +151,7 @@ class SellerModel(nn.Module):
         with torch.no_grad():  # frozen: the LLM's own token space, no gradient into it
             emb = self.llm.embedding(ids.clamp(min=0)) * real.to(self.llm.embedding.weight.dtype)
             mean = emb.sum(dim=1) / real.sum(dim=1).clamp(min=1).to(emb.dtype)
+            mean = mean / self.llm.embed_scale  # encoder inputs in the embedding table's units
         mean = mean.to(self.slots.dtype)
         return {
             "hist_title_emb": mean[: b * length].view(b, length, -1),
@@ -196,6 +197,8 @@ class SellerModel(nn.Module):
         else:
             stats = self.adapter(tokens)
         soft = self.adapter_gain[None].to(stats.out.dtype) * stats.out.view(b, self.cfg.adapter_tokens, -1)
+        if self.llm.embed_scale != 1.0:  # in the units the LLM's embedding module outputs (llm_family)
+            soft = soft * self.llm.embed_scale
         if pointer is not None:  # [adapter positions | pointer positions], K in all: the title comes last
             soft = torch.cat([soft, self.title_gain[None].to(soft.dtype) * pointer.to(soft.dtype)], dim=1)
         return soft, stats, attention

@@ -225,7 +225,14 @@ def build_seller(
         path = llm_path or model_cfg.llm_path
         if not path:
             raise ValueError(f"{trained.source} names no llm_path: pass llm_path= (the base LLM)")
-        llm = FrozenLLM.from_pretrained(path, model_cfg.llm_dtype, model_cfg.llm_cache_dir, storage_cfg)
+        llm = FrozenLLM.from_pretrained(
+            path,
+            model_cfg.llm_dtype,
+            model_cfg.llm_cache_dir,
+            storage_cfg,
+            model_cfg.trust_remote_code,
+            model_cfg.allow_pickle_weights,
+        )
     model = SellerModel(model_cfg, ModelVocab(**trained.vocab), llm).eval()
     weights = trained.weights
     model.load_trainable_state_dict({k: v for k, v in weights.items() if not k.startswith(MOE_PREFIX)})

@@ -6,8 +6,8 @@ activation gradients 2N; no weight gradients), a token through the trainable mod
 sample by default (each trainable parameter is used about once per example; pass
 `trainable_tokens` to count history events instead). MFU = achieved FLOP/s / (peak x devices).
 
-Secrets: the config logged to wandb goes through `scrub_secrets` first (keys that look like
-credentials and values that look like access keys are replaced), and wandb's console capture,
+Secrets: the config logged to wandb goes through `seller_dist.redact.scrub` first (keys that look
+like credentials and values that look like access keys are replaced), and wandb's console capture,
 code/git snapshot and machine metadata are off, so environment-derived values never leave the job.
 """
 
@@ -15,44 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from seller_dist.config import LoggingConfig
+from seller_dist.redact import scrub
 
 log = logging.getLogger(__name__)
-
-REDACTED = "***"
-_SECRET_WORDS = {"secret", "token", "password", "passwd", "credential", "credentials", "auth", "apikey"}
-_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("session", "key")}
-_SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|://[^/\s:@]+:[^/\s@]+@")
-
-
-def is_secret_key(key: str) -> bool:
-    """aws_secret_access_key, WANDB_API_KEY, auth_token, ... but not max_new_tokens or tokens_per_s."""
-    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
-    return bool(_SECRET_WORDS & set(words)) or bool(_SECRET_PAIRS & set(zip(words, words[1:], strict=False)))
-
-
-def scrub_secrets(obj: Any) -> Any:
-    """A copy of `obj` with credential-like keys and values replaced by "***" (for logs and wandb)."""
-    if isinstance(obj, Mapping):
-        return {
-            k: (
-                REDACTED
-                if isinstance(k, str) and is_secret_key(k) and obj[k] not in (None, "")
-                else scrub_secrets(v)
-            )
-            for k, v in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(scrub_secrets(v) for v in obj)
-    if isinstance(obj, str) and _SECRET_VALUE.search(obj):
-        return REDACTED
-    return obj
 
 
 def flops_per_step(
@@ -158,7 +129,7 @@ class MetricsLogger:
                 resume="allow",
                 dir=cfg.wandb_dir,
                 mode=cfg.wandb,
-                config=scrub_secrets(dict(config or {})),
+                config=scrub(dict(config or {})),
                 settings=wandb.Settings(
                     console="off",
                     disable_code=True,

@@ -14,7 +14,6 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -114,13 +113,13 @@ def check_llm_path(cfg: TrainConfig) -> None:
             "model.llm_path is empty: give a local or s3:// Hugging Face checkpoint directory "
             "(`seller-dist bootstrap-llm` builds a tiny one for offline runs)"
         )
-    if storage.protocol_of(path) == "file":
-        local = path[len("file://") :] if path.startswith("file://") else path
-        if not Path(local, "config.json").is_file():
-            raise ConfigError(
-                f"model.llm_path: no config.json in {path}: give a Hugging Face checkpoint directory "
-                "(the output of save_pretrained or `seller-dist bootstrap-llm`)"
-            )
+    if storage.protocol_of(path) == "file":  # a missing folder, no config.json, a hub id: llm_source says
+        from seller_dist.model.llm_source import LLMSourceError, resolve_llm_path
+
+        try:
+            resolve_llm_path(path, cfg.model.llm_cache_dir, cfg.storage)
+        except LLMSourceError as e:
+            raise ConfigError(str(e)) from None
         return
     url = storage.join(path, "config.json")
     scfg = cfg.storage

@@ -12,7 +12,7 @@ Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu
     llm = strategy.load_llm(model_cfg)                 # partitioned while loading (llm_layout=zero3)
     model = SellerModel(model_cfg, vocab, llm, register_llm=strategy.registers_llm)
     state = strategy.prepare(model, lr=1e-3)           # engine + MoE + optimizers
-    out = state.forward(batch); state.backward_and_step(out["loss"])
+    out = state.forward(batch); state.backward(out["loss"]); state.step()
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from seller_dist.config import ModelConfig, StorageConfig
 from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_norm_sq, reduce_moe_gradients
@@ -96,10 +95,6 @@ class TrainState:
             self.moe_optimizer.zero_grad(set_to_none=True)
         self.engine.step()
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
-        self.backward(loss)
-        self.step()
-
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Full trainable weights on every rank (collective): dense ones gathered from their ZeRO-3
         partitions, all experts gathered over the expert-parallel group (keys "moe.*")."""
@@ -140,12 +135,6 @@ class TrainState:
             opt.clip_grad = 0.0
         return total
 
-    def moe_grad_norm(self) -> float:
-        """L2 norm of the MoE gradients (all experts once + router); combine with the engine's."""
-        if self.moe is None:
-            return 0.0
-        return float(expert_grad_norm_sq(self.moe, self.groups).sqrt())
-
 
 class DeepSpeedStrategy:
     def __init__(self, ds_config: dict[str, Any], llm_layout: str = "zero3"):
@@ -177,7 +166,14 @@ class DeepSpeedStrategy:
 
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
         dtype = "bfloat16" if self.dtype == torch.bfloat16 else cfg.llm_dtype
-        llm = FrozenLLM.from_pretrained(cfg.llm_path, dtype, cfg.llm_cache_dir, storage_cfg)
+        llm = FrozenLLM.from_pretrained(
+            cfg.llm_path,
+            dtype,
+            cfg.llm_cache_dir,
+            storage_cfg,
+            cfg.trust_remote_code,
+            cfg.allow_pickle_weights,
+        )
         on_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
         if self.llm_layout == "replicated" and on_gpu:  # the worker's device (outside the engine)
             llm.to(torch.device("cuda", torch.cuda.current_device()))
@@ -216,9 +212,3 @@ class DeepSpeedStrategy:
                 moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
             )
         return TrainState(engine, moe, moe_opt, groups, self.dtype)
-
-
-def world_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1

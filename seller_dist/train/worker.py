@@ -235,7 +235,7 @@ def rank_data(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any, Any]:
     from seller_dist.data.collate import SellerCollator
     from seller_dist.data.shards import Manifest
     from seller_dist.data.stream import RankLoader
-    from seller_dist.model.llm import resolve_llm_path
+    from seller_dist.model.llm_source import load_tokenizer_files, resolve_llm_path
 
     manifest = Manifest.load(cfg.data.manifest, cfg.data.storage)
     catalog = ItemCatalog.load(cfg.data.manifest, manifest, cfg.data.storage)
@@ -243,9 +243,10 @@ def rank_data(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any, Any]:
     collate = SellerCollator.for_dataset(
         manifest.data["vocab"],
         catalog,
-        llm_dir,
+        load_tokenizer_files(llm_dir, cfg.model.trust_remote_code),
         num_soft_tokens=cfg.model.num_soft_tokens,
         history_text=cfg.model.history_text,
+        prompt_format=cfg.model.prompt_format,
     )
     return manifest, catalog, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)
 
@@ -291,6 +292,13 @@ def train_worker(
     llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as the collate's tokenizer
     if cfg.compile_llm:
         llm.compile_layers()
+    collate = loader.stream.collate_fn
+    longest = collate.max_prompt_tokens + collate.max_target_tokens + 1  # + eos
+    window = llm.family.window_warning(longest) if llm.family else None
+    if rank == 0:
+        print(f"[train] {llm.family.summary() if llm.family else 'LLM loaded'}", flush=True)
+        if window:
+            print(f"[train] warning: {window}", flush=True)
     # the newest committed checkpoint of this run wins over init_from (a restarted run resumes)
     root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
     latest = ck.latest_committed(root, cfg.storage, verify=True)

@@ -18,6 +18,7 @@ import torch
 
 from seller_dist.config import ModelConfig
 from seller_dist.model.vocab import ModelVocab
+from tests.train_helpers import rank_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +42,7 @@ def rank_batch(llm, rank: int) -> dict[str, torch.Tensor]:
 
 
 def _rank_env(rank: int, world: int, port: int) -> None:
-    os.environ.update(
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_WORLD_SIZE=str(world),
-        TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"),
-    )
+    rank_env(rank, world, port)
     torch.set_num_threads(1)
 
 

@@ -190,9 +190,7 @@ def test_train_text_labels_only_on_explanation_and_k_soft_positions(tiny_tokeniz
         assert labels[b, first:n].tolist() == ids[b, first:n].tolist()  # contiguous, through eos
         assert ids[b, 0] == tok.bos_token_id
         titles = "; ".join(e.title for e in r.history)
-        want = (
-            f"User history: {titles}. Recommended: the target. Profile:" + SOFT_TOKEN * K + " Explanation:"
-        )
+        want = f"User history: {titles}. Recommended: the target. Profile:" + SOFT_TOKEN * K + " Explanation:"
         assert tok.decode(ids[b, 1:first].tolist()) == want
         # soft positions sit right before " Explanation:"
         assert soft[b].nonzero().flatten().tolist() == list(
@@ -282,13 +280,55 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir,
         assert any(whole[i : i + len(ids)] == ids for i in range(len(whole))), tok.decode(ids)
 
 
-def test_a_tokenizer_that_splits_pieces_unlike_text_is_reported(tiny_tokenizer_dir, catalog, caplog):
+def test_a_prefix_space_rule_does_not_shift_units(tiny_tokenizer_dir, catalog):
+    """A tokenizer that marks the start of a text (here ByteLevel add_prefix_space, as SentencePiece's
+    Metaspace does) marks it once, not before every unit: the prompt equals the text tokenized whole."""
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # SentencePiece-like
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    col = SellerCollator(tok, catalog, max_history=5, num_soft_tokens=2)
+    assert col.pieces_match_text
+    rec = _record("a", 3, explanation="because you liked title 2")
+    titles = "; ".join(e.title for e in rec.history)
+    text = (
+        f"User history: {titles}. Recommended: {rec.item_title}. Profile:"
+        + SOFT_TOKEN * 2
+        + f" Explanation: {rec.explanation}{tok.eos_token}"
+    )
+    assert col([rec])["input_ids"][0].tolist() == tok(text)["input_ids"]
+
+
+def test_a_tokenizer_that_splits_units_unlike_text_is_reported(tiny_tokenizer_dir, catalog, caplog):
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.backend_tokenizer.normalizer = normalizers.Replace("; ", ";")  # the space after ";" goes
     with caplog.at_level("WARNING", logger="seller_dist.data.collate"):
         col = SellerCollator(tok, catalog, max_history=5)
     assert not col.pieces_match_text
-    assert "does not split the prompt pieces" in caplog.text
+    assert "does not split the prompt units" in caplog.text
+
+
+def test_special_token_text_in_data_stays_text(tiny_tokenizer_dir, catalog):
+    """A title or explanation holding the literal text of a special token is encoded as that text:
+    only the collator places bos, eos, pad and soft ids (docs/model.md, "Tokenizers")."""
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2)
+    tok = col.tokenizer
+    markers = f"{tok.bos_token} {tok.eos_token} {tok.pad_token} {SOFT_TOKEN}"
+    rec = _record("a", 3, explanation=f"great shoes {markers} more text")
+    rec.history[1].title = f"title {SOFT_TOKEN}{tok.eos_token}"
+    rec.item_title = f"the target {tok.eos_token}"
+    for mode in ("train", "generate"):
+        out = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2, mode=mode)([rec])
+        ids = out["input_ids"][0][out["attention_mask"][0].bool()].tolist()
+        special = {tok.bos_token_id: 1, tok.eos_token_id: int(mode == "train"), col.soft_token_id: 2}
+        for token_id, n in special.items():
+            assert ids.count(token_id) == n, (mode, tok.convert_ids_to_tokens([token_id]))
+        assert tok.pad_token_id not in ids
+        assert ids[0] == tok.bos_token_id and ids.count(col.soft_token_id) == out["soft_mask"].sum()
+    labels = col([rec])["labels"][0]
+    assert tok.decode(labels[labels != IGNORE_INDEX][:-1].tolist()) == " " + rec.explanation
+    assert "title <|soft|><|eos|>" in tok.decode(col([rec])["input_ids"][0].tolist())

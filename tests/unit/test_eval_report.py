@@ -70,7 +70,8 @@ def test_write_report_files(tmp_path: Path):
     paths = write_report(res, str(tmp_path / "run"))
     back = json.loads(Path(paths["json"]).read_text())
     assert back["retrieval"] == res["retrieval"] and back["text"] == res["text"]
-    assert back["config"]["storage"] == {"endpoint_url": None}  # secret-looking keys never leave the process
+    # secret values never leave the process (seller_dist.redact; tests/unit/test_secrets.py)
+    assert back["config"]["storage"] == {"endpoint_url": None, "secret_access_key": "***"}
     md = Path(paths["markdown"]).read_text()
     assert "| bleu4 | 12.5000 ± 1.2500 |" in md
     assert "| hr@10 | 0.6000 ± 0.1000 | 0.9500 ± 0.1000 | 0.1200 ± 0.1000 |" in md

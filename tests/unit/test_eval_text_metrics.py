@@ -4,6 +4,7 @@ unicode included); USR / FMR / FCR / DIV and BERTScore's matching against hand c
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import numpy as np
 import pytest
@@ -44,6 +45,18 @@ def test_tokenize_unicode():
     assert tm.tokenize("我喜欢abc 123") == ["我", "喜", "欢", "abc", "123"]
     assert tm.tokenize("") == []
     assert tm.tokenize("ﬁne") == ["fine"]  # NFKC ligature
+
+
+def test_tokenize_gives_its_tokens_back_from_their_space_joined_text():
+    # rouge_n / rouge_l score token lists through RougeScorer(tokenizer=MetricTokenizer()) on the
+    # joined tokens, and sacrebleu splits them on whitespace: both rely on this, for every character
+    chars = [  # every assigned code point (unassigned, private-use and surrogates give no token)
+        chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) not in ("Cn", "Co", "Cs")
+    ]
+    for start in range(0, len(chars), 1 << 14):  # one long text per block of code points
+        text = " ".join(f"{c} a{c}b {c}{c} İ{c}\u0307" for c in chars[start : start + (1 << 14)])
+        tokens = tm.tokenize(text)
+        assert tm.tokenize(" ".join(tokens)) == tokens == " ".join(tokens).split(), hex(start)
 
 
 @pytest.mark.parametrize("order", [1, 4])

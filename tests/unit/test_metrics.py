@@ -1,5 +1,5 @@
-"""Throughput / MFU accounting against hand-computed numbers, secret scrubbing, and the logger's
-three sinks (stdout, wandb offline files, Ray report callback)."""
+"""Throughput / MFU accounting against hand-computed numbers and the logger's three sinks (stdout,
+wandb offline files, Ray report callback). Secret scrubbing: tests/unit/test_secrets.py."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from seller_dist.config import LoggingConfig
-from seller_dist.train.metrics import (
-    REDACTED,
-    MetricsLogger,
-    ThroughputMeter,
-    flops_per_step,
-    is_secret_key,
-    scrub_secrets,
-)
+from seller_dist.redact import REDACTED
+from seller_dist.train.metrics import MetricsLogger, ThroughputMeter, flops_per_step
 
 
 def test_flops_follow_4n_frozen_6n_trainable():
@@ -41,28 +35,6 @@ def test_throughput_window_rates_and_mfu():
     assert m.summary() == {}  # the window was reset
     with pytest.raises(ValueError, match="data_wait_s <= step_time_s"):
         m.update(llm_tokens=1, samples=1, step_time_s=0.1, data_wait_s=0.2)
-
-
-def test_scrub_secrets_masks_credentials_but_keeps_ordinary_keys():
-    cfg = {
-        "storage": {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": "abc123"},
-        "WANDB_API_KEY": "k" * 40,
-        "auth_token": "t0k",
-        "empty_password": "",
-        "max_new_tokens": 32,
-        "tokens_per_s": 5.0,
-        "author": "me",
-        "env": ["AKIAABCDEFGHIJKLMNOP", "plain"],
-        "url": "s3://user:hunter2@host/bucket",
-    }
-    out = scrub_secrets(cfg)
-    assert out["storage"] == {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": REDACTED}
-    assert out["WANDB_API_KEY"] == REDACTED and out["auth_token"] == REDACTED
-    assert out["empty_password"] == ""  # nothing to hide; shows the field was unset
-    assert out["max_new_tokens"] == 32 and out["tokens_per_s"] == 5.0 and out["author"] == "me"
-    assert out["env"] == [REDACTED, "plain"] and out["url"] == REDACTED
-    assert cfg["storage"]["aws_secret_access_key"] == "abc123"  # the input is untouched
-    assert not is_secret_key("num_soft_tokens") and is_secret_key("AWS_SESSION_TOKEN")
 
 
 def test_logger_stdout_and_ray_report_on_every_rank():

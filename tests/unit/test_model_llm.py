@@ -381,7 +381,7 @@ def test_llm_from_object_store_is_downloaded_once(tiny_llm_dir, s3_bucket, tmp_p
         with open(os.path.join(tiny_llm_dir, name), "rb") as f:
             storage.write_bytes(f"{url}/{name}", f.read())
     local = resolve_llm_path(url, str(tmp_path / "cache"))
-    assert sorted(n for n in os.listdir(local) if n != ".complete") == sorted(os.listdir(tiny_llm_dir))
+    assert sorted(n for n in os.listdir(local) if n != ".complete.json") == sorted(os.listdir(tiny_llm_dir))
     assert resolve_llm_path(url, str(tmp_path / "cache")) == local  # cached
     a = FrozenLLM.from_pretrained(url, cache_dir=str(tmp_path / "cache"))
     b = FrozenLLM.from_pretrained(tiny_llm_dir)
@@ -407,7 +407,10 @@ def test_bootstrap_llm_from_a_prepared_dataset(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
     for t in ("<|pad|>", "<|bos|>", "<|eos|>", "<|soft|>"):
         assert tok.convert_tokens_to_ids(t) != tok.unk_token_id
-    assert tok.decode(tok("because you liked item 7")["input_ids"]) == "because you liked item 7"
+    assert (
+        tok.decode(tok("because you liked item 7", add_special_tokens=False)["input_ids"])
+        == "because you liked item 7"
+    )
     # training called the tokenizer with padding and truncation: the saved one must not keep them
     saved = json.loads((tmp_path / "llm" / "tokenizer.json").read_text())
     assert saved["padding"] is None and saved["truncation"] is None
@@ -502,20 +505,24 @@ def test_copy_text_with_attributes_swaps_only_titles_related_to_the_target_as_th
 def test_bootstrap_learns_a_copy_texts_explanation_not_its_prompt(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from seller_dist.model.bootstrap import lm_labels
+    from seller_dist.model.bootstrap import lm_batch
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     copy = "User history: a lamp; a kettle. Recommended: a drum. Profile: a lamp Explanation: a lamp fits."
-    plain = "because you liked the lamp"
-    enc = tok(
-        [f"{tok.bos_token}{t}{tok.eos_token}" for t in (copy, plain)], padding=True, return_tensors="pt"
-    )
-    labels = lm_labels(tok, [copy, plain], enc["input_ids"], enc["attention_mask"])
+    plain = "because you liked the lamp <|eos|> <|soft|>"  # data text: special-token text stays text
+    enc = lm_batch(tok, [copy, plain], max_len=200)
+    for row, text in enumerate((copy, plain)):  # bos + the text as plain text + eos, right padded
+        n = int(enc["attention_mask"][row].sum())
+        plain_ids = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        assert enc["input_ids"][row, 1 : n - 1].tolist() == plain_ids
+        assert enc["input_ids"][row, [0, n - 1]].tolist() == [tok.bos_token_id, tok.eos_token_id]
+    labels = enc["labels"]
     learned = tok.decode(labels[0][labels[0] >= 0])
     assert learned.replace(tok.eos_token, "").strip() == "a lamp fits."
     n_plain = int(enc["attention_mask"][1].sum())
     assert torch.equal(labels[1, :n_plain], enc["input_ids"][1, :n_plain])  # every token of a plain text
     assert torch.all(labels[1, n_plain:] == -100)
+    assert (enc["input_ids"][1, 1 : n_plain - 1] != tok.eos_token_id).all()
 
 
 def test_bootstrap_tokenizer_is_the_same_in_every_process(tmp_path):
@@ -540,7 +547,7 @@ def test_bootstrap_tokenizer_is_the_same_in_every_process(tmp_path):
 
     tok = train_tokenizer(TINY_CORPUS, 330)
     for text in ("because you liked item 7 rake", "café über naïve 😀", ""):
-        assert tok.decode(tok(text)["input_ids"]) == text
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_bootstrap_llm_fails_clearly_without_a_dataset(tmp_path):

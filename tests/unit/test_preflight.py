@@ -87,8 +87,10 @@ def test_missing_manifest_says_run_prep(tiny_llm_dir, tmp_path):
 def test_llm_path_must_hold_a_checkpoint(dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"model.llm_path is empty: give a local or s3://"):
         preflight(train_cfg(dataset, "", str(tmp_path)))
-    with pytest.raises(ConfigError, match=rf"model.llm_path: no config.json in {tmp_path}/nollm"):
+    with pytest.raises(ConfigError, match=rf"model.llm_path={tmp_path}/nollm: no such local folder"):
         preflight(train_cfg(dataset, str(tmp_path / "nollm"), str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"Qwen/Qwen2.5-7B: no local folder .* does not download from the"):
+        preflight(train_cfg(dataset, "Qwen/Qwen2.5-7B", str(tmp_path)))  # a hub id, before any worker starts
 
 
 def test_unwritable_local_storage_path(dataset, tiny_llm_dir, tmp_path):

@@ -45,3 +45,13 @@ def test_prep_embeds_item_text(tmp_path):
     info = manifest["items"]["shards"][0]
     sample = shards.iter_tar_samples(shards.read_shard_bytes(str(tmp_path / "ds"), info), info["path"])[0]
     assert sample["__key__"] == "i000000001" and npy_load(sample["emb.npy"]).shape == (384,)
+
+
+def test_special_token_text_is_read_as_text_by_the_sentence_encoder():
+    """"[SEP]" in a review is text: only the encoder's own [CLS] ... [SEP] frame is special."""
+    from data_prep.embed import load_encoder
+
+    tok = load_encoder().tokenizer
+    ids = tok("great [SEP] shoes [CLS] [MASK]")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert not set(ids[1:-1]) & set(tok.all_special_ids)

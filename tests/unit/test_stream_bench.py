@@ -6,7 +6,6 @@ import argparse
 import json
 
 from seller_dist.bench import data as bench_data
-from seller_dist.cli import main
 
 
 def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
@@ -45,12 +44,3 @@ def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
     assert result["padding_ratio"] == round(off["padded_tokens"] / on["padded_tokens"], 3)
     assert "| 4 |" in bench_data.table(result)
     json.dumps(result)  # the JSON output is serialisable
-
-
-def test_unbuilt_benchmark_says_so(capsys, monkeypatch):
-    from seller_dist.bench import cli as bench_cli
-
-    monkeypatch.setitem(bench_cli.BENCHMARKS, "serve", ("seller_dist.bench.serve", "serving latency"))
-    assert main(["bench", "serve"]) == 2
-    err = capsys.readouterr().err
-    assert "seller-dist bench serve: not built yet" in err and "available now: data, train, eval" in err
