@@ -224,9 +224,8 @@ def _download(url: str, dest: Path, storage_cfg: StorageConfig | None, locked: b
             "files": entries,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if not locked and _cache_problem(dest) is None:
-            pass  # unlocked only: another process published a complete copy meanwhile; keep it
-        else:
+        # unlocked only: another process may have published a complete copy meanwhile; keep it
+        if locked or _cache_problem(dest) is not None:
             if dest.exists():  # an incomplete or stale copy (the caller logged why)
                 trash = Path(f"{dest}.tmp-old-{uuid.uuid4().hex[:8]}")
                 dest.rename(trash)
