@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # seller-dist launcher: installs the project into .venv when needed (idempotent), then runs a command.
-#   ./launch.sh demo                 prepare the embedded synthetic dataset and run the pipeline end to end
+#   ./launch.sh demo [--verbose]     prepare the embedded synthetic dataset and run the pipeline end to end
+#                                    (--verbose: Ray's and DeepSpeed's own output on the console, else outputs/demo/demo.log)
 #   ./launch.sh test                 the full test suite (what CI runs)
 #   ./launch.sh test-fast            unit tests only (skips tests marked slow)
 #   ./launch.sh setup                only install
@@ -157,6 +158,6 @@ case "$cmd" in
   cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;
   local-cluster) local_cluster "$@" ;;
-  help|-h|--help) sed -n '2,10p' "$0" ;;
+  help|-h|--help) sed -n '2,11p' "$0" ;;
   *) echo "unknown command '$cmd'; see ./launch.sh help" >&2; exit 2 ;;
 esac

@@ -9,6 +9,10 @@ Rules (docs/data.md "Examples and the time split"):
 - split by time per user: last example -> test, the one before -> valid, the rest -> train.
   A user with 2 examples gives train + test, a user with 1 example gives train only (no valid/test
   example would have any training example from that user before it).
+- split=source instead (data_prep.splits): each target keeps its own event's split (the source's,
+  a split column's, or the cut-offs'); its history is the user's events with a STRICTLY earlier
+  timestamp, minus held-out events of a later split (a train history never holds a valid or test
+  event, a valid history no test event), so no train record carries a held-out pair or its text.
 - reference explanation: the target event's text when it has some (explanation_source "review");
   when the source is templated, a template built from the history and item attributes
   (explanation_source "template"); a text-bearing source whose target text is blank is a bad record
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
+from data_prep.splits import SPLIT_RANK, split_by_cutoffs
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import (
     ExampleRecord,
     HistoryEvent,
@@ -32,6 +37,7 @@ from seller_dist.data.schema import (
     validate_example,
     validate_history_event,
 )
+from seller_dist.data.synthetic_reference import ACTION_VERBS
 
 if TYPE_CHECKING:
     from data_prep.vocab import ParentVocab
@@ -118,19 +124,12 @@ class CutParams:
     examples_per_user: int = 0
     templated: bool = False
     text_kind: str = "review"  # explanation_source for event texts: "review", or "reference" (XRec)
+    split: str = "time"  # "time" (per user) or "source" (each event's own split; data_prep.splits)
+    cutoffs: tuple[int, int] | None = None  # split=source by split_cutoffs: (valid_from, test_from)
 
 
 # An explainer writes the reference for a templated source: (history, target, catalog) -> (text, meta).
 Explainer = Callable[[list[RawEvent], RawEvent, Catalog], tuple[str, dict[str, Any]]]
-
-ACTION_VERBS = {
-    "view": "viewed",
-    "click": "clicked on",
-    "cart": "added to your cart",
-    "purchase": "bought",
-    "rate": "rated",
-    "review": "reviewed",
-}
 
 
 def template_explanation(
@@ -226,8 +225,44 @@ def cut_user_examples(
     report: BadRecordReport,
     explainer: Explainer | None = None,
 ) -> list[ExampleRecord]:
-    """All examples of one user, split by time and validated (bad ones reported and skipped)."""
+    """All examples of one user, split and validated (bad ones reported and skipped)."""
     return [rec for rec, _ in cut_user_payloads(user_id, events, catalog, params, report, explainer)]
+
+
+def event_splits(evs: Sequence[RawEvent], params: CutParams) -> list[str]:
+    """split=source: each event's split (by the cut-offs, else its own; an event without one is train)."""
+    if params.cutoffs is not None:
+        return [split_by_cutoffs(e.timestamp, params.cutoffs) for e in evs]
+    return [e.split or "train" for e in evs]
+
+
+def _time_candidates(n: int, params: CutParams) -> list[tuple[int, range]]:
+    return [(t, range(max(0, t - params.max_history), t)) for t in range(params.min_history, n)]
+
+
+def _source_candidates(
+    evs: Sequence[RawEvent], splits: list[str], params: CutParams, held_out_dropped: dict[str, int] | None
+) -> list[tuple[int, list[int]]]:
+    """(target, history indices) under split=source: history = the last max_history events with a
+    strictly earlier timestamp whose split ranks no later than the target's (train < valid < test)."""
+    visible: list[list[int]] = [[], [], []]  # event indices a target of split rank r may see
+    out: list[tuple[int, list[int]]] = []
+    i, n = 0, len(evs)
+    while i < n:
+        j = i
+        while j < n and evs[j].timestamp == evs[i].timestamp:
+            j += 1
+        for t in range(i, j):  # ties: an event at the same second is not history
+            seen = visible[SPLIT_RANK[splits[t]]]
+            if len(seen) >= params.min_history:
+                out.append((t, seen[-params.max_history :]))
+            elif held_out_dropped is not None and splits[t] != "train":
+                held_out_dropped[splits[t]] = held_out_dropped.get(splits[t], 0) + 1
+        for t in range(i, j):
+            for r in range(SPLIT_RANK[splits[t]], 3):
+                visible[r].append(t)
+        i = j
+    return out
 
 
 def cut_user_payloads(
@@ -237,11 +272,13 @@ def cut_user_payloads(
     params: CutParams,
     report: BadRecordReport,
     explainer: Explainer | None = None,
+    held_out_dropped: dict[str, int] | None = None,
 ) -> list[tuple[ExampleRecord, bytes]]:
     """cut_user_examples with each record's shard payload (`encode_record`'s bytes).
 
     An event is in up to max_history histories: its history entry is built, validated and JSON-encoded
-    once per user here, not once per record (the bulk of prep's time otherwise).
+    once per user here, not once per record (the bulk of prep's time otherwise). `held_out_dropped`
+    (split=source) counts valid/test events with fewer than min_history earlier events (no example).
     """
     evs = dedupe_and_sort(user_id, events, report)
     missing = [e for e in evs if e.item_id not in catalog]
@@ -255,16 +292,23 @@ def cut_user_payloads(
                 e.item_id,
             )
         evs = [e for e in evs if e.item_id in catalog]
+    by_source = params.split == "source"
+    splits = event_splits(evs, params) if by_source else []
+    candidates: list[tuple[int, range | list[int]]] = (
+        list(_source_candidates(evs, splits, params, held_out_dropped))
+        if by_source
+        else list(_time_candidates(len(evs), params))
+    )
     explain = explainer or template_explanation
-    targets: list[tuple[int, str, str, dict[str, Any]]] = []  # (position, text, source, meta)
-    for t in range(params.min_history, len(evs)):
+    # (position, history indices, text, source, meta)
+    targets: list[tuple[int, range | list[int], str, str, dict[str, Any]]] = []
+    for t, hist_idx in candidates:
         ev = evs[t]
         if ev.text is not None and ev.text.strip():
-            targets.append((t, ev.text.strip(), params.text_kind, dict(ev.meta)))
+            targets.append((t, hist_idx, ev.text.strip(), params.text_kind, dict(ev.meta)))
         elif params.templated:
-            hist = evs[max(0, t - params.max_history) : t]
-            text, meta = explain(hist, ev, catalog)
-            targets.append((t, text, "template", {**ev.meta, **meta}))
+            text, meta = explain([evs[j] for j in hist_idx], ev, catalog)
+            targets.append((t, hist_idx, text, "template", {**ev.meta, **meta}))
         else:
             report.reject(
                 f"user {user_id}",
@@ -274,28 +318,38 @@ def cut_user_payloads(
                 ev.text,
             )
     if params.examples_per_user > 0:
-        targets = targets[-params.examples_per_user :]
+        if by_source:  # the last N train targets; every held-out target stays
+            train = [k for k, x in enumerate(targets) if splits[x[0]] == "train"]
+            drop = set(train[: max(0, len(train) - params.examples_per_user)])
+            targets = [x for k, x in enumerate(targets) if k not in drop]
+        else:
+            targets = targets[-params.examples_per_user :]
     if not targets:
         return []
-    first = max(0, targets[0][0] - params.max_history)
+    first = min((h[0] for _, h, *_ in targets if len(h)), default=0)
     last = targets[-1][0]  # history entries are needed for evs[first:last]
     entries = [_history_event(h, catalog) for h in evs[first:last]]
     dicts = [dict(h.__dict__) for h in entries]
     problems = [history_event_problem(d) for d in dicts]
     frags = [json.dumps(d, ensure_ascii=False, sort_keys=True) for d in dicts]
     out: list[tuple[ExampleRecord, bytes]] = []
-    for pos, (t, text, source, meta) in enumerate(targets):
+    for pos, (t, hist_idx, text, source, meta) in enumerate(targets):
         ev = evs[t]
-        split = split_for(pos, len(targets))
+        split = splits[t] if by_source else split_for(pos, len(targets))
         it = catalog[ev.item_id]
-        lo, hi = max(0, t - params.max_history) - first, t - first
+        if isinstance(hist_idx, range):
+            idx: range | list[int] = range(hist_idx.start - first, hist_idx.stop - first)
+            history = entries[idx.start : idx.stop]
+        else:
+            idx = [j - first for j in hist_idx]
+            history = [entries[j] for j in idx]
         rec = ExampleRecord(
             key=example_key(split, user_id, ev),
             user_id=user_id,
             item_id=ev.item_id,
             item_idx=it.item_idx,
             timestamp=ev.timestamp,
-            history=entries[lo:hi],
+            history=history,
             item_attributes=dict(it.attributes),
             item_title=it.title,
             explanation=text,
@@ -308,19 +362,19 @@ def cut_user_payloads(
         )
         top = {**rec.__dict__, "history": []}
         try:
-            for j in range(lo, hi):
+            for k, j in enumerate(idx):
                 if problems[j] is not None:
                     field_name, reason = problems[j]
-                    raise RecordError(f"history[{j - lo}].{field_name}", reason, rec.key, f"user {user_id}")
+                    raise RecordError(f"history[{k}].{field_name}", reason, rec.key, f"user {user_id}")
             validate_example(top, where=f"user {user_id}")
-            if hi > lo and dicts[hi - 1]["timestamp"] > rec.timestamp:
+            if len(idx) and dicts[idx[-1]]["timestamp"] > rec.timestamp:
                 raise RecordError("timestamp", "target is older than its history (future leak)", rec.key)
         except RecordError as e:
             report.reject(f"user {user_id}", rec.key, e.field, e.reason, repr(record_dict(rec))[:300])
             continue
         payload = json.dumps(top, ensure_ascii=False, sort_keys=True)
         # keys are sorted, so '"history": []' is the record's own field (inside strings quotes are escaped)
-        payload = payload.replace('"history": []', '"history": [' + ", ".join(frags[lo:hi]) + "]", 1)
+        payload = payload.replace('"history": []', '"history": [' + ", ".join(frags[j] for j in idx) + "]", 1)
         out.append((rec, payload.encode("utf-8")))
     return out
 
@@ -332,11 +386,12 @@ def cut_and_report(
     params: CutParams,
     explain: Explainer | None,
     max_samples: int,
+    held_out_dropped: dict[str, int] | None = None,
 ) -> tuple[list[tuple[ExampleRecord, bytes]], BadRecordReport]:
     """One user's (record, payload) pairs and that user's own bad-record report (merged in user
-    order later, data_prep.report.OrderedSamples)."""
+    order later, seller_dist.data.bad_records.OrderedSamples)."""
     user_report = BadRecordReport(max_samples=max_samples)
-    return cut_user_payloads(uid, evs, catalog, params, user_report, explain), user_report
+    return cut_user_payloads(uid, evs, catalog, params, user_report, explain, held_out_dropped), user_report
 
 
 def history_event_problem(d: dict[str, Any]) -> tuple[str, str] | None:
@@ -358,3 +413,48 @@ def record_dict(rec: ExampleRecord) -> dict[str, Any]:
 def encode_record(rec: ExampleRecord) -> bytes:
     """The shard payload: byte-identical to rec.to_json(), without its slow asdict."""
     return json.dumps(record_dict(rec), ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+# ------------------------------------------------------------------------ user subsample (max_users)
+def user_rank(user_id: str, seed: int) -> int:
+    """A user's place in the `max_users` subsample order: a hash of (seed, user id), so the kept users
+    depend only on the ids and the seed: the same on both engines, in any read order, on every rerun."""
+    digest = hashlib.sha1(f"{seed}\x1f{user_id}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class UserSample:
+    """The `n` users with the smallest (user_rank, user id) among those added: memory O(n) whatever
+    the number of users or events. Engines feed it every event's user (a Ray parse task its part's
+    users; the driver merges the tasks' kept users), then cut only the kept users."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError(f"UserSample: n must be >= 1, got {n}")
+        self.n, self.seed = n, seed
+        self._ranks: dict[str, int] = {}
+        self._bound: tuple[int, str] | None = None  # the n-th smallest key so far, once n are known
+
+    def add(self, user_id: str) -> None:
+        if user_id in self._ranks:
+            return
+        key = (user_rank(user_id, self.seed), user_id)
+        if self._bound is not None and key >= self._bound:
+            return  # n users rank before it: it can never be kept
+        self._ranks[user_id] = key[0]
+        if len(self._ranks) >= 2 * self.n:
+            self._prune()
+
+    def update(self, user_ids: Iterable[str]) -> None:
+        for u in user_ids:
+            self.add(u)
+
+    def _prune(self) -> None:
+        keys = sorted((r, u) for u, r in self._ranks.items())[: self.n]
+        self._ranks = {u: r for r, u in keys}
+        if len(keys) == self.n:
+            self._bound = keys[-1]
+
+    def kept(self) -> frozenset[str]:
+        self._prune()
+        return frozenset(self._ranks)

@@ -31,6 +31,7 @@ SCHEMA = pa.schema(
         ("aspects", pa.string()),  # JSON list
         ("meta", pa.string()),  # JSON object
         ("seq", pa.int64()),  # input order: part index << 32 | position in the part
+        ("split", pa.string()),  # the event's own split (split=source), null when it has none
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
@@ -60,6 +61,7 @@ def append_event(cols: dict[str, list], ev: RawEvent, seq: int) -> None:
     cols["aspects"].append(json.dumps(list(ev.aspects)) if ev.aspects else "[]")
     cols["meta"].append(json.dumps(ev.meta, sort_keys=True) if ev.meta else "{}")
     cols["seq"].append(seq)
+    cols["split"].append(ev.split)
 
 
 def events_by_user(cols: dict[str, Any]) -> dict[str, list[RawEvent]]:
@@ -69,6 +71,7 @@ def events_by_user(cols: dict[str, Any]) -> dict[str, list[RawEvent]]:
     out: dict[str, list[RawEvent]] = {}
     user, item, ts, action = cols["user_id"], cols["item_id"], cols["timestamp"], cols["action"]
     rating, text, aspects, meta = cols["rating"], cols["text"], cols["aspects"], cols["meta"]
+    split = cols["split"]
     for i in order:
         r = rating[i]
         ev = RawEvent(
@@ -80,6 +83,7 @@ def events_by_user(cols: dict[str, Any]) -> dict[str, list[RawEvent]]:
             text=None if _null(text[i]) else str(text[i]),
             aspects=json.loads(aspects[i]) if aspects[i] != "[]" else [],
             meta=json.loads(meta[i]) if meta[i] != "{}" else {},
+            split=None if _null(split[i]) else str(split[i]),
         )
         out.setdefault(ev.user_id, []).append(ev)
     return out

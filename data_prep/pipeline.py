@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 import seller_dist
-from data_prep.examples import Catalog, CutParams, Explainer, cut_and_report
+from data_prep.examples import Catalog, CutParams, Explainer, UserSample, cut_and_report
 from data_prep.partitions import (
     PartitionSpill,
     SpilledPartition,
@@ -34,14 +34,15 @@ from data_prep.partitions import (
     read_partition,
     seq_of,
 )
-from data_prep.report import BadRecordReport, OrderedSamples
 from data_prep.sources import SOURCE_CLASSES, Source, get_source
 from data_prep.sources.base import RawEvent, RawItem
+from data_prep.splits import split_rule
 from data_prep.vocab import ParentVocab, lineage_entry, parent_of
 from seller_dist import storage
 from seller_dist.config import PrepConfig
 from seller_dist.config_loader import add_override_argument, load_config
 from seller_dist.data import shards
+from seller_dist.data.bad_records import BadRecordReport, OrderedSamples
 from seller_dist.data.schema import ACTIONS, SPLITS, ExampleRecord, ItemRecord
 from seller_dist.errors import UserError
 from seller_dist.version import code_version  # also `seller-dist --version`
@@ -65,12 +66,20 @@ def source_options(cfg: PrepConfig) -> dict[str, Any]:
     opts = dict(cfg.source_options)
     if cfg.source == "events":
         opts.setdefault("columns", asdict(cfg.events_columns))
+    if cfg.split == "source" and cfg.split_column:
+        opts["split_column"] = cfg.split_column  # the source tags each event with its split
     return opts
 
 
 def cut_params(cfg: PrepConfig, source: Source) -> CutParams:
     return CutParams(
-        cfg.max_history, cfg.min_history, cfg.examples_per_user, source.templated, source.text_kind
+        cfg.max_history,
+        cfg.min_history,
+        cfg.examples_per_user,
+        source.templated,
+        source.text_kind,
+        cfg.split,
+        cfg.split_cutoff_seconds(),
     )
 
 
@@ -119,7 +128,7 @@ def write_items(root: str, catalog: Catalog, cfg: PrepConfig) -> dict[str, Any]:
     vectors = None
     dim = 0
     if cfg.embed_item_text:
-        from data_prep.embed import embed_texts, npy_bytes
+        from seller_dist.data.sentence_embeddings import embed_texts, npy_bytes
 
         texts = [". ".join(p for p in (it.title, it.text) if p) or it.item_id for it in ordered]
         log.info("embedding %d item texts with all-MiniLM-L6-v2", len(texts))
@@ -145,6 +154,8 @@ class ExampleStats:
     history_len_max: int = 0
     explanation_sources: dict[str, int] = field(default_factory=dict)
     users_with_examples: int = 0
+    # split=source: valid/test events that got no example (fewer than min_history earlier events)
+    held_out_without_history: dict[str, int] = field(default_factory=dict)
 
     def add(self, rec: ExampleRecord) -> None:
         self.per_split[rec.split] += 1
@@ -162,6 +173,8 @@ class ExampleStats:
         for k, v in other.explanation_sources.items():
             self.explanation_sources[k] = self.explanation_sources.get(k, 0) + v
         self.users_with_examples += other.users_with_examples
+        for k, v in other.held_out_without_history.items():
+            self.held_out_without_history[k] = self.held_out_without_history.get(k, 0) + v
 
     def to_dict(self) -> dict[str, Any]:
         total = sum(self.per_split.values())
@@ -171,6 +184,11 @@ class ExampleStats:
             "history_len_max": self.history_len_max,
             "explanation_sources": dict(sorted(self.explanation_sources.items())),
             "users_with_examples": self.users_with_examples,
+            **(
+                {"held_out_without_history": dict(sorted(self.held_out_without_history.items()))}
+                if self.held_out_without_history
+                else {}
+            ),
         }
 
 
@@ -228,7 +246,11 @@ def finish_manifest(
         "max_history": cfg.max_history,
         "min_history": cfg.min_history,
         "examples_per_user": cfg.examples_per_user,
-        "split_rule": "per user by time: last example test, previous valid, rest train",
+        **({"max_users": cfg.max_users, "max_users_seed": cfg.max_users_seed} if cfg.max_users else {}),
+        "split": cfg.split,
+        "split_rule": split_rule(cfg.split, source.name, cfg.split_column, cfg.split_cutoffs),
+        **({"split_column": cfg.split_column} if cfg.split_column else {}),
+        **({"split_cutoffs": list(cfg.split_cutoff_seconds() or ())} if cfg.split_cutoffs else {}),
     }
     manifest["stats"] = {
         **stats,
@@ -274,10 +296,13 @@ class CutPhase:
         self.writers = SplitWriters(root, cfg, prefix)
         self.samples = OrderedSamples(cfg.bad_record_samples)
         self.num_users = 0
+        if self.params.split == "source":
+            self.writers.stats.held_out_without_history = {"test": 0, "valid": 0}
 
     def user(self, uid: str, evs: list[RawEvent], check: bool = True) -> None:
+        dropped = self.writers.stats.held_out_without_history if self.params.split == "source" else None
         recs, user_report = cut_and_report(
-            uid, evs, self.catalog, self.params, self.explain, self.cfg.bad_record_samples
+            uid, evs, self.catalog, self.params, self.explain, self.cfg.bad_record_samples, dropped
         )
         self.samples.add_report(uid, user_report, self.report)
         self.writers.write_user(recs)
@@ -296,8 +321,20 @@ class CutPhase:
         return self.writers.close()
 
 
-def spill_events(source: Source, cfg: PrepConfig, spill: PartitionSpill, report: BadRecordReport) -> set[str]:
-    """Every event of every part into the user-hash partitions; returns the item ids seen."""
+def user_sample(cfg: PrepConfig) -> UserSample | None:
+    """`max_users`: the subsample every event's user is fed to (None: every user is kept)."""
+    return UserSample(cfg.max_users, cfg.max_users_seed) if cfg.max_users else None
+
+
+def spill_events(
+    source: Source,
+    cfg: PrepConfig,
+    spill: PartitionSpill,
+    report: BadRecordReport,
+    sample: UserSample | None = None,
+) -> set[str]:
+    """Every event of every part into the user-hash partitions; returns the item ids seen. With a
+    `sample` (max_users), every event's user is added to it."""
     item_ids: set[str] = set()
     text_pairs: set[tuple[str, str]] | None = set() if source.wants_text_pairs else None
     last_checked = [0]
@@ -307,6 +344,8 @@ def spill_events(source: Source, cfg: PrepConfig, spill: PartitionSpill, report:
         for pos, ev in enumerate(source.read_events(part)):
             spill.add(ev, seq_of(part.index, pos))
             item_ids.add(ev.item_id)
+            if sample is not None:
+                sample.add(ev.user_id)
             if text_pairs is not None and ev.text is not None:
                 text_pairs.add((ev.user_id, ev.item_id))
         _check_early(report, cfg, last_checked)
@@ -354,7 +393,9 @@ def _run_local(
         # error rate before a single shard is written, then cut one partition at a time.
         with tempfile.TemporaryDirectory(prefix="seller-prep-", dir=cfg.spill_dir) as tmp:
             spill = PartitionSpill(tmp, cfg.spill_partitions, buffer_rows=spill_buffer_rows(cfg))
-            item_ids = spill_events(source, cfg, spill, report)
+            sample = user_sample(cfg)
+            item_ids = spill_events(source, cfg, spill, report, sample)
+            keep = sample.kept() if sample is not None else None  # max_users: cut only these users
             parts = spill.close()
             report.check(cfg.max_error_rate)
             catalog = Catalog.build(raw_items, item_ids, parent)
@@ -367,7 +408,8 @@ def _run_local(
                 mininterval=5,
                 disable=None,
             ):
-                phase.user(uid, evs)
+                if keep is None or uid in keep:
+                    phase.user(uid, evs)
     else:
         # Streaming (synthetic): the catalog is the source's item list; one user in memory at a time.
         catalog = Catalog.build(raw_items, parent=parent)

@@ -13,7 +13,7 @@
            writes the partition's shards (prefix p<partition>) and returns one summary row: counts,
            shard infos, stats and bad-record samples. synthetic: users are generated and cut in the
            same task (a task holds whole users), no shuffle.
-  check    the summaries are merged (samples in user order, data_prep.report.OrderedSamples) and
+  check    the summaries are merged (samples in user order, seller_dist.data.bad_records.OrderedSamples) and
            max_error_rate is checked before the catalog and the manifest: a failed run deletes its
            shards and publishes nothing. The driver writes items, prep_report.json, manifest LAST.
 
@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from data_prep.examples import Catalog
+from data_prep.examples import Catalog, UserSample
 from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, partition_of, seq_of
-from data_prep.report import BadRecordReport, OrderedSamples
 from data_prep.sources import Source
 from data_prep.sources.base import RawItem, ReadPart
 from data_prep.vocab import ParentVocab
 from seller_dist.config import PrepConfig
+from seller_dist.data.bad_records import BadRecordReport, OrderedSamples
 from seller_dist.data.schema import SPLITS
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,15 @@ def _report_table(
 
 
 def parse_event_parts(
-    batch: dict[str, np.ndarray], source: Source, parts: list[ReadPart], max_samples: int
+    batch: dict[str, np.ndarray],
+    source: Source,
+    parts: list[ReadPart],
+    max_samples: int,
+    max_users: tuple[int, int] | None = None,
 ) -> Iterator[pa.Table]:
-    """map_batches UDF: part indices -> that part's events (blocks of rows) and its report row."""
+    """map_batches UDF: part indices -> that part's events (blocks of rows) and its report row. With
+    `max_users` (n, seed) the report row also carries the part's n first users in the subsample order
+    (data_prep.examples.UserSample), from which the driver picks the run's n."""
     for p in batch["part"]:
         part = parts[int(p)]
         src = copy.copy(source)
@@ -99,10 +105,13 @@ def parse_event_parts(
         cols = empty_columns()
         item_ids: set[str] = set()
         text_pairs: set[tuple[str, str]] = set()
+        sample = UserSample(*max_users) if max_users else None
         n = 0
         for n, ev in enumerate(src.read_events(part), 1):
             append_event(cols, ev, seq_of(part.index, n - 1))
             item_ids.add(ev.item_id)
+            if sample is not None:
+                sample.add(ev.user_id)
             if source.wants_text_pairs and ev.text is not None:
                 text_pairs.add((ev.user_id, ev.item_id))
             if len(cols["seq"]) >= ROWS_PER_BLOCK:
@@ -112,6 +121,8 @@ def parse_event_parts(
             yield _event_table(cols)
         # what the driver needs of the events (the catalog's item ids, the count) rides on the report
         extra = {"events": n, "item_ids": sorted(item_ids), "text_pairs": sorted(text_pairs)}
+        if sample is not None:
+            extra["users"] = sorted(sample.kept())
         yield _report_table(EVENT_SCHEMA, part, src.report, extra)
 
 
@@ -154,10 +165,11 @@ def _merge_part_reports(
     part. Streams the rows: the item ids and text pairs the parts saw are merged into sets as they
     come (bounded by the catalog, not by the number of parts); returns those and the event count."""
     parts: list[tuple[int, BadRecordReport]] = []
-    merged: dict[str, Any] = {"item_ids": set(), "text_pairs": set(), "events": 0}
+    merged: dict[str, Any] = {"item_ids": set(), "text_pairs": set(), "events": 0, "users": []}
     for row in rows:
         d = json.loads(row["report"])
         merged["item_ids"].update(d.get("item_ids", ()))
+        merged["users"].extend(d.get("users", ()))
         merged["text_pairs"].update(tuple(p) for p in d.get("text_pairs", ()))
         merged["events"] += d.get("events", 0)
         parts.append((int(row["seq"]), _report_from_dict(d, max_samples)))
@@ -166,13 +178,16 @@ def _merge_part_reports(
     return merged
 
 
-def _parse_parts(udf, source: Source, parts: list[ReadPart], cfg: PrepConfig, report: BadRecordReport):
+def _parse_parts(
+    udf, source: Source, parts: list[ReadPart], cfg: PrepConfig, report: BadRecordReport, *extra_args: Any
+):
     """(materialized rows of one task per part, the parts' merged extras); their reports into `report`."""
     from ray.data.expressions import col
 
+    args = (source, parts, cfg.bad_record_samples, *extra_args)
     rows = (
         _parts_dataset(len(parts))
-        .map_batches(udf, fn_args=(source, parts, cfg.bad_record_samples), batch_size=1, batch_format="numpy")
+        .map_batches(udf, fn_args=args, batch_size=1, batch_format="numpy")
         .materialize()
     )
     merged = _merge_part_reports(
@@ -207,8 +222,12 @@ def generate_and_cut(
     return _cut_and_write(users, source, catalog, root, cfg, f"g{min(ids, default=0):09d}")
 
 
-def add_partition(batch: pa.Table, num_partitions: int) -> pa.Table:
-    """map_batches UDF: the user-hash partition of every event (the local engine's hash)."""
+def add_partition(batch: pa.Table, num_partitions: int, keep: frozenset[str] | None = None) -> pa.Table:
+    """map_batches UDF: the user-hash partition of every event (the local engine's hash); with `keep`
+    (max_users) only the events of those users."""
+    if keep is not None:
+        users = batch.column("user_id").to_pylist()
+        batch = batch.filter(pa.array([u in keep for u in users], pa.bool_()))
     parts = [partition_of(u, num_partitions) for u in batch.column("user_id").to_pylist()]
     return batch.append_column("partition", pa.array(parts, pa.int32()))
 
@@ -269,16 +288,23 @@ def _ensure_ray(cfg: PrepConfig) -> bool:
 
 
 def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
-    """(events dataset, item ids seen, number of events); the parse's bad records merged into `report`."""
+    """(events dataset, item ids seen, number of events, the users to cut: None = all); the parse's
+    bad records merged into `report`."""
     from ray.data.expressions import col
 
+    max_users = (cfg.max_users, cfg.max_users_seed) if cfg.max_users else None
     parsed, merged = _parse_parts(
-        parse_event_parts, source, source.event_parts(cfg.read_part_bytes), cfg, report
+        parse_event_parts, source, source.event_parts(cfg.read_part_bytes), cfg, report, max_users
     )
     if source.wants_text_pairs:
         source.after_events(merged["text_pairs"])
     events = parsed.filter(expr=col("kind") == "event").drop_columns(["kind", "report"])
-    return events, merged["item_ids"], merged["events"]
+    keep = None
+    if max_users:  # every part's n first users hold the run's n first (the local engine's sample)
+        sample = UserSample(*max_users)
+        sample.update(merged["users"])
+        keep = sample.kept()
+    return events, merged["item_ids"], merged["events"], keep
 
 
 def run_ray(
@@ -305,7 +331,7 @@ def run_ray(
                 generate_and_cut, fn_args=(source, catalog, root, cfg), batch_size=USERS_PER_BLOCK
             )
         else:
-            events, item_ids, n_events = parse_events_ray(source, cfg, report)
+            events, item_ids, n_events, keep = parse_events_ray(source, cfg, report)
             log.info("parse: %d events in %.1f s", n_events, time.perf_counter() - t0)
             report.check(cfg.max_error_rate)  # the parse itself may already be too bad
             catalog = Catalog.build(raw_items, item_ids, parent)
@@ -316,13 +342,15 @@ def run_ray(
             n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             num_partitions = max(PARTITIONS_PER_CPU * n_cpus, -(-n_events // cfg.partition_max_events))
             cut = (
-                events.map_batches(add_partition, fn_args=(num_partitions,), batch_format="pyarrow")
+                events.map_batches(add_partition, fn_args=(num_partitions, keep), batch_format="pyarrow")
                 .groupby("partition", num_partitions=min(num_partitions, 200))
                 .map_groups(cut_partition, fn_args=(source, catalog, root, cfg), batch_format="pyarrow")
             )
         # every task wrote its shards; merge counts, stats and samples (user order) and check the
         # error rate before the catalog and the manifest are written (a failed run publishes nothing)
         stats = ExampleStats()
+        if cfg.split == "source":  # as the local engine's CutPhase: zeros even without a cut task
+            stats.held_out_without_history = {"test": 0, "valid": 0}
         split_infos: dict[str, list[dict]] = {s: [] for s in SPLITS}
         num_users = n_events = 0
         samples = OrderedSamples(cfg.bad_record_samples)

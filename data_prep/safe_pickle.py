@@ -133,10 +133,54 @@ def loads_dataframe(data: bytes, where: str) -> pd.DataFrame:
     return obj
 
 
-def load_dataframe(url: str, max_bytes: int = MAX_PICKLE_BYTES) -> pd.DataFrame:
-    """A DataFrame from a pickle file at a local path or URL, through the allow-listed unpickler."""
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def _read_pickle_bytes(url: str, max_bytes: int) -> bytes:
     fs, path = storage.filesystem(url)
     size = fs.size(path)
     if size is not None and size > max_bytes:
         raise UnreadablePickleError(f"{url}: {size} bytes is larger than the {max_bytes}-byte limit")
-    return loads_dataframe(storage.read_bytes(url), url)
+    data = storage.read_bytes(url)
+    if data.startswith(LFS_POINTER):  # a clone without git-lfs holds 130-byte pointers, not the pickles
+        raise UnreadablePickleError(
+            f"{url}: is a Git LFS pointer, not the pickle: run `git lfs pull` in the clone (or download "
+            "the file itself)"
+        )
+    return data
+
+
+def load_dataframe(url: str, max_bytes: int = MAX_PICKLE_BYTES) -> pd.DataFrame:
+    """A DataFrame from a pickle file at a local path or URL, through the allow-listed unpickler."""
+    return loads_dataframe(_read_pickle_bytes(url, max_bytes), url)
+
+
+def loads_table(data: bytes, where: str) -> pd.DataFrame:
+    """A pickled table as a DataFrame: a DataFrame, a list of row dicts, or a dict of equal-length
+    column lists (what `DataFrame.to_dict("records")` / `to_dict("list")` give and what forks of
+    public releases pickle instead). Same allow-list: plain lists and dicts need no globals."""
+    try:
+        obj = DataFrameUnpickler(io.BytesIO(data), where).load()
+    except UnsafePickleError:
+        raise
+    except Exception as e:
+        raise UnreadablePickleError(f"{where}: not a readable pickle: {type(e).__name__}: {e}") from None
+    if isinstance(obj, pd.DataFrame):
+        _validate_arrow_columns(obj, where)
+        return obj
+    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        return pd.DataFrame.from_records(obj) if obj else pd.DataFrame()
+    if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
+        lengths = {len(v) for v in obj.values()}
+        if len(lengths) == 1:
+            return pd.DataFrame({str(k): v for k, v in obj.items()})
+        raise UnreadablePickleError(f"{where}: a dict of columns of different lengths {sorted(lengths)}")
+    raise UnreadablePickleError(
+        f"{where}: expected a pickled DataFrame, list of row dicts or dict of column lists, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def load_table(url: str, max_bytes: int = MAX_PICKLE_BYTES) -> pd.DataFrame:
+    """loads_table for a file at a local path or URL."""
+    return loads_table(_read_pickle_bytes(url, max_bytes), url)

@@ -81,6 +81,19 @@ class PrepConfig:
     max_history: int = 20
     min_history: int = 1
     examples_per_user: int = 0  # 0 = every event with enough history becomes a training example
+    # keep only this many users (0 = all), with every example of theirs (train, valid, test): the users
+    # with the smallest hash of (max_users_seed, user id), the same on both engines and on every rerun
+    # (docs/data.md "Subsampling users"); not for the synthetic source (source_options.num_users)
+    max_users: int = 0
+    max_users_seed: int = 0
+    # How examples are split (docs/data.md "Splits"): "time" = per user, last example test, previous
+    # valid, rest train; "source" = the split the data comes with: xrec's trn/val/tst.pkl, or, for
+    # amazon2023/yelp/events, `split_column` (a field holding train/valid/test) or `split_cutoffs`.
+    split: Literal["time", "source"] = "time"
+    split_column: str | None = None  # split=source: the input field/column that names each event's split
+    # split=source: [VALID_FROM, TEST_FROM], epoch seconds (ms accepted) or ISO-8601 dates/times (UTC):
+    # events before VALID_FROM are train targets, before TEST_FROM valid, the rest test
+    split_cutoffs: list[int | str] | None = None
     shard_max_records: int = 2000
     shard_max_bytes: int = 64 * 1024 * 1024
     max_error_rate: float = 0.01  # fraction of bad input records tolerated before the run fails
@@ -107,6 +120,12 @@ class PrepConfig:
             raise ConfigError(f"max_history must be >= 1, got {self.max_history}")
         if not 1 <= self.min_history <= self.max_history:
             raise ConfigError(f"min_history must be in [1, max_history], got {self.min_history}")
+        if self.max_users < 0:
+            raise ConfigError(f"max_users must be >= 0 (0 = every user), got {self.max_users}")
+        if self.max_users and self.source == "synthetic":
+            raise ConfigError(
+                "max_users: the synthetic source generates its users; set source_options.num_users instead"
+            )
         if self.shard_max_records < 1 or self.shard_max_bytes < 1024:
             raise ConfigError("shard_max_records must be >= 1 and shard_max_bytes >= 1024")
         if not 0.0 <= self.max_error_rate < 1.0:
@@ -129,6 +148,83 @@ class PrepConfig:
             )
         if self.spill_partitions < 1 or self.partition_max_events < 1000:
             raise ConfigError("spill_partitions must be >= 1 and partition_max_events >= 1000")
+        self._validate_split()
+
+    # sources that publish their own split / that can read a split column from their records
+    SOURCES_WITH_SPLIT = ("xrec",)
+    SOURCES_WITH_SPLIT_COLUMN = ("amazon2023", "yelp", "events")
+
+    def _validate_split(self) -> None:
+        """split=source needs a split to read: the source's own, a split_column or split_cutoffs."""
+        if self.split == "time":
+            for key in ("split_column", "split_cutoffs"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"{key} is set but split is 'time': set split: source to use it")
+            return
+        if self.split_column is not None and self.split_cutoffs is not None:
+            raise ConfigError("split: source takes split_column OR split_cutoffs, not both: remove one")
+        if self.source in self.SOURCES_WITH_SPLIT:
+            if self.split_column is not None or self.split_cutoffs is not None:
+                raise ConfigError(
+                    f"split: source: {self.source} publishes its own split (trn/val/tst.pkl); "
+                    "remove split_column / split_cutoffs"
+                )
+            return
+        if self.split_column is not None:
+            if not self.split_column.strip():
+                raise ConfigError("split_column is empty: name the column that holds train/valid/test")
+            if self.source not in self.SOURCES_WITH_SPLIT_COLUMN:
+                raise ConfigError(
+                    f"split_column: source {self.source} has no split column; use split_cutoffs: "
+                    "[VALID_FROM, TEST_FROM] or split: time"
+                )
+            return
+        if self.split_cutoffs is None:
+            column = self.source in self.SOURCES_WITH_SPLIT_COLUMN
+            hint = "split_column (a field holding train/valid/test) or " if column else ""
+            raise ConfigError(
+                f"split: source: source {self.source} publishes no split; set {hint}split_cutoffs: "
+                "[VALID_FROM, TEST_FROM], or use split: time"
+            )
+        self.split_cutoff_seconds()
+
+    def split_cutoff_seconds(self) -> tuple[int, int] | None:
+        """split_cutoffs as (valid_from, test_from) epoch seconds; None without cutoffs."""
+        if self.split_cutoffs is None:
+            return None
+        if len(self.split_cutoffs) != 2:
+            raise ConfigError(
+                f"split_cutoffs: expected [VALID_FROM, TEST_FROM] (two timestamps), got {self.split_cutoffs}"
+            )
+        out = []
+        for i, v in enumerate(self.split_cutoffs):
+            out.append(self._cutoff_seconds(v, f"split_cutoffs[{i}]"))
+        if out[0] > out[1]:
+            raise ConfigError(
+                f"split_cutoffs: VALID_FROM {self.split_cutoffs[0]!r} is after TEST_FROM "
+                f"{self.split_cutoffs[1]!r}"
+            )
+        return out[0], out[1]
+
+    @staticmethod
+    def _cutoff_seconds(value: int | str, key: str) -> int:
+        """Epoch seconds (numbers above 1e11 are ms) or an ISO-8601 date / date-time (no zone = UTC)."""
+        import datetime as dt
+
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value.strip())
+        if isinstance(value, int):
+            if value < 0:
+                raise ConfigError(f"{key}: {value} is negative; give epoch seconds or an ISO-8601 date")
+            return value // 1000 if value > 100_000_000_000 else value
+        try:
+            t = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{key}: {value!r} is not epoch seconds or an ISO-8601 date ('2021-08-11', "
+                "'2021-08-11T01:16:54Z')"
+            ) from None
+        return int((t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp())
 
 
 @dataclass
@@ -141,6 +237,7 @@ class StreamConfig:
     shuffle_buffer: int = 256
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes per rank
+    prefetch_batches: int = 1  # batches collated ahead in a thread while the step runs (0 = off)
     verify_checksums: bool = True
     # > 0: cut each group of this many consecutive batches from its records sorted by text length
     # (less padding: 1.6x fewer padded tokens on the synthetic data, BENCHMARKS.md); 0 = off
@@ -152,8 +249,8 @@ class StreamConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.length_buckets < 0:
             raise ConfigError(f"length_buckets must be >= 0 (0 = off), got {self.length_buckets}")
-        if self.shuffle_buffer < 0 or self.num_workers < 0:
-            raise ConfigError("shuffle_buffer and num_workers must be >= 0")
+        if self.shuffle_buffer < 0 or self.num_workers < 0 or self.prefetch_batches < 0:
+            raise ConfigError("shuffle_buffer, num_workers and prefetch_batches must be >= 0")
 
 
 @dataclass
@@ -314,6 +411,8 @@ class CheckpointConfig:
     every_steps: int = 50  # 0 = only at the end
     keep: int = 3  # newest committed checkpoints kept; older ones are pruned
     at_end: bool = True
+    # also keep the committed checkpoint with the lowest validation loss (needs eval.every_steps)
+    keep_best: bool = False
 
     def validate(self) -> None:
         if self.every_steps < 0:
@@ -363,6 +462,37 @@ class LoggingConfig:
             raise ConfigError(f"logging.peak_tflops must be > 0, got {self.peak_tflops}")
 
 
+def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}: nested and dotted keys alike."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(dotted_items(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@dataclass
+class TrainEvalConfig:
+    """Validation loss during training (seller_dist.train.validation): the same at any worker count."""
+
+    every_steps: int = 0  # 0 = off; also measured at every checkpoint while on
+    split: str = "valid"
+    max_examples: int = 512  # the split's first N examples in shard order; 0 = all of them
+    batch_size: int = 0  # 0 = data.batch_size
+
+    def validate(self) -> None:
+        if self.every_steps < 0:
+            raise ConfigError(f"eval.every_steps must be >= 0 (0 = no validation), got {self.every_steps}")
+        if self.max_examples < 0:
+            raise ConfigError(
+                f"eval.max_examples must be >= 0 (0 = the whole split), got {self.max_examples}"
+            )
+        if self.batch_size < 0:
+            raise ConfigError(f"eval.batch_size must be >= 0 (0 = data.batch_size), got {self.batch_size}")
+
+
 @dataclass
 class TrainConfig:
     """`seller-dist train`: one run = run_name under storage_path (checkpoints, metrics)."""
@@ -377,14 +507,24 @@ class TrainConfig:
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     zero_offload_params: bool = False
-    # zero3: the frozen LLM partitioned over all ranks (fits any size); replicated: a whole bf16 copy
+    # zero3: the frozen LLM partitioned over all ranks (fits any size); node: partitioned inside each
+    # node (llm_shard_size ranks), replicated across nodes: gathers never cross the NICs; hpz: ZeRO++
+    # primary partition over all ranks + a node-local secondary copy; replicated: a whole bf16 copy
     # on every GPU, outside the ZeRO-3 engine (no gathers; needs N_llm * 2 bytes per GPU free)
-    llm_layout: Literal["zero3", "replicated"] = "zero3"
+    llm_layout: Literal["zero3", "replicated", "node", "hpz"] = "zero3"
+    # ranks per node for llm_layout node/hpz; 0: LOCAL_WORLD_SIZE on the workers (GPUs per node)
+    llm_shard_size: int = 0
     compile_llm: bool = False  # torch.compile each frozen decoder layer (needs llm_layout=replicated)
+    # DeepSpeed DeepCompile of the ZeRO-3 engine (GPU, llm_layout=zero3, DeepSpeed >= 0.16.6); unmeasured
+    deepcompile: bool = False
+    # DeepSpeed settings over the ds_configs file, dotted keys, e.g.
+    # {"zero_optimization.stage3_prefetch_bucket_size": 50000000}; keys the train config owns are refused
+    deepspeed: dict[str, Any] = field(default_factory=dict)
     data: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -420,6 +560,60 @@ class TrainConfig:
             raise ConfigError(
                 "zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=replicated keeps "
                 "the frozen LLM out of ZeRO-3: use llm_layout=zero3 to offload it"
+            )
+        self._validate_llm_layout()
+
+    def _validate_llm_layout(self) -> None:
+        """llm_shard_size, the node/hpz layouts and deepcompile (seller_dist.train.strategy)."""
+        n, shard = self.workers.num_workers, self.llm_shard_size
+        if shard < 0:
+            raise ConfigError(f"llm_shard_size must be >= 0 (0: GPUs per node), got {shard}")
+        if shard and self.llm_layout not in ("node", "hpz"):
+            raise ConfigError(
+                f"llm_shard_size={shard} only applies to llm_layout node or hpz, not {self.llm_layout}"
+            )
+        if shard and n % shard:
+            raise ConfigError(
+                f"llm_shard_size={shard} does not divide workers.num_workers={n}: set it to the GPUs per node"
+            )
+        if self.zero_offload_params and self.llm_layout in ("node", "hpz"):
+            raise ConfigError(
+                f"zero_offload_params=true is only supported with llm_layout=zero3, not {self.llm_layout}"
+            )
+        if self.deepcompile:
+            if self.llm_layout != "zero3":
+                raise ConfigError(
+                    f"deepcompile=true needs llm_layout=zero3 (got {self.llm_layout}): DeepCompile compiles the "
+                    "ZeRO-3 gathers; for replicated use compile_llm=true"
+                )
+            if not self.workers.use_gpu:
+                raise ConfigError("deepcompile=true needs workers.use_gpu=true: DeepCompile is CUDA-only")
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                have = version("deepspeed")
+            except PackageNotFoundError:
+                have = "none"
+            nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in have.split("+")[0].split(".")[:3]]
+            if tuple(nums) < (0, 16, 6):
+                raise ConfigError(f"deepcompile=true needs DeepSpeed >= 0.16.6, this environment has {have}")
+        owned = {
+            "train_micro_batch_size_per_gpu": "data.batch_size",
+            "gradient_accumulation_steps": "optim.grad_accum",
+            "gradient_clipping": "optim.grad_clip",
+            "bf16": "precision",
+            "fp16": "precision",
+            "zero_optimization.stage": "llm_layout",
+            "compile": "deepcompile",
+        }
+        for key in dotted_items(self.deepspeed):
+            root = next((k for k in owned if key == k or key.startswith(k + ".")), None)
+            if root is not None:
+                raise ConfigError(f"deepspeed.{key} is set by the train config: use {owned[root]} instead")
+        if self.checkpoint.keep_best and not self.eval.every_steps:
+            raise ConfigError(
+                "checkpoint.keep_best=true needs a validation loss: set eval.every_steps (e.g. to "
+                "checkpoint.every_steps)"
             )
 
 
@@ -477,8 +671,22 @@ class SimulatorConfig:
     epochs: int = 200  # full-batch L-BFGS iterations
     seed: int = 0
     exact: bool = True  # the exact simulator from the synthetic generator's latent taste (synthetic only)
+    # the report marks the learned simulator UNINFORMATIVE when its hold-out AUC, or the spread
+    # (max - min) of its mean acceptance shown the reference / the generic / no explanation, is
+    # below these (docs/evaluation.md "Reference kinds and simulator informativeness")
+    min_holdout_auc: float = 0.7
+    min_acceptance_spread: float = 0.02
 
     def validate(self) -> None:
+        if not 0.5 <= self.min_holdout_auc <= 1.0:
+            raise ConfigError(
+                f"eval.simulator.min_holdout_auc must be in [0.5, 1] (0.5 = chance), got {self.min_holdout_auc}"
+            )
+        if not 0.0 <= self.min_acceptance_spread <= 1.0:
+            raise ConfigError(
+                "eval.simulator.min_acceptance_spread must be in [0, 1] (a difference of probabilities), "
+                f"got {self.min_acceptance_spread}"
+            )
         if self.train_split not in ("train", "valid", "test"):
             raise ConfigError(
                 f"eval.simulator.train_split must be train, valid or test, got '{self.train_split}'"
@@ -513,10 +721,19 @@ class GenerationOptions:
     # model.title_pointer at generation: "hard" = the soft prompt names the top supporting event's
     # title alone; "trained" = as the model was trained (docs/model.md)
     pointer: Literal["hard", "trained"] = "hard"
+    # how tokens are decoded (seller_dist.eval.decode): "dynamic" = FrozenLLM.generate's growing KV
+    # cache; "static" = a preallocated StaticCache and one fixed-shape step per token (same tokens)
+    decode: Literal["dynamic", "static"] = "dynamic"
+    # with decode=static: torch.compile that step (CUDA graphs on a GPU); BENCHMARKS.md has the speed
+    compile: bool = False
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("eval.generation: batch_size and max_new_tokens must be >= 1")
+        if self.decode not in ("dynamic", "static"):
+            raise ConfigError(f"eval.generation.decode must be 'dynamic' or 'static', got {self.decode!r}")
+        if self.compile and self.decode != "static":
+            raise ConfigError("eval.generation.compile needs eval.generation.decode=static")
         if self.temperature <= 0 or not 0.0 < self.top_p <= 1.0:
             raise ConfigError(
                 f"eval.generation: need temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p})"
@@ -565,6 +782,9 @@ class EvalConfig:
     encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package
     encoder_device: str = "auto"  # auto = cuda when available, else cpu; or "cpu", "cuda:0", ...
     max_error_rate: float = 0.0  # bad generation lines tolerated before scoring stops
+    # which references to evaluate: "all" scores every example and reports the real (reviews,
+    # curated explanations) and templated groups apart; "real" / "template": only that group
+    references: Literal["all", "real", "template"] = "all"
     text: TextMetricsConfig = field(default_factory=TextMetricsConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
@@ -580,9 +800,147 @@ class EvalConfig:
             raise ConfigError(f"eval.max_error_rate must be in [0, 1), got {self.max_error_rate}")
         if self.limit < 0:
             raise ConfigError(f"eval.limit must be >= 0 (0 = the whole split), got {self.limit}")
+        if self.references not in ("all", "real", "template"):
+            raise ConfigError(
+                f"eval.references must be all, real or template, got '{self.references}' (all: score "
+                "every example, real and templated references reported apart)"
+            )
         unknown = sorted(set(self.expect_model) - {f.name for f in dataclasses.fields(ModelConfig)})
         if unknown:
             raise ConfigError(
                 f"eval.expect_model: unknown model key '{unknown[0]}' (valid: "
                 f"{sorted(f.name for f in dataclasses.fields(ModelConfig))})"
             )
+
+
+# ---------------------------------------------------------------------------------- experiments
+# keys a system may not override: every system of a grid trains on the same data, LLM and budget
+EXPERIMENT_RESERVED_KEYS = (
+    "max_steps",
+    "seed",
+    "data.manifest",
+    "data.seed",
+    "model.llm_path",
+    "run_name",
+    "storage_path",
+    "init_from",
+)
+
+
+def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"adapter": "dense"}, "optim.lr": 0.003} -> {"model.adapter": "dense", "optim.lr": 0.003}:
+    the YAML of an experiment may nest or dot its keys (a `--set a.b.c=v` nests them)."""
+    out: dict[str, Any] = {}
+    for k, v in (tree or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten_overrides(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+@dataclass
+class ExperimentLLMConfig:
+    """The frozen LLM every system of an experiment shares: a Hugging Face causal LM, or a small one
+    bootstrapped on the dataset's text (as the demo does: no model hub needed)."""
+
+    path: str = ""  # local dir or object-store URL of a causal LM; "" = bootstrap one under <out>/llm
+    bootstrap_steps: int = 800
+    hidden: int = 128
+    vocab_size: int = 1000
+    copy_fraction: float = 1.0
+    max_len: int = 256
+    # true: one LLM bootstrapped per seed (with that seed), so zero-shot varies over seeds too;
+    # false: one LLM (seed 0) for every seed: only the trained parts vary
+    per_seed: bool = False
+
+    def validate(self) -> None:
+        if not self.path and (self.bootstrap_steps < 0 or self.hidden < 4 or self.vocab_size < 100):
+            raise ConfigError("llm: need bootstrap_steps >= 0, hidden >= 4 and vocab_size >= 100")
+        if not 0.0 <= self.copy_fraction <= 1.0:
+            raise ConfigError(f"llm.copy_fraction must be in [0, 1], got {self.copy_fraction}")
+
+
+@dataclass
+class ExperimentBudgetConfig:
+    """The same for every system and seed."""
+
+    max_steps: int = 500  # optimizer steps of every trained system
+    # the first N examples of the test split (shard order; one per user: N users); 0 = the whole split
+    eval_examples: int = 0
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"budget.max_steps must be >= 1, got {self.max_steps}")
+        if self.eval_examples < 0:
+            raise ConfigError(f"budget.eval_examples must be >= 0 (0 = all), got {self.eval_examples}")
+
+
+def _default_experiment_systems() -> dict[str, dict[str, Any]]:
+    return {
+        "seller": {},
+        "bag": {"model.history_encoder": "bag", "model.history_text": "sorted"},
+        "ids": {"model.prompt": "ids"},
+        "dense": {"model.adapter": "dense", "model.ep_size": 1},
+        "zero-shot": {"model.adapter": "none"},
+    }
+
+
+@dataclass
+class ExperimentConfig:
+    """`seller-dist experiment` (seller_dist/experiment.py): a grid of systems x seeds on one prepared
+    dataset, the same budget each, one table of mean ± std over seeds plus the per-seed rows."""
+
+    name: str = "synthetic"
+    out: str = "outputs/experiments/synthetic"  # results.json/md, cells/, runs/, llm/ (and data/)
+    # a prepared dataset root (holds manifest.json); "" = <out>/data. Prepared from `prep_config` +
+    # `prep` when it has no manifest yet, used as it is when it has one
+    data: str = ""
+    prep_config: str = ""  # prep YAML; "" = the packaged seller_dist/configs/prep_synthetic.yaml
+    prep: dict[str, Any] = field(default_factory=dict)  # PrepConfig keys over prep_config (nested or dotted)
+    llm: ExperimentLLMConfig = field(default_factory=ExperimentLLMConfig)
+    # name -> TrainConfig keys (nested or dotted) over `train_config` + `train`; a system with
+    # model.adapter=none is not trained: the frozen LLM with the text prompt only (zero-shot)
+    systems: dict[str, dict[str, Any]] = field(default_factory=_default_experiment_systems)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget: ExperimentBudgetConfig = field(default_factory=ExperimentBudgetConfig)
+    train_config: str = ""  # train YAML; "" = the packaged demo one (seller_dist/configs/train_demo.yaml)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys for every trained system
+    eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig keys for every evaluation
+    # metrics of the per-seed rows in results.md (results.json holds every metric of every run)
+    table_metrics: list[str] = field(
+        default_factory=lambda: [
+            "text/bleu4",
+            "text/rougeL",
+            "text/bertscore_f1",
+            "grounding/generated/cites_history",
+            "grounding/generated/cites_reference_event",
+            "grounding/attention_top_is_cited",
+            "retrieval/generated/mrr",
+            "simulator/exact/acceptance/generated",
+        ]
+    )
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self) -> None:
+        if not self.name.strip() or not self.out.strip():
+            raise ConfigError("experiment: name and out must be non-empty")
+        if not self.systems:
+            raise ConfigError("systems: give at least one system (name -> train config overrides)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: give one or more distinct integer seeds, got {self.seeds}")
+        for name, overrides in self.systems.items():
+            if not name or "/" in name or name.startswith(".") or any(c.isspace() for c in name):
+                raise ConfigError(f"systems: '{name}' must be a name without '/', spaces or a leading '.'")
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"systems.{name}: expected a mapping of train keys, got {overrides!r}")
+            fixed = sorted(set(flatten_overrides(overrides)) & set(EXPERIMENT_RESERVED_KEYS))
+            if fixed:
+                raise ConfigError(
+                    f"systems.{name} sets {fixed}: the experiment sets these the same for every system "
+                    "(budget.max_steps, seeds, data, llm); change them there"
+                )
+        fixed = sorted(set(flatten_overrides(self.train)) & set(EXPERIMENT_RESERVED_KEYS))
+        if fixed:
+            raise ConfigError(f"train sets {fixed}: the experiment sets these (budget, seeds, data, llm)")

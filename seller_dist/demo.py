@@ -9,11 +9,16 @@ SELLER's trainable weights; evaluate SELLER, `bag` and the no-adapter LLM (`zero
 Ray eval job; score two oracles beside them (perfect explanations citing the most recent related
 event, and the best order-free ones: what each metric can reward, seller_dist/eval/oracles.py);
 print the side-by-side table. `--stages data` stops after the stream check.
+
+The console shows the stage lines, the training progress lines and the table; Ray's, DeepSpeed's and
+the libraries' own output goes to `<out>/demo.log` (`--verbose` shows it on the console instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from collections import Counter
 from importlib import resources
@@ -56,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a prep config key, e.g. --set source_options.num_users=1000",
     )
+    from seller_dist.cli import VERBOSE_HELP
+
+    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
 
 def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train") -> dict[str, Any]:
@@ -87,6 +95,16 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
 
 
 def run(args: argparse.Namespace) -> int:
+    from seller_dist.cli import local_log_path, quiet_console, shown_path
+
+    with contextlib.ExitStack() as stack:
+        if not (getattr(args, "show_all", False) or getattr(args, "verbose", False)):
+            path = stack.enter_context(quiet_console(local_log_path(args.out, "demo.log")))
+            print(f"[demo] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+        return run_stages(args)
+
+
+def run_stages(args: argparse.Namespace) -> int:
     t0 = time.time()
     data_url = storage.join(args.out, "data")
     prep_cfg = load_config(
@@ -162,7 +180,9 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
     boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", str(args.bootstrap_steps)]
     boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "1.0", "--max-len", "256"]
-    if cli_main(boot) != 0:
+    with contextlib.redirect_stdout(sys.stderr):  # its output path line: the log (quiet) or stderr
+        status = cli_main(boot)
+    if status != 0:
         raise RuntimeError("bootstrap-llm failed")
 
     checkpoints = {}

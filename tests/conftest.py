@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from seller_dist.bench.data import DUMMY_S3_ENV as S3_ENV
-from seller_dist.bench.data import free_port as free_port  # re-exported: tests import it from here
-from seller_dist.bench.data import local_s3_server as moto_s3_server
-from seller_dist.bench.data import scoped_env
+from seller_dist.bench.local_services import DUMMY_S3_ENV as S3_ENV
+from seller_dist.bench.local_services import free_port as free_port  # re-exported: tests import it from here
+from seller_dist.bench.local_services import local_s3_server as moto_s3_server
+from seller_dist.bench.local_services import scoped_env
 from seller_dist.config import StorageConfig
 from seller_dist.data import shards
 from seller_dist.data.schema import ACTIONS, ExampleRecord, HistoryEvent, ItemRecord

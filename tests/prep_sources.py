@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem, ReadPart, Source
+from seller_dist.data.bad_records import BadRecordReport
 
 REAL_YELP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "yelp"
 

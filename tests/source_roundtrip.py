@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.pipeline import run_prep, source_options
-from data_prep.report import BadRecordReport
 from data_prep.sources import get_source
 from data_prep.sources.base import RawEvent, RawItem
 from seller_dist.config import PrepConfig
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import SPLITS
 from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
 

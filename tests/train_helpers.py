@@ -75,14 +75,25 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
 
     code = 0
     try:
-        from seller_dist.train.worker import train_worker
+        from seller_dist.train import faults
+        from seller_dist.train.trainer import Trainer
+        from seller_dist.train.worker import NonFiniteError
 
-        r = train_worker(train_config(overrides), **kwargs)
+        if kwargs.get("poison"):  # the fault seam: NaN inputs on (rank, step)
+            faults.arm_nan(*kwargs["poison"])
+        trainer = Trainer(train_config(overrides), timer=kwargs.get("timer"))
+        try:
+            r = trainer.fit(keep_trainable=kwargs.get("keep_trainable", False))
+        except NonFiniteError:  # every rank stopped at the same point: the weights as they are now
+            weights = {k: v.cpu() for k, v in trainer.state.trainable_state_dict().items()}
+            torch.save(weights, Path(out_dir, f"rank{rank}.stopped.pt"))
+            raise
         torch.save(
             {
                 "start_step": r.start_step,
                 "step": r.step,
                 "losses": r.losses,
+                "valid_losses": r.valid_losses,
                 "checkpoint_url": r.checkpoint_url,
                 "trainable": r.trainable,
             },

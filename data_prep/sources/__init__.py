@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem, Source
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.errors import UserError
 
 SOURCE_CLASSES = {

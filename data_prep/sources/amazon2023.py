@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
@@ -34,6 +33,8 @@ from data_prep.sources.records import (
     require_id,
     timestamp_seconds,
 )
+from data_prep.splits import split_value
+from seller_dist.data.bad_records import BadRecordReport
 
 DEFAULT_PRICE_EDGES = (10.0, 25.0, 50.0, 100.0, 250.0)
 FORMATS = ("2023", "2018", "2014")
@@ -314,8 +315,12 @@ class Amazon2023Source(Source):
                 self.report.reject(part.url, n, e.field, e.reason, rec)
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        column = self.options.get("split_column")  # split=source: the record field naming its split
         for n, rec in iter_json_part(part, self.report):
             try:
-                yield parse_review(rec, self.format)
+                ev = parse_review(rec, self.format)
+                if column:
+                    ev.split = split_value(rec.get(column), column)
+                yield ev
             except BadField as e:
                 self.report.reject(part.url, n, e.field, e.reason, rec)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_prep.report import BadRecordReport
+from seller_dist.data.bad_records import BadRecordReport
 
 DEFAULT_PART_BYTES = 16 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a file one read task parses
 
@@ -49,6 +49,8 @@ class RawEvent:
     text: str | None = None  # review text: becomes the reference explanation when present
     aspects: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # ground truth a source knows (synthetic)
+    # the split the input assigns this event ("train"/"valid"/"test"; None: none): used by split=source
+    split: str | None = None
 
 
 @dataclass

@@ -15,7 +15,6 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
-from data_prep.report import BadRecordReport
 from data_prep.sources import SourceConfigError
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
@@ -29,8 +28,10 @@ from data_prep.sources.records import (
     timestamp_seconds,
     to_float,
 )
+from data_prep.splits import split_value
 from seller_dist import storage
 from seller_dist.config import EventsColumnsConfig
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 
 FORMATS = {
@@ -180,10 +181,11 @@ class EventsSource(Source):
         self.item_columns = ic
         # Logs are mostly views/clicks without text: those targets get a templated reference.
         self.templated = bool(options.get("template_missing_text", True))
+        self.split_column = options.get("split_column")  # split=source: the column naming each event's split
 
     def required_columns(self) -> list[str]:
         c = self.columns
-        return [n for n in (c.user, c.item, c.timestamp, c.action, c.rating, c.text) if n]
+        return [n for n in (c.user, c.item, c.timestamp, c.action, c.rating, c.text, self.split_column) if n]
 
     def parse_row(self, row: dict[str, Any]) -> RawEvent:
         c = self.columns
@@ -209,7 +211,10 @@ class EventsSource(Source):
             if not isinstance(v, str):
                 raise BadField(c.text, f"expected text, got {type(v).__name__}")
             text = clean_text(check_utf8(v, c.text)) or None
-        return RawEvent(user_id=user, item_id=item, timestamp=ts, action=action, rating=rating, text=text)
+        split = split_value(row.get(self.split_column), self.split_column) if self.split_column else None
+        return RawEvent(
+            user_id=user, item_id=item, timestamp=ts, action=action, rating=rating, text=text, split=split
+        )
 
     def _fmt(self, url: str) -> str:
         return self.format or format_of(url)

@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
     BadField,
@@ -29,6 +28,7 @@ from data_prep.sources.records import (
     to_float,
 )
 from seller_dist import storage
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 from seller_dist.errors import UserError
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import ReadPart
 from seller_dist import storage
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import RecordError, normalize_timestamp
 
 

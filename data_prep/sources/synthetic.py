@@ -5,7 +5,8 @@ and a description. Each user has a latent taste over categories that drifts betw
 come in sessions (seconds to minutes apart inside, hours to days between) with actions view / click /
 cart / purchase / rate. The reference for a target cites the MOST RECENT event of the history window
 whose item shares the target's category or brand, so a model that reads the history as a bag cannot
-know which event to cite. Ground truth for evaluation goes into each example's meta:
+know which event to cite (the template: seller_dist/data/synthetic_reference.py, which evaluation's
+oracles share). Ground truth for evaluation goes into each example's meta:
   cited_item_id, cited_offset (0 = the last history event, -1 = nothing related in the window),
   cited_relation (category | brand | category+brand | none), taste (the user's latent category
   distribution at the target's time, in `categories` order), session (session number).
@@ -23,11 +24,12 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from data_prep.examples import ACTION_VERBS, Catalog, Explainer
-from data_prep.report import BadRecordReport
+from data_prep.examples import Explainer
 from data_prep.sources.base import RawEvent, RawItem, Source
 from seller_dist.config import SyntheticSourceConfig
 from seller_dist.config_loader import ConfigError, _build, validate_tree
+from seller_dist.data.bad_records import BadRecordReport
+from seller_dist.data.synthetic_reference import order_dependent_explanation
 
 CATEGORY_NOUNS = (
     ("books", "Novel"),
@@ -215,73 +217,3 @@ class SyntheticSource(Source):
         d["options"] = {k: getattr(self.cfg, k) for k in self.cfg.__dataclass_fields__}
         d["categories"] = self.categories
         return d
-
-
-RECENCY = ((3600, "just"), (86400, "earlier today"), (7 * 86400, "this week"))
-
-
-def _recency(gap_s: int) -> str:
-    for limit, words in RECENCY:
-        if gap_s < limit:
-            return words
-    return "a while ago"
-
-
-def relation_to(event: RawEvent, target: RawEvent, catalog: Catalog) -> str:
-    """How a history event relates to the target: category+brand | category | brand | none."""
-    tattrs, a = catalog[target.item_id].attributes, catalog[event.item_id].attributes
-    same_cat = a.get("category") == tattrs.get("category")
-    same_brand = a.get("brand") == tattrs.get("brand")
-    if same_cat and same_brand:
-        return "category+brand"
-    return "category" if same_cat else "brand" if same_brand else "none"
-
-
-def most_recent_related(history: list[RawEvent], target: RawEvent, catalog: Catalog) -> tuple[int, str]:
-    """(index in history, relation) of the most recent event sharing the target's category or brand;
-    (-1, "none") when there is none. This is the ground truth the reference cites."""
-    for i in range(len(history) - 1, -1, -1):
-        relation = relation_to(history[i], target, catalog)
-        if relation != "none":
-            return i, relation
-    return -1, "none"
-
-
-def order_dependent_explanation(
-    history: list[RawEvent], target: RawEvent, catalog: Catalog
-) -> tuple[str, dict[str, Any]]:
-    """Reference that names the most recent related history event, how (action) and when (gap)."""
-    return explanation_citing(history, target, catalog, most_recent_related(history, target, catalog)[0])
-
-
-def explanation_citing(
-    history: list[RawEvent], target: RawEvent, catalog: Catalog, i: int
-) -> tuple[str, dict[str, Any]]:
-    """The reference template citing history event i (-1: none, the "new direction" wording), worded
-    for that event's own relation to the target. The reference cites the most recent related event;
-    oracles (seller_dist.eval.oracles) cite others to measure what a metric rewards."""
-    tgt = catalog[target.item_id]
-    cat, brand = tgt.attributes.get("category", ""), tgt.attributes.get("brand", "")
-    relation = relation_to(history[i], target, catalog) if i >= 0 else "none"
-    if relation == "none":
-        text = (
-            f"{tgt.title} is a new direction for you: a {tgt.attributes.get('price_bucket', '')} "
-            f"{cat} pick from {brand} that matches your current taste."
-        )
-        return text, {"cited_item_id": None, "cited_offset": -1, "cited_relation": relation}
-    ev = history[i]
-    cited_title = catalog.display_title(ev.item_id)
-    when = _recency(target.timestamp - ev.timestamp)
-    verb = ACTION_VERBS.get(ev.action, "interacted with")
-    if when == "just":
-        lead = f"Recommended because you just {verb} {cited_title}"
-    else:
-        lead = f"Recommended because you {verb} {cited_title} {when}"
-    if relation == "category+brand":
-        tail = f", another {cat} item from {brand}."
-    elif relation == "category":
-        tail = f": {tgt.title} is another {cat} item, this time from {brand}."
-    else:
-        tail = f", and {tgt.title} comes from the same brand, {brand}, now in {cat}."
-    meta = {"cited_item_id": ev.item_id, "cited_offset": len(history) - 1 - i, "cited_relation": relation}
-    return lead + tail, meta

@@ -1,8 +1,10 @@
 """XRec release (HKUDS): total_{trn,val,tst}.csv interactions + {trn,val,tst}.pkl explanations.
 
 The .pkl files are pickled pandas DataFrames (uid, iid, title, user_summary, item_summary,
-explanation). They are read only through data_prep.safe_pickle (an allow-listed unpickler): a
-pickle from the internet can run code when loaded with pickle.load.
+explanation; forks also pickle the same rows as a list of dicts or a dict of column lists). They are
+read only through data_prep.safe_pickle (an allow-listed unpickler): a pickle from the internet can
+run code when loaded with pickle.load. The file a pair comes from is its published split
+(trn -> train, val -> valid, tst -> test), which `split: source` keeps.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from data_prep.report import BadRecordReport
-from data_prep.safe_pickle import load_dataframe
+from data_prep.safe_pickle import load_table
 from data_prep.sources import SourceConfigError
 from data_prep.sources.amazon2023 import review_time_seconds
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import BadField, check_utf8, clean_text, require_id, timestamp_seconds
 from seller_dist import storage
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 
 CSV_FILES = ("total_trn.csv", "total_val.csv", "total_tst.csv")  # in time order
 PKL_FILES = ("trn.pkl", "val.pkl", "tst.pkl")
+PKL_SPLITS = {"trn.pkl": "train", "val.pkl": "valid", "tst.pkl": "test"}  # XRec's published split
 PKL_COLUMNS = ("uid", "iid", "explanation")
 TIME_REASON = "expected epoch seconds/ms, an ISO-8601 date or 'M D, YYYY'"
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
@@ -89,7 +92,9 @@ class XRecSource(Source):
     (epoch seconds or ms, ISO-8601 date / date-time, or Amazon's 'M D, YYYY'; dates at UTC
     midnight). Without one (the published files) the global row number across trn, val, tst is the
     timestamp, so file order is time order and the pipeline's time split keeps tst last.
-    Explanations: each pkl row's `explanation` is the reference text of its (uid, iid) interaction.
+    Explanations: each pkl row's `explanation` is the reference text of its (uid, iid) interaction,
+    and the pkl file is that event's split (RawEvent.split: trn.pkl train, val.pkl valid, tst.pkl
+    test; interactions in no pkl have none), used by `split: source`.
     Items: iid -> title, text = item_summary (from the pkl files; items only in csv have no
     metadata). Bad records (reported, skipped): csv rows with missing/non-integer ids or wrong column
     count, pkl rows with missing ids or empty explanation, explained pairs that no csv row contains.
@@ -128,7 +133,8 @@ class XRecSource(Source):
         report = self.report if report is None else report
         rows: list[dict[str, Any]] = []
         for url in self.pkl_urls:
-            df = load_dataframe(url)
+            df = load_table(url)
+            split = PKL_SPLITS[url.rsplit("/", 1)[-1]]
             missing = [c for c in PKL_COLUMNS if c not in df.columns]
             if missing:
                 raise SourceConfigError(f"{url}: missing column(s) {missing}; has {list(df.columns)}")
@@ -149,7 +155,7 @@ class XRecSource(Source):
                     report.reject(url, f"row {i}", e.field, e.reason, {c: cols[c][i] for c in cols})
                     continue
                 rows.append({"uid": uid, "iid": iid, "explanation": explanation, "title": title,
-                             "summary": summary, "where": url, "row": i})  # fmt: skip
+                             "summary": summary, "where": url, "row": i, "split": split})  # fmt: skip
         self._rows = rows
         return rows
 
@@ -211,6 +217,7 @@ class XRecSource(Source):
                 timestamp=ts,
                 action=self.action,
                 text=ref["explanation"] if ref else None,
+                split=ref["split"] if ref else None,
             )
 
     wants_text_pairs = True

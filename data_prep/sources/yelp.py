@@ -26,6 +26,7 @@ from data_prep.sources.records import (
     rating_in_range,
     require_id,
 )
+from data_prep.splits import split_value
 
 MAX_LITERAL_CHARS = 2000  # the longest real attribute value is a few hundred characters
 MAX_PLAIN_CHARS = 200  # a plain (unquoted) attribute word: 'full_bar', 'casual', '21plus'
@@ -255,8 +256,12 @@ class YelpSource(Source):
                 self.report.reject(part.url, n, e.field, e.reason, rec)
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        column = self.options.get("split_column")  # split=source: the record field naming its split
         for n, rec in iter_json_part(part, self.report):
             try:
-                yield parse_review(rec)
+                ev = parse_review(rec)
+                if column:
+                    ev.split = split_value(rec.get(column), column)
+                yield ev
             except BadField as e:
                 self.report.reject(part.url, n, e.field, e.reason, rec)

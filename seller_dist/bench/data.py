@@ -16,29 +16,19 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seller_dist import storage
+from seller_dist.bench.local_services import DUMMY_S3_ENV, local_s3_server, scoped_env
 from seller_dist.config import StorageConfig
-from seller_dist.data import wds_s3
 from seller_dist.data.shards import Manifest
-
-DUMMY_S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,69 +53,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
     p.add_argument("--work-dir", default=None, help="where to prepare the dataset (default: a temp dir)")
     p.add_argument("--out", default=None, help="write the JSON result to this file")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def local_s3_server(timeout_s: float = 30.0) -> Iterator[str]:
-    """moto's S3 server on a free 127.0.0.1 port (dummy credentials); yields the endpoint, stops it by PID."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).with_name("moto_server")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-    proc = subprocess.Popen(
-        [*cmd, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **DUMMY_S3_ENV},
-    )
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"moto_server exited with code {proc.returncode} before answering "
-                    "(is the dev extra installed? pip install -e '.[dev]')"
-                )
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # any HTTP answer means it is up
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto_server did not answer on {endpoint} within {timeout_s}s"
-                    ) from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def scoped_env(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for a block and restore the previous values after it."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def prepare_dataset(out: str, users: int, shard_records: int) -> dict[str, Any]:
@@ -157,7 +84,7 @@ def raw_tar_pass(root: str, cfg: StorageConfig | None) -> int:
     man = Manifest.load(root, cfg)
     n = 0
     for info in man.shards("train"):
-        data = wds_s3.read_bytes(storage.join(man.root, info["path"]), cfg)
+        data = storage.read_bytes_reusing_client(storage.join(man.root, info["path"]), cfg)
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for m in tar:
                 f = tar.extractfile(m)

@@ -6,10 +6,14 @@ What is compared, on the same examples, the same frozen LLM and the same trained
   run (collate, soft prompts, our KV-cache greedy loop, decode, supporting events) at batch size B;
 - `hf_batched`: the same collated batch and soft prompts, then Hugging Face `model.generate(
   inputs_embeds=..., do_sample=False)` at batch size B, decoded the same way;
-- `hf_loop`: Hugging Face `generate` one example at a time: what a hand-written eval loop does.
-Both HF variants also report how many explanations are token-identical to ours (greedy decoding of
-the same model should agree; a difference means a masking or position bug on one side).
-Generation length follows the model (eos), so all three produce the same number of tokens.
+- `hf_loop`: Hugging Face `generate` one example at a time: what a hand-written eval loop does;
+- `seller_static`: `seller` with eval.generation.decode=static (seller_dist.eval.decode).
+The HF variants and seller_static report how many explanations are token-identical to `seller`
+(greedy decoding of the same model should agree; a difference means a masking or position bug on
+one side). Generation length follows the model (eos), so all produce the same number of tokens.
+
+`decode_benchmark` below is the same comparison at LLM scale, without the adapter (prompt
+embeddings straight into the LLM): what `cluster/gpu_bench.sh` runs at 8.8B on a GPU.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="timed passes per variant (best is kept)")
+    p.add_argument(
+        "--decodes",
+        default="dynamic,static",
+        help="eval.generation.decode values timed as seller (dynamic) and seller_static (static)",
+    )
     p.add_argument("--out", default="outputs/bench/eval.json")
 
 
@@ -122,6 +131,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     trained = load_trained(args.checkpoint) if args.checkpoint else fresh_weights(data, llm)
     opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
     gen = ExplanationGenerator(trained, data, "seller", opts, llm_path=llm)
+    decodes = [d.strip() for d in args.decodes.split(",") if d.strip()]
+    static = None
+    if "static" in decodes:
+        static_opts = GenerationOptions(max_new_tokens=args.max_new_tokens, decode="static")
+        static = ExplanationGenerator(trained, data, "seller_static", static_opts, llm_path=llm)
     plan = plan_batches(gen.manifest, "test", args.examples, limit=args.examples)
     records = [r for _, recs in read_batches(gen.manifest, "test", plan, None) for r in recs]
     n = len(records)
@@ -135,7 +149,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             args.repeats,
         )
         tokens = sum(len(ids) for ids in ref)
-        for name, t, same in (("seller", t_ours, n), ("hf_batched" if bs > 1 else "hf_loop", t_hf, None)):
+        timings = [("seller", t_ours, n), ("hf_batched" if bs > 1 else "hf_loop", t_hf, None)]
+        if static is not None:
+            t_static, _ = timed(
+                lambda c=chunks: [static.generate_batch(i, x) for i, x in enumerate(c)], args.repeats
+            )
+            same_static = [ids for x in chunks for ids in ours_ids(static, x)]
+            timings.append(
+                ("seller_static", t_static, sum(a == b for a, b in zip(ref, same_static, strict=True)))
+            )
+        for name, t, same in timings:
             row = {
                 "variant": name,
                 "batch_size": bs,
@@ -146,19 +169,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             }
             if same is None:
                 row["identical_to_seller"] = sum(a == b for a, b in zip(ref, hf, strict=True))
+            elif name != "seller":
+                row["identical_to_seller"] = same
             variants.append(row)
     by = {(v["variant"], v["batch_size"]): v for v in variants}
     loop = next((v for v in variants if v["variant"] == "hf_loop"), None)
     ratios = {}
     for v in variants:
-        if v["variant"] != "seller":
+        if v["variant"] not in ("seller", "seller_static"):
             continue
+        name = v["variant"]
         hf_same = by.get(("hf_batched", v["batch_size"])) or by.get(("hf_loop", v["batch_size"]))
         if hf_same:
-            ratios[f"seller_b{v['batch_size']}_over_hf_same_batch"] = (
+            ratios[f"{name}_b{v['batch_size']}_over_hf_same_batch"] = (
                 v["explanations_per_s"] / hf_same["explanations_per_s"]
             )
-        if loop:
+        if loop and name == "seller":
             ratios[f"seller_b{v['batch_size']}_over_hf_loop"] = (
                 v["explanations_per_s"] / loop["explanations_per_s"]
             )
@@ -169,7 +195,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
             if k
-            in ("examples", "batch_sizes", "max_new_tokens", "repeats", "users", "llm_hidden", "llm_layers")
+            in (
+                "examples",
+                "batch_sizes",
+                "max_new_tokens",
+                "repeats",
+                "users",
+                "llm_hidden",
+                "llm_layers",
+                "decodes",
+            )
         ),
         "data": data,
         "llm": llm,
@@ -179,6 +214,227 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "git": git_commit(),
         "machine": machine(),
     }
+
+
+# ---------------------------------------------------------------------------- LLM-level decoding
+# The eval job's decoding at LLM scale (BENCHMARKS.md, "Eval generation on a GPU"; run by
+# `cluster/gpu_bench.sh`): the same left-padded prompt embeddings through
+#   hf_default      Hugging Face generate(inputs_embeds=...), its default (dynamic) cache
+#   eval_dynamic    FrozenLLM.generate, the eval job's default loop (eval.generation.decode=dynamic)
+#   static          StaticDecoder, preallocated StaticCache, eager step (decode=static)
+#   static_compiled StaticDecoder + torch.compile of the step, CUDA graphs on a GPU (+ compile=true)
+#   hf_static       generate(..., cache_implementation="static") (Hugging Face compiles it on CUDA)
+# greedy, at each batch size; every row is compared token for token (through eos) with hf_default.
+#   static_cudagraphs  StaticDecoder, torch.compile(backend="cudagraphs"): CUDA graphs without
+#                      inductor (seconds to capture, not a minute to compile; GPU only, not default)
+DECODE_VARIANTS = (
+    "hf_default",
+    "eval_dynamic",
+    "static",
+    "static_compiled",
+    "hf_static",
+    "static_cudagraphs",
+)
+DEFAULT_DECODE_VARIANTS = DECODE_VARIANTS[:5]
+PRIORITY = ("hf_default", "static_compiled", "static", "eval_dynamic", "hf_static", "static_cudagraphs")
+
+
+def decode_prompts(llm: Any, batch: int, prompt_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids embedded by the LLM (as soft prompts arrive: `inputs_embeds`), left-padded
+    to `prompt_len`; real lengths uniform in [3/4 prompt_len, prompt_len], the longest = prompt_len."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = llm.embedding.num_embeddings
+    ids = torch.randint(4, vocab, (batch, prompt_len), generator=g)
+    lengths = torch.randint(max(1, 3 * prompt_len // 4), prompt_len + 1, (batch,), generator=g)
+    lengths[0] = prompt_len
+    mask = (torch.arange(prompt_len)[None, :] >= prompt_len - lengths[:, None]).long()
+    device = llm.embedding.weight.device
+    ids, mask = ids.masked_fill(mask == 0, llm.pad_id).to(device), mask.to(device)
+    with torch.no_grad():
+        return llm.embedding(ids), mask
+
+
+def _cut(tokens: torch.Tensor, eos_ids: Any) -> list[list[int]]:
+    out = []
+    for row in tokens.tolist():
+        k = next((i for i, t in enumerate(row) if t in eos_ids), None)
+        out.append(row if k is None else row[: k + 1])
+    return out
+
+
+def decode_benchmark(
+    llm: Any,
+    batch_sizes: Any = (16, 64),
+    prompt_len: int = 256,
+    new_tokens: int = 32,
+    variants: Any = DEFAULT_DECODE_VARIANTS,
+    repeats: int = 2,
+    deadline: float | None = None,
+    compile_backend: str = "inductor",
+    on_row: Any = None,
+) -> dict[str, Any]:
+    """Tokens/s, ms per step, warm-up (compile) time, peak memory and token identity of each
+    variant (DECODE_VARIANTS) at each batch size; one warm-up call, then the best of `repeats`.
+    A variant started after `deadline` (time.time()) is recorded as skipped; `on_row(row)` sees
+    each row as it is measured (the GPU script saves partial results with it)."""
+    from seller_dist.eval.decode import StaticDecoder
+    from seller_dist.model.llm import GenerationConfig
+
+    device = llm.embedding.weight.device
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    eos = list(llm.eos_ids)
+    gen = GenerationConfig(max_new_tokens=new_tokens)
+    weights_gb = sum(p.numel() * p.element_size() for p in llm.parameters()) / 2**30
+
+    def hf(embeds: torch.Tensor, mask: torch.Tensor, **kw: Any) -> torch.Tensor:
+        return llm.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=llm.pad_id,
+            eos_token_id=eos,
+            **kw,
+        )
+
+    for v in variants:
+        if v not in DECODE_VARIANTS:
+            raise ValueError(f"decode variant {v!r}: choose from {', '.join(DECODE_VARIANTS)}")
+    # what matters first runs first (a deadline skips the tail): the reference, ours, the rest
+    order = sorted(
+        ((b, v) for b in batch_sizes for v in variants),
+        key=lambda bv: (PRIORITY.index(bv[1]), list(batch_sizes).index(bv[0])),
+    )
+    prompts = {b: decode_prompts(llm, b, prompt_len, seed=b) for b in batch_sizes}
+    outputs: dict[tuple[int, str], list[list[int]]] = {}
+    rows: list[dict[str, Any]] = []
+    for b, v in order:
+        embeds, mask = prompts[b]
+        row: dict[str, Any] = {
+            "variant": v,
+            "batch_size": b,
+            "prompt_len": prompt_len,
+            "new_tokens": new_tokens,
+        }
+        if deadline is not None and time.time() > deadline:
+            row["skipped"] = "time budget"
+            rows.append(row)
+            continue
+        dec = None
+        if v.startswith("static"):
+            if v != "static":
+                torch._dynamo.reset()  # a graph for this batch size only (the eval job pads to one)
+            backend = "cudagraphs" if v == "static_cudagraphs" else compile_backend
+            dec = StaticDecoder(llm, compile=v != "static", backend=backend)
+
+        def call(v: str = v, embeds: Any = embeds, mask: Any = mask, dec: Any = dec) -> Any:
+            with torch.no_grad():
+                if v == "hf_default":
+                    return hf(embeds, mask)
+                if v == "hf_static":
+                    return hf(embeds, mask, cache_implementation="static")
+                if v == "eval_dynamic":
+                    return llm.generate(embeds, mask, gen)
+                return dec.generate(embeds, mask, gen)
+
+        try:
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t0 = time.perf_counter()
+            tokens = call()
+            sync()
+            row["warmup_seconds"] = round(time.perf_counter() - t0, 2)
+            best = float("inf")
+            for _ in range(max(1, repeats)):
+                sync()
+                t0 = time.perf_counter()
+                tokens = call()
+                sync()
+                best = min(best, time.perf_counter() - t0)
+        except Exception as e:  # an OOM or a compile this stack cannot do is a result, not a crash
+            row["error"] = f"{type(e).__name__}: {e}"[:500]
+        else:
+            cut = _cut(tokens, eos)
+            outputs[(b, v)] = cut
+            steps = max(len(r) for r in cut)
+            n = sum(len(r) for r in cut)
+            row.update(
+                seconds=round(best, 4),
+                steps=steps,
+                generated_tokens=n,
+                new_tokens_per_s=n / best,
+                ms_per_step=1e3 * best / steps,
+                peak_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                weights_gb=round(weights_gb, 2),
+            )
+            if dec is not None and dec.compile_failed:
+                row["compile_failed"] = dec.compile_failed
+            ref = outputs.get((b, "hf_default"))
+            if v != "hf_default" and ref is not None:
+                row.update(agreement(cut, ref))
+        if dec is not None:
+            dec.cache = None  # free this variant's KV cache before the next one
+        del call, dec
+        if cuda:
+            torch.cuda.empty_cache()
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return {"rows": rows, "ratios": decode_ratios(rows)}
+
+
+def agreement(rows: list[list[int]], ref: list[list[int]]) -> dict[str, Any]:
+    """Rows token-identical to `ref`, and where the others part: tokens before the first
+    difference over all of ref's tokens, and the earliest step that differs. In bf16 on random
+    weights the logits are nearly flat, so a rounding difference between two kernels can flip a
+    greedy pick; the fp32 check (bench.gpu run_generate) is where identity must be exact."""
+    same_prefix, first = 0, None
+    for a, r in zip(rows, ref, strict=True):
+        k = next((i for i, (x, y) in enumerate(zip(a, r, strict=False)) if x != y), min(len(a), len(r)))
+        same_prefix += k
+        if a != r:
+            first = k if first is None else min(first, k)
+    total = sum(len(r) for r in ref)
+    return {
+        "identical_to_hf_default": sum(a == r for a, r in zip(rows, ref, strict=True)),
+        "matching_prefix_share": round(same_prefix / total, 4) if total else 1.0,
+        "first_difference_step": first,
+    }
+
+
+def decode_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """new tokens/s of each variant over hf_default (and static_compiled over hf_static), per batch."""
+    by = {(r["variant"], r["batch_size"]): r for r in rows if "new_tokens_per_s" in r}
+    out = {}
+    for (v, b), r in sorted(by.items(), key=lambda x: (x[0][1], x[0][0])):
+        for base in ("hf_default", "hf_static"):
+            ref = by.get((base, b))
+            if ref and v != base and not (base == "hf_static" and v != "static_compiled"):
+                out[f"{v}_over_{base}_b{b}"] = round(r["new_tokens_per_s"] / ref["new_tokens_per_s"], 3)
+    return out
+
+
+def decode_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | batch | new tokens/s | ms/step | warm-up s | peak GPU mem | identical to hf_default |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["batch_size"], DECODE_VARIANTS.index(r["variant"]))):
+        if "new_tokens_per_s" not in r:
+            why = r.get("skipped") or r.get("error", "")
+            lines.append(f"| {r['variant']} | {r['batch_size']} | {why[:60]} | | | | |")
+            continue
+        mem = "" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.1f} GB"
+        same = r.get("identical_to_hf_default")
+        ident = "" if same is None else f"{same}/{r['batch_size']}"
+        lines.append(
+            f"| {r['variant']} | {r['batch_size']} | {r['new_tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
+            f"{r['warmup_seconds']:.1f} | {mem} | {ident} |"
+        )
+    return "\n".join(lines)
 
 
 def table(result: dict[str, Any]) -> str:

@@ -1,8 +1,12 @@
-"""One-GPU training benchmark: a frozen ~1B Llama-style LLM built from a config (random weights, no
-hub), the SELLER adapter trained on it in bf16 on synthetic batches; prints tokens/s and MFU.
+"""One-GPU benchmarks. Three modes:
 
-    cluster/gpu_bench.sh                      # 0.95B, seq 1024, bf16, about 3 minutes on an H200
-    python -m seller_dist.bench.gpu --tiny    # CPU smoke test in seconds (same code path)
+    python -m seller_dist.bench.gpu [--tiny]             # training (below): tokens/s and MFU
+    python -m seller_dist.bench.gpu --generate [--tiny]  # the eval job's decoding (run_generate)
+    python -m seller_dist.bench.gpu --suite [--tiny]     # every GPU benchmark, one JSON (run_suite;
+                                                         # what cluster/gpu_bench.sh runs)
+
+Training: a frozen ~1B Llama-style LLM built from a config (random weights, no hub), the SELLER
+adapter trained on it in bf16 on synthetic batches; prints tokens/s and MFU.
 
 Why random weights: throughput does not depend on what the LLM knows, and no checkpoint download
 is needed on a closed machine. The frozen LLM: hidden 2048, 16 layers, 32 heads, intermediate
@@ -166,14 +170,14 @@ def run_deepspeed(
     ds = json.loads((Path(__file__).resolve().parents[2] / "ds_configs" / "zero3_gpu.json").read_text())
     ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1, gradient_clipping=0.0)
     ds["bf16"] = {"enabled": device.type == "cuda"}
+    if variant == "deepspeed_deepcompile":  # DeepSpeed's DeepCompile (CUDA only; refused on CPU)
+        ds["compile"] = {"deepcompile": True}
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(k, v)
     if "MASTER_PORT" not in os.environ:
-        import socket
+        from seller_dist.bench.local_services import free_port
 
-        with socket.socket() as sock:  # a free loopback port for the one-rank process group
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        os.environ["MASTER_PORT"] = str(free_port())  # a free loopback port for the one-rank process group
     if device.type != "cuda":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     strategy = DeepSpeedStrategy(ds, "replicated" if "replicated" in variant else "zero3")
@@ -186,8 +190,10 @@ def run_deepspeed(
     torch.manual_seed(0)
     model = SellerModel(mcfg, vocab, llm, register_llm=strategy.registers_llm)
     state = strategy.prepare(model, lr=1e-4)
-    if variant == "deepspeed_compile":
-        state.engine.compile()
+    if variant == "deepspeed_compile" or (
+        variant == "deepspeed_deepcompile" and not getattr(state.engine, "is_compiled", False)
+    ):
+        state.engine.compile()  # DeepSpeedStrategy.prepare compiles a deepcompile config itself
     batches = make_batches(
         4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device
     )
@@ -287,6 +293,7 @@ VARIANTS = (
     "deepspeed_compile",
     "deepspeed_replicated",
     "deepspeed_replicated_compile",
+    "deepspeed_deepcompile",
 )
 SINGLE_SIZE = VARIANTS[3:] + ("full_logits",)  # at --one-micro-batch
 
@@ -317,11 +324,19 @@ def restore_variant(llm: Any, variant: str) -> None:
 def saved_llm(llm: Any, args: argparse.Namespace) -> str:
     """The benchmark's LLM written once as a Hugging Face checkpoint, for the DeepSpeed path to load
     the way the training job does (partitioned while loading)."""
+    import atexit
+    import shutil
     import tempfile
+
+    from seller_dist.model.bootstrap import TINY_CORPUS, train_tokenizer
 
     if not getattr(args, "_llm_dir", None):
         args._llm_dir = tempfile.mkdtemp(prefix="gpu-bench-llm-")
+        atexit.register(shutil.rmtree, args._llm_dir, True)  # 2 GB at 0.95B, 17 GB at 8.8B
         llm.model.save_pretrained(args._llm_dir)
+        # FrozenLLM.from_pretrained reads the family facts (pad, eos, soft ids) from a tokenizer:
+        # a small one does (its ids are far below the vocab; the batches are token ids already)
+        train_tokenizer(TINY_CORPUS, 300).save_pretrained(args._llm_dir)
     return args._llm_dir
 
 
@@ -397,6 +412,418 @@ def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------ generation section
+SIZE_8B = [
+    "--hidden",
+    "4096",
+    "--layers",
+    "32",
+    "--heads",
+    "32",
+    "--intermediate",
+    "14336",
+    "--vocab",
+    "128256",
+]
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """The eval job's decoding at LLM scale (seller_dist.bench.eval.decode_benchmark): Hugging Face
+    generate (default and static cache) against FrozenLLM.generate and the StaticDecoder, eager and
+    compiled, on random-weight prompts embedded by the LLM. JSON rows per variant and batch size."""
+    from seller_dist.bench.eval import (
+        DECODE_VARIANTS,
+        DEFAULT_DECODE_VARIANTS,
+        decode_benchmark,
+        decode_table,
+    )
+
+    if args.tiny:
+        args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
+        args.gen_batch_sizes, args.prompt_len, args.new_tokens, args.gen_repeats = "2,4", 16, 8, 1
+        if args.compile_backend == "inductor":
+            args.compile_backend = "eager"  # dynamo's capture without a C++ build: seconds, not a minute
+    on_gpu = torch.cuda.is_available() and not args.tiny
+    device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    t0 = time.perf_counter()
+    llm = build_llm(
+        args.hidden,
+        args.layers,
+        args.heads,
+        args.intermediate,
+        args.vocab,
+        args.prompt_len + args.new_tokens,
+        dtype,
+        device,
+        args.attn,
+    )
+    default = DECODE_VARIANTS if on_gpu else DEFAULT_DECODE_VARIANTS  # cudagraphs needs CUDA
+    variants = [v.strip() for v in (args.gen_variants or ",".join(default)).split(",") if v.strip()]
+    batch_sizes = [int(b) for b in args.gen_batch_sizes.split(",") if b.strip()]
+    result: dict[str, Any] = {
+        "benchmark": "generate",
+        "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+        "dtype": str(dtype),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "llm": {k: getattr(args, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
+        "frozen_params": sum(p.numel() for p in llm.parameters()),
+        "build_seconds": round(time.perf_counter() - t0, 1),
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "batch_sizes": batch_sizes,
+        "compile_backend": args.compile_backend,
+        "rows": [],
+    }
+    print(
+        f"[gpu-bench] generate: {result['device']}, frozen LLM {result['frozen_params'] / 1e9:.3f}B, {dtype}, "
+        f"{args.prompt_len} prompt positions, {args.new_tokens} new tokens, batch sizes {batch_sizes}",
+        flush=True,
+    )
+
+    def save(row: dict[str, Any]) -> None:
+        result["rows"].append(row)
+        tail = (
+            row.get("skipped")
+            or row.get("error")
+            or (
+                f"{row['new_tokens_per_s']:9.0f} new tokens/s  {row['ms_per_step']:6.1f} ms/step  "
+                f"warm-up {row['warmup_seconds']:.1f}s  peak mem {row['peak_memory_gb'] or 0:.1f} GB  "
+                f"identical to hf_default {row.get('identical_to_hf_default', '-')} "
+                f"(matching prefix {row.get('matching_prefix_share', '-')})"
+            )
+        )
+        print(f"[gpu-bench] generate {row['variant']:15s} batch {row['batch_size']:3d}: {tail}", flush=True)
+        _write(args.out, result)
+
+    deadline = time.time() + args.deadline_seconds if args.deadline_seconds > 0 else None
+    if not args.no_check:
+        result["fp32_check"] = decode_fp32_check(device, args.compile_backend)
+        _write(args.out, result)
+    res = decode_benchmark(
+        llm,
+        batch_sizes,
+        args.prompt_len,
+        args.new_tokens,
+        variants,
+        args.gen_repeats,
+        deadline=deadline,
+        compile_backend=args.compile_backend,
+        on_row=save,
+    )
+    result["ratios"] = res["ratios"]
+    _write(args.out, result)
+    print(decode_table(result["rows"]))
+    print(json.dumps(result["ratios"], indent=2), flush=True)
+    return 0 if any("new_tokens_per_s" in r for r in result["rows"]) else 1
+
+
+def decode_fp32_check(device: torch.device, compile_backend: str = "inductor") -> dict[str, Any]:
+    """Token identity where it must be exact: a small random Llama in fp32 (TF32 off) on the GPU,
+    8 left-padded prompts, 16 new tokens; the StaticDecoder eager and compiled (CUDA graphs) against
+    Hugging Face generate. In bf16 at 8.8B near-flat random logits let kernel rounding flip picks."""
+    from seller_dist.bench.eval import decode_benchmark
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        llm = build_llm(256, 4, 8, 688, 2000, 128, torch.float32, device, "sdpa")
+        res = decode_benchmark(
+            llm, (8,), 64, 16, ("hf_default", "static", "static_compiled"), 1, compile_backend=compile_backend
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    rows = [r for r in res["rows"] if r["variant"] != "hf_default"]
+    passed = all(r.get("identical_to_hf_default") == r["batch_size"] for r in rows)
+    out = {"passed": passed, "rows": res["rows"]}
+    print(
+        f"[gpu-bench] generate fp32 check (StaticDecoder vs HF generate, small Llama): "
+        f"{'PASSED' if passed else 'FAILED'} "
+        + json.dumps({r["variant"]: r.get("identical_to_hf_default", r.get("error")) for r in rows}),
+        flush=True,
+    )
+    return out
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _write(path: str | None, result: dict[str, Any]) -> None:
+    if path:  # partial results survive a later failure or a timeout
+        with open(path, "w") as f:
+            f.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------ the one-run suite
+# name -> (what it runs, nominal timeout s): in priority order; each section is a process of its
+# own (GPU memory, CUDA errors and hung compiles stay inside it) with min(timeout, budget left).
+# "gpu" sections are this module with the arguments given; "cli" ones the project CLI, guarded: a
+# mode that does not exist (yet) or fails is an error in the JSON, not the end of the run.
+SECTIONS: dict[str, tuple[str, list[str], float]] = {
+    "generate_8.8b": (
+        "gpu",
+        ["--generate", *SIZE_8B, "--gen-batch-sizes", "16,64", "--prompt-len", "256", "--new-tokens", "32"],
+        230.0,
+    ),
+    "train_0.95b": (
+        "gpu",
+        ["--variants", "eager,compile,deepspeed,deepspeed_replicated_compile", "--micro-batches", "32"],
+        120.0,
+    ),
+    "deepcompile_0.95b": (
+        "gpu",
+        ["--variants", "deepspeed_deepcompile", "--micro-batches", "32", "--no-check"],
+        60.0,
+    ),
+    "bench_train_gpu": ("cli", ["bench", "train", "--gpu"], 110.0),  # incl. writing the random 0.95B LLM
+    "bench_train_gpu_deepcompile": ("cli", ["bench", "train", "--gpu", "--deepcompile"], 40.0),
+    "train_8.8b": ("gpu", [*SIZE_8B, "--variants", "compile", "--micro-batches", "16", "--no-check"], 75.0),
+    "vllm": ("probe", [], 5.0),
+}
+MIN_SECTION_SECONDS = 20.0  # a section with less budget left is skipped
+
+
+def section_command(name: str, args: argparse.Namespace, out: str) -> list[str]:
+    kind, argv, _ = SECTIONS[name]
+    if kind == "gpu":
+        if args.tiny:
+            return [sys.executable, "-m", "seller_dist.bench.gpu", *tiny_argv(argv), "--tiny", "--out", out]
+        extra = ["--seconds", str(args.seconds), "--chip", args.chip]
+        if "--micro-batches" in argv:
+            extra += ["--one-micro-batch", _micro(argv)]
+        return [sys.executable, "-m", "seller_dist.bench.gpu", *argv, *extra, "--out", out]
+    # the CLI's own modes decide their sizes; --tiny is not passed (it may not exist there)
+    return [sys.executable, "-m", "seller_dist.cli", *argv, "--out", out]
+
+
+def tiny_argv(argv: list[str]) -> list[str]:
+    """--tiny: the section's variants without inductor compiles (a minute of C++ builds on a small
+    CPU); DeepCompile stays (it is refused on a CPU at once, which the smoke test records)."""
+    if "--variants" not in argv:
+        return list(argv)
+    i = argv.index("--variants") + 1
+    keep = [v for v in argv[i].split(",") if "compile" not in v or v == "deepspeed_deepcompile"]
+    return [*argv[:i], ",".join(keep or ["eager"]), *argv[i + 1 :]]
+
+
+def _micro(argv: list[str]) -> str:
+    return argv[argv.index("--micro-batches") + 1].split(",")[0]
+
+
+def run_section(command: list[str], timeout: float, out: str) -> dict[str, Any]:
+    """One section in its own process group, output streamed through; killed at `timeout`. Its JSON
+    (written as it goes) is read back even after a timeout or a failure."""
+    import collections
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"command": " ".join(command), "timeout_s": round(timeout, 1)}
+    tail: collections.deque[str] = collections.deque(maxlen=30)
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as e:
+        return {**rec, "status": "error", "error": f"{type(e).__name__}: {e}", "seconds": 0.0}
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail.append(line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=timeout)
+        status = "ok" if rc == 0 else "error"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # this section's process group, which we started
+        rc = proc.wait()
+        status = "timeout"
+    reader.join(timeout=5)
+    rec.update(status=status, rc=rc, seconds=round(time.perf_counter() - t0, 1))
+    result = _read_json(out)
+    if result is not None:
+        rec["result"] = result
+    elif status == "ok":
+        rec["status"] = "error"  # a zero exit with no JSON (e.g. a module without that mode)
+    if rec["status"] != "ok":
+        rec["error"] = "\n".join(tail)[-3000:]
+    return _with_errors(rec)
+
+
+def _with_errors(rec: dict[str, Any]) -> dict[str, Any]:
+    """A section that ran but lost rows (an OOM, a refused compile) says so next to its status."""
+    errors = (rec.get("result") or {}).get("errors")
+    if errors:
+        rec["errors"] = errors
+    return rec
+
+
+def run_section_in_process(argv: list[str], out: str) -> dict[str, Any]:
+    """--tiny / --in-process: the section's `main` here (no timeout, one interpreter start)."""
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {
+        "command": "in-process: seller_dist.bench.gpu " + " ".join(argv),
+        "timeout_s": None,
+    }
+    try:
+        rc = main(argv)
+        status, err = ("ok" if rc == 0 else "error"), None
+    except SystemExit as e:
+        rc, status, err = e.code, "error", f"SystemExit: {e.code}"
+    except Exception as e:
+        rc, status, err = None, "error", f"{type(e).__name__}: {e}"
+    rec.update(status=status, rc=rc, seconds=round(time.perf_counter() - t0, 1))
+    result = _read_json(out)
+    if result is not None:
+        rec["result"] = result
+    if err:
+        rec["error"] = err
+    return _with_errors(rec)
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def probe_vllm() -> dict[str, Any]:
+    """vLLM's `prompt_embeds` is what a user would compare the eval decoding against; the GPU image
+    has no package index, so it is measured only where vLLM is already installed."""
+    import importlib.util
+
+    t0 = time.perf_counter()
+    if importlib.util.find_spec("vllm") is None:
+        return {"status": "skipped", "error": "vllm is not installed here", "seconds": 0.0}
+    return {
+        "status": "skipped",
+        "result": {"vllm": _version("vllm")},
+        "error": "vllm is installed but not run by this suite (it would need the 8.8B LLM saved: ~17 GB)",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def suite_summary(sections: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers: generation rows and ratios, training rows (tokens/s, MFU, memory)."""
+    out: dict[str, Any] = {"generation": [], "generation_ratios": {}, "training": []}
+    for name, rec in sections.items():
+        res = rec.get("result") or {}
+        if res.get("benchmark") == "generate":
+            out["generation"] += [{"section": name, **r} for r in res.get("rows", [])]
+            out["generation_ratios"].update({f"{name}:{k}": v for k, v in res.get("ratios", {}).items()})
+        for r in res.get("runs", []):
+            keep = (
+                "variant",
+                "micro_batch",
+                "tokens_per_s",
+                "step_ms",
+                "mfu",
+                "peak_memory_gb",
+                "warmup_seconds",
+            )
+            out["training"].append({"section": name, **{k: r.get(k) for k in keep}})
+    return out
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """Every GPU benchmark in one run under one time budget, one JSON (docs/bench/ by default)."""
+    import datetime
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from seller_dist.bench.train import git_commit
+
+    names = [n.strip() for n in (args.sections or ",".join(SECTIONS)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    on_gpu = torch.cuda.is_available() and not args.tiny  # NVML only: no CUDA context in this process
+    in_process = args.tiny if args.in_process is None else args.in_process
+    if args.seconds == 20.0 and not args.tiny:
+        args.seconds = 6.0  # the suite's default per measured row (the training bench alone: 20 s)
+    day = datetime.date.today().isoformat()
+    out = args.out or (
+        f"outputs/bench/gpu-suite-tiny-{day}.json"
+        if args.tiny
+        else f"docs/bench/gpu-suite-{args.chip}-{day}.json"
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="gpu-suite-")
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "suite": "gpu",
+        "tiny": bool(args.tiny),
+        "date": day,
+        "git": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "deepspeed": _version("deepspeed"),
+        "cuda_available": on_gpu,
+        "budget_s": args.budget,
+        "seconds_per_row": None if args.tiny else args.seconds,
+        "sections": {},
+    }
+    print(f"[gpu-suite] sections {names}, budget {args.budget:.0f}s, -> {out}", flush=True)
+    for name in names:
+        kind, argv, nominal = SECTIONS[name]
+        left = args.budget - (time.perf_counter() - t_start)
+        if kind == "probe":
+            rec = probe_vllm()
+        elif left < MIN_SECTION_SECONDS and not args.tiny:
+            rec = {"status": "skipped", "error": f"time budget: {left:.0f}s left", "seconds": 0.0}
+        else:
+            path = str(Path(work) / f"{name}.json")
+            timeout = min(nominal, left) if not args.tiny else 60.0
+            print(f"[gpu-suite] --- {name} (up to {timeout:.0f}s)", flush=True)
+            if kind == "gpu" and in_process:
+                rec = run_section_in_process([*tiny_argv(argv), "--tiny", "--out", path], path)
+            else:
+                cmd = section_command(name, args, path)
+                if kind == "gpu" and name.startswith("generate"):
+                    # variants started later are skipped (a compile can take a minute past it)
+                    cmd[-2:-2] = ["--deadline-seconds", str(max(10.0, timeout - 60.0))]
+                rec = run_section(cmd, timeout, path)
+        result["sections"][name] = rec
+        print(f"[gpu-suite] {name}: {rec['status']} in {rec.get('seconds', 0)}s", flush=True)
+        result["wall_s"] = round(time.perf_counter() - t_start, 1)
+        result["summary"] = suite_summary(result["sections"])
+        _write(out, result)
+    result["device"] = next(
+        (r["result"]["device"] for r in result["sections"].values() if "device" in (r.get("result") or {})),
+        "cpu",
+    )
+    _write(out, result)
+    from seller_dist.bench.eval import decode_table
+
+    if result["summary"]["generation"]:
+        print(decode_table(result["summary"]["generation"]))
+    print(f"[gpu-suite] done in {result['wall_s']}s -> {out}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny LLM, a few steps")
@@ -414,7 +841,8 @@ def main(argv: list[str] | None = None) -> int:
         "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
         "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
         "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
-        "deepspeed_replicated[_compile]: train.llm_layout=replicated [+ train.compile_llm] "
+        "deepspeed_replicated[_compile]: train.llm_layout=replicated [+ train.compile_llm]; "
+        "deepspeed_deepcompile: ZeRO-3 with DeepSpeed's DeepCompile (train.deepcompile, CUDA only) "
         "(default: all; --tiny: eager,full_logits,checkpointing,deepspeed)",
     )
     p.add_argument("--one-micro-batch", type=int, default=32, help="size for the single-size variants")
@@ -431,7 +859,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chip", choices=sorted(PEAKS), default="h200")
     p.add_argument("--peak-tflops", type=float, default=None, help="overrides --chip")
     p.add_argument("--out", default=None, help="write the JSON result here")
+    g = p.add_argument_group("generation (--generate: the eval job's decoding, LLM scale)")
+    g.add_argument("--generate", action="store_true", help="time decoding variants instead of training")
+    g.add_argument("--gen-batch-sizes", default="16,64")
+    g.add_argument("--prompt-len", type=int, default=256, help="prompt positions (left-padded)")
+    g.add_argument("--new-tokens", type=int, default=32)
+    g.add_argument(
+        "--gen-variants",
+        default=None,
+        help="default: all of bench.eval.DECODE_VARIANTS (CPU: not static_cudagraphs)",
+    )
+    g.add_argument("--gen-repeats", type=int, default=2, help="timed calls per variant (best kept)")
+    g.add_argument("--compile-backend", default="inductor", help="torch.compile backend of static_compiled")
+    g.add_argument("--deadline-seconds", type=float, default=0.0, help="skip variants started later")
+    s_ = p.add_argument_group(
+        "suite (--suite: every GPU benchmark in one run, one JSON; cluster/gpu_bench.sh)"
+    )
+    s_.add_argument("--suite", action="store_true", help="run the sections below, each in its own process")
+    s_.add_argument("--budget", type=float, default=460.0, help="seconds for the whole suite")
+    s_.add_argument(
+        "--sections", default=None, help=f"comma-separated, in order (default: {','.join(SECTIONS)})"
+    )
+    s_.add_argument(
+        "--in-process",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sections in this process, without timeouts (default: with --tiny only)",
+    )
     args = p.parse_args(argv)
+    if args.suite:
+        return run_suite(args)
+    if args.tiny:
+        torch.set_num_threads(1)  # a smoke test on a shared CPU: no thread oversubscription
+    if args.generate:
+        return run_generate(args)
     if args.tiny:
         args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
         args.seq_len, args.micro_batches, args.d_model, args.expert_hidden = 128, "2", 32, 32
@@ -518,7 +979,8 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(json.dumps(result, indent=2) + "\n")
         restore_variant(llm, variant)
     if not result["runs"]:
-        print("[gpu-bench] every micro-batch size ran out of memory", file=sys.stderr)
+        print("[gpu-bench] no variant ran (out of memory, or the errors above)", file=sys.stderr)
+        _write(args.out, result)
         return 1
     best = max(result["runs"], key=lambda r: r["tokens_per_s"])
     result["best"] = best

@@ -10,6 +10,13 @@ ratios that hold. Modes:
 - `ray`: the full Ray Train job (`seller_dist.train.driver`: preflight, local Ray on 127.0.0.1,
   TorchTrainer with the driver's ScalingConfig/RunConfig) running the same worker.
 - `deepspeed[<name>]`: DeepSpeed with DeepSpeed-config overrides (`--variant`), for speed work.
+- `strategy`: the same Trainer's model, engine and optimizers fed batches already on the device
+  (no stream, collate, copies, loss exchange or metrics): the strategy alone. deepspeed / strategy
+  at the same worker count is what the real loop costs beyond the strategy.
+
+`--gpu`: the loop against the strategy on one GPU (bf16, a ~1B random-weight Llama as in
+seller_dist.bench.gpu unless `--llm-*` say otherwise), one spawned rank, no Ray; `--deepcompile`
+switches on DeepSpeed DeepCompile for both.
 
 Each mode runs `--warmup` steps then `--steps` measured ones with a StepTimer (the worker's timing
 hooks) and a CommClock (time waited in collectives, seller_dist.bench.timing) in every rank. Reported
@@ -41,7 +48,8 @@ from seller_dist.config_loader import add_override_argument, from_dict, load_con
 
 # dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
 CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
-MODES = ("plain", "deepspeed", "ray")
+MODES = ("plain", "deepspeed", "strategy", "ray")
+GPU_LLM = {"llm_hidden": 2048, "llm_layers": 16, "llm_heads": 32, "llm_intermediate": 5632}  # bench.gpu
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
 
 
@@ -75,8 +83,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--peak-tflops", type=float, default=None, help="peak per worker device (overrides --chip)"
     )
     p.add_argument("--users", type=int, default=300, help="synthetic users for the prepared dataset")
-    p.add_argument("--llm-hidden", type=int, default=128, help="hidden size of the bootstrapped frozen LLM")
-    p.add_argument("--llm-layers", type=int, default=2, help="layers of the bootstrapped frozen LLM")
+    p.add_argument(
+        "--llm-hidden", type=int, default=None, help="hidden size of the frozen LLM (128; --gpu 2048)"
+    )
+    p.add_argument("--llm-layers", type=int, default=None, help="layers of the frozen LLM (2; --gpu 16)")
+    p.add_argument("--llm-heads", type=int, default=None, help="attention heads (hidden / 32; --gpu 32)")
+    p.add_argument("--llm-intermediate", type=int, default=None, help="MLP size (Llama default; --gpu 5632)")
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="one GPU: the real loop (deepspeed) against the strategy alone, bf16, ~1B frozen LLM",
+    )
+    p.add_argument("--deepcompile", action="store_true", help="with --gpu: DeepSpeed DeepCompile (zero3)")
     p.add_argument("--stream-batches", type=int, default=200, help="batches timed for the stream rate")
     p.add_argument("--work-dir", default="outputs/bench/train", help="dataset, LLM and run folders")
     p.add_argument("--out", default=None, help="write the JSON result to this file")
@@ -98,26 +116,39 @@ def prepare_inputs(args: argparse.Namespace, work: Path) -> tuple[str, str, dict
             info["prep_seconds"] = round(time.perf_counter() - t0, 1)
     llm = given.get("model.llm_path")
     if llm is None:
-        llm = str(work / f"llm-h{args.llm_hidden}-l{args.llm_layers}")
+        shape = llm_shape(args)
+        llm = str(work / ("llm-" + "-".join(f"{k[4]}{v}" for k, v in shape.items() if v)))
         if not Path(llm, "config.json").exists():
-            bootstrap_llm(data, llm, args.llm_hidden, args.llm_layers)
+            bootstrap_llm(data, llm, **shape)
     return data, llm, info
 
 
-def bootstrap_llm(data: str, out: str, hidden: int, layers: int) -> None:
+def llm_shape(args: argparse.Namespace) -> dict[str, int]:
+    """The frozen LLM's shape: the flags, else the CPU default (128 x 2) or, with --gpu, bench.gpu's."""
+    default = (
+        GPU_LLM if args.gpu else {"llm_hidden": 128, "llm_layers": 2, "llm_heads": 0, "llm_intermediate": 0}
+    )
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in default.items()}
+
+
+def bootstrap_llm(
+    data: str, out: str, llm_hidden: int, llm_layers: int, llm_heads: int = 0, llm_intermediate: int = 0
+) -> None:
     """Random-weight Llama on a tokenizer trained from the dataset's text (`bootstrap-llm --steps 0`):
     speed does not depend on what the frozen LLM knows."""
     from seller_dist.model.bootstrap import build_llama, dataset_texts, save_checkpoint, train_tokenizer
 
     tok = train_tokenizer(list(dataset_texts(data, 20000)), vocab_size=1000)
-    heads = max(1, hidden // 32)
-    model = build_llama(tok, hidden, layers, heads, max_positions=1024, seed=0)
+    heads = llm_heads or max(1, llm_hidden // 32)
+    model = build_llama(
+        tok, llm_hidden, llm_layers, heads, max_positions=1024, seed=0, intermediate=llm_intermediate
+    )
     save_checkpoint(model, tok, out)
 
 
 def mode_config(base: TrainConfig, workers: int, steps: int, run_dir: str, run_name: str) -> TrainConfig:
     """The same model/data/batch/seed for every mode; only the worker count (and the expert-parallel
-    size it allows) changes. No checkpoints, no wandb: the step is what is measured."""
+    size it allows) changes. No checkpoints, no validation, no wandb: the step is what is measured."""
     cfg = copy.deepcopy(base)
     cfg.max_steps = steps
     cfg.run_name = run_name
@@ -128,6 +159,7 @@ def mode_config(base: TrainConfig, workers: int, steps: int, run_dir: str, run_n
         cfg.model.ep_size = 1
     cfg.checkpoint.every_steps = 0
     cfg.checkpoint.at_end = False
+    cfg.eval.every_steps = 0  # validation is not the step
     cfg.logging.wandb = "disabled"
     cfg.validate()
     return cfg
@@ -147,27 +179,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         except json.JSONDecodeError:
             sets[key.strip()] = value
     return name, sets
-
-
-def apply_ds_overrides(ds_set: dict[str, Any]) -> None:
-    """Wrap the worker's ds_config_for so the DeepSpeed config gets `ds_set` (dotted keys)."""
-    if not ds_set:
-        return
-    from seller_dist.train import worker
-
-    original = worker.ds_config_for
-
-    def patched(cfg: TrainConfig, use_gpu: bool) -> dict[str, Any]:
-        ds = original(cfg, use_gpu)
-        for key, value in ds_set.items():
-            node = ds
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        return ds
-
-    worker.ds_config_for = patched
 
 
 # ------------------------------------------------------------------------------------ rank side
@@ -274,6 +285,55 @@ def plain_loop(cfg: TrainConfig, timer: Any) -> dict[int, float]:
     return losses
 
 
+def strategy_loop(cfg: TrainConfig, timer: Any, distinct_batches: int = 8) -> dict[int, float]:
+    """The job's strategy alone: the Trainer's model, engine and optimizers (built as the real loop
+    builds them) fed `distinct_batches` batches moved to the device once, in turn. No stream,
+    collate, host-to-device copies, loss exchange, metrics or checkpoints; the loss is read once, at
+    the end. Returns step -> loss (NaN where not read)."""
+    import math
+
+    import torch
+
+    from seller_dist.train.trainer import Trainer
+    from seller_dist.train.worker import model_inputs, step_seed
+
+    trainer = Trainer(cfg, timer=timer)  # sets the timer's model size
+    state, accum = trainer.state, cfg.optim.grad_accum
+    held = []
+    for _ in range(distinct_batches):
+        batch = next(trainer.batches)
+        real = ~batch["pad"]
+        held.append(
+            (model_inputs(batch, trainer.device), int(batch["attention_mask"][real].sum()), int(real.sum()))
+        )
+    trainer.batches.close()
+    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    state.engine.train()
+    losses: dict[int, float] = {}
+    out = None
+    for step in range(cfg.max_steps):
+        timer.step_begin()
+        tokens = samples = 0
+        for micro in range(accum):
+            inputs, n_tokens, n_samples = held[(step * accum + micro) % len(held)]
+            tokens, samples = tokens + n_tokens, samples + n_samples
+            torch.manual_seed(step_seed(cfg.seed, step, micro, trainer.rank))
+            with timer.phase("forward"):
+                out = state.forward(inputs)
+            with timer.phase("backward"):
+                state.backward(out["loss"])
+            if micro < accum - 1:
+                state.step()
+        with timer.phase("optimizer"):
+            state.clip_grad_norm(max_norm)
+            state.step()
+        timer.step_end(tokens, samples)
+        losses[step + 1] = math.nan
+    if out is not None:
+        losses[cfg.max_steps] = float(out["loss"])
+    return losses
+
+
 def _rank_main(
     rank: int, world: int, port: int, mode: str, cfg_dict: dict, out_dir: str, ds_set: dict
 ) -> None:
@@ -303,10 +363,13 @@ def _rank_main(
         cfg = from_dict(TrainConfig, cfg_dict)
         if mode == "plain":
             losses = plain_loop(cfg, timer)
+        elif mode == "strategy":
+            cfg.deepspeed = {**cfg.deepspeed, **ds_set}
+            losses = strategy_loop(cfg, timer)
         else:
             from seller_dist.train.worker import train_worker
 
-            apply_ds_overrides(ds_set)
+            cfg.deepspeed = {**cfg.deepspeed, **ds_set}  # the variant's DeepSpeed settings
             losses = train_worker(cfg, timer=timer).losses
         rec = rank_record(rank, timer, comm, losses, t_start)
         Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(rec))
@@ -325,10 +388,10 @@ def ray_bench_loop(loop_config: dict[str, Any]) -> None:
 
     t_start = time.perf_counter()
     comm, timer = _timers()
-    apply_ds_overrides(loop_config.get("ds_set") or {})
     from seller_dist.train.worker import train_worker
 
     cfg = from_dict(TrainConfig, loop_config["config"])
+    cfg.deepspeed = {**cfg.deepspeed, **(loop_config.get("ds_set") or {})}
     result = train_worker(cfg, report=ray.train.report, timer=timer)
     rank = ray.train.get_context().get_world_rank()
     rec = rank_record(rank, timer, comm, result.losses, t_start)
@@ -350,7 +413,7 @@ def _read_ranks(out_dir: Path, world: int) -> list[dict[str, Any]]:
 def run_spawned(mode: str, cfg: TrainConfig, world: int, out_dir: Path, ds_set: dict[str, Any]) -> list[dict]:
     import torch.multiprocessing as mp
 
-    from seller_dist.bench.data import free_port
+    from seller_dist.bench.local_services import free_port
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -525,23 +588,36 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
         if "deepspeed" in modes:
             out.append(("deepspeed", w, {}))
             out.extend((f"deepspeed[{name}]", w, sets) for name, sets in variants)
+        if "strategy" in modes:
+            out.append(("strategy", w, {}))
         if "ray" in modes:
             out.append(("ray", w, {}))
     return out
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from seller_dist.train.driver import default_config_path
 
+    gpu_sets: list[str] = []
+    if args.gpu:
+        if not torch.cuda.is_available():
+            raise SystemExit("bench train --gpu: no CUDA device is visible (run it on a GPU machine)")
+        args.modes, args.workers = "deepspeed,strategy", "1"
+        # micro-batch 32: the strategy-only figure's (seller_dist.bench.gpu at 0.95B); --set wins
+        gpu_sets = ["workers.use_gpu=true", "precision=bf16", "workers.num_workers=1", "model.ep_size=1"]
+        gpu_sets.append("data.batch_size=32")
+    if args.deepcompile:
+        gpu_sets.append("deepcompile=true")
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     data, llm, prep_info = prepare_inputs(args, work)
     base = load_config(
         TrainConfig,
         args.config or default_config_path(),
-        [f"data.manifest={data}", f"model.llm_path={llm}", *args.overrides],
+        [f"data.manifest={data}", f"model.llm_path={llm}", *gpu_sets, *args.overrides],
     )
-    import torch
 
     on_gpu = torch.cuda.is_available()
     chip = args.chip or ("h100" if on_gpu else "cpu")
@@ -594,7 +670,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 if label == "ray":
                     ranks = run_ray(cfg, out_dir, ds_set)
                 else:
-                    ranks = run_spawned("plain" if label == "plain" else "deepspeed", cfg, w, out_dir, ds_set)
+                    kind = label if label in ("plain", "strategy") else "deepspeed"
+                    ranks = run_spawned(kind, cfg, w, out_dir, ds_set)
                 s = summarize(ranks, args.warmup, args.steps, peak)
                 s.update(
                     mode=label,
@@ -640,6 +717,8 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         if mode == "ray":
             out[f"ray_over_deepspeed_w{w}"] = r["cost_per_sample_worker_s"] / ds["cost_per_sample_worker_s"]
+        elif mode == "strategy":  # the real loop's throughput as a fraction of the strategy's alone
+            out[f"loop_over_strategy_throughput_w{w}"] = ds["samples_per_s"] / r["samples_per_s"]
         elif mode.startswith("deepspeed["):
             out[f"{mode}_over_deepspeed_w{w}"] = (
                 r["cost_per_sample_worker_s"] / ds["cost_per_sample_worker_s"]

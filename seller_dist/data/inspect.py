@@ -61,11 +61,17 @@ def summarize(root: str, storage_cfg: StorageConfig | None = None) -> dict[str, 
     catalog = ItemCatalog.load(manifest.root, manifest, storage_cfg)  # sha256 + embeddings checked
     out["items"] = {"records": catalog.num_items, "embedding_dim": catalog.embedding_dim}
     out["vocab"] = {k: v for k, v in manifest.data.get("vocab", {}).items() if k != "attribute_fields"}
+    prep = manifest.data.get("prep") or {}
+    out["split"] = {"mode": prep.get("split", "time"), "rule": prep.get("split_rule")}
     return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"dataset {summary['root']}"]
+    split = summary.get("split") or {}
+    if split:
+        rule = f": {split['rule']}" if split.get("rule") else ""
+        lines.append(f"  split: {split['mode']}{rule}")
     for split, s in summary["splits"].items():
         h = s["history_len"]
         lines.append(

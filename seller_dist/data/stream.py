@@ -38,7 +38,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from seller_dist import storage
 from seller_dist.config import StorageConfig, StreamConfig
-from seller_dist.data import wds_s3
 from seller_dist.data.schema import ExampleRecord, RecordError
 from seller_dist.data.shards import Manifest, ShardError, iter_tar_samples, read_shard_bytes
 
@@ -324,7 +323,11 @@ class ShardStream(IterableDataset):
         """Fetch (with retries), verify and parse one shard; errors name its URL."""
         info, url = self.shard_infos[shard], self.shard_url(shard)
         data = read_shard_bytes(
-            self.manifest.root, info, self.storage_cfg, verify=self.verify_checksums, read=wds_s3.read_bytes
+            self.manifest.root,
+            info,
+            self.storage_cfg,
+            verify=self.verify_checksums,
+            read=storage.read_bytes_reusing_client,
         )
         samples = iter_tar_samples(data, url)
         if len(samples) != int(info["count"]):

@@ -1,7 +1,7 @@
 """The offline all-MiniLM-L6-v2 encoder used by evaluation: sentence vectors and token vectors.
 
 Why one object: utility (retrieval, simulator) needs mean-pooled normalized sentence vectors that are
-comparable to the catalog's prep-time item embeddings (data_prep.embed, the same model and pooling),
+comparable to the catalog's prep-time item embeddings (seller_dist.data.sentence_embeddings, the same model and pooling),
 and BERTScore needs per-token hidden states of the same transformer. Loading it once (about 90 MB,
 a few seconds on CPU) serves both.
 """
@@ -31,7 +31,7 @@ class TextEncoder:
 
         self.path = path or default_encoder_path()
         self.device = device
-        from data_prep.embed import plain_text_encoder
+        from seller_dist.data.sentence_embeddings import plain_text_encoder
 
         self.sentence_model = plain_text_encoder(SentenceTransformer(self.path, device=device))
         # the SentenceTransformer's first module wraps a transformers AutoModel + AutoTokenizer
@@ -50,7 +50,7 @@ class TextEncoder:
         float rounding, and which batch a cached text came from depends on what was encoded before:
         `cached=False` encodes exactly these texts (distinct, sorted) and leaves the cache alone, so
         the result depends on `texts` alone (the learned simulator's training inputs)."""
-        from data_prep.embed import embed_texts
+        from seller_dist.data.sentence_embeddings import embed_texts
 
         if not texts:
             return np.zeros((0, self.dim), np.float32)

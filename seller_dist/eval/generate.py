@@ -23,6 +23,7 @@ import torch
 from seller_dist.config import GenerationOptions, StorageConfig
 from seller_dist.data.schema import ExampleRecord, RecordError
 from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
+from seller_dist.eval import references as reference_kinds
 from seller_dist.eval.generations import Generation, SupportingEvent
 from seller_dist.model.llm import GenerationConfig
 from seller_dist.train.export import TrainedWeights
@@ -157,6 +158,17 @@ class ExplanationGenerator:
         if self.collate.eos_id not in llm.eos_ids:  # prompt_format=chat: the end-of-turn token
             llm.eos_ids = (*llm.eos_ids, self.collate.eos_id)
         self.eos_ids = set(llm.eos_ids)
+        self.decoder = None
+        if gen.decode == "static":
+            from seller_dist.eval.decode import StaticDecoder
+
+            # compiled: every batch padded to batch_size rows, so one graph serves the whole split
+            self.decoder = StaticDecoder(
+                llm, compile=gen.compile, pad_rows_to=gen.batch_size if gen.compile else 0
+            )
+            # SellerModel.generate ends in llm.generate: this worker's LLM decodes through the
+            # static cache from here on (the same tokens, tests/unit/test_eval_decode.py)
+            llm.generate = self.decoder.generate
         self.load_seconds = time.perf_counter() - t0
 
     def decode(self, ids: list[int]) -> tuple[str, int]:
@@ -201,6 +213,7 @@ class ExplanationGenerator:
                     supporting_events=supporting_events(r, att, self.max_history, g.supporting_events),
                     meta=dict(r.meta),
                     system=self.system,
+                    reference_source=r.explanation_source,
                 )
             )
         c = self.seller.model.cfg
@@ -209,10 +222,15 @@ class ExplanationGenerator:
         load = torch.round(out["expert_load"].double().cpu() * (len(records) * c.adapter_tokens * c.top_k))
         return gens, load, new_tokens
 
-    def run(self, split: str, batches: Sequence[PlannedBatch]) -> GeneratedPart:
+    def run(self, split: str, batches: Sequence[PlannedBatch], references: str = "all") -> GeneratedPart:
+        """Generate for the planned batches; `references` real / template keeps only the records of
+        that group inside each planned batch (the same records whatever the worker count)."""
         part = GeneratedPart([], load_seconds=self.load_seconds)
         load_total: torch.Tensor | None = None
         for planned, records in read_batches(self.manifest, split, batches, self.storage_cfg):
+            records = [r for r in records if reference_kinds.keep(references, r)]
+            if not records:
+                continue
             t0 = time.perf_counter()
             gens, load, n = self.generate_batch(planned.index, records)
             part.seconds += time.perf_counter() - t0

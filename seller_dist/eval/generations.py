@@ -5,7 +5,8 @@ Contract (docs/evaluation.md), one UTF-8 JSON object per line:
   empty), supporting_events (list of {offset: int >= 0 with 0 = the last history event, item_id: str,
   title: str, weight: float >= 0} from the fusion's attention, most attended first or in any order),
   meta (object: the record's meta, e.g. synthetic cited_item_id / cited_offset), system (str, the
-  run's system name such as "seller" or "bag").
+  run's system name such as "seller" or "bag"); optional: reference_source (str, the record's
+  explanation_source: review, reference or template; files written before it existed lack it).
 Reading validates every line; a bad line is counted and sampled with file, line and field, skipped
 while the bad share stays within `max_error_rate`, and stops the read above it.
 """
@@ -18,9 +19,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from data_prep.report import BadRecordReport, TooManyBadRecords
 from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
+from seller_dist.data.schema import EXPLANATION_SOURCES
 from seller_dist.errors import UserError
 
 
@@ -51,9 +53,13 @@ class Generation:
     supporting_events: list[SupportingEvent] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     system: str = "seller"
+    reference_source: str = ""  # the record's explanation_source ("" = not recorded: an older file)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        d = asdict(self)
+        if not d["reference_source"]:  # not recorded: the line reads as before the field existed
+            del d["reference_source"]
+        return json.dumps(d, ensure_ascii=False, sort_keys=True)
 
     def top_event(self) -> SupportingEvent | None:
         """The most attended history event (ties: the most recent)."""
@@ -72,6 +78,7 @@ _FIELDS: dict[str, type] = {
     "meta": dict,
     "system": str,
 }
+_OPTIONAL_FIELDS: dict[str, type] = {"reference_source": str}
 _EVENT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "offset": int,
     "item_id": str,
@@ -93,7 +100,17 @@ def parse_line(text: str, where: str, line: int) -> Generation:
             raise GenerationsError(where, line, name, "missing")
         if not isinstance(d[name], tp):
             raise GenerationsError(where, line, name, f"expected {tp.__name__}, got {type(d[name]).__name__}")
-    unknown = sorted(set(d) - set(_FIELDS))
+    for name, tp in _OPTIONAL_FIELDS.items():
+        if name in d and not isinstance(d[name], tp):
+            raise GenerationsError(where, line, name, f"expected {tp.__name__}, got {type(d[name]).__name__}")
+    if d.get("reference_source", "review") not in EXPLANATION_SOURCES:
+        raise GenerationsError(
+            where,
+            line,
+            "reference_source",
+            f"'{d['reference_source']}' is not one of {list(EXPLANATION_SOURCES)}",
+        )
+    unknown = sorted(set(d) - set(_FIELDS) - set(_OPTIONAL_FIELDS))
     if unknown:
         raise GenerationsError(where, line, unknown[0], "unknown field")
     if not d["key"]:

@@ -150,6 +150,21 @@ def resolve_model(cfg: EvalConfig, manifest: Manifest) -> TrainedWeights:
     return trained
 
 
+def check_reference_group(cfg: EvalConfig, manifest: Manifest) -> None:
+    """eval.references=real|template: the split (its first `limit` examples) has that group."""
+    if cfg.references == "all":
+        return
+    from seller_dist.eval.references import EmptyReferenceGroup, check_not_empty
+    from seller_dist.eval.scoring import load_split
+
+    records = load_split(manifest, cfg.split, cfg, cfg.limit or None)
+    where = f"split '{cfg.split}' of {manifest.root}" + (f" (first {cfg.limit})" if cfg.limit else "")
+    try:
+        check_not_empty(cfg.references, records, where)
+    except EmptyReferenceGroup as e:
+        raise EvalPreflightError(str(e)) from None
+
+
 # -------------------------------------------------------------------------------------- workers
 class EvalWorker:
     """The Ray actor body: one ExplanationGenerator per worker, loaded once."""
@@ -165,9 +180,10 @@ class EvalWorker:
         self.generator = ExplanationGenerator(
             trained, cfg.data, system, cfg.generation, cfg.llm_path, cfg.storage, device
         )
+        self.references = cfg.references
 
     def run(self, split: str, batches: list) -> GeneratedPart:
-        return self.generator.run(split, batches)
+        return self.generator.run(split, batches, self.references)
 
 
 def generate_with_ray(
@@ -243,10 +259,11 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
     absolutize(cfg)
     manifest = load_manifest(cfg)
     trained = resolve_model(cfg, manifest)
+    check_reference_group(cfg, manifest)
     system = cfg.system or describe_system(trained.model)
     print(
         f"[eval] {system}: {trained.source} (step {trained.step}) on {manifest.count(cfg.split)} "
-        f"'{cfg.split}' examples{f' (first {cfg.limit})' if cfg.limit else ''}, "
+        f"'{cfg.split}' examples{f' (first {cfg.limit})' if cfg.limit else ''}, references {cfg.references}, "
         f"{cfg.workers.num_workers} Ray worker(s)",
         flush=True,
     )

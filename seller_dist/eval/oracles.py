@@ -1,7 +1,7 @@
 """Oracle explainers on the synthetic source: how much CAN a metric reward reading the history's order?
 
 The synthetic reference cites the most recent history event sharing the target's category or brand
-(data_prep/sources/synthetic.py). An explainer that reads the history as a bag cannot know which
+(seller_dist/data/synthetic_reference.py). An explainer that reads the history as a bag cannot know which
 related event that is; at best it cites ANOTHER related event, worded correctly for that event. Each
 policy below writes, for every record of a split, the reference template citing the event it picks,
 so a metric can be measured on perfect explanations before any model is trained: where the
@@ -29,25 +29,32 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from data_prep.examples import Catalog, CatalogItem
-from data_prep.sources.base import RawEvent
-from data_prep.sources.synthetic import explanation_citing, most_recent_related, relation_to
 from seller_dist import storage
 from seller_dist.config import EvalConfig
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ExampleRecord
 from seller_dist.data.shards import Manifest
+from seller_dist.data.synthetic_reference import (
+    PreparedItems,
+    TemplateCatalog,
+    TemplateEvent,
+    explanation_citing,
+    most_recent_related,
+    relation_to,
+)
 from seller_dist.eval.generations import Generation, SupportingEvent
 
 # policy -> (history, target, catalog, rng) -> index of the cited history event (-1: none)
-Picker = Callable[[list[RawEvent], RawEvent, Catalog, random.Random], int]
+Picker = Callable[[Sequence[TemplateEvent], TemplateEvent, TemplateCatalog, random.Random], int]
 
 
-def _related(history: list[RawEvent], target: RawEvent, catalog: Catalog) -> list[int]:
+def _related(history: Sequence[TemplateEvent], target: TemplateEvent, catalog: TemplateCatalog) -> list[int]:
     return [i for i, e in enumerate(history) if relation_to(e, target, catalog) != "none"]
 
 
-def _max_match(history: list[RawEvent], target: RawEvent, catalog: Catalog, rng: random.Random) -> int:
+def _max_match(
+    history: Sequence[TemplateEvent], target: TemplateEvent, catalog: TemplateCatalog, rng: random.Random
+) -> int:
     related = _related(history, target, catalog)
     if not related:
         return -1
@@ -70,17 +77,13 @@ POLICIES: dict[str, Picker] = {
 }
 
 
-def template_catalog(catalog: ItemCatalog) -> Catalog:
+def template_catalog(catalog: ItemCatalog) -> PreparedItems:
     """The prepared item catalog in the form the synthetic template reads."""
-    cat = Catalog()
-    for idx in range(1, catalog.num_items + 1):
-        iid = catalog.item_ids[idx]
-        cat.items[iid] = CatalogItem(iid, idx, catalog.titles[idx], dict(catalog.attributes[idx]))
-    return cat
+    return PreparedItems.from_catalog(catalog)
 
 
 def oracle_generations(
-    records: Sequence[ExampleRecord], catalog: Catalog, policy: str, seed: int = 0
+    records: Sequence[ExampleRecord], catalog: TemplateCatalog, policy: str, seed: int = 0
 ) -> list[Generation]:
     """One Generation per record whose text is the synthetic template citing the policy's pick. Its
     one supporting event is that pick (weight 1), so attention_top_is_cited scores the pick itself."""
@@ -89,8 +92,7 @@ def oracle_generations(
     pick = POLICIES[policy]
     out = []
     for r in records:
-        history = [RawEvent(r.user_id, e.item_id, e.timestamp, e.action, e.rating) for e in r.history]
-        target = RawEvent(r.user_id, r.item_id, r.timestamp, r.action, r.rating)
+        history, target = r.history, r  # the template reads item_id, timestamp, action of each
         rng = random.Random(seed * 1_000_003 + zlib.crc32(r.key.encode()))
         i = pick(history, target, catalog, rng)
         text, meta = explanation_citing(history, target, catalog, i)
@@ -105,7 +107,17 @@ def oracle_generations(
             e = r.history[i]
             events = [SupportingEvent(meta["cited_offset"], e.item_id, e.title, 1.0)]
         out.append(
-            Generation(r.key, r.user_id, r.item_id, r.explanation, text, events, r.meta, f"oracle-{policy}")
+            Generation(
+                r.key,
+                r.user_id,
+                r.item_id,
+                r.explanation,
+                text,
+                events,
+                r.meta,
+                f"oracle-{policy}",
+                r.explanation_source,
+            )
         )
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import StorageConfig
+from seller_dist.eval.references import GROUPS as REFERENCE_GROUPS
 from seller_dist.redact import scrub
 
 REPORT_JSON = "report.json"
@@ -39,15 +40,39 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float]]:
             for k, v in node.items():
                 walk(f"{prefix}/{k}" if prefix else k, v)
 
+    for group, entry in _groups(results):  # real references first, then templated, then all
+        out[f"by_reference/{group}/num_examples"] = (float(entry["num_examples"]), float("nan"))
+        for section in ("text", "grounding"):
+            if section in entry:
+                walk(f"by_reference/{group}/{section}", entry[section])
     for section in ("text", "grounding", "retrieval", "simulator"):
         if section in results:
             walk(section, results[section])
-    if isinstance(results.get("simulator", {}).get("learned"), dict):
-        out["simulator/learned/holdout_auc"] = (
-            float(results["simulator"]["learned"]["holdout_auc"]),
-            float("nan"),
-        )
+    learned = results.get("simulator", {}).get("learned")
+    if isinstance(learned, dict):
+        out["simulator/learned/holdout_auc"] = (float(learned["holdout_auc"]), float("nan"))
+        if "informative" in learned:
+            out["simulator/learned/informative"] = (float(bool(learned["informative"])), float("nan"))
     return out
+
+
+def _groups(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(group, entry) of results["by_reference"] in report order: real, template."""
+    by = results.get("by_reference") or {}
+    return [(g, by[g]) for g in REFERENCE_GROUPS if isinstance(by.get(g), dict)]
+
+
+def simulator_warning(results: dict[str, Any]) -> str | None:
+    """The note every table carries when the learned simulator is marked uninformative."""
+    learned = results.get("simulator", {}).get("learned")
+    if not isinstance(learned, dict) or learned.get("informative", True):
+        return None
+    reasons = (learned.get("informativeness") or {}).get("reasons") or ["marked uninformative"]
+    return (
+        "learned simulator UNINFORMATIVE: its acceptance numbers do not measure explanation quality ("
+        + "; ".join(reasons)
+        + ")"
+    )
 
 
 def fmt(mean: float, std: float) -> str:
@@ -74,6 +99,26 @@ def _side_by_side(section: dict[str, Any], systems: list[str]) -> str:
     return _table(["metric", *present], rows)
 
 
+def _by_group(columns: list[tuple[str, dict[str, Any]]], section: str) -> str:
+    """A row per metric of `section`, a column per reference group (real first) and all."""
+    flats = []
+    for _, entry in columns:
+        flat: dict[str, dict[str, Any]] = {}
+
+        def walk(prefix: str, node: Any, flat: dict[str, dict[str, Any]] = flat) -> None:
+            if _is_stat(node):
+                flat[prefix] = node
+            elif isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}/{k}" if prefix else k, v)
+
+        walk("", entry.get(section, {}))
+        flats.append(flat)
+    metrics = list(dict.fromkeys(m for f in flats for m in f))
+    rows = [[m] + [fmt(f[m]["mean"], f[m]["std"]) if m in f else "—" for f in flats] for m in metrics]
+    return _table(["metric", *(name for name, _ in columns)], rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """report.md: the run's numbers, systems side by side, mean ± std."""
     system = results.get("system", "?")
@@ -83,19 +128,42 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results.get('num_examples')} examples of split `{results.get('split')}` of `{results.get('data')}`; "
         f"generations `{results.get('generations')}`. Mean ± std (docs/evaluation.md says which std).",
     ]
+    warning = simulator_warning(results)
+    if warning:
+        parts += ["", f"**Warning: {warning}.**"]
+    groups = _groups(results)
+    if groups:
+        refs = results.get("references", {})
+        parts += [
+            "",
+            "## Reference kinds",
+            "",
+            f"`eval.references={refs.get('mode', 'all')}`: "
+            + ", ".join(f"{e['num_examples']} {g}" for g, e in groups)
+            + f" references (explanation sources {refs.get('explanation_sources', {})}). Text and "
+            "grounding are scored for each kind alone (real first), then over all scored examples.",
+        ]
     text = results.get("text", {})
-    if text:
+    scored = [(g, e) for g, e in groups if e.get("num_examples")]
+    columns = [(f"{g} ({e['num_examples']})", e) for g, e in scored] + [
+        (f"all ({results.get('num_examples')})", results)
+    ]
+    if text and groups:
+        parts += ["", "## Text quality", "", _by_group(columns, "text")]
+    elif text:
         rows = [[m, fmt(v["mean"], v["std"])] for m, v in text.items() if _is_stat(v)]
         parts += ["", "## Text quality", "", _table(["metric", system], rows)]
     g = results.get("grounding", {})
-    if g:
+    if g and groups:
+        parts += ["", "## Sequence grounding", "", _by_group(columns, "grounding")]
+    elif g:
         parts += ["", "## Sequence grounding", "", _side_by_side(g, ["generated", "reference"])]
-        if "attention_top_is_cited" in g:
-            a = g["attention_top_is_cited"]
-            parts += [
-                "",
-                f"Fusion attention: top-attended event is the cited one in {fmt(a['mean'], a['std'])}.",
-            ]
+    if "attention_top_is_cited" in g:
+        a = g["attention_top_is_cited"]
+        parts += [
+            "",
+            f"Fusion attention: top-attended event is the cited one in {fmt(a['mean'], a['std'])}.",
+        ]
     r = results.get("retrieval", {})
     if r:
         parts += [
@@ -114,6 +182,8 @@ def markdown(results: dict[str, Any]) -> str:
                 if s in acc
             ]
             title = "learned simulator" if name == "learned" else "exact simulator (synthetic latent taste)"
+            if name == "learned" and warning:
+                title += " (UNINFORMATIVE, see the warning above)"
             parts += ["", f"## Simulated acceptance: {title}", "", _table(["explanation", "P(accept)"], rows)]
             if name == "learned":
                 parts += [
@@ -142,27 +212,34 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
 
     written = []
     panels = []
-    text = {m: v for m, v in results.get("text", {}).items() if _is_stat(v)}
     system = results.get("system", "generated")
-    pct = {m: v for m, v in text.items() if m.startswith(("bleu", "rouge"))}  # 0-100 scale
-    unit = {m: v for m, v in text.items() if m not in pct}  # 0-1 scale (or DIV: shared aspects)
-    for title, part in (("text quality (0-100)", pct), ("text quality", unit)):
-        if part:
-            panels.append((title, {system: part}))
-    for key, title in (("retrieval", "retrieval utility"), ("grounding", "sequence grounding")):
-        sec = results.get(key, {})
-        systems = {
-            s: {m: v for m, v in d.items() if _is_stat(v)}
-            for s, d in sec.items()
-            if isinstance(d, dict) and not _is_stat(d)
+    # one bar series per reference kind (real first, then templated), then all examples
+    scored = [(f"{g} refs ({e['num_examples']})", e) for g, e in _groups(results) if e.get("num_examples")]
+    series = [*scored, (system if not scored else f"all ({results.get('num_examples')})", results)]
+    texts = {name: {m: v for m, v in e.get("text", {}).items() if _is_stat(v)} for name, e in series}
+    for title, is_pct in (("text quality (0-100)", True), ("text quality", False)):
+        # BLEU / ROUGE on 0-100, the rest on 0-1 (or DIV: shared aspects)
+        part = {
+            name: {m: v for m, v in t.items() if m.startswith(("bleu", "rouge")) == is_pct}
+            for name, t in texts.items()
         }
+        if any(part.values()):
+            panels.append((title, part))
+    for key, title in (("grounding", "sequence grounding"), ("retrieval", "retrieval utility")):
+        systems = {}
+        for name, entry in series if key == "grounding" else [("", results)]:
+            for s, d in entry.get(key, {}).items():
+                if isinstance(d, dict) and not _is_stat(d):
+                    label = f"{s}, {name}" if name and scored else s
+                    systems[label] = {m: v for m, v in d.items() if _is_stat(v)}
         if systems:
             panels.append((title, systems))
     for name in ("learned", "exact"):
         acc = results.get("simulator", {}).get(name, {}).get("acceptance")
         if acc:
             order = [s for s in ("generated", "reference", "generic", "none") if s in acc]
-            panels.append((f"simulated acceptance ({name})", {s: {"P(accept)": acc[s]} for s in order}))
+            note = " — UNINFORMATIVE" if name == "learned" and simulator_warning(results) else ""
+            panels.append((f"simulated acceptance ({name}){note}", {s: {"P(accept)": acc[s]} for s in order}))
     if panels:
         fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
         for ax, (title, systems) in zip(axes[:, 0], panels, strict=True):
@@ -311,7 +388,12 @@ def comparison_table(runs: list[str]) -> str:
     flats = [flat_metrics(rep) for rep in reports]
     names = list(dict.fromkeys(n for f in flats for n in f))
     rows = [[n] + [fmt(*f[n]) if n in f else "—" for f in flats] for n in names]
-    return _table(["metric", *labels], rows)
+    notes = [
+        f"\n**Warning: {label}: {w}.**"
+        for label, rep in zip(labels, reports, strict=True)
+        if (w := simulator_warning(rep))
+    ]
+    return _table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

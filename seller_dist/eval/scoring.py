@@ -3,7 +3,9 @@
 `score_generations(generations_url, dataset_root, cfg)` is what the eval job calls after gathering
 generations (and what anyone can call later on a saved file): it needs only the JSONL, the dataset's
 manifest, item catalog and splits, and the offline sentence encoder. Examples are scored in key
-order, so the numbers do not depend on how many workers generated them or in which order.
+order, so the numbers do not depend on how many workers generated them or in which order. Text and
+grounding are also reported per reference kind (`by_reference`: real, then templated; each kind
+scored alone), and `eval.references=real|template` scores one kind only (seller_dist.eval.references).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from data_prep.report import BadRecordReport
 from seller_dist.config import EvalConfig
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ExampleRecord, RecordError
 from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
 from seller_dist.eval import grounding as grounding_mod
+from seller_dist.eval import references as reference_kinds
 from seller_dist.eval import simulator, text_metrics, utility
 from seller_dist.eval.generations import Generation, GenerationsError, read_generations
 
@@ -50,6 +53,14 @@ def align(gens: Sequence[Generation], records: Sequence[ExampleRecord], where: s
         r = by_key.get(g.key)
         if r is None:
             raise GenerationsError(where, None, "key", f"'{g.key}' is not a record of the scored split")
+        if g.reference_source and g.reference_source != r.explanation_source:
+            raise GenerationsError(
+                where,
+                None,
+                "reference_source",
+                f"'{g.key}' says its reference is '{g.reference_source}', the record's "
+                f"explanation_source is '{r.explanation_source}' (generated from another dataset?)",
+            )
         if r.item_id != g.item_id or r.user_id != g.user_id:
             raise GenerationsError(
                 where,
@@ -99,6 +110,59 @@ def text_encoder(cfg: EvalConfig) -> Any:
     return TextEncoder(cfg.encoder_path, device)
 
 
+def text_and_grounding(
+    gens: Sequence[Generation],
+    records: Sequence[ExampleRecord],
+    cfg: EvalConfig,
+    encoder: Any,
+    with_aspects: bool,
+) -> dict[str, Any]:
+    """Every text metric and every grounding metric of these examples (aligned gens and records)."""
+    t = cfg.text
+    return {
+        "text": text_metrics.text_quality(
+            [g.generated for g in gens],
+            [g.reference for g in gens],
+            [r.aspects for r in records] if with_aspects else None,
+            encoder if t.bertscore else None,
+            t.bertscore_layer,
+            t.batch_size,
+            t.max_length,
+            t.bootstrap_samples,
+            t.bootstrap_seed,
+        ),
+        "grounding": grounding_mod.grounding(gens, records),
+    }
+
+
+def by_reference_group(
+    gens: Sequence[Generation],
+    records: Sequence[ExampleRecord],
+    cfg: EvalConfig,
+    encoder: Any,
+    with_aspects: bool,
+    overall: dict[str, Any],
+) -> dict[str, Any]:
+    """Text and grounding per reference group (real first): each group scored alone, exactly as a
+    file holding only that group's examples would be. `overall` (the scores of all examples) is
+    reused for a group that holds every example. With eval.references=real|template, only that group."""
+    out: dict[str, Any] = {}
+    for group, idx in reference_kinds.indices_by_group(records).items():
+        if cfg.references != "all" and group != cfg.references:
+            continue
+        entry: dict[str, Any] = {"num_examples": len(idx)}
+        if len(idx) == len(records):
+            entry.update(overall)
+        elif idx:
+            entry.update(
+                text_and_grounding(
+                    [gens[i] for i in idx], [records[i] for i in idx], cfg, encoder, with_aspects
+                )
+            )
+        out[group] = entry
+    return out
+
+
 def score_generations(
     generations_url: str, dataset_root: str, cfg: EvalConfig | None = None, encoder: Any = None
 ) -> dict[str, Any]:
@@ -120,13 +184,20 @@ def score_generations(
             generations_url, None, "system", f"one system per file expected, found {systems}"
         )
     records = align(gens, load_split(manifest, cfg.split, cfg), generations_url)
+    in_file = reference_kinds.counts(records)
+    if cfg.references != "all":
+        reference_kinds.check_not_empty(
+            cfg.references, records, f"{generations_url} (split '{cfg.split}' of {manifest.root})"
+        )
+        kept = [i for i, r in enumerate(records) if reference_kinds.keep(cfg.references, r)]
+        gens, records = [gens[i] for i in kept], [records[i] for i in kept]
     catalog = ItemCatalog.load(manifest.root, manifest, cfg.storage)
     encoder = encoder or text_encoder(cfg)
     generated = [g.generated for g in gens]
     references = [g.reference for g in gens]
     has_aspects = any(r.aspects for r in records)
-    t = cfg.text
-    log.info("scoring %d generations of system '%s'", len(gens), systems[0])
+    log.info("scoring %d generations of system '%s' (references: %s)", len(gens), systems[0], cfg.references)
+    overall = text_and_grounding(gens, records, cfg, encoder, has_aspects)
     results: dict[str, Any] = {
         "system": systems[0],
         "generations": generations_url,
@@ -135,18 +206,14 @@ def score_generations(
         "num_examples": len(gens),
         "config": asdict(cfg),
         "bad_generations": bad.to_dict(),
-        "text": text_metrics.text_quality(
-            generated,
-            references,
-            [r.aspects for r in records] if has_aspects else None,
-            encoder if t.bertscore else None,
-            t.bertscore_layer,
-            t.batch_size,
-            t.max_length,
-            t.bootstrap_samples,
-            t.bootstrap_seed,
-        ),
-        "grounding": grounding_mod.grounding(gens, records),
+        "references": {
+            "mode": cfg.references,
+            "examples": reference_kinds.counts(records),
+            "explanation_sources": reference_kinds.source_counts(records),
+            "in_generations_file": in_file,
+        },
+        "by_reference": by_reference_group(gens, records, cfg, encoder, has_aspects, overall),
+        **overall,
     }
     rc = cfg.retrieval
     explanations = {

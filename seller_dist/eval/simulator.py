@@ -191,7 +191,44 @@ def learned_simulation(
         ev = encoder.sentences(list(texts), batch_size)
         acc[system] = summary(sim.predict(features(hv, iv, ev)))
     out["acceptance"] = acc
+    verdict = informativeness(out, cfg.min_holdout_auc, cfg.min_acceptance_spread)
+    out["informative"] = verdict["informative"]
+    out["informativeness"] = verdict
     return out
+
+
+SPREAD_CONDITIONS = ("reference", "generic", "none")
+
+
+def informativeness(learned: dict[str, Any], min_auc: float, min_spread: float) -> dict[str, Any]:
+    """Is the learned simulator worth reporting? It is UNINFORMATIVE when its hold-out AUC is below
+    `min_auc` (it barely tells accepted items from sampled ones) or when the spread (max - min) of its
+    mean acceptance of the scored targets shown the reference, the generic and no explanation is
+    below `min_spread` (what it is shown hardly moves it, so it cannot rank explanations). A value
+    that could not be measured (NaN AUC; fewer than two conditions: spread None) counts as below."""
+    acc = learned.get("acceptance", {})
+    means = {c: float(acc[c]["mean"]) for c in SPREAD_CONDITIONS if c in acc}
+    spread = max(means.values()) - min(means.values()) if len(means) >= 2 else None
+    auc_value = float(learned["holdout_auc"])
+    reasons = []
+    if not auc_value >= min_auc:
+        reasons.append(f"hold-out AUC {auc_value:.4f} < simulator.min_holdout_auc {min_auc:g}")
+    if spread is None:
+        reasons.append(f"acceptance spread not measured (needs two of {list(SPREAD_CONDITIONS)})")
+    elif not spread >= min_spread:
+        shown = ", ".join(f"{c} {v:.4f}" for c, v in means.items())
+        reasons.append(
+            f"acceptance spread {spread:.4f} (shown {shown}) < simulator.min_acceptance_spread {min_spread:g}"
+        )
+    return {
+        "informative": not reasons,
+        "holdout_auc": auc_value,
+        "min_holdout_auc": min_auc,
+        "acceptance_spread": spread,
+        "acceptance_by_condition": means,
+        "min_acceptance_spread": min_spread,
+        "reasons": reasons,
+    }
 
 
 # ------------------------------------------------------------------------------ exact (synthetic)

@@ -112,7 +112,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def build_llama(
-    tokenizer, hidden: int, layers: int, heads: int, max_positions: int, seed: int, init_std: float = 0.02
+    tokenizer,
+    hidden: int,
+    layers: int,
+    heads: int,
+    max_positions: int,
+    seed: int,
+    init_std: float = 0.02,
+    intermediate: int = 0,  # 0: 2 x hidden
 ):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -120,7 +127,7 @@ def build_llama(
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=intermediate or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,

@@ -1,14 +1,9 @@
 """The one checkpoint format: trainable state + optimizer + step + data cursor, committed by a marker.
 
-Layout (docs/checkpoints.md) under `<storage_path>/<run_name>/checkpoints/step-<8 digits>/`:
+Layout under `<storage_path>/<run_name>/checkpoints/step-<8 digits>/`: the files a training run
+writes are the registry in seller_dist.train.checkpoint_state (PARTS; docs/checkpoints.md's table is
+generated from it), plus this module's own:
 
-    model.safetensors            dense trainable weights (SellerModel.trainable_state_dict naming)
-    moe-rank-<e>.safetensors     the experts (and replicated router) of expert-parallel rank e
-    <name>.safetensors+<name>.json   any nested state (optimizer state dicts): tensors + structure
-    data-rank-<r>.json           the data stream cursor of rank r (RankLoader.state_dict())
-    train_state.json             step, epoch, seeds, loss history tail
-    config.yaml, model_meta.json, manifest_sha256, dataset.json
-    <anything>/                  opaque folders (e.g. a DeepSpeed save_checkpoint) are covered too
     _ranks/rank-<r>.json         sha256 of every file rank r uploaded (written after its files)
     COMMITTED                    written LAST by rank 0: sha256 of every file in the checkpoint
 
@@ -28,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -443,9 +439,25 @@ def latest_committed(
     return Checkpoint.open(committed[-1].url, storage_cfg, verify=verify)
 
 
-def prune(root: str, keep: int, storage_cfg: StorageConfig | None = None) -> list[str]:
+def best_checkpoint(root: str, key: str = "valid_loss", storage_cfg: StorageConfig | None = None) -> Any:
+    """The committed checkpoint whose train_state.json has the lowest finite `key` (the earliest
+    on a tie), or None when none records one."""
+    best, best_value = None, math.inf
+    for e in list_checkpoints(root, storage_cfg):
+        if not e.committed:
+            continue
+        value = json.loads(storage.read_bytes(storage.join(e.url, TRAIN_STATE_FILE), storage_cfg)).get(key)
+        if value is not None and math.isfinite(float(value)) and float(value) < best_value:
+            best, best_value = e, float(value)
+    return best
+
+
+def prune(
+    root: str, keep: int, storage_cfg: StorageConfig | None = None, keep_best: str | None = None
+) -> list[str]:
     """Delete all but the newest `keep` committed checkpoints, and uncommitted folders older than
-    the newest committed one (dead partial writes). Newer uncommitted ones may be in progress."""
+    the newest committed one (dead partial writes). Newer uncommitted ones may be in progress.
+    `keep_best="valid_loss"`: also keep the committed checkpoint with the lowest such value."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     entries = list_checkpoints(root, storage_cfg)
@@ -453,7 +465,9 @@ def prune(root: str, keep: int, storage_cfg: StorageConfig | None = None) -> lis
     if not committed:
         return []
     newest = committed[-1].step
-    doomed = [e for e in committed[:-keep]] + [e for e in entries if not e.committed and e.step < newest]
+    best = best_checkpoint(root, keep_best, storage_cfg) if keep_best else None
+    doomed = [e for e in committed[:-keep] if best is None or e.step != best.step]
+    doomed += [e for e in entries if not e.committed and e.step < newest]
     removed = []
     for e in sorted(doomed, key=lambda e: e.step):
         # the marker goes first, so a delete cut off half-way never leaves a "committed" husk

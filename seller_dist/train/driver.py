@@ -11,6 +11,11 @@ RunConfig(name=run_name, storage_path, FailureConfig(max_failures)). Ray's own r
 bookkeeping (the workers find the newest COMMITTED checkpoint themselves), so a restarted driver with
 the same run name, or Ray's restart after a lost worker, continues from the same place.
 
+Console: `seller-dist train` shows the stage lines and rank 0's progress line per logging interval;
+Ray's, DeepSpeed's and the workers' other output goes to `<storage_path>/<run_name>/train.log`
+(`outputs/logs/<run_name>-train.log` here when the storage is an object store); `--verbose` shows it
+on the console instead (seller_dist/cli.py, `quiet_console`).
+
 Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`), else a local Ray on
 127.0.0.1 started here (dashboard off: its job API runs code).
 """
@@ -18,6 +23,7 @@ Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from typing import Any
@@ -99,6 +105,9 @@ def worker_env() -> dict[str, str]:
     keys = ("AWS_ENDPOINT_URL", "WANDB_MODE", "TORCH_EXTENSIONS_DIR", "SELLER_DIST_PID_DIR")
     env = {k: os.environ[k] for k in keys if os.environ.get(k)}
     env.setdefault("OMP_NUM_THREADS", "1")
+    # Ray Train's print patch sends each print() through its logger AND the stream: every worker
+    # line reached the driver twice
+    env.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     return env
 
 
@@ -120,8 +129,18 @@ def absolutize_local_paths(cfg: TrainConfig) -> None:
         cfg.init_from = fix(cfg.init_from)
 
 
-def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
-    """Preflight (raises ConfigError), then fit; returns (preflight result, Ray's Result)."""
+def log_path(cfg: TrainConfig) -> str:
+    """Where a quiet console puts Ray's and DeepSpeed's output: the run folder when it is local."""
+    from seller_dist.cli import local_log_path
+
+    local = storage.protocol_of(cfg.storage_path) == "file"
+    folder = storage.join(cfg.storage_path, cfg.run_name) if local else cfg.storage_path
+    return str(local_log_path(folder, "train.log" if local else f"{cfg.run_name}-train.log"))
+
+
+def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
+    """Preflight (raises ConfigError), then fit; returns (preflight result, Ray's Result). `quiet`:
+    after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`, not the console."""
     absolutize_local_paths(cfg)
     pre = preflight(cfg)
     if pre.resume_from:
@@ -134,8 +153,14 @@ def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
             print(f"[train] {pre.init_summary}", flush=True)
             # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
             cfg.init_from = pre.init_from["source"]
-    init_ray(cfg)
-    result = build_trainer(cfg).fit()
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            from seller_dist.cli import quiet_console, shown_path
+
+            path = stack.enter_context(quiet_console(log_path(cfg)))
+            print(f"[train] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+        init_ray(cfg)
+        result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
     print(
         f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}", flush=True
@@ -147,9 +172,12 @@ def train(cfg: TrainConfig) -> tuple[PreflightResult, Any]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
     add_override_argument(p, "--set max_steps=200 --set data.manifest=s3://b/data")
+    from seller_dist.cli import VERBOSE_HELP
+
+    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
-    train(cfg)
+    train(cfg, quiet=not (getattr(args, "show_all", False) or getattr(args, "verbose", False)))
     return 0

@@ -1,4 +1,9 @@
-"""Training metrics: throughput and MFU accounting, and one logger for stdout, wandb and Ray reports.
+"""Training metrics: throughput and MFU accounting, and one logger for the console, wandb and Ray reports.
+
+Console (rank 0): one progress line per logging interval, `[train] step=100/500 loss=2.345
+valid_loss=2.401 tokens/s=8862 eta=1m20s` (`progress_line`), on stdout, which Ray forwards to the
+driver; the full metrics line (`format_line`: every scalar, expert load per expert) on stderr, which
+the driver's console keeps in the run's log file (seller_dist/cli.py, `quiet_console`).
 
 Cost model (docs/scaling.md, "The terms"): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
 activation gradients 2N; no weight gradients), a token through the trainable modules about 6N
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -103,9 +109,44 @@ def format_line(step: int, metrics: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def format_duration(seconds: float) -> str:
+    """`45s`, `3m20s`, `2h05m`."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def progress_line(
+    step: int, metrics: Mapping[str, Any], max_steps: int | None = None, eta_s: float | None = None
+) -> str:
+    """The console's line for one logging interval: step/max, loss, valid loss (when the metrics
+    have it), tokens/s (job-wide), time left. Keys stay `key=value` so a log can be grepped."""
+    parts = [f"[train] step={step}/{max_steps}" if max_steps else f"[train] step={step}"]
+    for key in ("loss", "valid_loss"):
+        if key in metrics:
+            parts.append(f"{key}={_num(metrics[key])}")
+    if "tokens_per_s" in metrics:
+        parts.append(f"tokens/s={float(metrics['tokens_per_s']):.0f}")
+    if eta_s is not None and max_steps and step < max_steps:
+        parts.append(f"eta={format_duration(eta_s)}")
+    return " ".join(parts)
+
+
 class MetricsLogger:
-    """stdout + wandb on rank 0; the Ray report callback (ray.train.report) on every rank, since Ray
-    Train expects each worker to report. Lists (per-expert load) go to wandb as `key/i` scalars."""
+    """Console + wandb on rank 0; the Ray report callback (ray.train.report) on every rank, since Ray
+    Train expects each worker to report. Lists (per-expert load) go to wandb as `key/i` scalars.
+
+    Rank 0 prints `progress_line` to `stream` (stdout) and the full `format_line` to
+    `detail_stream` (stderr). The ETA is (max_steps - step) x the wall time per step since the
+    previous line (the window's `step_time_s` for the first line); `max_steps` defaults to the
+    config's."""
 
     def __init__(
         self,
@@ -115,9 +156,18 @@ class MetricsLogger:
         rank: int = 0,
         report: Callable[[dict[str, Any]], None] | None = None,
         stream: TextIO | None = None,
+        detail_stream: TextIO | None = None,
+        max_steps: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.cfg, self.rank, self.report = cfg, rank, report
         self.stream = stream or sys.stdout
+        self.detail_stream = detail_stream or sys.stderr
+        if max_steps is None and config is not None and isinstance(config.get("max_steps"), int):
+            max_steps = int(config["max_steps"])
+        self.max_steps = max_steps
+        self.clock = clock
+        self._last: tuple[int, float] | None = None  # (step, time) of the previous line
         self.run = None
         if rank == 0 and cfg.wandb != "disabled":
             import wandb
@@ -155,7 +205,14 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         metrics = dict(metrics)
         if self.rank == 0:
-            print(format_line(step, self.flatten(metrics)), file=self.stream, flush=True)
+            now = self.clock()
+            per_step = metrics.get("step_time_s")
+            if self._last is not None and step > self._last[0]:
+                per_step = (now - self._last[1]) / (step - self._last[0])
+            self._last = (step, now)
+            eta = per_step * (self.max_steps - step) if per_step is not None and self.max_steps else None
+            print(progress_line(step, metrics, self.max_steps, eta), file=self.stream, flush=True)
+            print(format_line(step, self.flatten(metrics)), file=self.detail_stream, flush=True)
             if self.run is not None:
                 self.run.log(self.flatten(metrics), step=step)
         if self.report is not None:

@@ -50,7 +50,7 @@ def test_bench_train_plain_and_deepspeed(tmp_path, tiny_llm_dir, capsys):
         "model.num_layers=1",
         "model.expert_hidden=32",
     ]
-    argv = ["bench", "train", "--modes", "plain,deepspeed", "--workers", "1,2", "--warmup", "1"]
+    argv = ["bench", "train", "--modes", "plain,deepspeed,strategy", "--workers", "1,2", "--warmup", "1"]
     argv += ["--steps", "3", "--peak-tflops", "0.01", "--stream-batches", "3", "--work-dir", str(tmp_path)]
     argv += ["--out", str(out)] + [a for s in sets for a in ("--set", s)]
     assert main(argv) == 0
@@ -63,7 +63,13 @@ def test_bench_train_plain_and_deepspeed(tmp_path, tiny_llm_dir, capsys):
         result["config"]["data"]["batch_size"] == 4 and result["settings"]["peak_tflops_per_worker"] == 0.01
     )
     rows = {(r["mode"], r["workers"]): r for r in result["results"]}
-    assert sorted(rows) == [("deepspeed", 1), ("deepspeed", 2), ("plain", 1)]
+    assert sorted(rows) == [
+        ("deepspeed", 1),
+        ("deepspeed", 2),
+        ("plain", 1),
+        ("strategy", 1),
+        ("strategy", 2),
+    ]
     for (_mode, workers), r in rows.items():
         assert all(k in r for k in FIELDS), [k for k in FIELDS if k not in r]
         assert r["measured_steps"] == 3
@@ -73,6 +79,9 @@ def test_bench_train_plain_and_deepspeed(tmp_path, tiny_llm_dir, capsys):
         assert sum(r["split_s"][p] for p in PARTS[:-1]) <= r["step_time_s"] * (1 + 1e-9)
         assert r["samples_per_s"] == pytest.approx(r["samples"] / r["seconds"])
         assert r["mfu"] > 0 and r["llm_tokens"] > r["samples"]
+    # the strategy alone: the same model, batches already on the device, the loss read at the end only
+    assert rows[("strategy", 1)]["frozen_params"] == rows[("deepspeed", 1)]["frozen_params"]
+    assert rows[("strategy", 1)]["trainable_params"] == rows[("deepspeed", 1)]["trainable_params"]
     # the same model, data and seed: the first step's loss agrees between the modes
     first = rows[("plain", 1)]["first_losses"][0]
     assert rows[("deepspeed", 1)]["first_losses"][0] == pytest.approx(first, rel=1e-5)
@@ -81,5 +90,18 @@ def test_bench_train_plain_and_deepspeed(tmp_path, tiny_llm_dir, capsys):
     assert rows[("deepspeed", 2)]["comm_total_by_kind"]["all_gather"]["bytes"] > 0
     assert "all_gather" not in rows[("plain", 1)]["comm_total_by_kind"]
     ratios = result["ratios"]
-    assert set(ratios) == {"deepspeed_w1_over_plain", "deepspeed_w2_over_plain"}
+    assert set(ratios) == {
+        "deepspeed_w1_over_plain",
+        "deepspeed_w2_over_plain",
+        "loop_over_strategy_throughput_w1",
+        "loop_over_strategy_throughput_w2",
+    }
+    for w in (1, 2):
+        expect = rows[("deepspeed", w)]["samples_per_s"] / rows[("strategy", w)]["samples_per_s"]
+        assert ratios[f"loop_over_strategy_throughput_w{w}"] == pytest.approx(expect) and expect > 0
     assert result["stream"]["records_per_s"] > 0 and result["stream"]["stream_over_training"] > 0
+
+
+def test_bench_train_gpu_mode_needs_a_gpu(capsys):
+    with pytest.raises(SystemExit, match=r"^bench train --gpu: no CUDA device is visible"):
+        main(["bench", "train", "--gpu", "--steps", "1"])

@@ -74,6 +74,15 @@ def test_two_ray_workers_give_the_same_generations_and_numbers_as_one(tmp_path, 
     assert r["run_config"]["trained_on_manifest_sha256"] == r["run_config"]["evaluated_manifest_sha256"]
     assert r["num_examples"] == 24 and "bleu4" in r["text"] and "mrr" in r["retrieval"]["generated"]
     assert "learned" in r["simulator"]
+    # synthetic references are all templated: the real kind is counted (0) and nothing else
+    assert r["references"]["examples"] == {"real": 0, "template": 24}
+    assert r["by_reference"]["real"] == {"num_examples": 0}
+    assert r["by_reference"]["template"]["text"] == r["text"]
+    assert all(json.loads(line)["reference_source"] == "template" for line in gen2.read_text().splitlines())
+    learned = r["simulator"]["learned"]
+    assert learned["informative"] == (
+        learned["holdout_auc"] >= 0.7 and learned["informativeness"]["acceptance_spread"] >= 0.02
+    )
     for name in ("report.json", "report.md", "expert_load.png"):
         assert (two / name).is_file(), name
     saved = json.loads((two / "report.json").read_text())
@@ -88,6 +97,9 @@ def test_cli_eval_of_a_missing_checkpoint_fails_before_ray(tmp_path, capsys):
     missing = str(tmp_path / "runs" / "checkpoints" / "step-00000007")
     code = cli_main(["eval", "--checkpoint", missing, "--data", data, "--out", str(tmp_path / "out")])
     assert code == 2
-    assert f"seller-dist eval: error: eval.checkpoint: checkpoint {missing} does not exist" in capsys.readouterr().err
+    assert (
+        f"seller-dist eval: error: eval.checkpoint: checkpoint {missing} does not exist"
+        in capsys.readouterr().err
+    )
     assert not ray.is_initialized()
     assert not Path(tmp_path / "out").exists()

@@ -1,22 +1,41 @@
-"""Streaming from a real S3 server (moto): the WebDataset opener, shard errors naming s3:// URLs,
-and two real gloo processes each streaming their part of a dataset written to S3."""
+"""Streaming from a real S3 server (moto): shards readable by stock WebDataset from S3, shard errors
+naming s3:// URLs, and two real gloo processes each streaming their part of a dataset written to S3."""
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import math
 import os
 from collections import Counter
+from typing import IO, Any
 
 import pytest
 import torch.multiprocessing as mp
 
 from seller_dist import storage
-from seller_dist.bench.data import free_port
 from seller_dist.data.shards import Manifest, ShardError
 from seller_dist.data.stream import RankLoader, ShardStream
-from seller_dist.data.wds_s3 import register_s3_opener
-from tests.conftest import make_dataset
+from tests.conftest import free_port, make_dataset
+
+
+def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:
+    """A WebDataset gopen handler for s3:// URLs through seller_dist.storage (WebDataset's own pipes
+    to `aws s3 cp`, which needs the AWS CLI and ignores the endpoint)."""
+    if mode == "rb":
+        return io.BytesIO(storage.read_bytes(url))
+    if mode == "wb":
+        return storage.open_url(url, "wb")
+    raise ValueError(f"{url}: mode {mode!r} is not supported by the s3 opener (use 'rb' or 'wb')")
+
+
+def register_s3_opener() -> None:
+    """Make `webdataset.WebDataset("s3://...")` and `gopen("s3://...")` use `gopen_s3`."""
+    # `webdataset.gopen` the attribute is the function; the dispatch table lives in the module
+    schemes = importlib.import_module("webdataset.gopen").gopen_schemes
+    for scheme in ("s3", "s3a"):
+        schemes[scheme] = gopen_s3
 
 
 def test_webdataset_reads_and_writes_s3_through_the_opener(s3_bucket):

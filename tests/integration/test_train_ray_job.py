@@ -183,6 +183,8 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
         down = run(["./launch.sh", "local-cluster", "down"], env)
     assert down.returncode == 0, down.stderr[-2000:]
 
+    # the console a person reads: our lines only, Ray's internals in the run's log file
+    assert "Reporting training result" not in logs and "(RayTrainWorker pid=" not in logs, logs[-3000:]
     # the worker group was restarted and resumed from a committed checkpoint
     resumed = [int(s) for s in re.findall(r"resumed from \S+/step-(\d{8})", logs)]
     assert resumed and resumed[0] >= 3, logs[-5000:]

@@ -67,12 +67,28 @@ def test_resume_from_committed_checkpoint_continues_exactly(small_data, tiny_llm
     assert not any(k.startswith("llm.") for k in dense)
 
 
-def test_nan_on_one_rank_stops_every_rank(small_data, tiny_llm_dir, tmp_path):
-    overrides = small_overrides(small_data, tiny_llm_dir, str(tmp_path / "runs"))
-    errs = spawn_workers(overrides + ["max_steps=2"], tmp_path / "nan", poison=(1, 2))
+def test_nan_on_one_rank_stops_every_rank_before_any_weight_moves(small_data, tiny_llm_dir, tmp_path):
+    """NaN inputs on rank 1 at step 2: both ranks raise the same error at the step's one exchange,
+    after backward and before the optimizer step, so the weights are still those of step 1."""
+    runs = tmp_path / "runs"
+    overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + ["max_steps=2", "checkpoint.every_steps=1"]
+    errs = spawn_workers(overrides, tmp_path / "nan", poison=(1, 2))
     assert len(errs) == 2 and all(isinstance(e, str) for e in errs), errs
     for e in errs:
         assert e.startswith("NonFiniteError: non-finite loss at step 2 on rank 1: nan"), e[:300]
-    # nothing was checkpointed after the poisoned step
-    root = ck.checkpoints_root(str(tmp_path / "runs"), "test-run")
-    assert [e.step for e in ck.list_checkpoints(root)] == []
+    # the step-1 checkpoint is the last one, and every rank's weights still equal it
+    root = ck.checkpoints_root(str(runs), "test-run")
+    assert [e.step for e in ck.list_checkpoints(root)] == [1]
+    step1 = ck.Checkpoint.open(ck.list_checkpoints(root)[0].url)
+    saved = dict(step1.load_tensors(ck.DENSE_FILE))
+    # the experts of each expert-parallel rank, stacked in rank order; the router is replicated
+    parts = [step1.load_tensors(ck.moe_file(e)) for e in range(len(step1.names("moe-rank-")))]
+    for k, v in parts[0].items():
+        full = torch.cat([p[k] for p in parts]) if k in ("w1", "b1", "w2", "b2") else v
+        saved[f"moe.{k}"] = full
+    for rank in (0, 1):
+        now = torch.load(tmp_path / "nan" / f"rank{rank}.stopped.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in now.values())
+        assert now.keys() == saved.keys()
+        for k, v in now.items():
+            assert torch.equal(v, saved[k]), k

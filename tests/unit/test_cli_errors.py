@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.report import TooManyBadRecords
 from data_prep.safe_pickle import UnreadablePickleError, UnsafePickleError
 from data_prep.sources import SourceConfigError, get_source
 from seller_dist import cli
 from seller_dist.config_loader import ConfigError
+from seller_dist.data.bad_records import TooManyBadRecords
 from seller_dist.errors import UserError, one_line_message, user_error_of
 from tests.conftest import make_dataset
 from tests.unit.test_source_xrec import RunsCode, write_xrec_dir
@@ -306,7 +306,7 @@ def test_error_classes_are_user_errors_and_keep_their_old_base():
 
 
 def test_source_constructor_errors_are_source_config_errors():
-    from data_prep.report import BadRecordReport
+    from seller_dist.data.bad_records import BadRecordReport
 
     with pytest.raises(ValueError, match="yelp: inputs.review is required") as e:
         get_source("yelp", {}, {}, BadRecordReport())

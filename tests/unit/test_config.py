@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seller_dist.config import PrepConfig, StreamConfig
+from seller_dist.config import PrepConfig, StreamConfig, TrainConfig
 from seller_dist.config_loader import ConfigError, dump_yaml, from_dict, load_config
 
 
@@ -61,3 +61,144 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         from_dict(PrepConfig, {}, ["max_history"])
     with pytest.raises(ConfigError, match=r"config file .*nope.yaml does not exist"):
         load_config(PrepConfig, tmp_path / "nope.yaml")
+
+
+# ------------------------------------------------------------ llm_layout node/hpz, deepcompile
+def _train(*overrides: str):
+    from seller_dist.config import TrainConfig
+
+    return from_dict(TrainConfig, {}, list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["llm_layout=node", "llm_shard_size=3", "workers.num_workers=4"],
+            "llm_shard_size=3 does not divide workers.num_workers=4: set it to the GPUs per node",
+        ),
+        (["llm_layout=zero3", "llm_shard_size=2"], "llm_shard_size=2 only applies to llm_layout node or hpz"),
+        (["llm_layout=node", "llm_shard_size=-1"], "llm_shard_size must be >= 0"),
+        (["llm_layout=hpz", "zero_offload_params=true"], "zero_offload_params=true is only supported with"),
+        (["deepcompile=true"], "deepcompile=true needs workers.use_gpu=true: DeepCompile is CUDA-only"),
+        (
+            ["deepcompile=true", "workers.use_gpu=true", "llm_layout=replicated"],
+            "deepcompile=true needs llm_layout=zero3 (got replicated)",
+        ),
+        (
+            ["deepcompile=true", "workers.use_gpu=true", "llm_layout=node"],
+            "deepcompile=true needs llm_layout=zero3",
+        ),
+    ],
+)
+def test_llm_layout_and_deepcompile_refusals_are_one_line(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        _train(*overrides).validate()
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_deepcompile_refused_with_an_old_deepspeed(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.16.5" if n == "deepspeed" else real(n))
+    with pytest.raises(
+        ConfigError, match=r"^deepcompile=true needs DeepSpeed >= 0.16.6, this environment has 0.16.5$"
+    ):
+        _train("deepcompile=true", "workers.use_gpu=true").validate()
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.19.8" if n == "deepspeed" else real(n))
+    _train("deepcompile=true", "workers.use_gpu=true").validate()
+
+
+def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch):
+    from seller_dist.train.strategy import DEEPCOMPILE_MIN_DEEPSPEED, ds_config_file, ds_config_for
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    node = _train("llm_layout=node", "llm_shard_size=2", "workers.num_workers=4", "data.batch_size=3")
+    node.validate()
+    ds = ds_config_for(node, use_gpu=False)
+    assert ds["seller_dist"] == {"llm_layout": "node", "llm_shard_size": 2}
+    assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_clipping"] == 0.0
+    assert "zero_hpz_partition_size" not in ds["zero_optimization"]
+    # the JSON file is the one source: every bucket/persistence setting comes through
+    for k, v in ds_config_file("zero3_cpu.json")["zero_optimization"].items():
+        assert ds["zero_optimization"][k] == v, k
+    hpz = ds_config_for(_train("llm_layout=hpz", "llm_shard_size=2", "workers.num_workers=4"), use_gpu=True)
+    assert hpz["zero_optimization"]["zero_hpz_partition_size"] == 2 and hpz["bf16"] == {"enabled": True}
+    assert (
+        hpz["zero_optimization"]["sub_group_size"]
+        == ds_config_file("zero3_gpu.json")["zero_optimization"]["sub_group_size"]
+    )
+    # llm_shard_size 0: the GPUs per node from the environment; one that does not divide is refused
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match=r"^llm_shard_size=3 does not divide the 4 workers"):
+        ds_config_for(_train("llm_layout=node", "workers.num_workers=4"), use_gpu=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    ds = ds_config_for(_train("llm_layout=node", "workers.num_workers=4"), use_gpu=False)
+    assert ds["seller_dist"]["llm_shard_size"] == 2
+    assert DEEPCOMPILE_MIN_DEEPSPEED == (0, 16, 6)
+
+
+def test_ds_config_for_matches_the_json_files_and_refuses_deepcompile_on_cpu():
+    from seller_dist.train.strategy import DeepSpeedStrategy, ds_config_file, ds_config_for, zero3_config
+
+    cpu = ds_config_for(_train("data.batch_size=5", "optim.grad_accum=2"), use_gpu=False)
+    want = ds_config_file("zero3_cpu.json")
+    want.pop("fp16")
+    want.update(train_micro_batch_size_per_gpu=5, gradient_accumulation_steps=2, gradient_clipping=0.0)
+    assert cpu == want  # bf16 off on CPU, as in the file
+    gpu = _train("zero_offload_params=true", "workers.use_gpu=true")
+    assert ds_config_for(gpu, use_gpu=True)["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    # zero3_config (tests, benchmarks) is the same file
+    assert zero3_config(5, 2, use_gpu=False) == cpu
+    with pytest.raises(ConfigError, match=r"^deepcompile=true needs CUDA GPUs"):
+        zero3_config(4, use_gpu=False, deepcompile=True)
+    with pytest.raises(ConfigError, match=r"^deepcompile=true needs llm_layout=zero3 \(got replicated\)"):
+        DeepSpeedStrategy({"compile": {"deepcompile": True}, "zero_optimization": {"stage": 3}}, "replicated")
+
+
+def test_ds_configs_ship_inside_the_package():
+    from pathlib import Path
+
+    import seller_dist.train.strategy as strategy
+
+    names = sorted(p.name for p in strategy.DS_CONFIG_DIR.glob("*.json"))
+    assert names == ["zero3_cpu.json", "zero3_gpu.json", "zero3_offload.json"]
+    assert strategy.DS_CONFIG_DIR.is_relative_to(Path(strategy.__file__).parent)
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"train/ds_configs/*.json"' in text
+
+
+def test_float_keys_take_exponent_notation_without_a_dot():
+    """YAML 1.1 reads `1e-5` as a string; a float key still gets the number, and text stays an error."""
+    from seller_dist.train.driver import default_config_path
+
+    cfg = load_config(TrainConfig, default_config_path(), ["optim.lr=1e-5", "optim.eps=2E-8"])
+    assert (cfg.optim.lr, cfg.optim.eps) == (1e-5, 2e-8)
+    with pytest.raises(ConfigError, match=r"^optim.lr: expected a number, got 'fast'$"):
+        load_config(TrainConfig, default_config_path(), ["optim.lr=fast"])
+
+
+def test_deepspeed_key_sets_deepspeed_settings_and_refuses_what_the_train_config_owns():
+    from seller_dist.train.driver import default_config_path
+    from seller_dist.train.strategy import ds_config_for
+
+    base = ds_config_for(load_config(TrainConfig, default_config_path(), []), use_gpu=False)
+    nested = load_config(
+        TrainConfig, default_config_path(), ["deepspeed.zero_optimization.reduce_bucket_size=1000"]
+    )
+    dotted = load_config(
+        TrainConfig, default_config_path(), ['deepspeed={"zero_optimization.reduce_bucket_size": 1000}']
+    )
+    for cfg in (nested, dotted):  # one key changes, the rest of the section stays the file's
+        ds = ds_config_for(cfg, use_gpu=False)
+        assert ds["zero_optimization"] == {**base["zero_optimization"], "reduce_bucket_size": 1000}
+    for key, owner in (("bf16.enabled=true", "precision"), ("gradient_accumulation_steps=4", "optim.grad_accum"),
+                       ("zero_optimization.stage=2", "llm_layout")):  # fmt: skip
+        with pytest.raises(
+            ConfigError,
+            match=rf"^deepspeed\.{key.split('=')[0]} is set by the train config: use {owner} instead$",
+        ):
+            load_config(TrainConfig, default_config_path(), [f"deepspeed.{key}"])

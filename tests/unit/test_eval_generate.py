@@ -67,6 +67,26 @@ def test_generations_do_not_depend_on_how_the_plan_is_split(eval_setup, do_sampl
     assert 0 < len(first.supporting_events) <= gen.supporting_events
 
 
+def test_static_decode_gives_the_eval_job_the_same_generations(eval_setup):
+    """eval.generation.decode=static (+ compile, traced by dynamo without inductor here): the same
+    generations file lines as the default decoding, the last short batch padded to batch_size rows."""
+    torch.set_num_threads(1)
+    trained = load_trained(eval_setup["ckpt"])
+    lines = {}
+    for decode, compiled in (("dynamic", False), ("static", False), ("static", True)):
+        gen = GenerationOptions(batch_size=4, max_new_tokens=8, decode=decode, compile=compiled)
+        g = ExplanationGenerator(trained, eval_setup["data"], "seller", gen)
+        if compiled:
+            g.decoder.backend, g.decoder.fullgraph = "eager", True
+        part = g.run("test", plan_batches(g.manifest, "test", gen.batch_size, limit=10))
+        lines[(decode, compiled)] = [x.to_json() for x in part.generations]
+        if decode == "static":
+            assert g.decoder.compile_failed is None
+            assert g.decoder._cache_key[0] == (4 if compiled else 2)  # limit 10: batches of 4, 4, 2
+    assert len(lines[("dynamic", False)]) == 10
+    assert lines[("static", False)] == lines[("dynamic", False)] == lines[("static", True)]
+
+
 def test_supporting_events_are_the_most_attended_real_events():
     hist = [
         HistoryEvent(item_id=f"i{k}", item_idx=k + 1, timestamp=k, action="view", title=f"T{k}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.report import BadRecordReport, TooManyBadRecords
+from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
 from seller_dist.eval.generations import Generation, SupportingEvent, read_generations, write_generations
 
 

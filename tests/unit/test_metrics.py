@@ -11,7 +11,13 @@ import pytest
 
 from seller_dist.config import LoggingConfig
 from seller_dist.redact import REDACTED
-from seller_dist.train.metrics import MetricsLogger, ThroughputMeter, flops_per_step
+from seller_dist.train.metrics import (
+    MetricsLogger,
+    ThroughputMeter,
+    flops_per_step,
+    format_duration,
+    progress_line,
+)
 
 
 def test_flops_follow_4n_frozen_6n_trainable():
@@ -39,17 +45,53 @@ def test_throughput_window_rates_and_mfu():
 
 def test_logger_stdout_and_ray_report_on_every_rank():
     reports: list[dict] = []
-    out0, out1 = io.StringIO(), io.StringIO()
+    out0, out1, detail0, detail1 = io.StringIO(), io.StringIO(), io.StringIO(), io.StringIO()
     cfg = LoggingConfig(wandb="disabled")
-    r0 = MetricsLogger(cfg, "run", rank=0, report=reports.append, stream=out0)
-    r1 = MetricsLogger(cfg, "run", rank=1, report=reports.append, stream=out1)
+    r0 = MetricsLogger(cfg, "run", rank=0, report=reports.append, stream=out0, detail_stream=detail0)
+    r1 = MetricsLogger(cfg, "run", rank=1, report=reports.append, stream=out1, detail_stream=detail1)
     r0.log(5, {"loss": 1.23456, "expert_load": [0.5, 0.25], "mfu": 0.01})
     r1.log(5, {"loss": 1.5})
-    assert out0.getvalue() == "step=5 expert_load/0=0.5 expert_load/1=0.25 loss=1.235 mfu=0.01\n"
-    assert out1.getvalue() == ""  # only rank 0 prints
+    assert out0.getvalue() == "[train] step=5 loss=1.235\n"  # the console's line
+    # every scalar, for the log file
+    assert detail0.getvalue() == "step=5 expert_load/0=0.5 expert_load/1=0.25 loss=1.235 mfu=0.01\n"
+    assert out1.getvalue() == detail1.getvalue() == ""  # only rank 0 prints
     assert reports == [
         {"step": 5, "loss": 1.23456, "expert_load": [0.5, 0.25], "mfu": 0.01},
         {"step": 5, "loss": 1.5},
+    ]
+
+
+def test_progress_line_step_of_max_losses_throughput_and_eta():
+    """One line per logging interval: step/max, loss, valid loss when the loop gives one, job-wide
+    tokens/s, time left from the wall time between lines (the window's step time for the first)."""
+    now = [100.0]
+    out = io.StringIO()
+    logger = MetricsLogger(
+        LoggingConfig(wandb="disabled"),
+        "run",
+        config={"max_steps": 500},  # max_steps comes from the run's config
+        stream=out,
+        detail_stream=io.StringIO(),
+        clock=lambda: now[0],
+    )
+    base = {"loss": 2.34567, "aux_loss": 1.1, "lr": 0.003, "tokens_per_s": 8862.4, "step_time_s": 0.5}
+    logger.log(100, base)
+    now[0] += 120.0  # 100 steps in 2 minutes (checkpoints included): 1.2 s per step
+    logger.log(200, {**base, "valid_loss": 2.5})
+    logger.log(500, base)
+    assert out.getvalue().splitlines() == [
+        "[train] step=100/500 loss=2.346 tokens/s=8862 eta=3m20s",  # 400 x 0.5 s
+        "[train] step=200/500 loss=2.346 valid_loss=2.5 tokens/s=8862 eta=6m00s",  # 300 x 1.2 s
+        "[train] step=500/500 loss=2.346 tokens/s=8862",  # done: no time left to show
+    ]
+    assert progress_line(3, {"loss": float("nan")}) == "[train] step=3 loss=nan"
+    assert [format_duration(s) for s in (0, 44.6, 60, 3599, 3600, 7530)] == [
+        "0s",
+        "45s",
+        "1m00s",
+        "59m59s",
+        "1h00m",
+        "2h05m",
     ]
 
 

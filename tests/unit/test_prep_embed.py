@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import data_prep.pipeline as pipeline
-from data_prep.embed import npy_bytes, npy_load
 from seller_dist.config import PrepConfig
 from seller_dist.config_loader import from_dict
 from seller_dist.data import shards
 from seller_dist.data.catalog import ItemCatalog
+from seller_dist.data.sentence_embeddings import npy_bytes, npy_load
 
 
 def test_npy_round_trip_is_float32_without_pickle():
@@ -48,8 +48,8 @@ def test_prep_embeds_item_text(tmp_path):
 
 
 def test_special_token_text_is_read_as_text_by_the_sentence_encoder():
-    """"[SEP]" in a review is text: only the encoder's own [CLS] ... [SEP] frame is special."""
-    from data_prep.embed import load_encoder
+    """ "[SEP]" in a review is text: only the encoder's own [CLS] ... [SEP] frame is special."""
+    from seller_dist.data.sentence_embeddings import load_encoder
 
     tok = load_encoder().tokenizer
     ids = tok("great [SEP] shoes [CLS] [MASK]")["input_ids"]

@@ -13,8 +13,8 @@ from data_prep.examples import (
     encode_record,
     split_for,
 )
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
+from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 
 ITEMS = [

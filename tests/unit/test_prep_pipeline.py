@@ -12,13 +12,13 @@ import pytest
 
 import data_prep.pipeline as pipeline
 from data_prep.examples import Catalog, cut_user_examples
-from data_prep.report import BadRecordReport, TooManyBadRecords
 from data_prep.sources.base import RawEvent, RawItem, Source
 from data_prep.sources.synthetic import SyntheticSource
 from seller_dist import cli
 from seller_dist.config import PrepConfig
 from seller_dist.config_loader import ConfigError, from_dict, load_config
 from seller_dist.data import shards
+from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
 from seller_dist.data.inspect import summarize
 from seller_dist.data.schema import SPLITS, ExampleRecord
 
@@ -87,6 +87,7 @@ def test_round_trip_records_and_checksums(tmp_path):
     summary = summarize(root)
     assert {s: summary["splits"][s]["records"] for s in SPLITS} == {s: len(expected[s]) for s in SPLITS}
     assert summary["items"]["records"] == 40
+    assert summary["split"]["mode"] == manifest["prep"]["split"] == "time"
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path):
@@ -238,7 +239,7 @@ def test_cli_prep_config_errors_and_success(tmp_path, capsys):
     assert f"seller-dist prep: error: output {tmp_path / 'ds'} already holds a prepared dataset" in err
     assert cli.main(["inspect", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
-    assert "train:" in out and "sample record" in out
+    assert "train:" in out and "sample record" in out and "  split: time" in out
     assert cli.main(["inspect", str(tmp_path / "nothing")]) == 1
     assert "no manifest at" in capsys.readouterr().err
     shard = tmp_path / "ds" / "valid" / "shard-000000.tar"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.amazon2023 import (
     Amazon2023Source,
     parse_meta_line,
@@ -19,6 +18,7 @@ from data_prep.sources.amazon2023 import (
 )
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import BadField
+from seller_dist.data.bad_records import BadRecordReport
 from tests.source_roundtrip import prep_round_trip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "amazon2023"

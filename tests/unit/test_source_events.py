@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.events import EventsSource, parse_time
 from data_prep.sources.records import BadField
+from seller_dist.data.bad_records import BadRecordReport
 from tests.source_roundtrip import prep_round_trip
 
 COLUMNS = {

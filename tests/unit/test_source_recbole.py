@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.recbole import AtomicFileError, RecBoleSource, fetch_movielens_100k
+from seller_dist.data.bad_records import BadRecordReport
 from tests.source_roundtrip import prep_round_trip
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "recbole"  # gitignored; downloaded once

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.report import BadRecordReport
 from data_prep.sources.amazon2023 import Amazon2023Source
 from data_prep.sources.events import EventsSource
 from seller_dist import storage
+from seller_dist.data.bad_records import BadRecordReport
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "amazon2023"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_prep.report import BadRecordReport
 from data_prep.safe_pickle import UnsafePickleError, load_dataframe, loads_dataframe
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.xrec import XRecSource
+from seller_dist.data.bad_records import BadRecordReport
 from tests.source_roundtrip import prep_round_trip
 
 COLUMNS = ["uid", "iid", "title", "user_summary", "item_summary", "explanation"]
@@ -71,15 +71,15 @@ def test_xrec_events_items_and_explanations(tmp_path):
         RawItem("11", "Tea House", {}, "A tea room."),
         RawItem("99", "Ghost", {}, "?"),
     ]
-    # no Time column: the row number across trn, val, tst is the timestamp
+    # no Time column: the row number across trn, val, tst is the timestamp; the pkl file is the split
     assert events == [
         RawEvent("0", "10", 1, "review"),
         RawEvent("1", "10", 2, "review"),
         RawEvent("0", "11", 3, "review"),
         RawEvent("1", "12", 4, "review"),
-        RawEvent("0", "12", 5, "review", text="Fresh bread near your office."),
-        RawEvent("0", "13", 7, "review", text="You would enjoy its pour-over coffee."),
-        RawEvent("1", "11", 8, "review", text="Its quiet room suits your reading habit."),
+        RawEvent("0", "12", 5, "review", text="Fresh bread near your office.", split="train"),
+        RawEvent("0", "13", 7, "review", text="You would enjoy its pour-over coffee.", split="test"),
+        RawEvent("1", "11", 8, "review", text="Its quiet room suits your reading habit.", split="test"),
     ]
     assert dict(report.bad) == {
         "explanation: empty": 1,

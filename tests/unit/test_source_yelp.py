@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from data_prep.pipeline import run_prep
-from data_prep.report import BadRecordReport, TooManyBadRecords
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import BadField
 from data_prep.sources.yelp import YelpSource, parse_attributes, parse_date, parse_literal
 from seller_dist.config import PrepConfig
+from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
 from tests.source_roundtrip import prep_round_trip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "yelp"

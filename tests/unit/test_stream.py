@@ -327,14 +327,14 @@ def test_transient_read_errors_are_retried(tmp_path):
 
 
 def test_a_rank_fetches_only_the_shards_its_range_overlaps(tmp_path, monkeypatch):
-    from seller_dist.data import wds_s3
+    from seller_dist import storage
 
     root = str(tmp_path / "ds")
     make_dataset(root, 80, 8)  # 10 records per shard
-    real_read = wds_s3.read_bytes
+    real_read = storage.read_bytes_reusing_client
     fetched: list[str] = []
     monkeypatch.setattr(
-        wds_s3, "read_bytes", lambda url, cfg=None: fetched.append(url) or real_read(url, cfg)
+        storage, "read_bytes_reusing_client", lambda url, cfg=None: fetched.append(url) or real_read(url, cfg)
     )
     for rank in range(4):
         fetched.clear()

@@ -8,13 +8,10 @@ import tracemalloc
 import pytest
 
 from data_prep.examples import Catalog, CutParams, cut_user_examples
-from data_prep.report import BadRecordReport
-from data_prep.sources.synthetic import (
-    SyntheticSource,
-    most_recent_related,
-    order_dependent_explanation,
-)
+from data_prep.sources.synthetic import SyntheticSource
 from seller_dist.config_loader import ConfigError
+from seller_dist.data.bad_records import BadRecordReport
+from seller_dist.data.synthetic_reference import most_recent_related, order_dependent_explanation
 
 
 def make_source(**opts) -> SyntheticSource:

@@ -1,6 +1,8 @@
 """Bad-input accounting: every rejected input record is counted by reason and sampled.
 
-A prep run fails (before publishing anything) when bad / seen exceeds `max_error_rate`.
+Shared by prep (input records of a source: a prep run fails before publishing anything when
+bad / seen exceeds `max_error_rate`) and evaluation (lines of a generations file, which fail the
+scoring the same way), so it lives here and `data_prep` imports it (tests/unit/test_boundaries.py).
 """
 
 from __future__ import annotations

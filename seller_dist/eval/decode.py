@@ -1,0 +1,223 @@
+"""Eval-time decoding with a preallocated KV cache and an optionally compiled one-token step.
+
+`FrozenLLM.generate` (the default, `eval.generation.decode: dynamic`) grows a DynamicCache by one
+column per step: every step allocates, concatenates and launches each layer's kernels from Python.
+On a GPU a decode step of a large LLM is then bound by kernel launches, not by reading the weights
+(BENCHMARKS.md, "Eval generation on a GPU"). `StaticDecoder` (`decode: static`) keeps the same
+contract and the same tokens, but
+
+- preallocates one `transformers.StaticCache` per (rows, cache length) and reuses it across batches
+  (reset in place: the tensors keep their addresses, which CUDA graphs need);
+- runs the prompt (prefill) eagerly with logits for the last position only (`logits_to_keep=1`:
+  no [B, T, vocab] tensor);
+- runs each new token through one step function with fixed shapes: input ids [B, 1], position ids
+  [B, 1] and a 2-D attention mask over the whole cache [B, L] that is built once per batch (prompt
+  padding 0, every later slot 1: slots not written yet are hidden by the causal mask, which follows
+  the cache's own write position);
+- with `compile=True` that step goes through `torch.compile` (`mode="reduce-overhead"` on CUDA:
+  CUDA graphs, one replay per token). Batches smaller than `pad_rows_to` are padded with copies of
+  their last row and the cache length only grows (rounded up to `cache_multiple`), so one compiled
+  graph serves the whole split;
+- stops when every real row has produced any of the LLM's eos ids (checked every `check_every`
+  steps, a host sync each; columns after the step where all rows finished are cut, so the result
+  is the same whatever `check_every` is).
+
+Positions come from the attention mask (cumsum - 1), as in FrozenLLM, so left padding gives the
+positions Hugging Face `generate(inputs_embeds=..., attention_mask=...)` gives, and greedy output is
+token-identical to it (tests/unit/test_eval_decode.py, on tiny llama / qwen2 / qwen3 / mistral /
+gemma2 / gemma3 models with left padding, sliding windows, soft-capping and early eos).
+Sampling (`do_sample`) draws exactly as FrozenLLM does (same `generator` calls on the real rows).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from seller_dist.model.llm import FrozenLLM, GenerationConfig
+
+__all__ = ["StaticDecoder"]
+
+log = logging.getLogger(__name__)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class StaticDecoder:
+    """Decodes for one FrozenLLM; `generate` has FrozenLLM.generate's signature and result."""
+
+    def __init__(
+        self,
+        llm: FrozenLLM,
+        compile: bool = False,
+        mode: str | None = None,
+        backend: str = "inductor",
+        fullgraph: bool = False,
+        pad_rows_to: int = 0,
+        cache_multiple: int = 64,
+        check_every: int | None = None,
+    ):
+        self.llm = llm
+        self.model = llm.model
+        self.compile, self.mode, self.backend, self.fullgraph = compile, mode, backend, fullgraph
+        self.pad_rows_to = pad_rows_to
+        self.cache_multiple = max(1, cache_multiple)
+        self.check_every = check_every
+        self.cache: Any = None
+        self._cache_key: tuple[int, int, torch.dtype, torch.device] | None = None
+        self._compiled: Any = None
+        self.compile_failed: str | None = None  # why compile was turned off (a fallback, logged)
+        self._compiled_ok = False  # the compiled step has run once
+
+    # ------------------------------------------------------------------ cache
+    def _get_cache(self, rows: int, length: int, dtype: torch.dtype, device: torch.device) -> Any:
+        """A StaticCache of `rows` x at least `length` slots: the current one (reset) when it fits,
+        else a new one; lengths only grow, so a split of varying prompt lengths compiles few graphs."""
+        from transformers import StaticCache
+
+        key = self._cache_key
+        if key is not None and key[0] == rows and key[1] >= length and key[2:] == (dtype, device):
+            self.cache.reset()
+            return self.cache
+        if key is not None and key[0] == rows:
+            length = max(length, key[1])
+        length = _round_up(length, self.cache_multiple)
+        self.cache = None  # free the old tensors before allocating the new ones
+        self.cache = StaticCache(config=self.model.config, max_cache_len=length)
+        self._cache_key = (rows, length, dtype, device)
+        self._compiled_ok = False  # a new cache means a recompile: guarded like the first one
+        return self.cache
+
+    # ------------------------------------------------------------------ step
+    def _forward_step(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1].float()
+
+    def _step_fn(self, device: torch.device) -> Any:
+        if not self.compile or self.compile_failed:
+            return self._forward_step
+        if self._compiled is None:
+            mode = self.mode
+            if mode is None and self.backend == "inductor":
+                mode = "reduce-overhead" if device.type == "cuda" else "default"
+            kwargs: dict[str, Any] = {"backend": self.backend, "fullgraph": self.fullgraph}
+            if mode is not None:
+                kwargs["mode"] = mode
+            self._compiled = torch.compile(self._forward_step, **kwargs)
+        return self._compiled
+
+    def _run_step(self, fn: Any, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if fn is self._forward_step:
+            return fn(ids, pos, mask)
+        if ids.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
+        return fn(ids, pos, mask)
+
+    # ------------------------------------------------------------------ generate
+    @torch.no_grad()
+    def generate(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gen: GenerationConfig,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue LEFT-padded prompts given as embeddings [B, T, H] with mask [B, T]. Returns new
+        token ids [B, <=max_new_tokens] (pad after a row's eos), as FrozenLLM.generate."""
+        b, t = attention_mask.shape
+        device = embeds.device
+        n_new = int(gen.max_new_tokens)
+        if n_new <= 0 or b == 0:
+            return torch.zeros((b, 0), dtype=torch.long, device=device)
+        rows = max(b, self.pad_rows_to)
+        mask = attention_mask.long()
+        if rows > b:  # copies of the last row: one compiled shape for every batch of the split
+            extra = rows - b
+            embeds = torch.cat([embeds, embeds[-1:].expand(extra, -1, -1)])
+            mask = torch.cat([mask, mask[-1:].expand(extra, -1)])
+        pos = self.llm.positions(mask)
+        cache = self._get_cache(rows, t + n_new, embeds.dtype, device)
+        length = self._cache_key[1]
+        full = torch.ones((rows, length), dtype=torch.long, device=device)
+        full[:, :t] = mask
+        kwargs = {"logits_to_keep": 1} if self.llm._keeps_logits else {}
+        out = self.model(
+            inputs_embeds=embeds,
+            attention_mask=full,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        logits = out.logits[:, -1].float()
+        del out
+        eos = torch.tensor(self.llm.eos_ids or (-1,), dtype=torch.long, device=device)
+        pad = torch.full((rows,), self.llm.pad_id, dtype=torch.long, device=device)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        tokens = torch.empty((rows, n_new), dtype=torch.long, device=device)
+        last_pos = pos[:, -1:]
+        every = self.check_every or (4 if device.type == "cuda" else 1)
+        step_fn = self._step_fn(device)
+        steps = 0
+        for step in range(n_new):
+            nxt = FrozenLLM._pick(logits[:b], gen, generator)
+            if rows > b:
+                nxt = torch.cat([nxt, nxt[-1:].expand(rows - b)])
+            nxt = torch.where(done, pad, nxt)
+            tokens[:, step] = nxt
+            done = done | torch.isin(nxt, eos)
+            steps = step + 1
+            if steps == n_new:
+                break
+            if not gen.sync_ranks and steps % every == 0 and bool(done[:b].all()):
+                break
+            last_pos = last_pos + 1
+            ids = nxt[:, None]
+            if step_fn is self._forward_step or self._compiled_ok:
+                logits = self._run_step(step_fn, ids, last_pos, full)
+                continue
+            saved = self._cache_lengths()
+            try:  # the first compiled step: a compile this stack cannot do falls back, logged
+                logits = self._run_step(step_fn, ids, last_pos, full)
+                self._compiled_ok = True
+            except Exception as e:
+                self._fallback(e, saved)
+                step_fn = self._forward_step
+                logits = self._forward_step(ids, last_pos, full)
+        out_tokens = tokens[:b, :steps]
+        finished = (
+            torch.isin(out_tokens, eos).cummax(dim=1).values.all(dim=0)
+            if out_tokens.shape[1]
+            else out_tokens.new_zeros(0, dtype=torch.bool)
+        )
+        if not gen.sync_ranks and bool(finished.any()):
+            out_tokens = out_tokens[:, : int(finished.nonzero()[0]) + 1]
+        return out_tokens
+
+    def _cache_lengths(self) -> list[tuple[Any, int | None]]:
+        return [
+            (layer.cumulative_length.clone(), getattr(layer, "cumulative_length_int", None))
+            for layer in self.cache.layers
+        ]
+
+    def _fallback(self, e: Exception, saved: list[tuple[Any, int | None]]) -> None:
+        """The first compiled step failed (a compile this stack cannot do): put the cache's write
+        positions back (the step writes its slot before reading it, so the eager rerun overwrites
+        anything half written) and decode without compile from here on (logged, and kept in
+        `compile_failed` for the benchmark's JSON)."""
+        for layer, (length, length_int) in zip(self.cache.layers, saved, strict=True):
+            layer.cumulative_length.copy_(length)
+            if length_int is not None:
+                layer.cumulative_length_int = length_int
+        self.compile_failed = f"{type(e).__name__}: {e}"[:500]
+        log.warning("decode: compiled step failed, decoding without compile: %s", self.compile_failed)

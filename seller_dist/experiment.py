@@ -1,0 +1,709 @@
+"""`seller-dist experiment`: the results table in one command.
+
+    seller-dist experiment --config configs/experiments/synthetic.yaml [--set key=value ...]
+        [--systems seller,bag] [--seeds 0,1] [--table-only]
+
+One prepared dataset, one frozen LLM, a grid of systems x seeds, the same budget for each:
+
+1. data: `data` (a prepared dataset root) is used as it is when it holds a manifest; otherwise it is
+   prepared there (default `<out>/data`) from `prep_config` + `prep`, as `seller-dist prep` would
+   (no `prep_config`: the packaged synthetic prep config for the synthetic source, PrepConfig's
+   defaults for any other source).
+2. LLM: `llm.path`, or a small LLM bootstrapped on the dataset's text under `<out>/llm` (the demo's
+   recipe; `llm.per_seed: true` bootstraps one per seed, `<out>/llm-seed<S>`).
+3. Every (system, seed) cell, seed after seed so that a cut-off grid already holds whole seeds: a
+   system is a set of TrainConfig overrides over `train_config` + `train`. A trained system runs
+   `seller-dist train`'s job (Ray Train, DeepSpeed ZeRO-3; run `<system>-seed<S>` under
+   `<out>/runs`) with `seed` and `data.seed` = S and `max_steps` = `budget.max_steps`; a system with
+   `model.adapter: none` is not trained (zero-shot: the frozen LLM with the text prompt). Then the
+   eval job scores it on the first `budget.eval_examples` test examples (the same ones for every
+   cell) into `<out>/cells/<system>/seed-<S>/eval`, and `<out>/cells/<system>/seed-<S>/result.json`
+   records every flat metric (seller_dist.eval.report.flat_metrics), the step, and the train and
+   eval wall times.
+4. `<out>/results.json` and `<out>/results.md`: per system and metric the mean and the sample
+   standard deviation (n - 1) of the per-seed means, the per-seed rows, and the wall times.
+
+Resumable: a cell whose result.json exists is not run again (a cell made with another config is an
+error naming it: use a new `out` or delete that cell); a trained cell whose training finished but
+whose eval did not is only evaluated. A system that is not trained, with one LLM for every seed and
+greedy decoding, gives the same numbers for every seed: it is evaluated once and its result is
+recorded for each seed (`reused_from`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
+from seller_dist.config_loader import ConfigError, add_override_argument, load_config, to_dict
+from seller_dist.version import code_version
+
+RESULT_FILE = "result.json"
+TRAIN_FILE = "train.json"
+STAGES_FILE = "stages.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+
+
+class StaleCellError(ConfigError):
+    """A finished cell of the output folder was made with another config."""
+
+
+# ----------------------------------------------------------------------------------- small pieces
+def _kv(key: str, value: Any) -> str:
+    """One `--set` override; the value as JSON (valid YAML) so strings stay strings."""
+    return f"{key}={json.dumps(value)}"
+
+
+def overrides_of(tree: dict[str, Any]) -> list[str]:
+    return [_kv(k, v) for k, v in flatten_overrides(tree).items()]
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _drop(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    flat = flatten_overrides(d)
+    return {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in keys)}
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_prep_config() -> str:
+    return str(resources.files("seller_dist") / "configs" / "prep_synthetic.yaml")
+
+
+def default_train_config() -> str:
+    return str(resources.files("seller_dist") / "configs" / "train_demo.yaml")
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the checkout (read-only git calls; empty outside a checkout)."""
+    from seller_dist.version import REPO_ROOT, code_version, git_commit
+
+    out: dict[str, Any] = {"version": code_version(), "commit": git_commit()}
+    if out["commit"]:
+        try:
+            diff = subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO_ROOT, capture_output=True, timeout=20
+            )
+            out["tracked_files_differ_from_commit"] = diff.returncode == 1
+        except Exception:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------------------------------ cells
+@dataclasses.dataclass
+class Cell:
+    system: str
+    seed: int
+    overrides: dict[str, Any]  # flattened TrainConfig overrides of the system
+
+    @property
+    def trained(self) -> bool:
+        return self.overrides.get("model.adapter") != "none"
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.system}-seed{self.seed}"
+
+    def dir(self, out: str) -> str:
+        return storage.join(out, "cells", self.system, f"seed-{self.seed}")
+
+
+def grid(
+    cfg: ExperimentConfig, systems: list[str] | None = None, seeds: list[int] | None = None
+) -> list[Cell]:
+    """Cells in run order: seed after seed, systems in config order."""
+    for s in systems or []:
+        if s not in cfg.systems:
+            raise ConfigError(f"--systems: '{s}' is not a system of this experiment ({list(cfg.systems)})")
+    for s in seeds or []:
+        if s not in cfg.seeds:
+            raise ConfigError(f"--seeds: {s} is not a seed of this experiment ({cfg.seeds})")
+    names = [n for n in cfg.systems if not systems or n in systems]
+    return [
+        Cell(n, seed, flatten_overrides(cfg.systems[n]))
+        for seed in cfg.seeds
+        if not seeds or seed in seeds
+        for n in names
+    ]
+
+
+def train_config_for(cfg: ExperimentConfig, cell: Cell, data: str, llm: str) -> TrainConfig:
+    """The cell's TrainConfig: the experiment's defaults < `train` < the system < the grid's own keys."""
+    steps = cfg.budget.max_steps
+    overrides = [
+        "checkpoint.every_steps=0",  # one checkpoint, at the end
+        "logging.wandb=disabled",
+        _kv("logging.wandb_dir", storage.join(cfg.out, "wandb")),
+        f"logging.every_steps={max(1, steps // 5)}",
+        *overrides_of(cfg.train),
+        *[_kv(k, v) for k, v in cell.overrides.items() if not (not cell.trained and k == "model.adapter")],
+        _kv("data.manifest", data),
+        _kv("model.llm_path", llm),
+        _kv("storage_path", storage.join(cfg.out, "runs")),
+        _kv("run_name", cell.run_name),
+        f"max_steps={steps}",
+        f"seed={cell.seed}",
+        f"data.seed={cell.seed}",
+    ]
+    try:
+        return load_config(TrainConfig, cfg.train_config or default_train_config(), overrides)
+    except ConfigError as e:
+        raise ConfigError(f"systems.{cell.system}: {e}") from None
+
+
+def eval_config_for(
+    cfg: ExperimentConfig, cell: Cell, data: str, llm: str, tcfg: TrainConfig, checkpoint: str
+) -> EvalConfig:
+    from seller_dist.eval.job import ZERO_SHOT
+
+    overrides = [
+        *overrides_of(cfg.eval),
+        _kv("data", data),
+        _kv("out", storage.join(cell.dir(cfg.out), "eval")),
+        _kv("system", cell.system),
+        f"limit={cfg.budget.eval_examples}",
+        f"generation.seed={cell.seed}",
+    ]
+    if cell.trained:
+        overrides.append(_kv("checkpoint", checkpoint))
+    else:  # the frozen LLM with the prompt the system's model config writes, no adapter
+        model = {**to_dict(tcfg.model), "adapter": "none"}
+        overrides += [_kv("checkpoint", ZERO_SHOT), _kv("llm_path", llm), _kv("expect_model", model)]
+    return load_config(EvalConfig, None, overrides)
+
+
+VOLATILE_EVAL_KEYS = ("workers", "wandb", "wandb_project", "wandb_dir", "encoder_device", "storage")
+
+
+def fingerprint(
+    cfg: ExperimentConfig, cell: Cell, ecfg: EvalConfig, llm_id: dict[str, Any], manifest_sha: str
+) -> str:
+    """What decides a cell's numbers, as given: the train YAML's text, every key the experiment sets,
+    the LLM and the dataset. Not where things are written, nor how many eval workers generate (the
+    eval's results do not depend on it); a config key added to the code later with its default does
+    not change it either (the code's version is in each result instead)."""
+    train_yaml = Path(cfg.train_config or default_train_config()).read_bytes()
+    parts = {
+        "train_yaml_sha256": hashlib.sha256(train_yaml).hexdigest(),
+        "train": flatten_overrides(cfg.train),
+        "system": cell.overrides,
+        "max_steps": cfg.budget.max_steps if cell.trained else None,
+        "seed": cell.seed if cell.trained or ecfg.generation.do_sample else None,
+        "eval": _drop(cfg.eval, VOLATILE_EVAL_KEYS),
+        "eval_examples": cfg.budget.eval_examples,
+        "llm": llm_id,
+        "manifest_sha256": manifest_sha,
+    }
+    return _sha(parts)
+
+
+# ------------------------------------------------------------------------------ train and evaluate
+def _train(tcfg: TrainConfig) -> tuple[str, int]:
+    """Run the training job (as `seller-dist train` does); (checkpoints folder, newest step)."""
+    from seller_dist.train import checkpoint as ck
+    from seller_dist.train.driver import train
+
+    pre, _ = train(tcfg)
+    latest = ck.latest_committed(pre.checkpoints_root, tcfg.storage, verify=False)
+    if latest is None:
+        raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
+    return pre.checkpoints_root, latest.step
+
+
+_ENCODERS: dict[tuple[str, str], Any] = {}
+
+
+def _evaluate(ecfg: EvalConfig) -> dict[str, Any]:
+    """The eval job (as `seller-dist eval` runs it), with one sentence encoder for every cell."""
+    from seller_dist.eval.job import evaluate
+    from seller_dist.eval.scoring import text_encoder
+
+    key = (ecfg.encoder_path, ecfg.encoder_device)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = text_encoder(ecfg)
+    return evaluate(ecfg, encoder=_ENCODERS[key])
+
+
+def _read_json(url: str, cfg: ExperimentConfig) -> Any:
+    return storage.read_json(url, cfg.storage) if storage.exists(url, cfg.storage) else None
+
+
+def _stale(cell: Cell, cfg: ExperimentConfig, what: str) -> StaleCellError:
+    return StaleCellError(
+        f"{storage.join(cell.dir(cfg.out), what)} was made with another config than this one: give the "
+        f"experiment a new `out`, or delete {cell.dir(cfg.out)} and {storage.join(cfg.out, 'runs', cell.run_name)} "
+        "to run that cell again"
+    )
+
+
+def run_cell(
+    cfg: ExperimentConfig,
+    cell: Cell,
+    data: str,
+    llm: str,
+    llm_id: dict[str, Any],
+    manifest_sha: str,
+    done: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Train (when the system trains) and evaluate one cell; its result record (also result.json).
+    `done` maps fingerprints of cells finished in this grid to their records (for reuse)."""
+    tcfg = train_config_for(cfg, cell, data, llm)
+    ecfg = eval_config_for(
+        cfg, cell, data, llm, tcfg, storage.join(cfg.out, "runs", cell.run_name, "checkpoints")
+    )
+    fp = fingerprint(cfg, cell, ecfg, llm_id, manifest_sha)
+    cell_dir = cell.dir(cfg.out)
+    result_url = storage.join(cell_dir, RESULT_FILE)
+    old = _read_json(result_url, cfg)
+    if old is not None:
+        if old.get("fingerprint") != fp:
+            raise _stale(cell, cfg, RESULT_FILE)
+        print(f"[experiment] {cell.system} seed {cell.seed}: finished before ({result_url})", flush=True)
+        return old
+    if not cell.trained and fp in done:  # same LLM, greedy: the seed changes nothing
+        src = done[fp]
+        record = {**src, "seed": cell.seed, "reused_from": f"seed-{src['seed']}", "eval_seconds": 0.0}
+        record["finished"] = _now()
+        storage.write_json(result_url, record, cfg.storage)
+        print(
+            f"[experiment] {cell.system} seed {cell.seed}: same as seed {src['seed']} (not trained)",
+            flush=True,
+        )
+        return record
+
+    train_seconds, step = 0.0, 0
+    if cell.trained:
+        train_url = storage.join(cell_dir, TRAIN_FILE)
+        state = _read_json(train_url, cfg)
+        run_dir = storage.join(cfg.out, "runs", cell.run_name)
+        if state is not None and state.get("fingerprint") != fp:
+            raise _stale(cell, cfg, TRAIN_FILE)
+        if state is None and storage.exists(run_dir, cfg.storage):
+            raise StaleCellError(
+                f"{run_dir} exists but {train_url} does not: a run this experiment did not start; "
+                f"delete {run_dir} or give the experiment a new `out`"
+            )
+        if state is not None and state.get("finished"):
+            train_seconds, step = float(state["train_seconds"]), int(state["step"])
+            print(f"[experiment] {cell.system} seed {cell.seed}: trained before (step {step})", flush=True)
+        else:
+            print(
+                f"[experiment] {cell.system} seed {cell.seed}: train {cfg.budget.max_steps} steps "
+                f"({', '.join(f'{k}={v}' for k, v in cell.overrides.items()) or 'the train config as is'})",
+                flush=True,
+            )
+            storage.write_json(
+                train_url, {"fingerprint": fp, "finished": False, "started": _now()}, cfg.storage
+            )
+            t0 = time.monotonic()
+            _, step = _train(tcfg)
+            train_seconds = time.monotonic() - t0
+            if step != cfg.budget.max_steps:
+                raise RuntimeError(
+                    f"{cell.run_name}: the newest committed checkpoint is step {step}, the budget is "
+                    f"{cfg.budget.max_steps} steps"
+                )
+            storage.write_json(
+                train_url,
+                {
+                    "fingerprint": fp,
+                    "finished": True,
+                    "step": step,
+                    "train_seconds": train_seconds,
+                    "at": _now(),
+                },
+                cfg.storage,
+            )
+    print(f"[experiment] {cell.system} seed {cell.seed}: evaluate", flush=True)
+    t0 = time.monotonic()
+    results = _evaluate(ecfg)
+    eval_seconds = time.monotonic() - t0
+    from seller_dist.eval.report import flat_metrics
+
+    flat = flat_metrics(results)
+    record = {
+        "system": cell.system,
+        "seed": cell.seed,
+        "fingerprint": fp,
+        "trained": cell.trained,
+        "overrides": cell.overrides,
+        "step": int(results.get("run_config", {}).get("step") or step),
+        "num_examples": results.get("num_examples"),
+        "metrics": {k: _num(m) for k, (m, _) in flat.items()},
+        "example_std": {k: _num(s) for k, (_, s) in flat.items()},
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "eval_dir": ecfg.out,
+        "code_version": code_version(),
+        "finished": _now(),
+    }
+    storage.write_json(result_url, record, cfg.storage)
+    return record
+
+
+# ------------------------------------------------------------------------------ data and the LLM
+def prepare_data(cfg: ExperimentConfig) -> tuple[str, float | None]:
+    """(dataset root, prep seconds; None when it was prepared before)."""
+    data = cfg.data or storage.join(cfg.out, "data")
+    if storage.exists(storage.join(data, "manifest.json"), cfg.storage):
+        if cfg.prep and cfg.data:
+            print(f"[experiment] {data} is prepared already: the `prep` keys are not used", flush=True)
+        return data, None
+    from data_prep.pipeline import run_prep
+
+    # the packaged prep config is the synthetic source's: another source starts from PrepConfig's
+    # defaults, so the synthetic generator's source_options are not handed to (and recorded for) it
+    base = cfg.prep_config or (
+        default_prep_config() if cfg.prep.get("source", "synthetic") == "synthetic" else None
+    )
+    prep_cfg = load_config(PrepConfig, base, [*overrides_of(cfg.prep), _kv("output", data)])
+    print(f"[experiment] prepare {prep_cfg.source} -> {data}", flush=True)
+    t0 = time.monotonic()
+    run_prep(prep_cfg)
+    return data, time.monotonic() - t0
+
+
+def llm_identity(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+    if cfg.llm.path:
+        return {"path": cfg.llm.path}
+    return {**to_dict(cfg.llm), "seed": seed if cfg.llm.per_seed else 0}
+
+
+def bootstrap_llm(cfg: ExperimentConfig, data: str, seed: int) -> tuple[str, float | None]:
+    """(LLM path, bootstrap seconds; None when it was there before)."""
+    if cfg.llm.path:
+        return cfg.llm.path, None
+    if storage.protocol_of(cfg.out) != "file":
+        raise ConfigError(
+            f"out={cfg.out}: a bootstrapped LLM is written to a local folder; give a local `out` or `llm.path`"
+        )
+    name = f"llm-seed{seed}" if cfg.llm.per_seed else "llm"
+    final = Path(cfg.out) / name
+    if (final / "config.json").exists():
+        return str(final), None
+    from seller_dist.cli import main as cli_main
+
+    s = seed if cfg.llm.per_seed else 0
+    tmp = Path(cfg.out) / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[experiment] bootstrap a small LLM on the dataset's text (seed {s}) -> {final}", flush=True)
+    t0 = time.monotonic()
+    args = ["bootstrap-llm", "--data", data, "--out", str(tmp), "--steps", str(cfg.llm.bootstrap_steps)]
+    args += ["--hidden", str(cfg.llm.hidden), "--vocab-size", str(cfg.llm.vocab_size)]
+    args += [
+        "--copy-fraction",
+        str(cfg.llm.copy_fraction),
+        "--max-len",
+        str(cfg.llm.max_len),
+        "--seed",
+        str(s),
+    ]
+    if cli_main(args) != 0:
+        raise RuntimeError("bootstrap-llm failed (its error is above)")
+    os.replace(tmp, final)  # a folder with config.json is a whole LLM
+    return str(final), time.monotonic() - t0
+
+
+# ---------------------------------------------------------------------------------------- tables
+def summarize(records: list[dict[str, Any]], systems: list[str]) -> dict[str, dict[str, Any]]:
+    """system -> metric -> {mean, std (sample, n - 1; None for one seed), n, seeds, values}."""
+    out: dict[str, dict[str, Any]] = {}
+    for system in systems:
+        rows = sorted((r for r in records if r["system"] == system), key=lambda r: r["seed"])
+        names = list(dict.fromkeys(m for r in rows for m in r["metrics"]))
+        per: dict[str, Any] = {}
+        for m in names:
+            pairs = [(r["seed"], r["metrics"][m]) for r in rows if r["metrics"].get(m) is not None]
+            if not pairs:
+                continue
+            vals = [v for _, v in pairs]
+            per[m] = {
+                "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                "n": len(vals),
+                "seeds": [s for s, _ in pairs],
+                "values": vals,
+            }
+        if rows:
+            out[system] = per
+    return out
+
+
+def fmt_value(x: float | None, like: float | None = None) -> str:
+    """4 decimals, 2 at or above 10 (BLEU, ROUGE are on 0-100); `like` picks the scale for a std."""
+    if x is None:
+        return "—"
+    ref = abs(like if like is not None else x)
+    return f"{x:.2f}" if ref >= 10 else f"{x:.4f}"
+
+
+def fmt_stat(stat: dict[str, Any] | None) -> str:
+    if not stat:
+        return "—"
+    mean = fmt_value(stat["mean"])
+    return mean if stat["std"] is None else f"{mean} ± {fmt_value(stat['std'], stat['mean'])}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+YARDSTICK_PARTS = ("reference", "generic", "none")  # scored the same way, independent of the system
+# the learned simulator is fitted on the dataset's own split, never on a system's explanations: its
+# hold-out AUC and its verdict (informative or not) are the same for every system of a dataset
+SYSTEM_INDEPENDENT = ("simulator/learned/holdout_auc", "simulator/learned/informative")
+SECTION_ORDER = ("text", "grounding", "retrieval", "simulator", "by_reference")
+
+
+def metric_order(name: str) -> tuple[int, str]:
+    """Reading order: text, grounding, retrieval, simulator, per reference kind; then by name."""
+    head = name.split("/", 1)[0]
+    return (SECTION_ORDER.index(head) if head in SECTION_ORDER else len(SECTION_ORDER), name)
+
+
+def metric_kind(name: str) -> str:
+    """ "system" (a property of the system's explanations), "yardstick" (the references, a generic
+    sentence, no explanation, the learned simulator's AUC and informative verdict: the same for every
+    system), "count"
+    (examples per reference kind) or "group" (per reference kind; shown when the data mixes kinds)."""
+    parts = name.split("/")
+    if parts[-1] == "num_examples":
+        return "count"
+    if parts[0] == "by_reference":
+        return "group"
+    if any(p in YARDSTICK_PARTS for p in parts[1:]) or name in SYSTEM_INDEPENDENT:
+        return "yardstick"
+    return "system"
+
+
+def mixed_reference_kinds(records: list[dict[str, Any]]) -> bool:
+    """The scored examples hold more than one reference kind (e.g. real reviews and templates)."""
+    kinds = {k for r in records for k, v in r["metrics"].items() if k.endswith("/num_examples") and v}
+    return len(kinds) > 1
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summary, records = results["summary"], results["runs"]
+    systems = [s for s in results["systems"] if s in summary]
+    wall = results["wall_seconds"]
+    budget = results["budget"]
+    code = results["code"]
+    parts = [
+        f"# Experiment: {results['name']}",
+        "",
+        f"- dataset `{results['data']}` (manifest sha256 {results['manifest_sha256'][:12]}), "
+        f"{budget['eval_examples'] or 'all'} test examples scored per run "
+        f"({'the first ones in shard order, the same for every run' if budget['eval_examples'] else 'the whole split'})",
+        f"- LLM `{results['llm']}`; {budget['max_steps']} optimizer steps per trained system; "
+        f"seeds {results['seeds']}",
+        f"- code {code.get('version', '?')}"
+        + (
+            " (tracked files differed from that commit)"
+            if code.get("tracked_files_differ_from_commit")
+            else ""
+        ),
+        f"- wall time: {wall['total']:.0f} s for the grid (prep {wall['prep']:.0f} s, LLM {wall['llm']:.0f} s, "
+        f"training {wall['train']:.0f} s, evaluation {wall['eval']:.0f} s); the last invocation that ran cells {wall['this_invocation']:.0f} s",
+        "",
+        "## Mean ± std over seeds",
+        "",
+        "Each cell: the mean over seeds of the run's mean over the test examples, ± the sample standard "
+        "deviation over seeds (n - 1); a cell without ± had one seed.",
+        "",
+    ]
+    names = sorted({m for s in systems for m in summary[s]}, key=metric_order)
+    kinds = ("system", "group") if mixed_reference_kinds(records) else ("system",)
+    metrics = [m for m in names if metric_kind(m) in kinds]
+    parts.append(
+        _table(["metric", *systems], [[m, *[fmt_stat(summary[s].get(m)) for s in systems]] for m in metrics])
+    )
+    yard = [m for m in names if metric_kind(m) == "yardstick"]
+    if yard:
+        rows = []
+        for m in yard:
+            vals = {r["metrics"].get(m) for r in records if r["metrics"].get(m) is not None}
+            rows.append(
+                [m, fmt_value(vals.pop()) if len(vals) == 1 else "differs between runs: results.json"]
+            )
+        parts += [
+            "",
+            "Yardsticks: the same metrics on the dataset's references, on a generic sentence and on no "
+            "explanation (and the learned simulator's hold-out AUC and whether it is informative, 1 or "
+            "0), the same for every run: what a "
+            "system can reach and what it must beat.",
+            "",
+            _table(["metric", "every run"], rows),
+        ]
+    reused = sorted({r["system"] for r in records if r.get("reused_from")})
+    if reused:
+        parts += [
+            "",
+            f"Not trained and evaluated once ({', '.join(reused)}): the same LLM and greedy decoding give "
+            "the same numbers for every seed, so its std over seeds is 0 by construction.",
+        ]
+    shown = [m for m in results["table_metrics"] if any(m in r["metrics"] for r in records)]
+    rows = []
+    for s in systems:
+        for r in sorted((r for r in records if r["system"] == s), key=lambda r: r["seed"]):
+            rows.append(
+                [s, str(r["seed"]), str(r["step"])]
+                + [fmt_value(r["metrics"].get(m)) for m in shown]
+                + [f"{r['train_seconds']:.0f}", f"{r['eval_seconds']:.0f}"]
+            )
+    parts += [
+        "",
+        "## Per seed",
+        "",
+        "The run's mean over the test examples (every metric of every run: results.json and "
+        "cells/<system>/seed-<S>/result.json; the eval report: cells/<system>/seed-<S>/eval/report.md).",
+        "",
+        _table(["system", "seed", "step", *shown, "train s", "eval s"], rows),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_results(
+    cfg: ExperimentConfig,
+    records: list[dict[str, Any]],
+    data: str,
+    manifest_sha: str,
+    llm: str,
+    stages: dict[str, Any],
+    invocation_seconds: float,
+) -> dict[str, Any]:
+    systems = list(cfg.systems)
+    train_s = sum(r["train_seconds"] for r in records)
+    eval_s = sum(r["eval_seconds"] for r in records)
+    prep_s = float(stages.get("prep_seconds") or 0.0)
+    llm_s = float(sum((stages.get("llm_seconds") or {}).values()))
+    results = {
+        "name": cfg.name,
+        "config": to_dict(cfg),
+        "code": git_state(),
+        "data": data,
+        "manifest_sha256": manifest_sha,
+        "llm": llm,
+        "systems": systems,
+        "seeds": cfg.seeds,
+        "budget": to_dict(cfg.budget),
+        "table_metrics": cfg.table_metrics,
+        "summary": summarize(records, systems),
+        "runs": sorted(records, key=lambda r: (systems.index(r["system"]), r["seed"])),
+        "wall_seconds": {
+            "prep": round(prep_s, 1),
+            "llm": round(llm_s, 1),
+            "train": round(train_s, 1),
+            "eval": round(eval_s, 1),
+            "total": round(prep_s + llm_s + train_s + eval_s, 1),
+            "this_invocation": round(invocation_seconds, 1),
+        },
+        "written": _now(),
+    }
+    storage.write_json(storage.join(cfg.out, RESULTS_JSON), results, cfg.storage)
+    storage.write_bytes(storage.join(cfg.out, RESULTS_MD), markdown(results).encode(), cfg.storage)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ main
+def run_experiment(
+    cfg: ExperimentConfig,
+    systems: list[str] | None = None,
+    seeds: list[int] | None = None,
+    table_only: bool = False,
+) -> dict[str, Any]:
+    """Run the grid (or with table_only, only collect the finished cells); returns results.json's dict."""
+    t0 = time.monotonic()
+    cells = grid(cfg, systems, seeds)
+    stages_url = storage.join(cfg.out, STAGES_FILE)
+    stages = _read_json(stages_url, cfg) or {}
+    if table_only:
+        data = cfg.data or storage.join(cfg.out, "data")
+    else:
+        data, prep_s = prepare_data(cfg)
+        if prep_s is not None:
+            stages["prep_seconds"] = prep_s
+            storage.write_json(stages_url, stages, cfg.storage)
+    manifest_sha = hashlib.sha256(
+        storage.read_bytes(storage.join(data, "manifest.json"), cfg.storage)
+    ).hexdigest()
+    records: list[dict[str, Any]] = []
+    done: dict[str, dict[str, Any]] = {}
+    llm_paths: dict[int, str] = {}
+    for cell in cells:
+        if table_only:
+            rec = _read_json(storage.join(cell.dir(cfg.out), RESULT_FILE), cfg)
+            if rec is not None:
+                records.append(rec)
+            continue
+        if cell.seed not in llm_paths:
+            llm_paths[cell.seed], llm_s = bootstrap_llm(cfg, data, cell.seed)
+            if llm_s is not None:
+                stages.setdefault("llm_seconds", {})[Path(llm_paths[cell.seed]).name] = llm_s
+                storage.write_json(stages_url, stages, cfg.storage)
+        rec = run_cell(
+            cfg, cell, data, llm_paths[cell.seed], llm_identity(cfg, cell.seed), manifest_sha, done
+        )
+        done.setdefault(rec["fingerprint"], rec)
+        records.append(rec)
+    llm = cfg.llm.path or (
+        storage.join(cfg.out, "llm-seed<S>") if cfg.llm.per_seed else storage.join(cfg.out, "llm")
+    )
+    invocation = time.monotonic() - t0
+    if table_only:  # keep the time of the last invocation that ran cells
+        prev = _read_json(storage.join(cfg.out, RESULTS_JSON), cfg) or {}
+        invocation = float(prev.get("wall_seconds", {}).get("this_invocation", 0.0))
+    results = write_results(cfg, records, data, manifest_sha, llm, stages, invocation)
+    print(
+        f"[experiment] {len(records)}/{len(cells)} cells -> {storage.join(cfg.out, RESULTS_MD)}", flush=True
+    )
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
+    add_override_argument(p, "--set budget.max_steps=200 --set seeds=[0,1,2] --set out=outputs/exp1")
+    p.add_argument("--systems", default="", help="comma-separated: run only these systems of the config")
+    p.add_argument("--seeds", default="", help="comma-separated: run only these seeds of the config")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: rewrite results.json/md from the finished cells",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
+    results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
+    print(markdown(results))
+    return 0

@@ -1,0 +1,422 @@
+"""One rank's training: `Trainer.train_step` is a whole optimizer step; `fit` runs the loop, with
+logging, validation and checkpointing apart from the step.
+
+Every rank runs the same code (Ray Train calls seller_dist.train.worker.ray_train_loop; tests call
+`train_worker` in spawned processes). `Trainer(cfg)` builds this rank's stream, the frozen LLM
+(partitioned by ZeRO-3 while it loads), the SellerModel and its two optimizers (the DeepSpeed
+engine for the dense trainables, a torch AdamW for this rank's experts), then resumes from the
+newest committed checkpoint of the run if there is one.
+
+Why the step looks the way it does:
+- Determinism across a restart: dropout and routing noise are seeded per (seed, step, micro-batch,
+  rank), the LR is a pure function of the step, and the data cursor is exact, so a resumed run
+  continues with the very numbers an uninterrupted run would have used.
+- Non-finite values: each micro-batch's loss stays on the device; at the accumulation boundary ONE
+  all-reduce shares every rank's losses and token counts, and the host checks them before the
+  gradient norm and the optimizer step. A NaN on any rank therefore stops every rank at the same
+  point, before any weight moves, without a host sync per micro-batch.
+- Stream pad rows (a rank's range topped up to equal length) get labels -100, so they add nothing to
+  the language-model loss; they still pass through the router, so the MoE aux loss and expert load
+  include them (at most world_size - 1 rows per epoch).
+- What a checkpoint holds is the registry in seller_dist.train.checkpoint_state; resume looks up
+  the newest COMMITTED checkpoint itself (not Ray's bookkeeping), so a restarted driver with the
+  same run name continues exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from seller_dist import storage
+from seller_dist.config import TrainConfig
+from seller_dist.config_loader import dump_yaml, to_dict
+from seller_dist.train import checkpoint as ck
+from seller_dist.train import faults, warm_start
+from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
+from seller_dist.train.worker import (
+    NonFiniteError,
+    WorkerResult,
+    lr_at,
+    model_inputs,
+    rank_data,
+    setup_rank_env,
+    step_seed,
+)
+
+
+@dataclass
+class StepStats:
+    """One optimizer step, every rank's numbers combined."""
+
+    loss: float  # mean over ranks and micro-batches
+    aux_loss: float
+    grad_norm: float  # global: dense + every expert, before clipping
+    lr: float
+    tokens: int  # LLM tokens of real (non-pad) rows, all ranks
+    samples: int
+    seconds: float
+    data_wait: float  # of which this rank waited for batches
+    own_tokens: int = 0  # this rank's
+    own_samples: int = 0
+    expert_load: torch.Tensor | None = field(default=None, repr=False)  # this rank's, on the device
+
+
+class EngineCheckpoint:
+    """The DeepSpeed engine's own folder: this rank's ZeRO-3 partitions + optimizer state."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def save_into(self, folder: str, tag: str) -> None:
+        self.engine.save_checkpoint(folder, tag=tag, exclude_frozen_parameters=True, save_latest=False)
+
+    def load_from(self, folder: str, tag: str, url: str) -> None:
+        """DeepSpeed `torch.load`s its .pt files: acceptable only because `Checkpoint.download`
+        verified each against the sha256 in COMMITTED, so only what this job saved is unpickled."""
+        path, _ = self.engine.load_checkpoint(
+            folder,
+            tag=tag,
+            load_module_strict=False,  # the frozen LLM was excluded on save
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
+        if path is None:
+            raise ck.CheckpointError(f"checkpoint {url}: DeepSpeed could not load {tag}/")
+
+
+class DenseWeights:
+    """model.safetensors: the full dense trainables, gathered from their partitions (collective)."""
+
+    def __init__(self, state: Any):
+        self.state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state.trainable_state_dict().items() if not k.startswith("moe.")}
+
+    def load_state_dict(self, state: Any) -> None:  # noqa: ARG002 - resume reads engine/
+        return None
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        timer: Any = None,
+    ):
+        """Build this rank (torch.distributed env vars or an initialized process group expected).
+        `timer`: a seller_dist.train.metrics.StepTimer splitting each step into phases (`seller-dist
+        bench train`); the default measures nothing and changes nothing."""
+        self.use_gpu = setup_rank_env()
+        from seller_dist.data.prefetch import Prefetcher
+        from seller_dist.model.seller import SellerModel
+        from seller_dist.model.vocab import ModelVocab
+        from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
+        from seller_dist.train.strategy import DeepSpeedStrategy, ds_config_for
+
+        cfg.validate()
+        self.cfg = cfg
+        strategy = DeepSpeedStrategy(ds_config_for(cfg, self.use_gpu), cfg.llm_layout)
+        strategy.init_distributed()
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = (
+            torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
+        )
+        faults.rank_started(self.rank)
+
+        # ---- data: this rank's exact share of the split, collated with the LLM's tokenizer
+        manifest, catalog, self.loader = rank_data(cfg, self.rank, self.world)
+        manifest_bytes = storage.read_bytes(
+            storage.join(cfg.data.manifest, "manifest.json"), cfg.data.storage
+        )
+        manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+        item_ids = catalog.item_ids[1:]  # item_ids[i - 1] is item_idx i
+        collate = self.loader.stream.collate_fn
+        self.batches = Prefetcher(self.loader, cfg.data.prefetch_batches, pin_memory=self.use_gpu)
+        self.validator = None
+        if cfg.eval.every_steps:
+            from seller_dist.train.validation import Validator
+
+            self.validator = Validator(
+                manifest, cfg.eval.split, cfg.eval.batch_size or cfg.data.batch_size,
+                cfg.eval.max_examples, collate, self.rank, self.world, cfg.data.storage,
+            )  # fmt: skip
+
+        # ---- model: LLM partitioned while loading; identical trainable init on every rank
+        llm = strategy.load_llm(cfg.model, cfg.storage)  # same cached download as the tokenizer
+        if cfg.compile_llm:
+            llm.compile_layers()
+        if self.rank == 0:
+            print(f"[train] {llm.family.summary() if llm.family else 'LLM loaded'}", flush=True)
+            longest = collate.max_prompt_tokens + collate.max_target_tokens + 1  # + eos
+            warning = llm.family.window_warning(longest) if llm.family else None
+            if warning:
+                print(f"[train] warning: {warning}", flush=True)
+        # the newest committed checkpoint of this run wins over init_from (a restarted run resumes)
+        root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
+        latest = ck.latest_committed(root, cfg.storage, verify=True)
+        warm = None
+        if latest is None and cfg.init_from:
+            warm = warm_start.for_worker(cfg, manifest.data, manifest_sha256, item_ids, llm.hidden_size)
+        torch.manual_seed(cfg.seed)
+        model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
+        if warm is not None:  # before DeepSpeed partitions the dense trainables: every rank the same
+            warm_start.load_dense(model, warm)
+        o = cfg.optim
+        self.state = strategy.prepare(
+            model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps
+        )
+        self.optimizers = [self.state.engine.optimizer] + (
+            [self.state.moe_optimizer] if self.state.moe_optimizer else []
+        )
+        if warm is not None:
+            warm_start.load_moe(self.state.moe, warm)
+            if self.rank == 0:
+                print(f"[train] {warm.summary()}", flush=True)
+
+        # ---- what a checkpoint holds (seller_dist.train.checkpoint_state.PARTS)
+        self.progress = TrainProgress(
+            seed=cfg.seed, world_size=self.world, manifest_sha256=manifest_sha256,
+            init_from=warm.record() if warm is not None else None,
+        )  # fmt: skip
+        self.checkpoint = self._checkpoint_parts(manifest, manifest_sha256, item_ids)
+        self.result = WorkerResult(start_step=0, step=0)
+        if latest is not None:
+            self.restore(latest)
+
+        # ---- metrics
+        frozen_n = sum(getattr(p, "ds_numel", p.numel()) for p in llm.parameters())
+        trainable_n = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
+        if self.state.moe is not None:
+            trainable_n += sum(p.numel() for p in self.state.moe.parameters()) * cfg.model.ep_size
+        self.timer = timer if timer is not None else NullStepTimer()
+        self.timer.set_model_size(frozen_n, trainable_n)
+        self.meter = ThroughputMeter(frozen_n, trainable_n, cfg.logging.peak_tflops, num_devices=self.world)
+        self.logger = MetricsLogger(cfg.logging, cfg.run_name, to_dict(cfg), self.rank, report)
+        self._window: list[StepStats] = []
+        self._valid_logged: int | None = None
+
+    # ------------------------------------------------------------------------------ the step
+    def train_step(self, step: int) -> StepStats:
+        """Optimizer step `step` (0-based): grad_accum micro-batches, one exchange, clip, step."""
+        cfg, state, timer = self.cfg, self.state, self.timer
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg.optim, cfg.max_steps)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        accum = cfg.optim.grad_accum
+        losses = torch.zeros(accum, 2, dtype=torch.float64, device=self.device)  # [loss, aux] per micro
+        wait, tokens, samples, expert_load = 0.0, 0, 0, None
+        for micro in range(accum):
+            tw = time.perf_counter()
+            with timer.phase("data_wait"):
+                batch = next(self.batches)
+            wait += time.perf_counter() - tw
+            real = ~batch["pad"]
+            tokens += int(batch["attention_mask"][real].sum())
+            samples += int(real.sum())
+            inputs = model_inputs(batch, self.device)
+            faults.before_forward(inputs, self.rank, step + 1)
+            torch.manual_seed(step_seed(cfg.seed, step, micro, self.rank))
+            with timer.phase("forward"):
+                out = state.forward(inputs)
+            losses[micro, 0], losses[micro, 1] = out["loss"].detach(), out["aux_loss"]
+            with timer.phase("backward"):
+                state.backward(out["loss"])
+            load = out["expert_load"].float()
+            expert_load = load if expert_load is None else expert_load + load
+            if micro < accum - 1:
+                state.step()  # DeepSpeed's micro-step bookkeeping; no weight moves before the boundary
+        with timer.phase("optimizer"):
+            shared = self._exchange(losses, tokens, samples)  # the step's one host sync
+            self._stop_if_not_finite(shared, step)
+            grad_norm = state.clip_grad_norm(self._max_norm)  # global: dense + every expert
+            if not math.isfinite(grad_norm):
+                raise NonFiniteError(
+                    f"non-finite gradient norm at step {step + 1}: {grad_norm} (all ranks' gradients "
+                    "combined); stopping all ranks before the optimizer step"
+                )
+            state.step()
+        return StepStats(
+            loss=float(shared[:, :accum].mean()),
+            aux_loss=float(shared[:, accum : 2 * accum].mean()),
+            grad_norm=grad_norm,
+            lr=lr,
+            tokens=int(shared[:, -2].sum()),
+            samples=int(shared[:, -1].sum()),
+            seconds=time.perf_counter() - t0,
+            data_wait=wait,
+            own_tokens=tokens,
+            own_samples=samples,
+            expert_load=expert_load,
+        )
+
+    @property
+    def _max_norm(self) -> float:
+        return self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
+
+    def _exchange(self, losses: torch.Tensor, tokens: int, samples: int) -> torch.Tensor:
+        """[world, 2 * accum + 2] on the host: every rank's losses, aux losses, tokens, samples."""
+        accum = losses.shape[0]
+        t = torch.zeros(self.world, 2 * accum + 2, dtype=torch.float64, device=self.device)
+        t[self.rank, : 2 * accum] = losses.t().reshape(-1)
+        t[self.rank, -2] = tokens
+        t[self.rank, -1] = samples
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.cpu()
+
+    def _stop_if_not_finite(self, shared: torch.Tensor, step: int) -> None:
+        accum = self.cfg.optim.grad_accum
+        bad = (~torch.isfinite(shared[:, :accum])).nonzero()
+        if len(bad):
+            rank, micro = int(bad[0, 0]), int(bad[0, 1])
+            raise NonFiniteError(
+                f"non-finite loss at step {step + 1} on rank {rank}: {float(shared[rank, micro])} "
+                f"(micro-batch {micro}); stopping all {self.world} ranks before the optimizer step"
+            )
+
+    # ------------------------------------------------------------------------------ the loop
+    def fit(self, keep_trainable: bool = False) -> WorkerResult:
+        """Run the remaining steps to `max_steps`; `keep_trainable`: also return the full trainable
+        weights (tests compare runs with them)."""
+        cfg = self.cfg
+        self.state.engine.train()
+        if self.state.moe is not None:
+            self.state.moe.train()
+        try:
+            for step in range(self.result.step, cfg.max_steps):
+                self.timer.step_begin()
+                stats = self.train_step(step)
+                done = step + 1
+                self.result.losses[done] = stats.loss
+                self.result.step = done
+                self.meter.update(stats.tokens, stats.samples, stats.seconds, stats.data_wait)
+                every_ckpt = cfg.checkpoint.every_steps
+                save = bool(every_ckpt and done % every_ckpt == 0) or (
+                    done == cfg.max_steps and cfg.checkpoint.at_end
+                )
+                if self.validator is not None and (done % cfg.eval.every_steps == 0 or save):
+                    self.validate(done)
+                self.log(done, stats)
+                if save:
+                    self.save(done, stats.lr)
+                self.timer.step_end(stats.own_tokens, stats.own_samples)  # this rank's own counts
+            if keep_trainable:
+                self.result.trainable = {k: v.cpu() for k, v in self.state.trainable_state_dict().items()}
+        finally:
+            self.logger.close()
+            self.batches.close()
+        return self.result
+
+    def validate(self, done: int) -> float:
+        """Validation loss after step `done`; the models go back to training mode after."""
+        assert self.validator is not None
+        self.state.engine.eval()
+        if self.state.moe is not None:
+            self.state.moe.eval()
+        with torch.no_grad():
+            loss = self.validator.loss(self.state.forward, model_inputs, self.device)
+        self.state.engine.train()
+        if self.state.moe is not None:
+            self.state.moe.train()
+        self.progress.valid_loss, self.progress.valid_step = loss, done
+        self.result.valid_losses[done] = loss
+        return loss
+
+    def log(self, done: int, stats: StepStats) -> None:
+        """Every `logging.every_steps`: means over the window, expert load, throughput, valid loss."""
+        self._window.append(stats)
+        if not (done % self.cfg.logging.every_steps == 0 or done == self.cfg.max_steps):
+            return
+        window, self._window = self._window, []
+        load = None
+        for s in window:
+            if s.expert_load is not None:
+                load = s.expert_load if load is None else load + s.expert_load
+        load = load if load is not None else torch.zeros(0)
+        if self.world > 1 and load.numel():
+            load = load.to(self.device)
+            dist.all_reduce(load)
+        load = load / max(1e-12, float(load.sum())) if load.numel() else load
+        metrics: dict[str, Any] = {
+            "loss": sum(s.loss for s in window) / len(window),
+            "aux_loss": sum(s.aux_loss for s in window) / len(window),
+            "grad_norm": sum(s.grad_norm for s in window) / len(window),
+            "lr": stats.lr,
+            "epoch": self.batches.epoch,
+            "expert_load": [float(x) for x in load.cpu()],
+            **self.meter.summary(),
+        }
+        if self.progress.valid_step is not None and self.progress.valid_step != self._valid_logged:
+            metrics["valid_loss"] = self.progress.valid_loss
+            self._valid_logged = self.progress.valid_step
+        self.logger.log(done, metrics)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _checkpoint_parts(self, manifest: Any, manifest_sha256: str, item_ids: list[str]) -> CheckpointState:
+        state, cfg = self.state, self.cfg
+        holder = state.moe is not None and self.rank == state.groups.ep_rank  # first replica's holder
+        parts = CheckpointState(self.rank, state.groups.ep_rank, expert_holder=holder)
+        parts.register("engine", EngineCheckpoint(state.engine))
+        parts.register("dense", DenseWeights(state))
+        if state.moe is not None:
+            parts.register("experts", state.moe)
+            parts.register("expert_optimizer", state.moe_optimizer)
+        parts.register("data", self.batches)
+        parts.register("progress", self.progress)
+        parts.register("config", Fixed(dump_yaml(cfg)))
+        parts.register("model_meta", Fixed(ck.model_meta(cfg.model, state.model.vocab)))
+        parts.register("manifest_sha256", Fixed(manifest_sha256 + "\n"))
+        parts.register(
+            "dataset", Fixed(ck.dataset_record(cfg.data.manifest, manifest_sha256, manifest.data, item_ids))
+        )
+        return parts
+
+    def save(self, done: int, lr: float) -> str:
+        """Every rank stages its parts and uploads; after a barrier rank 0 commits (COMMITTED last)
+        and prunes; nobody moves on before the commit is visible."""
+        cfg = self.cfg
+        self.progress.step, self.progress.lr = done, lr
+        if self.progress.valid_step != done:
+            self.progress.valid_loss = self.progress.valid_step = None
+        root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
+        writer = ck.CheckpointWriter(root, done, self.rank, self.world, cfg.storage)
+        try:
+            self.checkpoint.save(writer)
+            writer.upload()
+        finally:
+            writer.cleanup()
+        if self.world > 1:
+            dist.barrier()
+        if self.rank == 0:
+            ck.commit(writer.url, self.world, cfg.storage)
+            ck.prune(
+                root, cfg.checkpoint.keep, cfg.storage, "valid_loss" if cfg.checkpoint.keep_best else None
+            )
+        if self.world > 1:
+            dist.barrier()
+        self.result.checkpoint_url = writer.url
+        return writer.url
+
+    def restore(self, latest: ck.Checkpoint) -> None:
+        if latest.world_size != self.world:
+            raise ck.CheckpointError(
+                f"checkpoint {latest.url} was written by {latest.world_size} workers, this run has "
+                f"{self.world}: resume with the same workers.num_workers, or start a new run_name"
+            )
+        self.checkpoint.load(latest)
+        self.result = WorkerResult(
+            start_step=self.progress.step, step=self.progress.step, checkpoint_url=latest.url
+        )
+        if self.rank == 0:
+            print(f"[train] rank 0 resumed from {latest.url} at step {self.progress.step}", flush=True)

@@ -1,0 +1,79 @@
+"""Validation during training (seller_dist.train.validation) on real gloo ranks, no Ray.
+
+- The validation loss of the same weights is the same with 1 and 2 workers: lr=1e-30 leaves the
+  initial weights as they are (each update is below float32 resolution), so any difference between
+  the two runs would come from how the split was divided.
+- The checkpoint records its own validation loss, and `checkpoint.keep_best` keeps the committed
+  checkpoint with the lowest one besides the newest `keep`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from seller_dist.train import checkpoint as ck
+from tests.train_helpers import prep_small, small_overrides, spawn_workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("valid_data") / "data"
+    prep_small(str(root))
+    return str(root)
+
+
+def test_validation_loss_is_the_same_with_one_and_two_workers(small_data, tiny_llm_dir, tmp_path):
+    # batch 3 leaves the 2-worker plan uneven: one rank runs a padded round that counts nothing
+    common = [
+        "max_steps=2",
+        "model.ep_size=1",
+        "optim.lr=1e-30",
+        "eval.every_steps=1",
+        "eval.max_examples=0",
+        "eval.batch_size=3",
+    ]
+    losses = {}
+    for world in (1, 2):
+        runs = tmp_path / f"runs{world}"
+        out = spawn_workers(
+            small_overrides(small_data, tiny_llm_dir, str(runs)) + common, tmp_path / f"w{world}", world=world
+        )
+        assert all(isinstance(r, dict) for r in out), out
+        assert all(r["valid_losses"] == out[0]["valid_losses"] for r in out)  # every rank gets the number
+        losses[world] = out[0]["valid_losses"]
+        assert sorted(losses[world]) == [1, 2] and all(math.isfinite(v) for v in losses[world].values())
+        # the checkpoint at the end records the loss of its own step
+        last = ck.latest_committed(ck.checkpoints_root(str(runs), "test-run"))
+        state = last.load_json(ck.TRAIN_STATE_FILE)
+        assert state["valid_step"] == 2 and state["valid_loss"] == losses[world][2]
+    for step in (1, 2):
+        assert losses[2][step] == pytest.approx(losses[1][step], rel=1e-6, abs=0)
+
+
+def test_keep_best_keeps_the_lowest_validation_loss_besides_the_newest(small_data, tiny_llm_dir, tmp_path):
+    runs = tmp_path / "runs"
+    overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + [
+        "eval.every_steps=2",
+        "eval.max_examples=16",
+        "checkpoint.every_steps=1",
+        "checkpoint.keep=1",
+        "checkpoint.keep_best=true",
+        "optim.lr=0.05",
+        "model.ep_size=1",
+    ]
+    out = spawn_workers(overrides, tmp_path / "best", world=1)
+    assert all(isinstance(r, dict) for r in out), out
+    valid = out[0]["valid_losses"]
+    # measured every 2 steps and at every checkpoint (here every step)
+    assert sorted(valid) == [1, 2, 3, 4, 5, 6]
+    best = min(valid, key=lambda s: (valid[s], s))
+    root = ck.checkpoints_root(str(runs), "test-run")
+    kept = [e.step for e in ck.list_checkpoints(root) if e.committed]
+    assert kept == sorted({best, 6}), (valid, kept)
+    assert ck.best_checkpoint(root).step == best
+    for e in ck.list_checkpoints(root):
+        assert ck.Checkpoint.open(e.url).load_json(ck.TRAIN_STATE_FILE)["valid_loss"] == valid[e.step]
