@@ -388,11 +388,11 @@ def comparison_table(runs: list[str]) -> str:
     flats = [flat_metrics(rep) for rep in reports]
     names = list(dict.fromkeys(n for f in flats for n in f))
     rows = [[n] + [fmt(*f[n]) if n in f else "—" for f in flats] for n in names]
-    notes = [
-        f"\n**Warning: {label}: {w}.**"
-        for label, rep in zip(labels, reports, strict=True)
-        if (w := simulator_warning(rep))
-    ]
+    by_warning: dict[str, list[str]] = {}  # runs on one dataset share a simulator: one line per text
+    for label, rep in zip(labels, reports, strict=True):
+        if w := simulator_warning(rep):
+            by_warning.setdefault(w, []).append(label)
+    notes = [f"\n**Warning: {', '.join(names)}: {w}.**" for w, names in by_warning.items()]
     return _table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
 
 

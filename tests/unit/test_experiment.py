@@ -228,3 +228,26 @@ def test_system_independent_metrics_are_yardsticks() -> None:
         assert ex.metric_kind(name) == "system", name
     assert ex.metric_kind("by_reference/real/text/bleu4") == "group"
     assert ex.metric_kind("by_reference/real/num_examples") == "count"
+
+
+def test_a_real_source_is_prepared_from_prep_config_defaults_with_max_users(tmp_path: Path) -> None:
+    """No prep_config and a source other than synthetic: PrepConfig's defaults (not the packaged
+    synthetic prep config, whose generator options would be recorded for the real source)."""
+    from tests.prep_sources import write_events_inputs
+
+    path = write_events_inputs(tmp_path / "raw")["csv"]
+    prep = {
+        "source": "events",
+        "inputs": {"path": path},
+        "events_columns": {"user": "uid", "item": "sku", "timestamp": "ts", "action": "type", "text": "note"},
+        "source_options": {"action_aliases": {"add_to_cart": "cart"}},
+        "max_error_rate": 0.2,
+        "max_users": 5,
+    }
+    cfg = load_config(ExperimentConfig, None, [f"out={tmp_path / 'exp'}", f"prep={json.dumps(prep)}"])
+    data, seconds = ex.prepare_data(cfg)
+    manifest = json.loads((Path(data) / "manifest.json").read_text())
+    assert seconds is not None and manifest["source"]["name"] == "events"
+    assert "num_users" not in manifest["source"]["options"]  # no synthetic generator options
+    assert manifest["vocab"]["num_users"] == 5 and manifest["prep"]["max_users"] == 5
+    assert ex.prepare_data(cfg) == (data, None)  # prepared once
