@@ -19,20 +19,11 @@ from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
 from seller_dist.model.vocab import ModelVocab
 from seller_dist.train import checkpoint as ck
+from tests.model_helpers import tiny_model_config
 
 
 def small_model_cfg(llm_path: str, **kw: Any) -> ModelConfig:
-    base = dict(
-        d_model=32,
-        num_heads=4,
-        num_layers=1,
-        dropout=0.0,
-        expert_hidden=32,
-        num_experts=4,
-        top_k=2,
-        llm_path=llm_path,
-    )
-    return ModelConfig(**{**base, **kw})
+    return tiny_model_config(llm_path, **kw)
 
 
 def write_checkpoint_for(

@@ -1,8 +1,22 @@
-"""Shared by the model unit tests: the batch's history keys and left padding of them."""
+"""Shared by the model tests: the one tiny ModelConfig, the batch's history keys and left padding."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from seller_dist.config import ModelConfig
+
+
+def tiny_model_config(llm_path: str = "", **overrides: Any) -> ModelConfig:
+    """The small SELLER every model, checkpoint and eval test builds (a test changes what it needs)."""
+    base: dict[str, Any] = dict(
+        d_model=32, num_heads=4, num_layers=1, dropout=0.0, expert_hidden=32, num_experts=4, top_k=2,
+        llm_path=llm_path,
+    )  # fmt: skip
+    return ModelConfig(**{**base, **overrides})
+
 
 HIST_KEYS = (  # every per-event batch entry ([B, L, ...], left-padded like the collate writes it)
     "hist_item",

@@ -18,6 +18,7 @@ import torch
 
 from seller_dist.config import ModelConfig
 from seller_dist.model.vocab import ModelVocab
+from tests.model_helpers import tiny_model_config
 from tests.train_helpers import rank_env
 
 pytestmark = pytest.mark.slow
@@ -29,10 +30,7 @@ CLIP = 0.05  # well below the step-2 gradient norm, so clipping is active
 
 
 def model_cfg(llm_dir: str) -> ModelConfig:
-    return ModelConfig(
-        d_model=32, num_heads=4, num_layers=1, dropout=0.0, expert_hidden=32, num_experts=4, top_k=2,
-        ep_size=2, llm_path=llm_dir,
-    )  # fmt: skip
+    return tiny_model_config(llm_dir, ep_size=2)
 
 
 def rank_batch(llm, rank: int) -> dict[str, torch.Tensor]:

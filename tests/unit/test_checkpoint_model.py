@@ -25,23 +25,14 @@ from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
 from seller_dist.train import checkpoint as ck
 from seller_dist.train import export as ex
+from tests.model_helpers import tiny_model_config
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
 REPO = Path(__file__).resolve().parents[2]
 
 
 def model_cfg(llm_path: str, ep_size: int = 1) -> ModelConfig:
-    return ModelConfig(
-        d_model=32,
-        num_heads=4,
-        num_layers=1,
-        dropout=0.0,
-        expert_hidden=32,
-        num_experts=4,
-        top_k=2,
-        ep_size=ep_size,
-        llm_path=llm_path,
-    )
+    return tiny_model_config(llm_path, ep_size=ep_size)
 
 
 def trained(llm: FrozenLLM, llm_path: str, steps: int = 2):

@@ -15,7 +15,7 @@ from seller_dist.model.llm import FrozenLLM, GenerationConfig, resolve_llm_path
 from seller_dist.model.seller import SellerModel
 from seller_dist.model.synthetic import synthetic_batch, token_ids_of
 from seller_dist.model.vocab import ModelVocab
-from tests.model_helpers import left_pad, pad_left
+from tests.model_helpers import left_pad, pad_left, tiny_model_config
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
 
@@ -26,8 +26,7 @@ def llm(tiny_llm_dir: str) -> FrozenLLM:
 
 
 def cfg(**kw) -> ModelConfig:
-    base = dict(d_model=32, num_heads=4, num_layers=1, dropout=0.0, expert_hidden=32, num_experts=4)
-    return ModelConfig(**{**base, **kw})
+    return tiny_model_config(**kw)
 
 
 def build(llm: FrozenLLM, **kw) -> tuple[SellerModel, torch.nn.Module | None]:

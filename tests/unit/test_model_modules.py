@@ -14,15 +14,14 @@ from seller_dist.model.moe import DenseAdapter, MoEAdapter, load_balancing_loss
 from seller_dist.model.sequence_encoder import build_history_encoder
 from seller_dist.model.synthetic import TokenIds, synthetic_batch
 from seller_dist.model.vocab import ModelVocab
-from tests.model_helpers import HIST_KEYS, left_pad
+from tests.model_helpers import HIST_KEYS, left_pad, tiny_model_config
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8)
 IDS = TokenIds(vocab_size=100, pad=0, bos=1, eos=2, soft=3)
 
 
 def cfg(**kw) -> ModelConfig:
-    base = dict(d_model=32, num_heads=4, num_layers=2, dropout=0.0, expert_hidden=16, num_experts=4)
-    return ModelConfig(**{**base, **kw})
+    return tiny_model_config(**{"num_layers": 2, "expert_hidden": 16, **kw})
 
 
 def batch(b: int = 6, length: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
