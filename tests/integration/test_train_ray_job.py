@@ -49,6 +49,18 @@ def run(cmd: list[str], env: dict, timeout: int = 120) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def submit(cmd: list[str], env: dict, tries: int = 30) -> subprocess.CompletedProcess:
+    """`ray job submit`, again while the new head's job agent has not registered yet: on a loaded
+    machine a submit right after `ray start` got "No available agent to submit job, please try again
+    later" (a 500 from the dashboard), which is Ray asking for exactly this."""
+    for _ in range(tries):
+        sub = run(cmd, env)
+        if sub.returncode == 0 or "No available agent" not in sub.stdout + sub.stderr:
+            return sub
+        time.sleep(2)
+    return sub
+
+
 def committed_steps(root: str) -> list[int]:
     try:
         return [e.step for e in ck.list_checkpoints(root) if e.committed]
@@ -138,7 +150,7 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
             "seller_dist/configs/train_demo.yaml",
         ]
         cmd += [arg for o in overrides for arg in ("--set", o)]
-        sub = run(cmd, env)
+        sub = submit(cmd, env)
         assert sub.returncode == 0, (sub.stdout + sub.stderr)[-3000:]
         job_id = re.search(r"(raysubmit_\w+)", sub.stdout + sub.stderr).group(1)
 
