@@ -285,6 +285,14 @@ def run_cell(
             raise _stale(cell, cfg, RESULT_FILE)
         print(f"[experiment] {cell.system} seed {cell.seed}: finished before ({result_url})", flush=True)
         return old
+    if not cell.trained and fp not in done:  # another invocation (--seeds) may have evaluated it
+        for seed in cfg.seeds:
+            other = _read_json(
+                storage.join(Cell(cell.system, seed, cell.overrides).dir(cfg.out), RESULT_FILE), cfg
+            )
+            if other is not None and other.get("fingerprint") == fp and not other.get("reused_from"):
+                done[fp] = other
+                break
     if not cell.trained and fp in done:  # same LLM, greedy: the seed changes nothing
         src = done[fp]
         record = {**src, "seed": cell.seed, "reused_from": f"seed-{src['seed']}", "eval_seconds": 0.0}

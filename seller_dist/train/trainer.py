@@ -142,7 +142,18 @@ class Trainer:
         collate = self.loader.stream.collate_fn
         self.batches = Prefetcher(self.loader, cfg.data.prefetch_batches, pin_memory=self.use_gpu)
         self.validator = None
-        if cfg.eval.every_steps:
+        split = cfg.eval.split
+        if cfg.eval.every_steps and (split not in manifest.data["splits"] or manifest.count(split) == 0):
+            if cfg.checkpoint.keep_best:
+                raise ValueError(
+                    f"checkpoint.keep_best needs a validation loss, but {cfg.data.manifest} has no "
+                    f"'{split}' records: prepare a dataset with that split or set eval.split"
+                )
+            if self.rank == 0:
+                print(
+                    f"[train] warning: the dataset has no '{split}' records: no validation loss", flush=True
+                )
+        elif cfg.eval.every_steps:
             from seller_dist.train.validation import Validator
 
             self.validator = Validator(

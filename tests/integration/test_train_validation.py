@@ -77,3 +77,21 @@ def test_keep_best_keeps_the_lowest_validation_loss_besides_the_newest(small_dat
     assert ck.best_checkpoint(root).step == best
     for e in ck.list_checkpoints(root):
         assert ck.Checkpoint.open(e.url).load_json(ck.TRAIN_STATE_FILE)["valid_loss"] == valid[e.step]
+
+
+def test_a_dataset_without_the_validation_split_trains_without_it_unless_keep_best(
+    small_data, tiny_llm_dir, tmp_path, capfd
+):
+    base = small_overrides(small_data, tiny_llm_dir, str(tmp_path / "runs")) + [
+        "model.ep_size=1",
+        "max_steps=2",
+        "eval.every_steps=1",
+        "eval.split=holdout",  # the prepared dataset has train/valid/test only
+    ]
+    out = spawn_workers(base, tmp_path / "no-split", world=1)
+    assert all(isinstance(r, dict) for r in out), out
+    assert out[0]["valid_losses"] == {} and out[0]["step"] == 2
+    assert "[train] warning: the dataset has no 'holdout' records: no validation loss" in capfd.readouterr().out
+    errs = spawn_workers(base + ["checkpoint.keep_best=true", "run_name=best"], tmp_path / "best", world=1)
+    assert len(errs) == 1 and isinstance(errs[0], str)
+    assert errs[0].startswith("ValueError: checkpoint.keep_best needs a validation loss, but "), errs[0][:300]

@@ -177,6 +177,16 @@ def test_rerun_skips_finished_cells_and_resumes_a_cut_off_eval(tmp_path: Path, f
     assert table["runs"] == first["runs"]
 
 
+def test_zero_shot_is_evaluated_once_also_one_cell_per_invocation(tmp_path: Path, fakes: Fakes) -> None:
+    """`--systems zero-shot --seeds 1` after `--seeds 0`: the finished seed's result is reused."""
+    cfg = config(tmp_path)
+    ex.run_experiment(cfg, systems=["zero-shot"], seeds=[0])
+    ex.run_experiment(cfg, systems=["zero-shot"], seeds=[1])
+    assert fakes.evaluated == [("zero-shot", 0)]
+    rec = json.loads((Path(cfg.out) / "cells" / "zero-shot" / "seed-1" / "result.json").read_text())
+    assert rec["reused_from"] == "seed-0" and rec["seed"] == 1 and rec["eval_seconds"] == 0.0
+
+
 def test_a_cell_made_with_another_config_is_an_error(tmp_path: Path, fakes: Fakes) -> None:
     ex.run_experiment(config(tmp_path), systems=["seller"], seeds=[0])
     with pytest.raises(
