@@ -235,3 +235,13 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("tiny_llm")
     yield build_tiny_llm(d / "llm", init_std=0.15)
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> str:
+    """The 60-user synthetic dataset the training tests read (tests.train_helpers.prep_small), once."""
+    from tests.train_helpers import prep_small
+
+    root = tmp_path_factory.mktemp("train_data") / "data"
+    prep_small(str(root))
+    return str(root)

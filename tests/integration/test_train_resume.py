@@ -18,16 +18,9 @@ import pytest
 import torch
 
 from seller_dist.train import checkpoint as ck
-from tests.train_helpers import prep_small, small_overrides, spawn_workers
+from tests.train_helpers import small_overrides, spawn_workers
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("train_data") / "data"
-    prep_small(str(root))
-    return str(root)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +64,10 @@ def test_nan_on_one_rank_stops_every_rank_before_any_weight_moves(small_data, ti
     """NaN inputs on rank 1 at step 2: both ranks raise the same error at the step's one exchange,
     after backward and before the optimizer step, so the weights are still those of step 1."""
     runs = tmp_path / "runs"
-    overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + ["max_steps=2", "checkpoint.every_steps=1"]
+    overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + [
+        "max_steps=2",
+        "checkpoint.every_steps=1",
+    ]
     errs = spawn_workers(overrides, tmp_path / "nan", poison=(1, 2))
     assert len(errs) == 2 and all(isinstance(e, str) for e in errs), errs
     for e in errs:

@@ -14,16 +14,9 @@ import math
 import pytest
 
 from seller_dist.train import checkpoint as ck
-from tests.train_helpers import prep_small, small_overrides, spawn_workers
+from tests.train_helpers import small_overrides, spawn_workers
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("valid_data") / "data"
-    prep_small(str(root))
-    return str(root)
 
 
 def test_validation_loss_is_the_same_with_one_and_two_workers(small_data, tiny_llm_dir, tmp_path):
@@ -91,7 +84,9 @@ def test_a_dataset_without_the_validation_split_trains_without_it_unless_keep_be
     out = spawn_workers(base, tmp_path / "no-split", world=1)
     assert all(isinstance(r, dict) for r in out), out
     assert out[0]["valid_losses"] == {} and out[0]["step"] == 2
-    assert "[train] warning: the dataset has no 'holdout' records: no validation loss" in capfd.readouterr().out
+    assert (
+        "[train] warning: the dataset has no 'holdout' records: no validation loss" in capfd.readouterr().out
+    )
     errs = spawn_workers(base + ["checkpoint.keep_best=true", "run_name=best"], tmp_path / "best", world=1)
     assert len(errs) == 1 and isinstance(errs[0], str)
     assert errs[0].startswith("ValueError: checkpoint.keep_best needs a validation loss, but "), errs[0][:300]
