@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
     "eval": ("seller_dist.eval.job", "generate on Ray workers, score text quality, grounding, utility"),
+    "score-text": ("seller_dist.eval.score_text", "text metrics of any predictions/references files"),
     "oracles": ("seller_dist.eval.oracles", "oracle explanations scored: what each metric can reward"),
     "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
     "experiment": ("seller_dist.experiment", "systems x seeds, same budget each -> one results table"),

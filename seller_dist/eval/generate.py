@@ -166,9 +166,7 @@ class ExplanationGenerator:
             self.decoder = StaticDecoder(
                 llm, compile=gen.compile, pad_rows_to=gen.batch_size if gen.compile else 0
             )
-            # SellerModel.generate ends in llm.generate: this worker's LLM decodes through the
-            # static cache from here on (the same tokens, tests/unit/test_eval_decode.py)
-            llm.generate = self.decoder.generate
+            llm.decoder = self.decoder  # SellerModel.generate ends in llm.generate, which uses it
         self.load_seconds = time.perf_counter() - t0
 
     def decode(self, ids: list[int]) -> tuple[str, int]:

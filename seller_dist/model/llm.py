@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,9 @@ class FrozenLLM(nn.Module):
             p.requires_grad_(False)
         self.model.eval()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        # what `generate` decodes with: None = the dynamic-cache loop of `generate_dynamic`; the eval
+        # job sets a StaticDecoder (generation.decode: static, seller_dist/eval/decode.py)
+        self.decoder: Any = None
 
     @staticmethod
     def from_pretrained(
@@ -179,7 +183,20 @@ class FrozenLLM(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Continue LEFT-padded prompts given as embeddings. Returns new token ids [B, <=max_new]
-        (pad after a row's eos). Greedy is deterministic; sampling uses `generator`."""
+        (pad after a row's eos). Greedy is deterministic; sampling uses `generator`. Decodes through
+        `self.decoder` when one is set (the same tokens, tests/unit/test_eval_decode.py)."""
+        if self.decoder is not None:
+            return self.decoder.generate(embeds, attention_mask, gen, generator)
+        return self.generate_dynamic(embeds, attention_mask, gen, generator)
+
+    def generate_dynamic(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gen: GenerationConfig,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Hugging Face's dynamic KV cache, one forward per new token."""
         b = embeds.shape[0]
         mask = attention_mask.long()
         pos = self.positions(mask)

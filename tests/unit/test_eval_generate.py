@@ -80,6 +80,7 @@ def test_static_decode_gives_the_eval_job_the_same_generations(eval_setup):
             g.decoder.backend, g.decoder.fullgraph = "eager", True
         part = g.run("test", plan_batches(g.manifest, "test", gen.batch_size, limit=10))
         lines[(decode, compiled)] = [x.to_json() for x in part.generations]
+        assert g.seller.model.llm.decoder is g.decoder  # FrozenLLM.generate decodes through it
         if decode == "static":
             assert g.decoder.compile_failed is None
             assert g.decoder._cache_key[0] == (4 if compiled else 2)  # limit 10: batches of 4, 4, 2

@@ -1,0 +1,180 @@
+"""`seller-dist score-text`: the eval job's text metrics on any system's outputs.
+
+A researcher comparing with a published system usually has that system's predictions and
+references as files (XRec releases `tst_pred.pkl` and `tst_ref.pkl`, other projects a text file per
+side). This command scores such a pair with the same code the eval job uses
+(`text_metrics.text_quality`: BLEU-1/4, ROUGE-1/2/L, USR, BERTScore with the configured encoder), so
+a figure beside ours differs only by the data, not by the metric implementation.
+
+Inputs, one text per example, aligned by position:
+- `.txt`: one text per line;
+- `.json`: a list of strings;
+- `.jsonl`: one JSON string per line, or one object per line with the text in `--field`
+  (e.g. an eval job's generations.jsonl: `--field generated` / `--field reference`);
+- `.pkl` / `.pickle`: a pickled list of strings, read by an unpickler that resolves no global at
+  all, so the file cannot run code (a list of str needs none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pickle
+from typing import Any
+
+from seller_dist import storage
+from seller_dist.config import EvalConfig
+from seller_dist.errors import UserError
+
+MAX_PICKLE_BYTES = 512 * 1024**2
+FORMATS = (".txt", ".json", ".jsonl", ".pkl", ".pickle")
+TEXT_FIELDS = ("generated", "text", "explanation", "prediction", "reference")  # tried in this order
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """A list or dict of plain strings needs no global; anything that names one is refused."""
+
+    def __init__(self, file: io.BytesIO, url: str):
+        super().__init__(file)
+        self.url = url
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise UserError(
+            f"{self.url}: the pickle refers to {module}.{name}; score-text reads only a pickled list of "
+            "strings (no objects), so it is not loaded"
+        )
+
+
+def _text_of(value: Any, url: str, index: int, field: str | None) -> str:
+    if isinstance(value, dict):
+        keys = [field] if field else [k for k in TEXT_FIELDS if k in value]
+        if not keys or keys[0] not in value:
+            want = f"field '{field}'" if field else f"one of the fields {list(TEXT_FIELDS)}"
+            raise UserError(f"{url}: record {index}: no {want} (keys: {sorted(value)[:8]}); use --*-field")
+        value = value[keys[0]]
+        where = f"field '{keys[0]}'"
+    else:
+        where = "the record"
+    if not isinstance(value, str):
+        raise UserError(f"{url}: record {index}: {where} is {type(value).__name__}, not a string")
+    return value
+
+
+def read_texts(url: str, field: str | None = None) -> list[str]:
+    """The texts of one file, by the formats in the module docstring; errors name the file and record."""
+    name = url.rsplit("/", 1)[-1].lower()
+    if not name.endswith(FORMATS):
+        raise UserError(f"{url}: unknown format; use .txt, .json, .jsonl, .pkl or .pickle")
+    data = storage.read_bytes(url)
+    if name.endswith((".pkl", ".pickle")):
+        if len(data) > MAX_PICKLE_BYTES:
+            raise UserError(f"{url}: {len(data)} bytes, more than the {MAX_PICKLE_BYTES} score-text reads")
+        try:
+            values = _NoGlobalsUnpickler(io.BytesIO(data), url).load()
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"{url}: not a readable pickle ({type(e).__name__}: {e})") from e
+    elif name.endswith(".jsonl"):
+        values = []
+        for i, line in enumerate(data.decode("utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{url}: line {i + 1}: not JSON ({e.msg})") from e
+    elif name.endswith(".json"):
+        try:
+            values = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{url}: not JSON ({e.msg} at line {e.lineno})") from e
+    else:  # .txt
+        values = data.decode("utf-8").splitlines()
+    if not isinstance(values, list):
+        raise UserError(f"{url}: holds a {type(values).__name__}, not a list of texts")
+    return [_text_of(v, url, i, field) for i, v in enumerate(values)]
+
+
+def score_texts(
+    predictions: list[str], references: list[str], cfg: EvalConfig, encoder: Any = None
+) -> dict[str, Any]:
+    """text_quality with the eval config's text options (BERTScore only when cfg.text.bertscore)."""
+    from seller_dist.eval import text_metrics
+    from seller_dist.eval.scoring import text_encoder
+
+    t = cfg.text
+    if t.bertscore and encoder is None:
+        encoder = text_encoder(cfg)
+    return text_metrics.text_quality(
+        predictions,
+        references,
+        None,
+        encoder if t.bertscore else None,
+        t.bertscore_layer,
+        t.batch_size,
+        t.max_length,
+        t.bootstrap_samples,
+        t.bootstrap_seed,
+    )
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    rows = ["| metric | mean | std (bootstrap or over examples) | n |", "|---|---:|---:|---:|"]
+    for name, m in metrics.items():
+        if isinstance(m, dict) and "mean" in m:
+            rows.append(f"| {name} | {m['mean']:.4f} | {m['std']:.4f} | {m['n']} |")
+    return "\n".join(rows)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seller_dist.config_loader import add_override_argument
+
+    p.add_argument("--predictions", required=True, help="the system's texts (.txt/.json/.jsonl/.pkl)")
+    p.add_argument("--references", required=True, help="the reference texts, aligned with --predictions")
+    p.add_argument("--prediction-field", default=None, help="jsonl: the key holding the prediction")
+    p.add_argument("--reference-field", default=None, help="jsonl: the key holding the reference")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0 = all)")
+    p.add_argument("--out", default=None, help="write the metrics as JSON here (local path or URL)")
+    p.add_argument("--config", default=None, help="eval YAML (EvalConfig) for the text options")
+    add_override_argument(p, "--set text.bertscore=false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seller_dist.config_loader import load_config
+
+    # score-text reads no dataset; EvalConfig requires one, so a placeholder stands in for it
+    cfg = load_config(EvalConfig, args.config, ["data=unused", *args.overrides])
+    preds = read_texts(args.predictions, args.prediction_field)
+    refs = read_texts(args.references, args.reference_field)
+    if len(preds) != len(refs):
+        raise UserError(
+            f"{args.predictions} has {len(preds)} texts but {args.references} has {len(refs)}; "
+            "they must be aligned one to one"
+        )
+    if args.limit < 0:
+        raise UserError(f"--limit must be >= 0, got {args.limit}")
+    if args.limit:
+        preds, refs = preds[: args.limit], refs[: args.limit]
+    if not preds:
+        raise UserError(f"{args.predictions}: no texts to score")
+    metrics = score_texts(preds, refs, cfg)
+    result = {
+        "predictions": args.predictions,
+        "references": args.references,
+        "n": len(preds),
+        "text": metrics,
+        "text_options": {
+            "bertscore": cfg.text.bertscore,
+            "encoder_path": cfg.encoder_path if cfg.text.bertscore else None,
+            "bertscore_layer": cfg.text.bertscore_layer,
+            "max_length": cfg.text.max_length,
+            "bootstrap_samples": cfg.text.bootstrap_samples,
+            "bootstrap_seed": cfg.text.bootstrap_seed,
+        },
+    }
+    if args.out:
+        storage.write_json(args.out, result)
+    print(format_table(metrics))
+    return 0
