@@ -33,6 +33,7 @@ recorded for each seed (`reused_from`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -703,6 +704,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run nothing: rewrite results.json/md from the finished cells",
     )
+    from seller_dist.cli import VERBOSE_HELP
+
+    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -712,6 +716,14 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
-    results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
+    with contextlib.ExitStack() as stack:
+        if not (args.table_only or getattr(args, "show_all", False) or getattr(args, "verbose", False)):
+            from seller_dist.cli import local_log_path, quiet_console, shown_path
+
+            path = stack.enter_context(quiet_console(local_log_path(cfg.out, "experiment.log")))
+            print(
+                f"[experiment] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)"
+            )
+        results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
     print(markdown(results))
     return 0

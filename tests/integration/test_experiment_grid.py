@@ -16,33 +16,42 @@ from tests.train_helpers import prep_small
 
 
 @pytest.mark.slow
-def test_tiny_grid_writes_the_table_of_its_runs(tmp_path: Path, tiny_llm_dir: str) -> None:
+def test_tiny_grid_writes_the_table_of_its_runs(tmp_path: Path, tiny_llm_dir: str, capsys) -> None:
     import ray
 
     from seller_dist import experiment as ex
+    from seller_dist.cli import main
 
     data = str(tmp_path / "data")
     prep_small(data)
-    cfg = load_config(
-        ExperimentConfig,
-        None,
-        [
-            f"out={tmp_path / 'exp'}",
-            f"data={data}",
-            f"llm.path={tiny_llm_dir}",
-            "seeds=[0, 1]",
-            "budget.max_steps=3",
-            "budget.eval_examples=8",
-            "systems={seller: {}, zero-shot: {model.adapter: none}}",
-            "train={data.batch_size: 4, model.d_model: 32, model.num_layers: 1, model.expert_hidden: 32, "
-            "optim.warmup_steps: 1}",
-            "eval={workers.num_workers: 2, generation.max_new_tokens: 8, generation.batch_size: 4, "
-            "text.bertscore: false, text.bootstrap_samples: 10, simulator.learned: false}",
-        ],
-    )
+    overrides = [
+        f"out={tmp_path / 'exp'}",
+        f"data={data}",
+        f"llm.path={tiny_llm_dir}",
+        "seeds=[0, 1]",
+        "budget.max_steps=3",
+        "budget.eval_examples=8",
+        "systems={seller: {}, zero-shot: {model.adapter: none}}",
+        "train={data.batch_size: 4, model.d_model: 32, model.num_layers: 1, model.expert_hidden: 32, "
+        "optim.warmup_steps: 1}",
+        "eval={workers.num_workers: 2, generation.max_new_tokens: 8, generation.batch_size: 4, "
+        "text.bertscore: false, text.bootstrap_samples: 10, simulator.learned: false}",
+    ]
+    cfg = load_config(ExperimentConfig, None, overrides)
+    config = tmp_path / "grid.yaml"
+    config.write_text("# every key comes from --set\n")
     try:
-        results = ex.run_experiment(cfg)
+        # the command, as a user runs it: our stage lines on the console, Ray's own output in the log
+        assert (
+            main(["experiment", "--config", str(config), *(a for o in overrides for a in ("--set", o))]) == 0
+        )
+        console = capsys.readouterr().out
         out = Path(cfg.out)
+        log = (out / "experiment.log").read_text()
+        assert "[experiment] seller seed 1: evaluate" in console and "| text/bleu4 |" in console
+        assert "pid=" not in console and "Reporting training result" not in console, console[-3000:]
+        assert "Reporting training result" in log  # Ray Train's own lines went to the log
+        results = json.loads((out / "results.json").read_text())
         md = (out / "results.md").read_text()
         assert len(results["runs"]) == 4
         for row in results["runs"]:
