@@ -42,6 +42,8 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float]]:
 
     for group, entry in _groups(results):  # real references first, then templated, then all
         out[f"by_reference/{group}/num_examples"] = (float(entry["num_examples"]), float("nan"))
+        if entry["num_examples"] == results.get("num_examples"):
+            continue  # one kind covers every example: its rows would repeat the overall ones
         for section in ("text", "grounding"):
             if section in entry:
                 walk(f"by_reference/{group}/{section}", entry[section])

@@ -191,7 +191,11 @@ def test_an_empty_group_is_a_clear_error(mixed: str, records, tmp_path: Path):
     assert res["by_reference"]["real"] == {"num_examples": 0}
     assert res["by_reference"]["template"]["num_examples"] == 48
     assert res["by_reference"]["template"]["text"] == res["text"]
-    assert "by_reference/real/text/bleu4" not in flat_metrics(res)
+    flat = flat_metrics(res)
+    assert "by_reference/real/text/bleu4" not in flat
+    # one kind covers every example: only its count is listed, its metrics are the overall rows
+    assert flat["by_reference/template/num_examples"][0] == 48
+    assert not [n for n in flat if n.startswith("by_reference/template/") and not n.endswith("num_examples")]
     assert "| metric | template (48) | all (48) |" in markdown(res)
     with pytest.raises(
         EmptyReferenceGroup, match=r"eval.references=real: .* has no example with a real reference"
