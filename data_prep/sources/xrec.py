@@ -172,6 +172,11 @@ class XRecSource(Source):
             text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
             reader = csv.reader(text)
             header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+            if header and header[0].startswith("version https://git-lfs.github.com/spec/"):
+                raise SourceConfigError(
+                    f"{url}: is a Git LFS pointer, not the csv: run `git lfs pull` in the clone (or download "
+                    "the file itself)"
+                )
             if "user" not in header or "item" not in header:
                 raise SourceConfigError(f"{url}: header must name 'user' and 'item' columns (got {header})")
             for row in reader:
@@ -224,11 +229,13 @@ class XRecSource(Source):
 
     def after_events(self, text_pairs: set[tuple[str, str]]) -> None:
         """Explained pairs that no csv row contains are bad records (counted once every part was read)."""
+        absent = [f for f in CSV_FILES if storage.join(self.dir, f) not in self.csv_urls]
+        reason = "explained pair is in no total_*.csv"
+        if absent:  # e.g. a release copy without its largest file: say which, it is the likely cause
+            reason += f" ({', '.join(absent)} not in {self.dir})"
         for key, r in {(r["uid"], r["iid"]): r for r in self._pkl_rows(BadRecordReport())}.items():
             if key not in text_pairs:
-                self.report.reject(
-                    r["where"], f"row {r['row']}", "uid,iid", "explained pair is in no total_*.csv"
-                )
+                self.report.reject(r["where"], f"row {r['row']}", "uid,iid", reason)
 
 
 def _csv_int_id(row: dict[str, str], column: str) -> str:

@@ -246,3 +246,35 @@ def test_xrec_prep_round_trip(tmp_path):
     out = prep_round_trip(tmp_path, "xrec", {"dir": str(d)}, max_error_rate=0.9)
     # user 0: 4 events -> 3 targets, user 1: 3 events -> 2 targets (explained ones keep their text)
     assert out["records"] == 5 and out["templated"]
+
+
+LFS_POINTER_TEXT = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345678\n"
+)
+
+
+def test_a_clone_without_git_lfs_says_which_file_to_pull(tmp_path):
+    """XRec's amazon and google folders keep total_trn.csv (and trn/val.pkl) in Git LFS: a clone
+    without git-lfs holds 130-byte pointer files instead. The csv pointer is named as such, not
+    reported as a bad header; a copy that lacks total_trn.csv says so in the reason of every explained
+    pair that only that file would have contained."""
+    from data_prep.sources import SourceConfigError
+
+    d = write_xrec_dir(tmp_path / "amazon")
+    (d / "total_trn.csv").write_text(LFS_POINTER_TEXT)
+    src = XRecSource({"dir": str(d)}, {}, BadRecordReport())
+    with pytest.raises(
+        SourceConfigError,
+        match=r"amazon/total_trn.csv: is a Git LFS pointer, not the csv: run `git lfs pull`",
+    ):
+        list(src.events())
+
+    (d / "total_trn.csv").unlink()
+    _frame([(1, 12, "Bakery", "Likes bread.", "Fresh bread.", "Fresh bread.")]).to_pickle(d / "trn.pkl")
+    report = BadRecordReport(max_samples=50)
+    src = XRecSource({"dir": str(d)}, {}, report)
+    list(src.items())
+    list(src.events())
+    reason = f"explained pair is in no total_*.csv (total_trn.csv not in {d})"
+    assert report.bad[f"uid,iid: {reason}"] == 2  # (5, 99) as before, and (1, 12): only total_trn.csv has it
