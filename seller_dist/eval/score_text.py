@@ -101,23 +101,11 @@ def score_texts(
     predictions: list[str], references: list[str], cfg: EvalConfig, encoder: Any = None
 ) -> dict[str, Any]:
     """text_quality with the eval config's text options (BERTScore only when cfg.text.bertscore)."""
-    from seller_dist.eval import text_metrics
-    from seller_dist.eval.scoring import text_encoder
+    from seller_dist.eval.scoring import text_encoder, text_quality
 
-    t = cfg.text
-    if t.bertscore and encoder is None:
+    if cfg.text.bertscore and encoder is None:
         encoder = text_encoder(cfg)
-    return text_metrics.text_quality(
-        predictions,
-        references,
-        None,
-        encoder if t.bertscore else None,
-        t.bertscore_layer,
-        t.batch_size,
-        t.max_length,
-        t.bootstrap_samples,
-        t.bootstrap_seed,
-    )
+    return text_quality(predictions, references, cfg, encoder)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

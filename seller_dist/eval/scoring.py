@@ -110,6 +110,28 @@ def text_encoder(cfg: EvalConfig) -> Any:
     return TextEncoder(cfg.encoder_path, device)
 
 
+def text_quality(
+    generated: Sequence[str],
+    references: Sequence[str],
+    cfg: EvalConfig,
+    encoder: Any,
+    aspects: Sequence[Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """text_metrics.text_quality with the eval config's text options (BERTScore when text.bertscore)."""
+    t = cfg.text
+    return text_metrics.text_quality(
+        generated,
+        references,
+        aspects,
+        encoder if t.bertscore else None,
+        t.bertscore_layer,
+        t.batch_size,
+        t.max_length,
+        t.bootstrap_samples,
+        t.bootstrap_seed,
+    )
+
+
 def text_and_grounding(
     gens: Sequence[Generation],
     records: Sequence[ExampleRecord],
@@ -118,18 +140,13 @@ def text_and_grounding(
     with_aspects: bool,
 ) -> dict[str, Any]:
     """Every text metric and every grounding metric of these examples (aligned gens and records)."""
-    t = cfg.text
     return {
-        "text": text_metrics.text_quality(
+        "text": text_quality(
             [g.generated for g in gens],
             [g.reference for g in gens],
+            cfg,
+            encoder,
             [r.aspects for r in records] if with_aspects else None,
-            encoder if t.bertscore else None,
-            t.bertscore_layer,
-            t.batch_size,
-            t.max_length,
-            t.bootstrap_samples,
-            t.bootstrap_seed,
         ),
         "grounding": grounding_mod.grounding(gens, records),
     }
