@@ -34,6 +34,7 @@ import copy
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,6 +216,23 @@ def node_groups(shard_size: int) -> Any:
     return mine
 
 
+def prefer_environment_ninja() -> None:
+    """Put this interpreter's bin folder first on PATH when it holds `ninja`.
+
+    DeepSpeed JIT-builds its CPU ops (the shared-memory comm op, at `deepspeed.init_distributed`) with
+    torch's cpp_extension, which runs the first `ninja` on PATH. A venv has the pip package's ninja
+    (1.13) and a machine often has the system's (1.11); their build logs hash commands differently, so
+    processes that find different ones rebuild the op whenever they alternate (23 to 34 s on 2 cores
+    each time; a driver started from `launch.sh` has the venv on PATH, a test process may not). Every
+    process of one environment now builds with that environment's ninja."""
+    bindir = os.path.dirname(sys.executable)
+    if not os.path.isfile(os.path.join(bindir, "ninja")):
+        return
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
+
+
 def reshard_frozen(module: torch.nn.Module, group: Any, ds_config: dict[str, Any]) -> None:
     """Re-partition every ZeRO-3 parameter of `module` (loaded partitioned over all ranks) over
     `group` instead, one submodule at a time: gather its parameters, replace each with a whole plain
@@ -362,6 +380,7 @@ class DeepSpeedStrategy:
 
     def init_distributed(self, backend: str | None = None) -> None:
         """gloo on CPU (oneCCL is not installed), nccl on GPUs; reads RANK/WORLD_SIZE/MASTER_* env."""
+        prefer_environment_ninja()  # DeepSpeed JIT-builds its CPU comm op in here
         import deepspeed
 
         if backend is None:
