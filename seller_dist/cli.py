@@ -283,6 +283,23 @@ def quiet_console(log_path: str | os.PathLike) -> Iterator[Path]:
             log.close()
 
 
+def wants_quiet(args: argparse.Namespace) -> bool:
+    """A command's console is quiet unless its own `--verbose` (show_all) or the global one is given."""
+    return not (getattr(args, "show_all", False) or getattr(args, "verbose", False))
+
+
+@contextlib.contextmanager
+def stage_console(tag: str, log_path: str | os.PathLike, quiet: bool = True) -> Iterator[Path | None]:
+    """`quiet_console(log_path)` plus the one line that says where the rest of the output goes; a
+    no-op when not quiet. What train, demo and experiment run inside."""
+    if not quiet:
+        yield None
+        return
+    with quiet_console(log_path) as path:
+        print(f"[{tag}] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+        yield path
+
+
 def _ray_initialized() -> bool:
     ray = sys.modules.get("ray")
     return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())

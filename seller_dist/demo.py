@@ -95,12 +95,9 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
 
 
 def run(args: argparse.Namespace) -> int:
-    from seller_dist.cli import local_log_path, quiet_console, shown_path
+    from seller_dist.cli import local_log_path, stage_console, wants_quiet
 
-    with contextlib.ExitStack() as stack:
-        if not (getattr(args, "show_all", False) or getattr(args, "verbose", False)):
-            path = stack.enter_context(quiet_console(local_log_path(args.out, "demo.log")))
-            print(f"[demo] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+    with stage_console("demo", local_log_path(args.out, "demo.log"), wants_quiet(args)):
         return run_stages(args)
 
 

@@ -33,7 +33,6 @@ recorded for each seed (`reused_from`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -51,6 +50,7 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
 from seller_dist.config_loader import ConfigError, add_override_argument, load_config, to_dict
+from seller_dist.eval.report import markdown_table
 from seller_dist.version import code_version
 
 RESULT_FILE = "result.json"
@@ -478,11 +478,6 @@ def fmt_stat(stat: dict[str, Any] | None) -> str:
     return mean if stat["std"] is None else f"{mean} ± {fmt_value(stat['std'], stat['mean'])}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 YARDSTICK_PARTS = ("reference", "generic", "none")  # scored the same way, independent of the system
 # the learned simulator is fitted on the dataset's own split, never on a system's explanations: its
 # hold-out AUC and its verdict (informative or not) are the same for every system of a dataset
@@ -550,7 +545,9 @@ def markdown(results: dict[str, Any]) -> str:
     kinds = ("system", "group") if mixed_reference_kinds(records) else ("system",)
     metrics = [m for m in names if metric_kind(m) in kinds]
     parts.append(
-        _table(["metric", *systems], [[m, *[fmt_stat(summary[s].get(m)) for s in systems]] for m in metrics])
+        markdown_table(
+            ["metric", *systems], [[m, *[fmt_stat(summary[s].get(m)) for s in systems]] for m in metrics]
+        )
     )
     yard = [m for m in names if metric_kind(m) == "yardstick"]
     if yard:
@@ -567,7 +564,7 @@ def markdown(results: dict[str, Any]) -> str:
             "0), the same for every run: what a "
             "system can reach and what it must beat.",
             "",
-            _table(["metric", "every run"], rows),
+            markdown_table(["metric", "every run"], rows),
         ]
     reused = sorted({r["system"] for r in records if r.get("reused_from")})
     if reused:
@@ -592,7 +589,7 @@ def markdown(results: dict[str, Any]) -> str:
         "The run's mean over the test examples (every metric of every run: results.json and "
         "cells/<system>/seed-<S>/result.json; the eval report: cells/<system>/seed-<S>/eval/report.md).",
         "",
-        _table(["system", "seed", "step", *shown, "train s", "eval s"], rows),
+        markdown_table(["system", "seed", "step", *shown, "train s", "eval s"], rows),
     ]
     return "\n".join(parts) + "\n"
 
@@ -716,14 +713,10 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
-    with contextlib.ExitStack() as stack:
-        if not (args.table_only or getattr(args, "show_all", False) or getattr(args, "verbose", False)):
-            from seller_dist.cli import local_log_path, quiet_console, shown_path
+    from seller_dist.cli import local_log_path, stage_console, wants_quiet
 
-            path = stack.enter_context(quiet_console(local_log_path(cfg.out, "experiment.log")))
-            print(
-                f"[experiment] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)"
-            )
+    quiet = wants_quiet(args) and not args.table_only  # --table-only runs nothing
+    with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet):
         results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
     print(markdown(results))
     return 0

@@ -83,7 +83,7 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -98,7 +98,7 @@ def _side_by_side(section: dict[str, Any], systems: list[str]) -> str:
         [m] + [fmt(section[s][m]["mean"], section[s][m]["std"]) if m in section[s] else "—" for s in present]
         for m in metrics
     ]
-    return _table(["metric", *present], rows)
+    return markdown_table(["metric", *present], rows)
 
 
 def _by_group(columns: list[tuple[str, dict[str, Any]]], section: str) -> str:
@@ -118,7 +118,7 @@ def _by_group(columns: list[tuple[str, dict[str, Any]]], section: str) -> str:
         flats.append(flat)
     metrics = list(dict.fromkeys(m for f in flats for m in f))
     rows = [[m] + [fmt(f[m]["mean"], f[m]["std"]) if m in f else "—" for f in flats] for m in metrics]
-    return _table(["metric", *(name for name, _ in columns)], rows)
+    return markdown_table(["metric", *(name for name, _ in columns)], rows)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -154,7 +154,7 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["", "## Text quality", "", _by_group(columns, "text")]
     elif text:
         rows = [[m, fmt(v["mean"], v["std"])] for m, v in text.items() if _is_stat(v)]
-        parts += ["", "## Text quality", "", _table(["metric", system], rows)]
+        parts += ["", "## Text quality", "", markdown_table(["metric", system], rows)]
     g = results.get("grounding", {})
     if g and groups:
         parts += ["", "## Sequence grounding", "", _by_group(columns, "grounding")]
@@ -186,7 +186,12 @@ def markdown(results: dict[str, Any]) -> str:
             title = "learned simulator" if name == "learned" else "exact simulator (synthetic latent taste)"
             if name == "learned" and warning:
                 title += " (UNINFORMATIVE, see the warning above)"
-            parts += ["", f"## Simulated acceptance: {title}", "", _table(["explanation", "P(accept)"], rows)]
+            parts += [
+                "",
+                f"## Simulated acceptance: {title}",
+                "",
+                markdown_table(["explanation", "P(accept)"], rows),
+            ]
             if name == "learned":
                 parts += [
                     "",
@@ -394,8 +399,8 @@ def comparison_table(runs: list[str]) -> str:
     for label, rep in zip(labels, reports, strict=True):
         if w := simulator_warning(rep):
             by_warning.setdefault(w, []).append(label)
-    notes = [f"\n**Warning: {', '.join(names)}: {w}.**" for w, names in by_warning.items()]
-    return _table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
+    notes = [f"\n**Warning: {', '.join(runs)}: {w}.**" for w, runs in by_warning.items()]
+    return markdown_table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -109,11 +109,14 @@ def score_texts(
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    rows = ["| metric | mean | std (bootstrap or over examples) | n |", "|---|---:|---:|---:|"]
-    for name, m in metrics.items():
-        if isinstance(m, dict) and "mean" in m:
-            rows.append(f"| {name} | {m['mean']:.4f} | {m['std']:.4f} | {m['n']} |")
-    return "\n".join(rows)
+    from seller_dist.eval.report import markdown_table
+
+    rows = [
+        [name, f"{m['mean']:.4f}", f"{m['std']:.4f}", str(m["n"])]
+        for name, m in metrics.items()
+        if isinstance(m, dict) and "mean" in m
+    ]
+    return markdown_table(["metric", "mean", "std (bootstrap or over examples)", "n"], rows)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

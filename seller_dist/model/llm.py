@@ -66,7 +66,7 @@ class FrozenLLM(nn.Module):
             p.requires_grad_(False)
         self.model.eval()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        # what `generate` decodes with: None = the dynamic-cache loop of `generate_dynamic`; the eval
+        # what `generate` decodes with: None = its own dynamic-cache loop; the eval
         # job sets a StaticDecoder (generation.decode: static, seller_dist/eval/decode.py)
         self.decoder: Any = None
 
@@ -187,16 +187,7 @@ class FrozenLLM(nn.Module):
         `self.decoder` when one is set (the same tokens, tests/unit/test_eval_decode.py)."""
         if self.decoder is not None:
             return self.decoder.generate(embeds, attention_mask, gen, generator)
-        return self.generate_dynamic(embeds, attention_mask, gen, generator)
-
-    def generate_dynamic(
-        self,
-        embeds: torch.Tensor,
-        attention_mask: torch.Tensor,
-        gen: GenerationConfig,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Hugging Face's dynamic KV cache, one forward per new token."""
+        # otherwise Hugging Face's dynamic KV cache, one forward per new token
         b = embeds.shape[0]
         mask = attention_mask.long()
         pos = self.positions(mask)

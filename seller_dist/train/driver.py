@@ -23,7 +23,6 @@ Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 from typing import Any
@@ -153,12 +152,9 @@ def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
             print(f"[train] {pre.init_summary}", flush=True)
             # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
             cfg.init_from = pre.init_from["source"]
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            from seller_dist.cli import quiet_console, shown_path
+    from seller_dist.cli import stage_console
 
-            path = stack.enter_context(quiet_console(log_path(cfg)))
-            print(f"[train] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+    with stage_console("train", log_path(cfg), quiet):
         init_ray(cfg)
         result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
@@ -179,5 +175,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
-    train(cfg, quiet=not (getattr(args, "show_all", False) or getattr(args, "verbose", False)))
+    from seller_dist.cli import wants_quiet
+
+    train(cfg, quiet=wants_quiet(args))
     return 0

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from seller_dist.train import strategy
 
 
@@ -34,7 +36,7 @@ def test_this_environment_resolves_its_own_ninja(monkeypatch):
     .venv/bin/python has no venv on PATH; a Ray worker of `launch.sh local-cluster` has it first)."""
     own = Path(sys.executable).parent / "ninja"
     if not own.is_file():
-        return  # an interpreter without a ninja of its own: nothing to prefer
+        pytest.skip(f"{sys.executable} has no ninja of its own: nothing to prefer")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     strategy.prefer_environment_ninja()
     found = subprocess.run(["sh", "-c", "command -v ninja"], capture_output=True, text=True).stdout.strip()
