@@ -8,6 +8,7 @@
 #   ./launch.sh cli ARGS...          run `seller-dist ARGS...` inside the venv
 #   ./launch.sh submit -- ARGS...    `ray job submit` of `seller-dist ARGS...` to $RAY_ADDRESS (default local head)
 #   ./launch.sh local-cluster up|down|status   a local Ray head on 127.0.0.1 (dashboard on loopback only)
+#   ./launch.sh image [REF]          build the cluster image (Dockerfile) with docker or podman; prints the deploy lines
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -147,6 +148,63 @@ submit_job() {
     --runtime-env cluster/runtime_env.yaml -- python -m seller_dist.cli "$@"
 }
 
+# ------------------------------------------------------------------ the cluster image (Dockerfile)
+# The default tag says what is inside: the project's version, the commit, and the Ray image it is
+# built on (cluster/image/kustomization.yaml names the same Ray base; tests/unit/test_deploy_image.py).
+default_image_ref() {
+  local version base commit
+  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
+  base="$(sed -n 's|^ARG RAY_IMAGE=rayproject/ray:||p' Dockerfile | head -n 1)"
+  commit="$(git rev-parse --short=8 HEAD 2>/dev/null || echo nogit)"
+  echo "seller-dist:${version}-${commit}-ray${base}"
+}
+
+build_image() {
+  local ref="${1:-$(default_image_ref)}" engine="" candidate commit pushed
+  for candidate in ${SELLER_CONTAINER_ENGINE:-docker podman}; do
+    if command -v "$candidate" >/dev/null 2>&1; then engine="$candidate"; break; fi
+  done
+  if [ -z "$engine" ]; then
+    echo "[launch] image: neither docker nor podman is installed here (looked for: ${SELLER_CONTAINER_ENGINE:-docker podman}); build on a machine that has one" >&2
+    exit 1
+  fi
+  if ! "$engine" info >/dev/null 2>&1; then
+    echo "[launch] image: $engine is installed but '$engine info' fails: is its daemon (or service) running?" >&2
+    exit 1
+  fi
+  commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    echo "[launch] image: the working tree has uncommitted changes; they go into the image labelled $commit" >&2
+  fi
+  # torch's version comes from here (TORCH_VERSION above), the only place it is pinned
+  local args=(build -f Dockerfile -t "$ref" --build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "GIT_COMMIT=$commit")
+  if [ -n "${SELLER_TORCH_INDEX_URL:-}" ]; then args+=(--build-arg "TORCH_INDEX_URL=$SELLER_TORCH_INDEX_URL"); fi
+  echo "[launch] $engine ${args[*]} ." >&2
+  "$engine" "${args[@]}" .
+  echo "[launch] built $ref"
+  case "$ref" in
+    */*) pushed="$ref"
+         echo "Next (cluster/README.md): push it, point the manifests at it, run the jobs:" ;;
+    *) pushed="REGISTRY/$ref"
+       echo "Next (cluster/README.md): tag it for your registry, push it, point the manifests at it, run the jobs:"
+       echo "  $engine tag $ref $pushed" ;;
+  esac
+  cat <<NEXT
+  $engine push $pushed
+  (cd cluster/image && kustomize edit set image seller-dist=$pushed)   # or newName/newTag in cluster/image/kustomization.yaml
+  kubectl apply -k cluster/train        # the training RayJob; then: kubectl get rayjob seller-train -w
+  kubectl apply -k cluster/eval         # the eval RayJob, once seller-train is SUCCEEDED
+Or keep a RayCluster up and submit to it (the code that runs is the image's):
+  kubectl apply -k cluster/raycluster
+  kubectl port-forward service/seller-dist-head-svc 8265:8265 &
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="\$(kubectl get secret seller-dist -o jsonpath='{.data.auth_token}' | base64 -d)"
+  ray job submit --address http://127.0.0.1:8265 -- python -m seller_dist.cli train --set run_name=seller-gpu \\
+    --set storage_path=s3://your-bucket/seller/runs --set data.manifest=s3://your-bucket/seller/data \\
+    --set model.llm_path=s3://your-bucket/seller/llm --set model.llm_dtype=bfloat16 \\
+    --set workers.num_workers=16 --set workers.use_gpu=true
+NEXT
+}
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -158,6 +216,7 @@ case "$cmd" in
   cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;
   local-cluster) local_cluster "$@" ;;
+  image) build_image "$@" ;;
   help|-h|--help) sed -n '2,11p' "$0" ;;
   *) echo "unknown command '$cmd'; see ./launch.sh help" >&2; exit 2 ;;
 esac
