@@ -258,6 +258,8 @@ def finish_manifest(
         "input_records": report.total_seen,
         "bad_records": report.total_bad,
     }
+    if report.damaged:  # files the user accepted as damaged, and what of each could not be read
+        manifest["damaged_inputs"] = report.damaged
     storage.write_json(
         storage.join(root, REPORT_NAME),
         {**report.to_dict(), "counts_in": report.total_seen, "counts_out": stats.get("examples", {})},
@@ -428,9 +430,10 @@ def _run_local(
 
 def run_prep(cfg: PrepConfig) -> dict[str, Any]:
     """Convert the configured source into a published dataset at cfg.output; returns the manifest."""
-    report = BadRecordReport(max_samples=cfg.bad_record_samples)
+    report = BadRecordReport(max_samples=cfg.bad_record_samples, allow_damaged=tuple(cfg.allow_damaged_inputs))
     # the source checks its options first: a typo must not unpublish an existing dataset
     source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
+    source.storage_cfg = cfg.storage
     parent = parent_of(cfg.vocab_from, cfg.storage)  # a bad vocab_from fails before the output is touched
     root = prepare_output(cfg)
     try:

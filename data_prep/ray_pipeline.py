@@ -69,7 +69,15 @@ ITEM_SCHEMA = pa.schema(
 
 
 def _report_json(report: BadRecordReport, extra: dict | None = None) -> str:
-    return json.dumps({"seen": report.seen, "bad": report.bad, "samples": report.samples, **(extra or {})})
+    return json.dumps(
+        {
+            "seen": report.seen,
+            "bad": report.bad,
+            "samples": report.samples,
+            "damaged": report.damaged,
+            **(extra or {}),
+        }
+    )
 
 
 def _report_from_dict(d: dict[str, Any], max_samples: int) -> BadRecordReport:
@@ -77,6 +85,7 @@ def _report_from_dict(d: dict[str, Any], max_samples: int) -> BadRecordReport:
     rep.seen.update(d["seen"])
     rep.bad.update(d["bad"])
     rep.samples = d["samples"]
+    rep.damaged = d.get("damaged", [])
     return rep
 
 
@@ -101,7 +110,7 @@ def parse_event_parts(
     for p in batch["part"]:
         part = parts[int(p)]
         src = copy.copy(source)
-        src.report = BadRecordReport(max_samples=max_samples)
+        src.report = source.report.empty_like()
         cols = empty_columns()
         item_ids: set[str] = set()
         text_pairs: set[tuple[str, str]] = set()
@@ -138,7 +147,7 @@ def parse_item_parts(
     for p in batch["part"]:
         part = parts[int(p)]
         src = copy.copy(source)
-        src.report = BadRecordReport(max_samples=max_samples)
+        src.report = source.report.empty_like()
         rows: dict[str, list] = {name: [] for name in ITEM_SCHEMA.names}
         for pos, it in enumerate(src.read_items(part)):
             rows["item_id"].append(it.item_id)

@@ -97,6 +97,10 @@ class PrepConfig:
     shard_max_records: int = 2000
     shard_max_bytes: int = 64 * 1024 * 1024
     max_error_rate: float = 0.01  # fraction of bad input records tolerated before the run fails
+    # input files (names, URLs or globs) accepted as damaged: a file that cannot be read to its end
+    # (truncated or corrupt compressed stream, unreadable Parquet row group) fails the run unless it
+    # is listed here; then what was lost is recorded in the manifest (docs/data.md "Damaged inputs")
+    allow_damaged_inputs: list[str] = field(default_factory=list)
     bad_record_samples: int = 20
     embed_item_text: bool = False
     embed_batch_size: int = 64

@@ -9,6 +9,7 @@ marker (manifest.json, COMMITTED) exists.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import fsspec
 
 from seller_dist.config import StorageConfig
+from seller_dist.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +29,12 @@ T = TypeVar("T")
 # Errors worth retrying: network hiccups and throttling. FileNotFoundError is final.
 _TRANSIENT_NAMES = (
     "ConnectionError",
+    "ConnectionClosedError",
+    "ClientOSError",
+    "ClientConnectorError",
+    "ResponseStreamingError",
+    "IncompleteRead",
+    "ProtocolError",
     "ConnectTimeoutError",
     "EndpointConnectionError",
     "ReadTimeoutError",
@@ -40,8 +48,10 @@ _TRANSIENT_NAMES = (
 )
 
 
-class StorageError(RuntimeError):
-    """An object-store failure that survived retries; the message names the URL."""
+class StorageError(UserError, RuntimeError):
+    """An object-store failure that survived retries; the message names the URL (and, for a read,
+    the byte offset). A UserError: the store or the network is the user's to fix, so the CLI words it
+    in one line."""
 
 
 def protocol_of(url: str) -> str:
@@ -194,6 +204,79 @@ def remove(url: str, cfg: StorageConfig | None = None, recursive: bool = True) -
     fs, path = filesystem(url, cfg)
     with contextlib.suppress(FileNotFoundError):
         with_retries(lambda: fs.rm(path, recursive=recursive), f"remove {url}", cfg)
+
+
+class ResumableReader(io.RawIOBase):
+    """A read-only, seekable file over a URL that survives a store outage: a read that fails with a
+    transient error is retried (`with_retries`: bounded, jittered backoff from the StorageConfig) on
+    a freshly opened file at the same byte offset, so the bytes handed out are exactly the file's,
+    however often the connection broke. Past the retries it raises StorageError naming the URL and
+    the offset. Wrap it in `io.BufferedReader` (as `open_input` does) for line and gzip reading."""
+
+    def __init__(self, url: str, cfg: StorageConfig | None = None, block_size: int = 16 << 20):
+        super().__init__()
+        self.url, self.cfg, self.block_size = url, cfg, block_size
+        self._pos = 0
+        self._file: Any = None
+        self._size: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def size(self) -> int:
+        if self._size is None:
+            fs, path = filesystem(self.url, self.cfg)
+            self._size = int(with_retries(lambda: fs.size(path), f"stat {self.url}", self.cfg))
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: None}[whence]
+        self._pos = max(0, (self.size() if base is None else base) + offset)
+        self._drop()  # reopened at the new offset by the next read
+        return self._pos
+
+    def _drop(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+
+    def _read_once(self, n: int) -> bytes:
+        if self._file is None:
+            fs, path = filesystem(self.url, self.cfg)  # a new client: the old connection may be dead
+            f = fs.open(path, "rb", block_size=self.block_size)  # object stores: one ranged GET per block
+            f.seek(self._pos)
+            self._file = f
+        try:
+            return self._file.read(n)
+        except BaseException:
+            self._drop()
+            raise
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = with_retries(lambda: self._read_once(len(view)), f"read {self.url} at byte {self._pos}", self.cfg)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+def open_input(
+    url: str, cfg: StorageConfig | None = None, buffer_size: int = 1 << 20, block_size: int = 16 << 20
+) -> io.BufferedReader:
+    """How prep reads its inputs: a buffered ResumableReader (a transient store error never ends a
+    read early; a persistent one raises StorageError with the offset)."""
+    return io.BufferedReader(ResumableReader(url, cfg, block_size), buffer_size=buffer_size)
 
 
 def open_url(url: str, mode: str = "rb", cfg: StorageConfig | None = None):

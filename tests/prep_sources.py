@@ -3,9 +3,11 @@ inputs of every file-based source with the hard cases: bad records, ties, duplic
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -136,3 +138,19 @@ def write_recbole_inputs(d: Path) -> dict[str, str]:
         for i in range(29):
             f.write(f"{i}\tMovie {i}\tDrama Comedy\n")
     return {"dir": str(d), "name": "toy"}
+
+
+@contextlib.contextmanager
+def local_ray_for_prep(env: dict[str, str] | None = None) -> Iterator[None]:
+    """A local Ray (2 CPUs, 127.0.0.1) whose workers import this checkout, for engine=ray preps."""
+    import ray
+
+    from seller_dist.ray_cluster import init_ray
+
+    repo = str(Path(__file__).resolve().parents[1])
+    init_ray(None, 2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": repo, **(env or {})}})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -34,6 +34,7 @@ from data_prep.sources.records import (
     timestamp_seconds,
 )
 from data_prep.splits import split_value
+from seller_dist.config import StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
 
 DEFAULT_PRICE_EDGES = (10.0, 25.0, 50.0, 100.0, 250.0)
@@ -259,9 +260,11 @@ def iter_meta_records(url: str, report: BadRecordReport) -> Iterator[tuple[int |
     return iter_meta_part(ReadPart(0, "items", url), report)
 
 
-def iter_meta_part(part: ReadPart, report: BadRecordReport) -> Iterator[tuple[int | str, dict[str, Any]]]:
+def iter_meta_part(
+    part: ReadPart, report: BadRecordReport, cfg: StorageConfig | None = None
+) -> Iterator[tuple[int | str, dict[str, Any]]]:
     """(record locator, record) of one part of a meta file, JSON or 2014 Python-literal lines."""
-    return iter_json_part(part, report, parse_meta_line)
+    return iter_json_part(part, report, parse_meta_line, cfg)
 
 
 class Amazon2023Source(Source):
@@ -302,13 +305,13 @@ class Amazon2023Source(Source):
 
     def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
         url = self.inputs.get("meta")
-        return line_parts([url], "items", part_bytes) if url else []
+        return line_parts([url], "items", part_bytes, cfg=self.storage_cfg) if url else []
 
     def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        return line_parts([self.inputs["reviews"]], "events", part_bytes)
+        return line_parts([self.inputs["reviews"]], "events", part_bytes, cfg=self.storage_cfg)
 
     def read_items(self, part: ReadPart) -> Iterator[RawItem]:
-        for n, rec in iter_meta_part(part, self.report):
+        for n, rec in iter_meta_part(part, self.report, self.storage_cfg):
             try:
                 yield parse_meta(rec, self.edges, self.format)
             except BadField as e:
@@ -316,7 +319,7 @@ class Amazon2023Source(Source):
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         column = self.options.get("split_column")  # split=source: the record field naming its split
-        for n, rec in iter_json_part(part, self.report):
+        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
             try:
                 ev = parse_review(rec, self.format)
                 if column:

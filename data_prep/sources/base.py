@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from seller_dist.config import StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
 
 DEFAULT_PART_BYTES = 16 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a file one read task parses
@@ -77,6 +78,8 @@ class Source:
         self.inputs = inputs
         self.options = options
         self.report = report
+        # how inputs are reached: endpoint, retries and backoff of a store outage (PrepConfig.storage)
+        self.storage_cfg: StorageConfig | None = None
 
     # True: the pipeline hands `after_events` the (user, item) pairs of the events that carry text.
     wants_text_pairs: bool = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any
 from data_prep.sources import SourceConfigError
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from data_prep.sources.records import (
+    DAMAGE_ERRORS,
     BadField,
     check_utf8,
     clean_text,
@@ -30,7 +30,7 @@ from data_prep.sources.records import (
 )
 from data_prep.splits import split_value
 from seller_dist import storage
-from seller_dist.config import EventsColumnsConfig
+from seller_dist.config import EventsColumnsConfig, StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 
@@ -223,9 +223,9 @@ class EventsSource(Source):
         parts: list[ReadPart] = []
         for file_index, url in enumerate(expand_inputs(pattern)):
             if self._fmt(url) == "parquet":
-                parts += parquet_parts(url, role, part_bytes, len(parts), file_index)
+                parts += parquet_parts(url, role, part_bytes, len(parts), file_index, self.storage_cfg)
             else:
-                for p in line_parts([url], role, part_bytes, len(parts)):
+                for p in line_parts([url], role, part_bytes, len(parts), self.storage_cfg):
                     parts.append(replace(p, file_index=file_index))
         return parts
 
@@ -237,7 +237,13 @@ class EventsSource(Source):
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         rows = iter_part_rows(
-            part, self._fmt(part.url), self.required_columns(), self.report, self.batch_size, "events_columns"
+            part,
+            self._fmt(part.url),
+            self.required_columns(),
+            self.report,
+            self.batch_size,
+            "events_columns",
+            cfg=self.storage_cfg,
         )
         for n, row in rows:
             try:
@@ -253,7 +259,7 @@ class EventsSource(Source):
         fmt = self._fmt(part.url)
         wanted = named + list(attrs or [])
         for n, row in iter_part_rows(
-            part, fmt, wanted, self.report, self.batch_size, "item_columns", attrs is not None
+            part, fmt, wanted, self.report, self.batch_size, "item_columns", attrs is not None, self.storage_cfg
         ):
             try:
                 yield self.parse_item(row, named, attrs)
@@ -301,11 +307,13 @@ def _check_header(url: str, names: list[str], wanted: list[str], role: str) -> N
         )
 
 
-def parquet_parts(url: str, role: str, part_bytes: int, first_index: int, file_index: int) -> list[ReadPart]:
+def parquet_parts(
+    url: str, role: str, part_bytes: int, first_index: int, file_index: int, cfg: StorageConfig | None = None
+) -> list[ReadPart]:
     """Runs of whole row groups of about `part_bytes` (uncompressed) each; one part when part_bytes <= 0."""
     import pyarrow.parquet as pq
 
-    with storage.open_url(url, "rb") as f:
+    with storage.open_input(url, cfg, buffer_size=64 * 1024) as f:
         try:
             meta = pq.ParquetFile(f).metadata
         except Exception as e:
@@ -332,6 +340,7 @@ def iter_part_rows(
     batch_size: int,
     role: str,
     only_these: bool = True,
+    cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:
     """(record locator, row) of one part of a Parquet / CSV / TSV / JSONL file; counts every record seen.
 
@@ -340,11 +349,11 @@ def iter_part_rows(
     `"byte N"` in a part that starts later in the file (data_prep.sources.records.iter_part_lines).
     """
     if fmt == "parquet":
-        yield from _parquet_rows(part, columns, report, batch_size, role, only_these)
+        yield from _parquet_rows(part, columns, report, batch_size, role, only_these, cfg)
     elif fmt in ("csv", "tsv"):
-        yield from _csv_rows(part, "\t" if fmt == "tsv" else ",", columns, report, role)
+        yield from _csv_rows(part, "\t" if fmt == "tsv" else ",", columns, report, role, cfg)
     elif fmt == "jsonl":
-        yield from iter_json_part(part, report)
+        yield from iter_json_part(part, report, cfg=cfg)
     else:
         raise SourceConfigError(
             f"events: unknown format {fmt!r} for {part.url}; use parquet, csv, tsv or jsonl"
@@ -352,60 +361,87 @@ def iter_part_rows(
 
 
 def _parquet_rows(
-    part: ReadPart, columns: list[str], report: BadRecordReport, batch_size: int, role: str, only_these: bool
+    part: ReadPart,
+    columns: list[str],
+    report: BadRecordReport,
+    batch_size: int,
+    role: str,
+    only_these: bool,
+    cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of the part's row groups, one row group at a time: a row group that cannot be decoded
+    fails the run (report.damaged_input) or, where the user allowed the file, loses exactly its
+    unread rows (the metadata's row count) and the next row group is read."""
     import pyarrow.parquet as pq
 
     url = part.url
-    with storage.open_url(url, "rb") as f:
+    with storage.open_input(url, cfg) as f:
         try:
             pf = pq.ParquetFile(f)
+        except storage.StorageError:
+            raise
         except Exception as e:
             raise SourceConfigError(f"events: {url} is not a readable Parquet file: {e}") from None
         names = pf.schema_arrow.names
         _check_header(url, names, columns, role)
         n = part.first_record
         end = pf.metadata.num_row_groups if part.end is None else part.end
-        batches = pf.iter_batches(
-            batch_size=batch_size,
-            row_groups=list(range(part.start, end)),
-            columns=columns if only_these else None,
-        )
-        while True:
+        for group in range(part.start, end):
+            in_group = pf.metadata.row_group(group).num_rows
+            done = 0
+            batches = pf.iter_batches(
+                batch_size=batch_size, row_groups=[group], columns=columns if only_these else None
+            )
             try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except Exception as e:  # a corrupt row group: keep what was read, count the rest once
-                report.saw(url)
-                report.reject(url, n + 1, "file", f"unreadable Parquet data: {type(e).__name__}")
-                return
-            for row in batch.to_pylist():
-                n += 1
-                report.saw(url)
-                yield n, row
+                for batch in batches:
+                    for row in batch.to_pylist():
+                        n += 1
+                        done += 1
+                        report.saw(url)
+                        yield n, row
+            except storage.StorageError:
+                raise
+            except Exception as e:  # pyarrow's decode errors: OSError, ArrowInvalid, ...
+                report.damaged_input(
+                    url,
+                    f"row group {group} (rows {n + 1}-{n + in_group - done})",
+                    f"unreadable Parquet data ({type(e).__name__}: {e})",
+                    lost_records=in_group - done,
+                )
+                n += in_group - done
 
 
 def _csv_rows(
-    part: ReadPart, delimiter: str, columns: list[str], report: BadRecordReport, role: str
+    part: ReadPart,
+    delimiter: str,
+    columns: list[str],
+    report: BadRecordReport,
+    role: str,
+    cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """Rows of one part of a CSV/TSV file. A quoted field may span lines only inside one part."""
+    """Rows of one part of a CSV/TSV file. A quoted field may span lines only inside one part.
+
+    A malformed record (e.g. a stray quote that runs into the lines after it) is counted once per
+    line it consumed, so a run of swallowed lines moves the error rate as the records it hides.
+    """
     if csv.field_size_limit() < MAX_CSV_FIELD:
         csv.field_size_limit(MAX_CSV_FIELD)
     url = part.url
     try:
-        header_line = read_first_line(url)
-    except (EOFError, OSError, zlib.error) as e:
+        header_line = read_first_line(url, cfg)
+    except DAMAGE_ERRORS as e:
         raise SourceConfigError(f"events: cannot read the header of {url}: {e}") from None
     header_row = next(csv.reader([header_line.decode("utf-8", "surrogateescape")], delimiter=delimiter), [])
     header = [h.strip().lstrip("\ufeff") for h in header_row]
     _check_header(url, header, columns, role)
     where: list[int | str] = [0]
+    consumed = [0]  # physical lines handed to the csv reader
 
     def lines() -> Iterator[str]:
         # surrogateescape: a non-UTF-8 byte spoils one field (reported), not the whole file
-        for n, line in iter_part_lines(part, report, keep_ends=True):
+        for n, line in iter_part_lines(part, report, keep_ends=True, cfg=cfg):
             where[0] = n
+            consumed[0] += 1
             yield line.decode("utf-8", "surrogateescape")
 
     it = lines()
@@ -413,18 +449,23 @@ def _csv_rows(
         next(it, None)  # the header
     reader = csv.reader(it, delimiter=delimiter)
     while True:
+        before = consumed[0]
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            report.saw(url)
-            report.reject(url, where[0], "line", f"malformed CSV: {e}")
+            spanned = max(1, consumed[0] - before)
+            report.saw(url, spanned)
+            report.reject(url, where[0], "line", f"malformed CSV: {e}", count=spanned)
             continue
         if not values:
             continue
-        report.saw(url)
         if len(values) != len(header):
-            report.reject(url, where[0], "line", f"expected {len(header)} fields, got {len(values)}", values)
+            spanned = max(1, consumed[0] - before)  # a stray quote reads on into the next lines
+            report.saw(url, spanned)
+            got = f"expected {len(header)} fields, got {len(values)}"
+            report.reject(url, where[0], "line", got + (f" across {spanned} lines" if spanned > 1 else ""), values, spanned)
             continue
+        report.saw(url)
         yield where[0], dict(zip(header, values, strict=True))

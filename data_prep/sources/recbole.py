@@ -28,6 +28,7 @@ from data_prep.sources.records import (
     to_float,
 )
 from seller_dist import storage
+from seller_dist.config import StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
 from seller_dist.errors import UserError
@@ -55,14 +56,14 @@ def parse_header(line: str, url: str) -> list[tuple[str, str]]:
 
 
 def iter_atomic(
-    url: str, report: BadRecordReport
+    url: str, report: BadRecordReport, cfg: StorageConfig | None = None
 ) -> tuple[list[tuple[str, str]], Iterator[tuple[int | str, dict]]]:
     """(header fields, iterator of (line number, {field name: raw string})) for one atomic file."""
-    return iter_atomic_part(ReadPart(0, "", url), report)
+    return iter_atomic_part(ReadPart(0, "", url), report, cfg)
 
 
-def read_atomic_header(url: str) -> list[tuple[str, str]]:
-    first = read_first_line(url).rstrip(b"\r\n")
+def read_atomic_header(url: str, cfg: StorageConfig | None = None) -> list[tuple[str, str]]:
+    first = read_first_line(url, cfg).rstrip(b"\r\n")
     if not first.strip():
         raise AtomicFileError(f"{url}: empty file (expected a typed header line)")
     try:
@@ -72,12 +73,12 @@ def read_atomic_header(url: str) -> list[tuple[str, str]]:
 
 
 def iter_atomic_part(
-    part: ReadPart, report: BadRecordReport
+    part: ReadPart, report: BadRecordReport, cfg: StorageConfig | None = None
 ) -> tuple[list[tuple[str, str]], Iterator[tuple[int | str, dict]]]:
     """(header fields, (record locator, {field name: raw string}) of the rows in one part of a file)."""
     url = part.url
-    header = read_atomic_header(url)
-    lines = iter_part_lines(part, report)
+    header = read_atomic_header(url, cfg)
+    lines = iter_part_lines(part, report, cfg=cfg)
     if part.start == 0:
         next(lines, None)  # the header
 
@@ -156,15 +157,16 @@ class RecBoleSource(Source):
             raise ValueError(f"recbole: options.action '{self.action}' is not one of {list(ACTIONS)}")
 
     def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        return line_parts([self.item_url], "items", part_bytes) if self.item_url else []
+        return line_parts([self.item_url], "items", part_bytes, cfg=self.storage_cfg) if self.item_url else []
 
     def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
         """Byte ranges of the .inter file; one part without a time field (line numbers are the time)."""
-        names = [n for n, _ in read_atomic_header(self.inter_url)]
-        return line_parts([self.inter_url], "events", part_bytes if self.time_field in names else 0)
+        names = [n for n, _ in read_atomic_header(self.inter_url, self.storage_cfg)]
+        parts_of = part_bytes if self.time_field in names else 0
+        return line_parts([self.inter_url], "events", parts_of, cfg=self.storage_cfg)
 
     def read_items(self, part: ReadPart) -> Iterator[RawItem]:
-        header, rows = iter_atomic_part(part, self.report)
+        header, rows = iter_atomic_part(part, self.report, self.storage_cfg)
         names = [n for n, _ in header]
         if self.item_field not in names:
             raise AtomicFileError(f"{self.item_url}: no '{self.item_field}' column (has {names})")
@@ -191,7 +193,7 @@ class RecBoleSource(Source):
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         url = self.inter_url
-        header, rows = iter_atomic_part(part, self.report)
+        header, rows = iter_atomic_part(part, self.report, self.storage_cfg)
         names = [n for n, _ in header]
         for need in (self.user_field, self.item_field):
             if need not in names:

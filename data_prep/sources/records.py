@@ -18,6 +18,7 @@ from typing import Any
 
 from data_prep.sources.base import ReadPart
 from seller_dist import storage
+from seller_dist.config import StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import RecordError, normalize_timestamp
 
@@ -32,12 +33,19 @@ class BadField(ValueError):
         self.sample = sample  # what the report keeps of the record (default: the raw line)
 
 
-def file_size(url: str) -> int:
-    fs, path = storage.filesystem(url)
-    return int(fs.size(path))
+# What a damaged file raises while it is decoded. A store outage is not among them: the reader
+# retries it (storage.ResumableReader) and raises StorageError once the retries are spent.
+DAMAGE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
-def line_parts(urls: list[str], role: str, part_bytes: int, first_index: int = 0) -> list[ReadPart]:
+def file_size(url: str, cfg: StorageConfig | None = None) -> int:
+    fs, path = storage.filesystem(url, cfg)
+    return int(storage.with_retries(lambda: fs.size(path), f"stat {url}", cfg))
+
+
+def line_parts(
+    urls: list[str], role: str, part_bytes: int, first_index: int = 0, cfg: StorageConfig | None = None
+) -> list[ReadPart]:
     """Byte ranges of line-oriented files, in input order: each file in pieces of about `part_bytes`.
 
     A `.gz` file is one part (a gzip stream cannot be entered in the middle), and so is every file
@@ -45,7 +53,7 @@ def line_parts(urls: list[str], role: str, part_bytes: int, first_index: int = 0
     """
     parts: list[ReadPart] = []
     for file_index, url in enumerate(urls):
-        size = file_size(url) if part_bytes > 0 and not url.endswith(".gz") else 0
+        size = file_size(url, cfg) if part_bytes > 0 and not url.endswith(".gz") else 0
         if size <= part_bytes or part_bytes <= 0:
             parts.append(ReadPart(first_index + len(parts), role, url, file_index=file_index))
             continue
@@ -56,17 +64,19 @@ def line_parts(urls: list[str], role: str, part_bytes: int, first_index: int = 0
 
 
 def iter_part_lines(
-    part: ReadPart, report: BadRecordReport, keep_ends: bool = False
+    part: ReadPart, report: BadRecordReport, keep_ends: bool = False, cfg: StorageConfig | None = None
 ) -> Iterator[tuple[int | str, bytes]]:
     """(record locator, line bytes) of the lines that START in the part's byte range.
 
     The locator is the 1-based line number in a part that starts at byte 0 and `"byte N"` (the
     line's offset in the file) in a later part, whose line count is not known without reading the
-    file from its start. A truncated .gz ends with one reject; what was read is kept.
+    file from its start. A store outage is retried where the read stopped; a compressed stream that
+    cannot be decoded to its end (truncated, corrupt) fails the run through `report.damaged_input`
+    unless the user allowed that file, and never counts as one bad record.
     """
     url = part.url
     n = 0
-    with storage.open_url(url, "rb") as raw:
+    with storage.open_input(url, cfg) as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
         pos = part.start
         if pos > 0:
@@ -80,21 +90,27 @@ def iter_part_lines(
                 where: int | str = n if part.start == 0 else f"byte {pos}"
                 pos += len(line)
                 yield where, (line if keep_ends else line.rstrip(b"\r\n"))
-        except (EOFError, OSError, zlib.error) as e:
-            # gzip streams cut short (interrupted download) or corrupt: keep what was read.
-            report.saw(url)
-            report.reject(url, n + 1, "file", f"truncated or corrupt compressed file: {e}")
+        except DAMAGE_ERRORS as e:
+            report.damaged_input(
+                url,
+                f"line {n + 1} (byte {pos} of the decompressed data)",
+                f"truncated or corrupt compressed file ({type(e).__name__}: {e})",
+                lines_read=n,
+                decompressed_bytes_read=pos,
+                compressed_bytes=raw.raw.size(),
+                lost_records="unknown: a compressed stream cannot be decoded past the damage",
+            )
 
 
-def iter_raw_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, bytes]]:
+def iter_raw_lines(url: str, report: BadRecordReport, cfg: StorageConfig | None = None) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line bytes without the newline) of a whole file."""
-    for n, line in iter_part_lines(ReadPart(0, "", url), report):
+    for n, line in iter_part_lines(ReadPart(0, "", url), report, cfg=cfg):
         yield int(n), line
 
 
-def read_first_line(url: str) -> bytes:
+def read_first_line(url: str, cfg: StorageConfig | None = None) -> bytes:
     """A file's first line (a CSV or atomic-file header), for parts that start later in the file."""
-    with storage.open_url(url, "rb") as raw:
+    with storage.open_input(url, cfg, buffer_size=64 * 1024) as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
         return f.readline()
 
@@ -113,9 +129,11 @@ def json_error_reason(e: json.JSONDecodeError, text: str) -> str:
     return f"malformed JSON ({e.msg})"
 
 
-def iter_json_lines(url: str, report: BadRecordReport) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_lines(
+    url: str, report: BadRecordReport, cfg: StorageConfig | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each JSON-object line of a whole file; blank lines are not records."""
-    yield from iter_json_part(ReadPart(0, "", url), report)  # type: ignore[misc]
+    yield from iter_json_part(ReadPart(0, "", url), report, cfg=cfg)  # type: ignore[misc]
 
 
 def json_object_line(raw: bytes) -> dict[str, Any]:
@@ -131,12 +149,15 @@ def json_object_line(raw: bytes) -> dict[str, Any]:
 
 
 def iter_json_part(
-    part: ReadPart, report: BadRecordReport, decode: Callable[[bytes], dict[str, Any]] = json_object_line
+    part: ReadPart,
+    report: BadRecordReport,
+    decode: Callable[[bytes], dict[str, Any]] = json_object_line,
+    cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:
     """(record locator, object) for each record line of one part; blank lines are not records.
     `decode` turns a line into its object or raises BadField (Amazon's meta: JSON or Python literal)."""
     url = part.url
-    for n, raw in iter_part_lines(part, report):
+    for n, raw in iter_part_lines(part, report, cfg=cfg):
         if not raw.strip():
             continue
         report.saw(url)

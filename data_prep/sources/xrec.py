@@ -168,7 +168,7 @@ class XRecSource(Source):
             yield RawItem(item_id=r["iid"], title=r["title"], text=r["summary"])
 
     def _iter_csv(self, url: str) -> Iterator[tuple[int, dict[str, str] | None, str]]:
-        with storage.open_url(url, "rb") as raw:
+        with storage.open_input(url, self.storage_cfg) as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
             reader = csv.reader(text)
             header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]

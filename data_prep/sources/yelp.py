@@ -243,13 +243,13 @@ class YelpSource(Source):
 
     def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
         url = self.inputs.get("business")
-        return line_parts([url], "items", part_bytes) if url else []
+        return line_parts([url], "items", part_bytes, cfg=self.storage_cfg) if url else []
 
     def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        return line_parts([self.inputs["review"]], "events", part_bytes)
+        return line_parts([self.inputs["review"]], "events", part_bytes, cfg=self.storage_cfg)
 
     def read_items(self, part: ReadPart) -> Iterator[RawItem]:
-        for n, rec in iter_json_part(part, self.report):
+        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
             try:
                 yield parse_business(rec)
             except BadField as e:
@@ -257,7 +257,7 @@ class YelpSource(Source):
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         column = self.options.get("split_column")  # split=source: the record field naming its split
-        for n, rec in iter_json_part(part, self.report):
+        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
             try:
                 ev = parse_review(rec)
                 if column:

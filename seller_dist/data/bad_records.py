@@ -7,6 +7,7 @@ scoring the same way), so it lives here and `data_prep` imports it (tests/unit/t
 
 from __future__ import annotations
 
+import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,21 +19,49 @@ class TooManyBadRecords(UserError, RuntimeError):
     """The input is worse than the configured error rate; nothing was published."""
 
 
+class DamagedInputError(UserError, RuntimeError):
+    """An input file cannot be read to its end (a truncated or corrupt compressed stream, an
+    unreadable Parquet row group): the records after the damage would be lost, so the prep fails
+    and publishes nothing unless the file is listed in `allow_damaged_inputs`."""
+
+
 @dataclass
 class BadRecordReport:
     max_samples: int = 20
     seen: Counter = field(default_factory=Counter)  # input kind (e.g. "review.json") -> records read
     bad: Counter = field(default_factory=Counter)  # reason -> count
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # input files (names, URLs or globs) the user accepts as damaged: their unreadable rest is
+    # recorded in `damaged` (and the manifest) instead of failing the run
+    allow_damaged: tuple[str, ...] = ()
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+
+    def empty_like(self) -> BadRecordReport:
+        """An empty report with this one's settings (one per read task, merged back later)."""
+        return BadRecordReport(max_samples=self.max_samples, allow_damaged=tuple(self.allow_damaged))
+
+    def damaged_input(self, where: str, at: str, reason: str, **lost: Any) -> None:
+        """The rest of input `where` from `at` on cannot be read. Fails the run (DamagedInputError,
+        one line naming the file and the place) unless the file is allowed; then what was lost is
+        recorded exactly as known (`lost_records` from Parquet metadata, `lost_bytes` of a text file)."""
+        name = where.rsplit("/", 1)[-1]
+        if not any(fnmatch.fnmatchcase(where, p) or fnmatch.fnmatchcase(name, p) for p in self.allow_damaged):
+            raise DamagedInputError(
+                f"{where}: cannot be read past {at}: {reason}. Nothing was published: the records after "
+                f"that point would be lost. Repair or re-download the file, or accept the loss with "
+                f"--set 'allow_damaged_inputs=[{name}]' (the manifest then records what was lost)"
+            )
+        self.damaged.append({"file": where, "at": at, "reason": reason, **lost})
 
     def saw(self, where: str, n: int = 1) -> None:
         self.seen[where] += n
 
     def reject(
-        self, where: str, line: int | str | None, field_name: str, reason: str, raw: Any = None
+        self, where: str, line: int | str | None, field_name: str, reason: str, raw: Any = None, count: int = 1
     ) -> None:
-        """Count one bad record. `where` is the input file, `line` the line number or record key."""
-        self.bad[f"{field_name}: {reason}"] += 1
+        """Count bad records (one, or `count` for a malformed record that swallowed that many input
+        lines), sampled once. `where` is the input file, `line` the line number or record key."""
+        self.bad[f"{field_name}: {reason}"] += count
         if len(self.samples) < self.max_samples:
             text = raw if isinstance(raw, str) else repr(raw)
             self.samples.append(
@@ -72,6 +101,7 @@ class BadRecordReport:
     def merge(self, other: BadRecordReport) -> None:
         self.seen.update(other.seen)
         self.bad.update(other.bad)
+        self.damaged.extend(other.damaged)
         room = self.max_samples - len(self.samples)
         if room > 0:
             self.samples.extend(other.samples[:room])
@@ -83,6 +113,7 @@ class BadRecordReport:
             "error_rate": self.error_rate,
             "bad_by_reason": dict(self.bad.most_common()),
             "samples": self.samples,
+            "damaged_inputs": self.damaged,
         }
 
 
@@ -104,6 +135,7 @@ class OrderedSamples:
         """Counts of `part` into `into` now; its samples kept here until `finish`."""
         into.seen.update(part.seen)
         into.bad.update(part.bad)
+        into.damaged.extend(part.damaged)
         if part.samples:
             self.add(key, part.samples)
 

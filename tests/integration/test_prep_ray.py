@@ -21,6 +21,7 @@ from tests.prep_sources import (
     REAL_YELP,
     DriverGuardSource,
     TiedLogSource,
+    local_ray_for_prep,
     write_amazon_inputs,
     write_events_inputs,
     write_recbole_inputs,
@@ -33,20 +34,8 @@ SMALL = {"num_users": 50, "num_items": 40, "events_per_user_min": 3, "events_per
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    import ray
-
-    from seller_dist.ray_cluster import init_ray
-
-    init_ray(
-        None,
-        2,
-        runtime_env={
-            "env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        },
-    )
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    with local_ray_for_prep():
+        yield
 
 
 def records_by_split(root: str, manifest: dict) -> dict[str, list[bytes]]:

@@ -18,7 +18,7 @@ from data_prep.sources.amazon2023 import (
 )
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import BadField
-from seller_dist.data.bad_records import BadRecordReport
+from seller_dist.data.bad_records import BadRecordReport, DamagedInputError
 from tests.source_roundtrip import prep_round_trip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "amazon2023"
@@ -112,19 +112,21 @@ def test_amazon_gz_gives_the_same_result(tmp_path):
     assert dict(report.bad) == EXPECTED_BAD
 
 
-def test_amazon_truncated_gz_keeps_what_was_read_and_reports_the_rest(tmp_path):
+def test_amazon_truncated_gz_fails_unless_allowed_and_is_never_one_bad_record(tmp_path):
     good = (FIX / "reviews.jsonl").read_bytes().split(b"\n")[:3]
     lines = good * 200  # long enough that the cut falls inside compressed data
     blob = gzip.compress(b"\n".join(lines) + b"\n")
     path = tmp_path / "reviews.jsonl.gz"
     path.write_bytes(blob[: len(blob) // 2])
-    report = BadRecordReport()
+    with pytest.raises(DamagedInputError, match=r"reviews\.jsonl\.gz: cannot be read past line \d+ \(byte \d+"):
+        list(Amazon2023Source({"reviews": str(path)}, {}, BadRecordReport()).events())
+    report = BadRecordReport(allow_damaged=("reviews.jsonl.gz",))
     events = list(Amazon2023Source({"reviews": str(path)}, {}, report).events())
     assert 0 < len(events) < 600
     assert events[:3] == EXPECTED_EVENTS
-    assert list(report.bad) == [
-        "file: truncated or corrupt compressed file: Compressed file ended before the end-of-stream marker was reached"
-    ]
+    assert not report.bad  # the unread rest is not "one bad record"
+    [damage] = report.damaged
+    assert damage["file"] == str(path) and damage["lines_read"] == len(events)
 
 
 def test_amazon_non_utf8_and_lone_surrogate_text_are_bad_records(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.events import EventsSource, parse_time
 from data_prep.sources.records import BadField
-from seller_dist.data.bad_records import BadRecordReport
+from seller_dist.data.bad_records import BadRecordReport, DamagedInputError
 from tests.source_roundtrip import prep_round_trip
 
 COLUMNS = {
@@ -210,18 +210,21 @@ def test_events_catalog_table_csv_and_parquet(tmp_path):
         )
 
 
-def test_events_truncated_csv_gz_keeps_what_was_read(tmp_path):
+def test_events_truncated_csv_gz_fails_unless_allowed(tmp_path):
     body = "user_id,item_id,timestamp,action\n" + "".join(
         f"u{i % 7},i{i},{1700000000 + i},view\n" for i in range(3000)
     )
     blob = gzip.compress(body.encode())
     (tmp_path / "log.csv.gz").write_bytes(blob[: len(blob) // 2])
-    events, report = _convert(str(tmp_path / "log.csv.gz"), {})
+    with pytest.raises(DamagedInputError, match=r"log\.csv\.gz: cannot be read past line \d+"):
+        _convert(str(tmp_path / "log.csv.gz"), {})
+    report = BadRecordReport(allow_damaged=("*.csv.gz",))
+    events = list(EventsSource({"path": str(tmp_path / "log.csv.gz")}, {}, report).events())
     assert 0 < len(events) < 3000
     assert events[0] == RawEvent("u0", "i0", 1700000000, "view")
-    assert list(report.bad) == [
-        "file: truncated or corrupt compressed file: Compressed file ended before the end-of-stream marker was reached"
-    ]
+    assert not report.bad and report.total_seen == len(events)
+    [damage] = report.damaged
+    assert damage["lines_read"] == len(events) + 1  # and the header
 
 
 def test_events_prep_round_trip(tmp_path):
