@@ -112,3 +112,25 @@ def test_the_reader_resumes_at_the_byte_where_the_connection_broke(s3_bucket, pr
     assert got == data
     offsets = [int(r.getMessage().split(" at byte ")[1].split(":")[0]) for r in caplog.records]
     assert offsets and all(0 < o < len(data) for o in offsets), offsets  # resumed mid-file, not from 0
+
+
+def test_damaged_files_fail_on_the_ray_engine_too_and_allowed_ones_lose_the_same(ray_with_s3, tmp_path):
+    """The unit tests' truncated .gz and corrupt row group, through engine=ray's read tasks."""
+    from seller_dist.data.bad_records import DamagedInputError
+    from tests.unit.test_prep_damaged_inputs import (
+        prep_cfg,
+        truncated_csv_gz,
+        write_parquet_with_corrupt_group,
+    )
+
+    gz, pq_file = tmp_path / "events.csv.gz", tmp_path / "events.parquet"
+    truncated_csv_gz(gz)
+    write_parquet_with_corrupt_group(pq_file, corrupt=1)
+    for log, where in ((gz, r"line \d+ \(byte \d+"), (pq_file, r"row group 1 \(rows 251-500\)")):
+        out = tmp_path / f"out-{log.name}"
+        with pytest.raises(DamagedInputError, match=rf"{log.name}: cannot be read past {where}"):
+            run_prep(prep_cfg(log, out, engine="ray"))
+        assert not (out / "manifest.json").exists()
+        local = run_prep(prep_cfg(log, tmp_path / f"local-{log.name}", allow_damaged_inputs=[log.name]))
+        on_ray = run_prep(prep_cfg(log, tmp_path / f"ray-{log.name}", allow_damaged_inputs=[log.name], engine="ray"))
+        assert on_ray["damaged_inputs"] == local["damaged_inputs"] and on_ray["stats"] == local["stats"]
