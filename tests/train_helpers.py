@@ -76,8 +76,8 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
     code = 0
     try:
         from seller_dist.train import faults
+        from seller_dist.train.step import NonFiniteError
         from seller_dist.train.trainer import Trainer
-        from seller_dist.train.worker import NonFiniteError
 
         if kwargs.get("poison"):  # the fault seam: NaN inputs on (rank, step)
             faults.arm_nan(*kwargs["poison"])

@@ -225,7 +225,7 @@ def plain_loop(cfg: TrainConfig, timer: Any) -> dict[int, float]:
     from seller_dist.model.llm import FrozenLLM, resolve_llm_path
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
-    from seller_dist.train.worker import lr_at, model_inputs, rank_loader, setup_rank_env, step_seed
+    from seller_dist.train.step import lr_at, model_inputs, rank_loader, setup_rank_env, step_seed
 
     use_gpu = setup_rank_env()
     device = torch.device("cuda") if use_gpu else torch.device("cpu")
@@ -294,8 +294,8 @@ def strategy_loop(cfg: TrainConfig, timer: Any, distinct_batches: int = 8) -> di
 
     import torch
 
+    from seller_dist.train.step import model_inputs, step_seed
     from seller_dist.train.trainer import Trainer
-    from seller_dist.train.worker import model_inputs, step_seed
 
     trainer = Trainer(cfg, timer=timer)  # sets the timer's model size
     state, accum = trainer.state, cfg.optim.grad_accum
@@ -519,7 +519,7 @@ def measure_cpu_peak_tflops(seconds: float = 1.0, n: int = 512) -> float:
 def measure_stream(cfg: TrainConfig, batches: int) -> dict[str, Any]:
     """Records/s of one rank's stream with collation (what the training loop pulls), in-process,
     with the config's loader workers, from a cold start (the first shard read is included)."""
-    from seller_dist.train.worker import rank_loader
+    from seller_dist.train.step import rank_loader
 
     _, loader = rank_loader(cfg, 0, 1)
     t0, records, n = time.perf_counter(), 0, 0

@@ -41,7 +41,7 @@ from seller_dist.config_loader import dump_yaml, to_dict
 from seller_dist.train import checkpoint as ck
 from seller_dist.train import faults, warm_start
 from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
-from seller_dist.train.worker import (
+from seller_dist.train.step import (
     NonFiniteError,
     WorkerResult,
     lr_at,

@@ -27,7 +27,7 @@ from seller_dist.train import checkpoint as ck
 from seller_dist.train import driver, warm_start
 from seller_dist.train import export as ex
 from seller_dist.train.preflight import preflight
-from seller_dist.train.worker import lr_at, model_inputs, rank_data, rank_loader, step_seed
+from seller_dist.train.step import lr_at, model_inputs, rank_data, rank_loader, step_seed
 from tests.train_helpers import TRAIN_DEMO, small_overrides, train_config
 from tests.warm_start_helpers import prep_window, write_windows
 
@@ -71,7 +71,7 @@ def train_plain(cfg, llm: FrozenLLM, steps: int):
 
 
 def write_worker_checkpoint(cfg, step: int, manifest, catalog, model, moe) -> str:
-    """What rank 0 of a one-worker job writes (seller_dist.train.worker.save_checkpoint), minus the
+    """What rank 0 of a one-worker job writes (the Trainer's save), minus the
     DeepSpeed engine folder, which a warm start does not read."""
     sha = sha_of(cfg.data.manifest)
     w = ck.CheckpointWriter(ck.checkpoints_root(cfg.storage_path, cfg.run_name), step, 0, 1)
