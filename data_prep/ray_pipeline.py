@@ -9,7 +9,7 @@
   check    the parse's error rate is checked before anything is cut or written
   cut      every event gets its user-hash partition (the local engine's hash), groupby(partition) ->
            map_groups: restore input order by seq, then the local engine's cut phase
-           (data_prep.pipeline.CutPhase: data_prep.examples is the ONE cutting implementation), which
+           (data_prep.publish.CutPhase: data_prep.examples is the ONE cutting implementation), which
            writes the partition's shards (prefix p<partition>) and returns one summary row: counts,
            shard infos, stats and bad-record samples. synthetic: users are generated and cut in the
            same task (a task holds whole users), no shuffle.
@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from data_prep.examples import Catalog, UserSample
 from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, partition_of, seq_of
+from data_prep.publish import CutPhase, ExampleStats, finish_manifest, write_items
 from data_prep.sources import Source
 from data_prep.sources.base import RawItem, ReadPart
 from data_prep.vocab import ParentVocab
@@ -260,10 +261,9 @@ def _cut_and_write(
     cfg: PrepConfig,
     prefix: str,
 ) -> dict[str, list]:
-    """The local engine's cut phase (data_prep.pipeline.CutPhase) on these users, writing shards named
+    """The local engine's cut phase (data_prep.publish.CutPhase) on these users, writing shards named
     `<split>/<prefix>-NNNNNN.tar`; one row: counts, shards, stats and the samples that may be among
     the run's first (OrderedSamples keeps the smallest user ids, whatever the task order)."""
-    from data_prep.pipeline import CutPhase
 
     phase = CutPhase(root, cfg, BadRecordReport(max_samples=cfg.bad_record_samples), catalog, source, prefix)
     n_events = 0
@@ -322,7 +322,6 @@ def run_ray(
     import ray
     import ray.data
 
-    from data_prep.pipeline import ExampleStats, finish_manifest, write_items
 
     started = _ensure_ray(cfg)
     try:

@@ -29,7 +29,7 @@ KS = (1, 5, 10)
 
 
 def item_text(catalog: ItemCatalog, idx: int) -> str:
-    """The text prep embeds for an item (data_prep.pipeline.write_items)."""
+    """The text prep embeds for an item (data_prep.publish.write_items)."""
     return ". ".join(p for p in (catalog.titles[idx], catalog.texts[idx]) if p) or catalog.item_ids[idx]
 
 

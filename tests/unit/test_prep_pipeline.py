@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import data_prep.pipeline as pipeline
+import data_prep.publish as publish
 from data_prep.examples import Catalog, cut_user_examples
 from data_prep.sources.base import RawEvent, RawItem, Source
 from data_prep.sources.synthetic import SyntheticSource
@@ -51,7 +52,7 @@ def test_round_trip_records_and_checksums(tmp_path):
     # the same records, built in memory with the same source and cutter
     src = SyntheticSource({}, SMALL, BadRecordReport())
     catalog = Catalog.build(list(src.items()))
-    params = pipeline.cut_params(cfg, src)
+    params = publish.cut_params(cfg, src)
     expected: dict[str, list[ExampleRecord]] = defaultdict(list)
     for uid, evs in src.events_by_user():
         for rec in cut_user_examples(uid, evs, catalog, params, BadRecordReport(), src.explainer()):
