@@ -317,6 +317,9 @@ class ModelConfig:
     # "plain": the collator's own prompt text; "chat": that text as the user turn of the tokenizer's
     # chat template (instruct checkpoints), the explanation as the assistant turn
     prompt_format: Literal["plain", "chat"] = "plain"
+    # text that leads the prompt, e.g. "Explain why the recommended item fits this user." (the fair
+    # zero-shot of an instruct model asks for what it should write); "" = none
+    prompt_instruction: str = ""
 
     @property
     def uses_pointer(self) -> bool:

@@ -105,6 +105,7 @@ class SellerCollator:
         max_title_tokens: int = 16,
         history_text: Literal["time", "sorted"] = "time",
         prompt_format: Literal["plain", "chat"] = "plain",
+        instruction: str = "",
     ):
         if history_text not in ("time", "sorted"):
             raise ValueError(f"history_text must be 'time' or 'sorted', got {history_text!r}")
@@ -148,9 +149,12 @@ class SellerCollator:
             raise ValueError(f"prompt_format must be 'plain' or 'chat', got {prompt_format!r}")
         self._units: dict[str, TitleUnits] = {}
         first = prompt_format != "chat"  # in a chat the prompt continues the template's text
-        self._head = self._chat_user + self._plain.encode(["User history:"], at_start=first)[0]
+        # an instruction leads the prompt (an instruct model's zero-shot needs to be asked); the
+        # profile and its soft tokens stay right before " Explanation:"
+        self._lead = f"{instruction.strip()} User history:" if instruction.strip() else "User history:"
+        self._head = self._chat_user + self._plain.encode([self._lead], at_start=first)[0]
         self._head_empty = (
-            self._chat_user + self._plain.encode(["User history:. Recommended:"], at_start=first)[0]
+            self._chat_user + self._plain.encode([f"{self._lead}. Recommended:"], at_start=first)[0]
         )
         self._profile, self._suffix = self._encode([". Profile:", " Explanation:"])
         self._suffix = self._suffix + self._chat_assistant
@@ -205,7 +209,7 @@ class SellerCollator:
         suffix = self._suffix[: len(self._suffix) - len(self._chat_assistant)]
         ids = head + units[0].sep + units[1].last + units[0].target + suffix
         whole = self._plain.encode(
-            [f"User history: {titles[0]}; {titles[1]}. Recommended: {titles[0]}. Profile: Explanation:"],
+            [f"{self._lead} {titles[0]}; {titles[1]}. Recommended: {titles[0]}. Profile: Explanation:"],
             at_start=self.prompt_format == "plain",
         )[0]
         return ids == whole

@@ -145,6 +145,7 @@ class ExplanationGenerator:
             mode="generate",
             history_text=m.history_text,
             prompt_format=m.prompt_format,
+            instruction=m.prompt_instruction,
         )
         self.max_history = self.collate.max_history
         self.seller = build_seller(trained, llm_path=llm_dir, storage_cfg=storage_cfg)

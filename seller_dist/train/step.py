@@ -98,5 +98,6 @@ def rank_data(cfg: TrainConfig, rank: int, world: int) -> tuple[Any, Any, Any]:
         num_soft_tokens=cfg.model.num_soft_tokens,
         history_text=cfg.model.history_text,
         prompt_format=cfg.model.prompt_format,
+        instruction=cfg.model.prompt_instruction,
     )
     return manifest, catalog, RankLoader.from_config(cfg.data, rank, world, collate_fn=collate)

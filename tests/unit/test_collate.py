@@ -280,6 +280,25 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir,
         assert any(whole[i : i + len(ids)] == ids for i in range(len(whole))), tok.decode(ids)
 
 
+def test_an_instruction_leads_the_prompt_and_the_ids_still_equal_the_text_tokenized_whole(
+    tiny_tokenizer_dir, catalog
+):
+    """model.prompt_instruction (the zero-shot of an instruct model asks what to write) goes first;
+    the profile's soft tokens stay right before " Explanation:"."""
+    ask = "Explain why the recommended item fits this user."
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2, instruction=ask)
+    tok = col.tokenizer
+    rec = _record("a", 3, explanation="because you liked title 2")
+    titles = "; ".join(e.title for e in rec.history)
+    text = (
+        f"{tok.bos_token}{ask} User history: {titles}. Recommended: {rec.item_title}. Profile:"
+        + SOFT_TOKEN * 2
+        + f" Explanation: {rec.explanation}{tok.eos_token}"
+    )
+    assert col([rec])["input_ids"][0].tolist() == tok(text, add_special_tokens=False)["input_ids"]
+    assert col.pieces_match_text
+
+
 def test_a_prefix_space_rule_does_not_shift_units(tiny_tokenizer_dir, catalog):
     """A tokenizer that marks the start of a text (here ByteLevel add_prefix_space, as SentencePiece's
     Metaspace does) marks it once, not before every unit: the prompt equals the text tokenized whole."""
