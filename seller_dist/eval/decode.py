@@ -15,7 +15,10 @@ contract and the same tokens, but
   padding 0, every later slot 1: slots not written yet are hidden by the causal mask, which follows
   the cache's own write position);
 - with `compile=True` that step goes through `torch.compile` (`mode="reduce-overhead"` on CUDA:
-  CUDA graphs, one replay per token). Batches smaller than `pad_rows_to` are padded with copies of
+  CUDA graphs, one replay per token). When the first compiled step fails to COMPILE (a torch.compile
+  error: dynamo's or a backend's), decoding goes on eagerly (same tokens) and the reason is kept in
+  `compile_failed` (the eval report's generation.compile_fallback); any other error, an out of
+  memory included, is raised. Batches smaller than `pad_rows_to` are padded with copies of
   their last row and the cache length only grows (rounded up to `cache_multiple`), so one compiled
   graph serves the whole split;
 - stops when every real row has produced any of the LLM's eos ids (checked every `check_every`
@@ -38,9 +41,57 @@ import torch
 
 from seller_dist.model.llm import FrozenLLM, GenerationConfig
 
-__all__ = ["StaticDecoder"]
+__all__ = ["StaticDecoder", "compiler_failure"]
 
 log = logging.getLogger(__name__)
+
+
+def _compiler_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions torch.compile raises when it cannot compile a function (imported defensively:
+    these are private modules). Dynamo's own (graph breaks under fullgraph, tracing failures) and
+    every backend failure are TorchDynamoException (BackendCompilerFailed, InductorError); inductor's
+    C++/lowering errors may surface unwrapped."""
+    types: list[type[BaseException]] = []
+    try:
+        from torch._dynamo import exc as dynamo_exc
+
+        types.append(dynamo_exc.TorchDynamoException)
+    except (ImportError, AttributeError):  # pragma: no cover - every supported torch has it
+        pass
+    try:
+        from torch._inductor import exc as inductor_exc
+
+        for name in (
+            "CppCompileError",
+            "CppWrapperCodegenError",
+            "InvalidCxxCompiler",
+            "OperatorIssue",
+            "SubgraphLoweringException",
+        ):
+            t = getattr(inductor_exc, name, None)
+            if isinstance(t, type) and issubclass(t, BaseException):
+                types.append(t)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def compiler_failure(e: BaseException) -> str | None:
+    """The one-line reason when `e` says torch.compile could not compile the step, else None: an out
+    of memory (even one raised while compiling) or any other error is the run's, not the compiler's."""
+    chain: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = getattr(x, "inner_exception", None) or x.__cause__
+    if not isinstance(e, _compiler_error_types()) or any(
+        isinstance(c, torch.OutOfMemoryError) for c in chain
+    ):
+        return None
+    inner = chain[-1]
+    line = next((ln.strip() for ln in str(inner).splitlines() if ln.strip()), "")
+    what = type(e).__name__ if inner is e else f"{type(e).__name__}: {type(inner).__name__}"
+    return f"{what}: {line}"[:300] if line else what
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -191,7 +242,10 @@ class StaticDecoder:
                 logits = self._run_step(step_fn, ids, last_pos, full)
                 self._compiled_ok = True
             except Exception as e:
-                self._fallback(e, saved)
+                reason = compiler_failure(e)
+                if reason is None:  # an OOM or a real bug: never hidden behind a slower decode
+                    raise
+                self._fallback(reason, saved)
                 step_fn = self._forward_step
                 logits = self._forward_step(ids, last_pos, full)
         out_tokens = tokens[:b, :steps]
@@ -210,14 +264,14 @@ class StaticDecoder:
             for layer in self.cache.layers
         ]
 
-    def _fallback(self, e: Exception, saved: list[tuple[Any, int | None]]) -> None:
-        """The first compiled step failed (a compile this stack cannot do): put the cache's write
-        positions back (the step writes its slot before reading it, so the eager rerun overwrites
-        anything half written) and decode without compile from here on (logged, and kept in
-        `compile_failed` for the benchmark's JSON)."""
+    def _fallback(self, reason: str, saved: list[tuple[Any, int | None]]) -> None:
+        """The first compiled step failed to compile (a compile this stack cannot do): put the
+        cache's write positions back (the step writes its slot before reading it, so the eager rerun
+        overwrites anything half written) and decode without compile from here on (logged, and kept
+        in `compile_failed`: the eval report's generation.compile_fallback, the benchmark's JSON)."""
         for layer, (length, length_int) in zip(self.cache.layers, saved, strict=True):
             layer.cumulative_length.copy_(length)
             if length_int is not None:
                 layer.cumulative_length_int = length_int
-        self.compile_failed = f"{type(e).__name__}: {e}"[:500]
+        self.compile_failed = reason
         log.warning("decode: compiled step failed, decoding without compile: %s", self.compile_failed)

@@ -109,6 +109,8 @@ class GeneratedPart:
     new_tokens: int = 0  # generated tokens (up to and including eos)
     seconds: float = 0.0  # model time (load excluded)
     load_seconds: float = 0.0
+    # generation.compile=true whose step did not compile: decoded eagerly, and this says why
+    compile_fallback: str | None = None
 
 
 class ExplanationGenerator:
@@ -238,6 +240,7 @@ class ExplanationGenerator:
             if load.numel():
                 load_total = load if load_total is None else load_total + load
         part.expert_tokens = [] if load_total is None else [float(x) for x in load_total]
+        part.compile_fallback = self.decoder.compile_failed if self.decoder is not None else None
         return part
 
 

@@ -215,22 +215,32 @@ def generate_with_ray(
     finally:
         for a in actors:
             ray.kill(a)
-    wall = time.perf_counter() - t0
+    return gather_parts(parts, len(plan), time.perf_counter() - t0)
+
+
+def gather_parts(
+    parts: list[GeneratedPart], batches: int, wall: float
+) -> tuple[list, list[float], dict[str, Any]]:
+    """The workers' parts as (generations sorted by key, expert load fractions, the report's
+    `generation` stats). `compile_fallback` is None unless a worker's compiled decode step failed to
+    compile and it decoded eagerly: then the reason (one line; distinct reasons joined by "; ")."""
     gens = sorted((g for p in parts for g in p.generations), key=lambda g: g.key)
     load = [0.0] * max((len(p.expert_tokens) for p in parts), default=0)
     for p in parts:
         for e, x in enumerate(p.expert_tokens):
             load[e] += x
     total = sum(load)
+    fallbacks = list(dict.fromkeys(p.compile_fallback for p in parts if p.compile_fallback))
     stats = {
-        "num_workers": w.num_workers,
-        "batches": len(plan),
+        "num_workers": len(parts),
+        "batches": batches,
         "examples": len(gens),
         "new_tokens": sum(p.new_tokens for p in parts),
         "wall_seconds": wall,
         "model_seconds_per_worker": [p.seconds for p in parts],
         "load_seconds_per_worker": [p.load_seconds for p in parts],
         "explanations_per_second": len(gens) / max(1e-9, wall),
+        "compile_fallback": "; ".join(fallbacks) or None,
     }
     return gens, [x / total for x in load] if total else [], stats
 
@@ -253,7 +263,7 @@ def absolutize(cfg: EvalConfig) -> None:
 def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
     """Preflight, generate on Ray workers, score, write the report; returns the results dict."""
     from seller_dist.eval.generations import write_generations
-    from seller_dist.eval.report import write_report
+    from seller_dist.eval.report import compile_fallback_warning, write_report
     from seller_dist.eval.scoring import score_generations
 
     absolutize(cfg)
@@ -275,6 +285,8 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
         f"({stats['explanations_per_second']:.2f}/s) -> {gen_url}",
         flush=True,
     )
+    if stats["compile_fallback"]:
+        print(f"[eval] warning: {compile_fallback_warning(stats['compile_fallback'])}", flush=True)
     results = score_generations(gen_url, cfg.data, cfg, encoder=encoder)
     if load:
         results["expert_load"] = load

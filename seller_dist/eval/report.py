@@ -77,6 +77,15 @@ def simulator_warning(results: dict[str, Any]) -> str | None:
     )
 
 
+def compile_fallback_warning(reason: str) -> str:
+    """What the console and report.md say when generation.compile was on but the decode step did not
+    compile (seller_dist.eval.decode): the tokens are the eager ones, the timings are not compiled."""
+    return (
+        "generation.compile=true, but the decode step did not compile: every explanation was decoded "
+        f"without compile (same tokens, eager speed): {reason}"
+    )
+
+
 def fmt(mean: float, std: float) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
@@ -133,6 +142,9 @@ def markdown(results: dict[str, Any]) -> str:
     warning = simulator_warning(results)
     if warning:
         parts += ["", f"**Warning: {warning}.**"]
+    fallback = (results.get("generation") or {}).get("compile_fallback")
+    if fallback:
+        parts += ["", f"**Warning: {compile_fallback_warning(fallback)}**"]
     groups = _groups(results)
     if groups:
         refs = results.get("references", {})

@@ -132,7 +132,7 @@ def test_sampling_draws_what_frozen_llm_draws(llms):
     assert torch.equal(a, b)
 
 
-def test_sync_ranks_runs_every_step_and_a_failed_compile_falls_back(llms, monkeypatch):
+def test_sync_ranks_runs_every_step(llms):
     llm = llms["qwen2"]
     embeds, mask = prompts(llm)
     saved = llm.eos_ids
@@ -141,18 +141,79 @@ def test_sync_ranks_runs_every_step_and_a_failed_compile_falls_back(llms, monkey
         synced = GenerationConfig(max_new_tokens=8, sync_ranks=True)
         out = StaticDecoder(llm).generate(embeds, mask, synced)
         assert out.shape[1] == 8 and torch.equal(out, llm.generate(embeds, mask, synced))
-
-        def broken(*args, **kwargs):
-            raise RuntimeError("no compiler here")
-
-        dec = StaticDecoder(llm, compile=True)
-        monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
-        gen = GenerationConfig(max_new_tokens=8)
-        out = dec.generate(embeds, mask, gen)
-        assert dec.compile_failed == "RuntimeError: no compiler here"
-        assert torch.equal(out, llm.generate(embeds, mask, gen))
     finally:
         llm.eos_ids = saved
+
+
+def backend_that_cannot_compile(gm, example_inputs):
+    """A torch.compile backend that refuses the graph, as a backend without a compiler for this
+    stack does: dynamo raises BackendCompilerFailed from the first call."""
+    raise NotImplementedError("no kernel for this graph on this stack\n(details on a second line)")
+
+
+def backend_whose_graph_runs_out_of_memory(gm, example_inputs):
+    """Compiles fine; the compiled step then fails as a step does when the device is full."""
+
+    def run(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    return run
+
+
+def backend_out_of_memory_while_compiling(gm, example_inputs):
+    """Runs out of memory inside the compiler (autotuning allocates): dynamo wraps it in
+    BackendCompilerFailed, but it is the run's memory, not a compile this stack cannot do."""
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+
+def test_a_step_that_fails_to_compile_falls_back_and_says_why(llms):
+    llm = llms["qwen2"]
+    embeds, mask = prompts(llm)
+    gen = GenerationConfig(max_new_tokens=8)
+    dec = StaticDecoder(llm, compile=True, backend=backend_that_cannot_compile)
+    out = dec.generate(embeds, mask, gen)
+    assert dec.compile_failed == (
+        "BackendCompilerFailed: NotImplementedError: no kernel for this graph on this stack"
+    )
+    assert torch.equal(out, llm.generate(embeds, mask, gen))  # the eager tokens, from the same cache
+    # later batches decode eagerly at once: the failed compile is not retried
+    assert dec._step_fn(embeds.device) == dec._forward_step
+    assert torch.equal(dec.generate(embeds, mask, gen), out)
+
+
+@pytest.mark.parametrize(
+    "backend", [backend_whose_graph_runs_out_of_memory, backend_out_of_memory_while_compiling]
+)
+def test_an_out_of_memory_in_the_compiled_step_is_raised_not_hidden(llms, backend):
+    llm = llms["qwen2"]
+    embeds, mask = prompts(llm)
+    dec = StaticDecoder(llm, compile=True, backend=backend)
+    with pytest.raises(RuntimeError, match="CUDA out of memory") as e:
+        dec.generate(embeds, mask, GenerationConfig(max_new_tokens=8))
+    if backend is backend_out_of_memory_while_compiling:  # dynamo's wrapper, raised as it came
+        assert isinstance(e.value, torch._dynamo.exc.BackendCompilerFailed)
+        assert isinstance(e.value.inner_exception, torch.OutOfMemoryError)
+    else:
+        assert isinstance(e.value, torch.OutOfMemoryError)
+    assert dec.compile_failed is None
+
+
+def test_a_bug_in_the_compiled_step_is_raised_not_hidden(llms, monkeypatch):
+    """A RuntimeError from the compiled step that is no compile error (a real bug, a device fault)
+    propagates: the compiled step itself is replaced by one that raises it."""
+    llm = llms["qwen2"]
+    embeds, mask = prompts(llm)
+    dec = StaticDecoder(llm, compile=True, backend="eager")
+
+    def broken_step(ids, pos, mask):
+        raise RuntimeError("index 70000 is out of bounds for dimension 0 with size 512")
+
+    compiled = dec._step_fn(embeds.device)
+    assert compiled is not dec._forward_step
+    monkeypatch.setattr(dec, "_compiled", broken_step)
+    with pytest.raises(RuntimeError, match="index 70000 is out of bounds"):
+        dec.generate(embeds, mask, GenerationConfig(max_new_tokens=8))
+    assert dec.compile_failed is None
 
 
 def test_generation_options_check_the_decode_switch():

@@ -88,6 +88,43 @@ def test_static_decode_gives_the_eval_job_the_same_generations(eval_setup):
     assert lines[("static", False)] == lines[("dynamic", False)] == lines[("static", True)]
 
 
+def backend_that_cannot_compile(gm, example_inputs):
+    """A torch.compile backend that refuses the graph: dynamo raises BackendCompilerFailed."""
+    raise NotImplementedError("no kernel for this graph on this stack")
+
+
+def test_a_decode_step_that_does_not_compile_is_decoded_eagerly_and_reported(eval_setup, tmp_path):
+    """generation.compile=true on a stack that cannot compile the step: every worker decodes eagerly
+    (the same generations as without compile), and the report says so (generation.compile_fallback
+    in report.json, a warning in report.md); without a fallback the field is null, no warning."""
+    from seller_dist.eval.report import write_report
+
+    torch.set_num_threads(1)
+    trained = load_trained(eval_setup["ckpt"])
+    reports = {}
+    for compiled in (False, True):
+        gen = GenerationOptions(batch_size=4, max_new_tokens=8, decode="static", compile=compiled)
+        g = ExplanationGenerator(trained, eval_setup["data"], "seller", gen)
+        if compiled:
+            g.decoder.backend = backend_that_cannot_compile
+        plan = plan_batches(g.manifest, "test", gen.batch_size, limit=12)
+        parts = [g.run("test", worker_share(plan, r, 2)) for r in range(2)]  # two workers' parts
+        gens, _, stats = job.gather_parts(parts, len(plan), wall=1.0)
+        results = {"system": "seller", "num_examples": len(gens), "generation": {**vars(gen), **stats}}
+        paths = write_report(results, str(tmp_path / f"compile-{compiled}"))
+        reports[compiled] = (
+            [x.to_json() for x in gens],
+            json.loads(Path(paths["json"]).read_text())["generation"],
+            Path(paths["markdown"]).read_text(),
+        )
+    (eager, eager_gen, eager_md), (fell_back, gen_json, md) = reports[False], reports[True]
+    assert len(eager) == 12 and fell_back == eager
+    reason = "BackendCompilerFailed: NotImplementedError: no kernel for this graph on this stack"
+    assert gen_json["compile"] is True and gen_json["compile_fallback"] == reason  # both workers, once
+    assert f"decoded without compile (same tokens, eager speed): {reason}**" in md
+    assert eager_gen["compile_fallback"] is None and "did not compile" not in eager_md
+
+
 def test_supporting_events_are_the_most_attended_real_events():
     hist = [
         HistoryEvent(item_id=f"i{k}", item_idx=k + 1, timestamp=k, action="view", title=f"T{k}")
