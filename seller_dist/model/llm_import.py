@@ -254,13 +254,16 @@ def _load_gguf(path: Path) -> tuple[Any, Any]:
 def _load_folder(path: Path, allow_pickle_weights: bool) -> tuple[Any, Any]:
     from seller_dist.model.llm_source import check_loadable, load_causal_lm, load_tokenizer_files
 
-    check_loadable(str(path), False, allow_pickle_weights)  # no remote code, pickles only if allowed
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError):
+        raise LLMImportError(f"{path / 'config.json'}: not a JSON object") from None
     if model_type not in TESTED_MODEL_TYPES:
         raise LLMImportError(
             f"{path / 'config.json'}: model_type {model_type!r} is not supported; import-llm takes "
             f"{', '.join(TESTED_MODEL_TYPES)} (the families FrozenLLM is tested with, docs/llm.md)"
         )
+    check_loadable(str(path), False, allow_pickle_weights)  # no remote code, pickles only if allowed
     return load_causal_lm(str(path), "auto", False, allow_pickle_weights), load_tokenizer_files(str(path))
 
 
