@@ -245,3 +245,16 @@ def small_data(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("train_data") / "data"
     prep_small(str(root))
     return str(root)
+
+
+# ---------------------------------------------------------------------------------------- real LLM
+@pytest.fixture(scope="session")
+def real_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SmolLM2-135M-Instruct imported once per session from its packaged GGUF (tests/real_llm_helpers.py)."""
+    from tests.real_llm_helpers import import_real_llm, real_llm_missing
+
+    if (why := real_llm_missing()) is not None:
+        pytest.skip(why)
+    d = tmp_path_factory.mktemp("real_llm")
+    yield import_real_llm(d / "smollm2")
+    shutil.rmtree(d, ignore_errors=True)

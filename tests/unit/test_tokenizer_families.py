@@ -9,6 +9,9 @@ Mistral / Gemma, each with its family's BOS/EOS/pad and special tokens):
 - text from data holding the literal text of "<|soft|>", "<|eos|>" or the family's own markers
   ("<|eot_id|>", "<|im_start|>", "</s>", "<start_of_turn>", ...) gives no special id, and a model
   on such a batch trains (finite loss, falling).
+
+The same checks run on the real SmolLM2-135M-Instruct tokenizer (case "smollm2": byte-level BPE,
+no BOS, ChatML, imported once per session from its packaged GGUF, tests/real_llm_helpers.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import torch
 from seller_dist.data.collate import IGNORE_INDEX, SOFT_TOKEN, SellerCollator
 from seller_dist.model.families_zoo import CONVENTIONS, FAMILY_MATRIX, build_family_llm, build_tokenizer
 from tests.conftest import make_dataset
+from tests.real_llm_helpers import REAL_LLM_NAME, REAL_TURN_END
 from tests.unit.test_collate import _record
 
 NAMES = sorted(CONVENTIONS)
+CHAT_NAMES = [n for n in NAMES if CONVENTIONS[n].chat_template] + [REAL_LLM_NAME]
 TITLES = ["Alpha Lamp 12", "Beta Kettle 3", "Gamma (red) drum!", "Café Noir", "12 Rules"]
 
 
@@ -36,9 +41,22 @@ def catalog(tmp_path_factory):
     return ItemCatalog.load(root)
 
 
-@pytest.fixture(scope="module", params=NAMES)
+def tokenizer_of(name: str, request: pytest.FixtureRequest):
+    """A zoo family's tokenizer, or the real LLM's as the job loads it (llm_source)."""
+    if name == REAL_LLM_NAME:
+        from seller_dist.model.llm_source import load_tokenizer_files
+
+        return load_tokenizer_files(request.getfixturevalue("real_llm_dir"))
+    return build_tokenizer(name)
+
+
+def turn_end(name: str) -> str:
+    return REAL_TURN_END if name == REAL_LLM_NAME else CONVENTIONS[name].chat_markers[-1]
+
+
+@pytest.fixture(scope="module", params=[*NAMES, REAL_LLM_NAME])
 def tokenizer(request):
-    return build_tokenizer(request.param)
+    return tokenizer_of(request.param, request)
 
 
 def _legacy(tok) -> bool:
@@ -105,7 +123,8 @@ def test_generate_mode_prompt_equals_the_train_prompt(tokenizer, catalog):
 
 def _markers(tok) -> list[str]:
     family = [t for t in tok.all_special_tokens if t != SOFT_TOKEN]
-    return [SOFT_TOKEN, "<|eos|>", "<|endoftext|>", "</s>", "<s>", *family]
+    added = [t.content for t in tok.added_tokens_decoder.values() if t.content != SOFT_TOKEN]
+    return list(dict.fromkeys([SOFT_TOKEN, "<|eos|>", "<|endoftext|>", "</s>", "<s>", *family, *added]))
 
 
 def test_special_token_text_from_data_is_plain_text(tokenizer, catalog):
@@ -162,11 +181,11 @@ def test_a_batch_with_special_token_text_trains(arch, conv, catalog, tmp_path):
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if CONVENTIONS[n].chat_template])
-def test_chat_prompt_format_equals_the_rendered_chat_tokenized_at_once(name, catalog):
+@pytest.mark.parametrize("name", CHAT_NAMES)
+def test_chat_prompt_format_equals_the_rendered_chat_tokenized_at_once(name, catalog, request):
     """prompt_format=chat: the prompt is the user turn, the explanation the assistant turn, labels
     end with the token that ends the assistant's turn; ids equal the rendered chat tokenized whole."""
-    tok = build_tokenizer(name)
+    tok = tokenizer_of(name, request)
     col = SellerCollator(tok, catalog, max_history=5, num_soft_tokens=3, prompt_format="chat")
     rec = _titled(_record("a", 3, explanation="because you liked Beta Kettle 3"), TITLES[:3])
     prompt = f"User history: {'; '.join(TITLES[:3])}. Recommended: {rec.item_title}. Profile:"
@@ -176,7 +195,7 @@ def test_chat_prompt_format_equals_the_rendered_chat_tokenized_at_once(name, cat
     got = col([rec])["input_ids"][0].tolist()
     n = got.index(col.soft_token_id) if _legacy(tok) else len(got)  # legacy quirk: see above
     assert got[:n] == whole[:n], (tok.convert_ids_to_tokens(got), tok.convert_ids_to_tokens(whole))
-    assert got[-1] == col.eos_id == tok.convert_tokens_to_ids(CONVENTIONS[name].chat_markers[-1])
+    assert got[-1] == col.eos_id == tok.convert_tokens_to_ids(turn_end(name))
     lab = lab_of(col([rec]))
     assert tok.decode(lab[:-1]) == rec.explanation and lab[-1] == col.eos_id
     gen = SellerCollator(
