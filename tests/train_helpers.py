@@ -88,6 +88,7 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
             weights = {k: v.cpu() for k, v in trainer.state.trainable_state_dict().items()}
             torch.save(weights, Path(out_dir, f"rank{rank}.stopped.pt"))
             raise
+        v = trainer.validator
         torch.save(
             {
                 "start_step": r.start_step,
@@ -96,6 +97,15 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
                 "valid_losses": r.valid_losses,
                 "checkpoint_url": r.checkpoint_url,
                 "trainable": r.trainable,
+                # this rank's validation plan: forward passes, padded ones, examples it counts
+                "validation": None
+                if v is None
+                else {
+                    "rounds": v.rounds,
+                    "padded_rounds": v.padded_rounds,
+                    "examples": v.rank_examples,
+                    "split_examples": v.examples,
+                },
             },
             Path(out_dir, f"rank{rank}.pt"),
         )

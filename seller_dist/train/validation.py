@@ -43,6 +43,8 @@ class Validator:
         self.examples = sum(b.stop - b.start for b in plan)
         self.rounds = math.ceil(len(plan) / world)  # forward passes per rank
         mine = worker_share(plan, rank, world)
+        self.rank_examples = sum(b.stop - b.start for b in mine)  # the examples this rank counts
+        self.padded_rounds = self.rounds - len(mine)  # passes of padding only (count nothing)
         first = mine or plan[:1]  # a rank without a batch pads with the plan's first one
         read = read_batches(manifest, split, first, storage_cfg)
         self.batches = [collate(recs, [not mine] * len(recs)) for _, recs in read]

@@ -2,7 +2,8 @@
 
 - The validation loss of the same weights is the same with 1 and 2 workers: lr=1e-30 leaves the
   initial weights as they are (each update is below float32 resolution), so any difference between
-  the two runs would come from how the split was divided.
+  the two runs would come from how the split was divided; the split does not divide evenly, so one
+  rank really runs a padded round (the ranks report their plans).
 - The checkpoint records its own validation loss, and `checkpoint.keep_best` keeps the committed
   checkpoint with the lowest one besides the newest `keep`.
 """
@@ -20,15 +21,17 @@ pytestmark = pytest.mark.slow
 
 
 def test_validation_loss_is_the_same_with_one_and_two_workers(small_data, tiny_llm_dir, tmp_path):
-    # batch 3 leaves the 2-worker plan uneven: one rank runs a padded round that counts nothing
+    # the 60 valid examples in batches of 7: 9 batches (the last of 4), so with 2 workers rank 0
+    # takes 5 batches (32 examples) and rank 1 takes 4 (28) plus a padded round that counts nothing
     common = [
         "max_steps=2",
         "model.ep_size=1",
         "optim.lr=1e-30",
         "eval.every_steps=1",
         "eval.max_examples=0",
-        "eval.batch_size=3",
+        "eval.batch_size=7",
     ]
+    plans = {1: [(9, 0, 60)], 2: [(5, 0, 32), (5, 1, 28)]}  # per rank: (rounds, padded rounds, examples)
     losses = {}
     for world in (1, 2):
         runs = tmp_path / f"runs{world}"
@@ -36,6 +39,11 @@ def test_validation_loss_is_the_same_with_one_and_two_workers(small_data, tiny_l
             small_overrides(small_data, tiny_llm_dir, str(runs)) + common, tmp_path / f"w{world}", world=world
         )
         assert all(isinstance(r, dict) for r in out), out
+        plan = [
+            (r["validation"]["rounds"], r["validation"]["padded_rounds"], r["validation"]["examples"])
+            for r in out
+        ]
+        assert plan == plans[world] and all(r["validation"]["split_examples"] == 60 for r in out)
         assert all(r["valid_losses"] == out[0]["valid_losses"] for r in out)  # every rank gets the number
         losses[world] = out[0]["valid_losses"]
         assert sorted(losses[world]) == [1, 2] and all(math.isfinite(v) for v in losses[world].values())
