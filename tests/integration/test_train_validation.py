@@ -5,7 +5,7 @@
   the two runs would come from how the split was divided; the split does not divide evenly, so one
   rank really runs a padded round (the ranks report their plans).
 - The checkpoint records its own validation loss, and `checkpoint.keep_best` keeps the committed
-  checkpoint with the lowest one besides the newest `keep`.
+  checkpoint with the lowest one besides the newest `keep`, in a run whose best is an old one.
 """
 
 from __future__ import annotations
@@ -56,25 +56,33 @@ def test_validation_loss_is_the_same_with_one_and_two_workers(small_data, tiny_l
 
 
 def test_keep_best_keeps_the_lowest_validation_loss_besides_the_newest(small_data, tiny_llm_dir, tmp_path):
+    """A run whose validation loss gets worse (lr 100, no clipping: the first update helps, the
+    next ones overshoot): the best checkpoint is an old one, and keep_best keeps it besides the
+    newest while the ones in between are pruned (pruning itself: tests/unit/test_checkpoint.py)."""
     runs = tmp_path / "runs"
     overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + [
+        "max_steps=4",
         "eval.every_steps=2",
         "eval.max_examples=16",
         "checkpoint.every_steps=1",
         "checkpoint.keep=1",
         "checkpoint.keep_best=true",
-        "optim.lr=0.05",
+        "optim.lr=100",
+        "optim.schedule=constant",
+        "optim.warmup_steps=0",
+        "optim.grad_clip=0",
         "model.ep_size=1",
     ]
     out = spawn_workers(overrides, tmp_path / "best", world=1)
     assert all(isinstance(r, dict) for r in out), out
     valid = out[0]["valid_losses"]
     # measured every 2 steps and at every checkpoint (here every step)
-    assert sorted(valid) == [1, 2, 3, 4, 5, 6]
+    assert sorted(valid) == [1, 2, 3, 4]
     best = min(valid, key=lambda s: (valid[s], s))
+    assert best < 4 and valid[best] < valid[4] - 1e-3, valid  # the case keep_best exists for
     root = ck.checkpoints_root(str(runs), "test-run")
     kept = [e.step for e in ck.list_checkpoints(root) if e.committed]
-    assert kept == sorted({best, 6}), (valid, kept)
+    assert kept == [best, 4], (valid, kept)  # without keep_best: [4]
     assert ck.best_checkpoint(root).step == best
     for e in ck.list_checkpoints(root):
         assert ck.Checkpoint.open(e.url).load_json(ck.TRAIN_STATE_FILE)["valid_loss"] == valid[e.step]

@@ -14,9 +14,10 @@ from seller_dist.train import checkpoint as ck
 
 
 def write_checkpoint(
-    root: str, step: int, world: int = 2, commit: bool = True, seed: int = 0
+    root: str, step: int, world: int = 2, commit: bool = True, seed: int = 0, **train_state: float | None
 ) -> dict[int, dict[str, torch.Tensor]]:
-    """Every rank writes its own part (dense state only on rank 0, one expert file per rank)."""
+    """Every rank writes its own part (dense state only on rank 0, one expert file per rank);
+    `train_state` adds keys to rank 0's train_state.json (valid_loss=...)."""
     g = torch.Generator().manual_seed(seed + step)
     parts = {}
     for rank in range(world):
@@ -27,7 +28,7 @@ def write_checkpoint(
         }
         if rank == 0:
             w.save_tensors(ck.DENSE_FILE, {"slots": torch.randn(4, 8, generator=g)})
-            w.save_json(ck.TRAIN_STATE_FILE, {"step": step, "epoch": 0})
+            w.save_json(ck.TRAIN_STATE_FILE, {"step": step, "epoch": 0, **train_state})
             w.save_text(ck.CONFIG_FILE, "run_name: t\n")
         w.save_tensors(ck.moe_file(rank), experts)
         w.save_json(ck.data_state_file(rank), {"epoch": 1, "batches_done": 3 + rank})
@@ -119,6 +120,51 @@ def test_prune_keeps_newest_and_drops_stale_partials(tmp_path):
     assert [u.rsplit("/", 1)[-1] for u in removed] == ["step-00000010", "step-00000025"]
     assert [(e.step, e.committed) for e in ck.list_checkpoints(root)] == [(20, True), (30, True), (40, False)]
     assert not Path(root, "step-00000010").exists()
+
+
+def test_prune_keep_best_keeps_the_lowest_validation_loss_wherever_it_is(tmp_path):
+    """Hand-made losses: the best checkpoint survives pruning when it is older than the newest
+    `keep`, and nothing extra is kept when it is among them; NaN / missing losses and uncommitted
+    folders never count as the best, and a tie keeps the earliest."""
+
+    def steps(root: str) -> list[int]:
+        return [e.step for e in ck.list_checkpoints(root)]
+
+    def removed_steps(removed: list[str]) -> list[int]:
+        return [int(u.rsplit("-", 1)[-1]) for u in removed]
+
+    # best (0.5 at step 20) is neither the newest nor among the newest 2: kept besides them
+    root = str(tmp_path / "older")
+    for step, loss in ((10, 0.9), (20, 0.5), (30, 0.7), (40, 0.8), (50, 0.6)):
+        write_checkpoint(root, step, world=1, valid_loss=loss)
+    write_checkpoint(root, 15, world=1, commit=False, valid_loss=0.1)  # a dead partial: never the best
+    assert ck.best_checkpoint(root).step == 20
+    assert removed_steps(ck.prune(root, keep=2, keep_best="valid_loss")) == [10, 15, 30]
+    assert steps(root) == [20, 40, 50]
+    # the same checkpoints without keep_best: only the newest 2
+    assert removed_steps(ck.prune(root, keep=2)) == [20]
+    assert steps(root) == [40, 50]
+
+    # best among the newest `keep`: nothing else survives
+    root = str(tmp_path / "newest")
+    for step, loss in ((10, 0.9), (20, 0.8), (30, 0.4)):
+        write_checkpoint(root, step, world=1, valid_loss=loss)
+    assert removed_steps(ck.prune(root, keep=1, keep_best="valid_loss")) == [10, 20]
+    assert steps(root) == [30]
+
+    # NaN and missing losses are skipped; of two equal lowest losses the earlier one is kept
+    root = str(tmp_path / "ties")
+    for step, loss in ((10, float("nan")), (20, 0.3), (30, None), (40, 0.3), (50, 0.9), (60, 0.35)):
+        write_checkpoint(root, step, world=1, valid_loss=loss)
+    assert removed_steps(ck.prune(root, keep=1, keep_best="valid_loss")) == [10, 30, 40, 50]
+    assert steps(root) == [20, 60]
+
+    # no checkpoint records a loss: plain keep-newest
+    root = str(tmp_path / "none")
+    for step in (10, 20, 30):
+        write_checkpoint(root, step, world=1)
+    assert ck.best_checkpoint(root) is None
+    assert removed_steps(ck.prune(root, keep=1, keep_best="valid_loss")) == [10, 20]
 
 
 def test_nested_state_round_trip_and_no_pickle_fallback(tmp_path):
