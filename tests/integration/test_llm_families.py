@@ -8,7 +8,10 @@ weights and saved as sharded safetensors with an index:
 - the final checkpoint exported, reloaded in a process where `ray` and `deepspeed` cannot be
   imported: the same loss on a fixed batch and the same greedy tokens as the checkpoint read back
   in this process; the eval job's generator runs there and writes text.
-All pairs train inside one spawn of the two ranks (one DeepSpeed start-up), to fit CI's budget.
+The real SmolLM2-135M-Instruct (imported from its packaged GGUF, tests/real_llm_helpers.py) is one
+more case, on its own 4-example dataset: 4 ZeRO-3 steps (the same 4 examples each step, so the
+mean loss falls), 2 replicated steps, the same export and reload (about 4 s a step on 2 CPU ranks).
+All cases train inside one spawn of the two ranks (one DeepSpeed start-up), to fit CI's budget.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -26,16 +30,27 @@ import pytest
 import torch
 
 from seller_dist.model.families_zoo import FAMILY_MATRIX, build_family_llm
+from tests.real_llm_helpers import REAL_LLM_NAME, prep_tiny, real_llm_missing
 from tests.train_helpers import REPO, prep_small, rank_env, small_overrides, train_config
 
 pytestmark = pytest.mark.slow
 
 STEPS = 20
 REPLICATED_STEPS = 3
+REAL = ("llama", REAL_LLM_NAME)  # the real LLM as an (architecture, tokenizer) case
+CASES = [*FAMILY_MATRIX, REAL]
+# steps (ZeRO-3, replicated) per case: the real LLM's step costs ~100x a random zoo model's
+STEP_COUNTS = {REAL: (4, 2)}
+# the real LLM: its own tiny dataset (prep_tiny), 2 examples per rank per step, no validation
+REAL_OVERRIDES = ["data.batch_size=2", "eval.every_steps=0"]
 
 
 def pair_name(arch: str, conv: str) -> str:
     return f"{arch}-{conv}"
+
+
+def steps_of(case: tuple[str, str]) -> tuple[int, int]:
+    return STEP_COUNTS.get(case, (STEPS, REPLICATED_STEPS))
 
 
 def overrides(data: str, llm: str, runs: str, name: str, layout: str, steps: int) -> list[str]:
@@ -60,10 +75,12 @@ def _rank_main(rank: int, world: int, port: int, jobs: list[tuple[str, list[str]
 
     results, code = {}, 0
     for key, job in jobs:
+        t0 = time.monotonic()
         try:
             r = train_worker(train_config(job))
             losses = [r.losses[step] for step in sorted(r.losses)]  # step -> mean loss over ranks
-            results[key] = {"losses": losses, "checkpoint_url": r.checkpoint_url}
+            seconds = round(time.monotonic() - t0, 1)  # the job's wall time: what each case costs CI
+            results[key] = {"losses": losses, "checkpoint_url": r.checkpoint_url, "seconds": seconds}
         except BaseException as e:  # the test names the pair that failed
             results[key] = {"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}"}
             code = 1
@@ -113,21 +130,30 @@ def behaviour(url: str, data: str, exported: bool) -> dict:
 
 
 @pytest.fixture(scope="module")
-def family_runs(tmp_path_factory):
+def family_runs(tmp_path_factory, request):
     from tests.conftest import free_port
 
     work = tmp_path_factory.mktemp("families")
     data = str(work / "data")
     prep_small(data)
     runs = str(work / "runs")
-    jobs, llms = [], {}
-    for arch, conv in FAMILY_MATRIX:
-        name = pair_name(arch, conv)
-        llms[name] = build_family_llm(work / "llm" / name, arch, conv, seed=0, init_std=0.2)
-        jobs.append(((name, "zero3"), overrides(data, llms[name], runs, name, "zero3", STEPS)))
-        jobs.append(
-            ((name, "replicated"), overrides(data, llms[name], runs, name, "replicated", REPLICATED_STEPS))
-        )
+    jobs, llms, datas = [], {}, {}
+    for case in CASES:
+        name = pair_name(*case)
+        if case == REAL:
+            if real_llm_missing():
+                continue  # its tests skip and say why
+            llms[name] = request.getfixturevalue("real_llm_dir")
+            datas[name] = str(work / "data-real")
+            prep_tiny(datas[name])
+            extra = REAL_OVERRIDES
+        else:
+            llms[name] = build_family_llm(work / "llm" / name, *case, seed=0, init_std=0.2)
+            datas[name], extra = data, []
+        for layout, steps in zip(("zero3", "replicated"), steps_of(case), strict=True):
+            jobs.append(
+                ((name, layout), overrides(datas[name], llms[name], runs, name, layout, steps) + extra)
+            )
     out = work / "out"
     out.mkdir()
     import torch.multiprocessing as mp
@@ -136,21 +162,25 @@ def family_runs(tmp_path_factory):
     with contextlib.suppress(Exception):  # a failed pair's error is in the rank files
         mp.spawn(_rank_main, args=(2, free_port(), keyed, str(out)), nprocs=2, join=True)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-    return {"data": data, "llms": llms, "ranks": ranks, "work": work}
+    return {"data": datas, "llms": llms, "ranks": ranks, "work": work}
 
 
-@pytest.mark.parametrize("arch,conv", FAMILY_MATRIX, ids=[pair_name(*p) for p in FAMILY_MATRIX])
+@pytest.mark.parametrize("arch,conv", CASES, ids=[pair_name(*p) for p in CASES])
 def test_family_trains_under_zero3_and_replicated(family_runs, arch, conv):
     name = pair_name(arch, conv)
+    if name not in family_runs["llms"]:
+        pytest.skip(real_llm_missing() or name)
     for layout in ("zero3", "replicated"):
         for rank in family_runs["ranks"]:
             assert "error" not in rank[f"{name}|{layout}"], rank[f"{name}|{layout}"]["error"]
+    steps, replicated_steps = steps_of((arch, conv))
     losses = family_runs["ranks"][0][f"{name}|zero3"]["losses"]
-    assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert len(losses) == steps and all(math.isfinite(x) for x in losses)
+    half = min(5, steps // 2)
+    first, last = sum(losses[:half]) / half, sum(losses[-half:]) / half
     assert last < first, losses
     replicated = family_runs["ranks"][0][f"{name}|replicated"]["losses"]
-    assert replicated == pytest.approx(losses[:REPLICATED_STEPS], rel=1e-4, abs=1e-5)
+    assert replicated == pytest.approx(losses[:replicated_steps], rel=1e-4, abs=1e-5)
 
 
 def test_exports_reload_without_ray_or_deepspeed(family_runs):
@@ -158,15 +188,14 @@ def test_exports_reload_without_ray_or_deepspeed(family_runs):
     from seller_dist.train.export import export
 
     pairs, want = [], {}
-    for arch, conv in FAMILY_MATRIX:
-        name = pair_name(arch, conv)
+    for name, data in family_runs["data"].items():
         result = family_runs["ranks"][0].get(f"{name}|zero3", {})
         if "checkpoint_url" not in result:
             continue  # reported by the training test
         export_dir = export(result["checkpoint_url"], family_runs["work"] / "export" / name)
-        pairs.append((name, str(export_dir), family_runs["data"]))
-        want[name] = behaviour(result["checkpoint_url"], family_runs["data"], exported=False)
-    assert len(pairs) == len(FAMILY_MATRIX)
+        pairs.append((name, str(export_dir), data))
+        want[name] = behaviour(result["checkpoint_url"], data, exported=False)
+    assert len(pairs) == len(family_runs["llms"]) >= len(FAMILY_MATRIX)
     proc = subprocess.run(
         [sys.executable, "-c", RELOAD, json.dumps(pairs)],
         cwd=REPO,
