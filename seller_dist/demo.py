@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a prep config key, e.g. --set source_options.num_users=1000",
     )
-    from seller_dist.cli import VERBOSE_HELP
+    from seller_dist.console import VERBOSE_HELP
 
     p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
@@ -95,7 +95,7 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
 
 
 def run(args: argparse.Namespace) -> int:
-    from seller_dist.cli import local_log_path, stage_console, wants_quiet
+    from seller_dist.console import local_log_path, stage_console, wants_quiet
 
     with stage_console("demo", local_log_path(args.out, "demo.log"), wants_quiet(args)):
         return run_stages(args)

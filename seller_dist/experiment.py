@@ -701,7 +701,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run nothing: rewrite results.json/md from the finished cells",
     )
-    from seller_dist.cli import VERBOSE_HELP
+    from seller_dist.console import VERBOSE_HELP
 
     p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
@@ -713,7 +713,7 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
-    from seller_dist.cli import local_log_path, stage_console, wants_quiet
+    from seller_dist.console import local_log_path, stage_console, wants_quiet
 
     quiet = wants_quiet(args) and not args.table_only  # --table-only runs nothing
     with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet):

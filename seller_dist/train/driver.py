@@ -130,7 +130,7 @@ def absolutize_local_paths(cfg: TrainConfig) -> None:
 
 def log_path(cfg: TrainConfig) -> str:
     """Where a quiet console puts Ray's and DeepSpeed's output: the run folder when it is local."""
-    from seller_dist.cli import local_log_path
+    from seller_dist.console import local_log_path
 
     local = storage.protocol_of(cfg.storage_path) == "file"
     folder = storage.join(cfg.storage_path, cfg.run_name) if local else cfg.storage_path
@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
             print(f"[train] {pre.init_summary}", flush=True)
             # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
             cfg.init_from = pre.init_from["source"]
-    from seller_dist.cli import stage_console
+    from seller_dist.console import stage_console
 
     with stage_console("train", log_path(cfg), quiet):
         init_ray(cfg)
@@ -168,14 +168,14 @@ def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
     add_override_argument(p, "--set max_steps=200 --set data.manifest=s3://b/data")
-    from seller_dist.cli import VERBOSE_HELP
+    from seller_dist.console import VERBOSE_HELP
 
     p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
-    from seller_dist.cli import wants_quiet
+    from seller_dist.console import wants_quiet
 
     train(cfg, quiet=wants_quiet(args))
     return 0

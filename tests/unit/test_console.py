@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seller_dist.cli import console_line
+from seller_dist.console import console_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_console_line_keeps_our_lines_and_drops_rays():
 CHILD = textwrap.dedent(
     """
     import logging, os, sys, warnings
-    from seller_dist.cli import quiet_console
+    from seller_dist.console import quiet_console
 
     logging.basicConfig(level=logging.INFO)
     ray_like = logging.getLogger("ray.train")
@@ -114,7 +114,7 @@ def test_quiet_console_with_real_ray_workers(tmp_path):
     child = textwrap.dedent(
         """
         import sys, warnings
-        from seller_dist.cli import quiet_console
+        from seller_dist.console import quiet_console
         from seller_dist.ray_cluster import init_ray
 
         with quiet_console(sys.argv[1]):
