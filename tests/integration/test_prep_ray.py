@@ -145,8 +145,36 @@ def test_every_source_ray_equals_local_record_for_record(name, tmp_path, local_r
     assert rep_l == rep_r  # counts per file and reason, and the same samples in the same order
     cfg = from_dict(PrepConfig, base)
     src = get_source(cfg.source, cfg.inputs, pipeline.source_options(cfg), BadRecordReport())
-    parts = src.event_parts(cfg.read_part_bytes)
-    assert len(parts) == (3 if name == "xrec" else len(parts)) and (name == "xrec" or len(parts) > 1), parts
+    assert_parts_cover_the_input(name, src.event_parts(cfg.read_part_bytes), cfg.read_part_bytes)
+
+
+def assert_parts_cover_the_input(name: str, parts: list, part_bytes: int) -> None:
+    """The read parts the source gives both engines cover every event input exactly once, in order,
+    and cut it in several: byte ranges of `part_bytes` of a text file (the last one shorter), runs
+    of whole row groups of a Parquet file; XRec reads one whole part per csv file (its three)."""
+    from itertools import pairwise
+
+    import pyarrow.parquet as pq
+
+    assert [p.index for p in parts] == list(range(len(parts))), parts
+    by_file: dict[str, list] = {}
+    for p in parts:
+        by_file.setdefault(p.url, []).append(p)
+    assert len(by_file) == (3 if name == "xrec" else 1), sorted(by_file)
+    for url, ps in by_file.items():
+        ranges = [(p.start, p.end) for p in ps]
+        if name == "xrec":
+            assert ranges == [(0, None)], (url, ranges)
+        elif url.endswith(".parquet"):
+            groups = pq.ParquetFile(url).metadata.num_row_groups
+            assert ranges[0][0] == 0 and ranges[-1][1] == groups, (url, ranges, groups)
+            assert all(a[1] == b[0] and a[0] < a[1] for a, b in pairwise(ranges)), ranges
+            assert len(ps) > 1, (url, ranges)
+        else:
+            size = Path(url).stat().st_size
+            assert size > part_bytes, (url, size)
+            cuts = [(s, min(s + part_bytes, size)) for s in range(0, size, part_bytes)]
+            assert ranges == cuts, (url, ranges)
 
 
 def test_the_ray_driver_never_parses_an_event(tmp_path, local_ray, monkeypatch):
