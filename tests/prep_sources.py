@@ -15,7 +15,23 @@ import pandas as pd
 from data_prep.sources.base import RawEvent, RawItem, ReadPart, Source
 from seller_dist.data.bad_records import BadRecordReport
 
+# the real Yelp sample: /work/shared/data/yelp from /work/main; CI keeps shared/ beside the clone
 REAL_YELP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "yelp"
+
+
+def real_yelp() -> Path:
+    """REAL_YELP, or the test fails saying where it looked: never a skip, which would let CI pass
+    without the real sample ever being read."""
+    missing = [n for n in ("business.json", "review.json") if not (REAL_YELP / n).is_file()]
+    if missing:
+        import pytest
+
+        pytest.fail(
+            f"the real Yelp sample is missing: no {', '.join(missing)} in {REAL_YELP.resolve()} "
+            "(the tests read shared/data/yelp from the folder beside the checkout; copy shared/ there)",
+            pytrace=False,
+        )
+    return REAL_YELP
 
 
 class TiedLogSource(Source):

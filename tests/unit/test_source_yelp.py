@@ -14,14 +14,20 @@ from data_prep.sources.records import BadField
 from data_prep.sources.yelp import YelpSource, parse_attributes, parse_date, parse_literal
 from seller_dist.config import PrepConfig
 from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
+from tests.prep_sources import REAL_YELP, real_yelp
 from tests.source_roundtrip import prep_round_trip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "yelp"
 # /work/shared/data/yelp from /work/main; CI clones keep shared/ beside the checkout the same way
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "yelp"
-needs_real = pytest.mark.skipif(
-    not (REAL / "review.json").is_file(), reason=f"real Yelp sample not found at {REAL.resolve()}"
-)
+REAL = REAL_YELP
+
+
+@pytest.fixture
+def real_sample() -> Path:
+    return real_yelp()  # without the sample the test fails saying where it looked, never skips
+
+
+needs_real = pytest.mark.usefixtures("real_sample")
 
 
 def _convert(business: Path, review: Path) -> tuple[list[RawItem], list[RawEvent], BadRecordReport]:
