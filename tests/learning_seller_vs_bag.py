@@ -29,7 +29,8 @@ def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str
     from seller_dist.cli import main as cli_main
     from seller_dist.config import EvalConfig, GenerationOptions, PrepConfig
     from seller_dist.config_loader import load_config
-    from seller_dist.eval.generate import ExplanationGenerator, plan_batches
+    from seller_dist.data.split_batches import plan_batches
+    from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.eval.generations import write_generations
     from seller_dist.eval.scoring import score_generations
     from seller_dist.train.export import load_trained

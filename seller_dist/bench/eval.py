@@ -115,7 +115,8 @@ def timed(fn: Any, repeats: int) -> tuple[float, Any]:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from seller_dist.bench.train import bootstrap_llm, git_commit, machine
-    from seller_dist.eval.generate import ExplanationGenerator, plan_batches, read_batches
+    from seller_dist.data.split_batches import plan_batches, read_batches
+    from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.train.export import load_trained
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))

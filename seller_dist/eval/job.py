@@ -28,7 +28,8 @@ from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
 from seller_dist.config_loader import ConfigError, _coerce, add_override_argument, load_config
 from seller_dist.data.shards import Manifest
-from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system, plan_batches
+from seller_dist.data.split_batches import plan_batches
+from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
 from seller_dist.train.checkpoint import CheckpointError
 from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
 

@@ -2,7 +2,7 @@
 any worker count.
 
 Why it is computed this way: the batches are planned globally from the split's shards
-(seller_dist.eval.generate.plan_batches, the eval job's plan), each rank takes every W-th batch,
+(seller_dist.data.split_batches.plan_batches, the eval job's plan), each rank takes every W-th batch,
 and the loss is the SUM of token losses over every label token of the split divided by their
 count, both summed over ranks. Which rank saw which example, or how they were batched, then does
 not matter (up to float summation order). Every rank runs the same number of forward passes
@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from seller_dist.data.shards import Manifest
+from seller_dist.data.split_batches import plan_batches, read_batches, worker_share
 
 
 class Validator:
@@ -35,8 +36,6 @@ class Validator:
         world: int,
         storage_cfg: Any = None,
     ):
-        from seller_dist.eval.generate import plan_batches, read_batches, worker_share
-
         plan = plan_batches(manifest, split, batch_size, max_examples)
         if not plan:
             raise ValueError(f"{manifest.root}: split '{split}' has no records to validate on")

@@ -108,7 +108,8 @@ def behaviour(url: str, data: str, exported: bool) -> dict:
     """Loss on the first 4 test examples, greedy tokens and the eval generator's texts for them."""
     from seller_dist.config import GenerationOptions
     from seller_dist.data.collate import SellerCollator
-    from seller_dist.eval.generate import ExplanationGenerator, plan_batches, read_batches
+    from seller_dist.data.split_batches import plan_batches, read_batches
+    from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.model.llm import GenerationConfig
     from seller_dist.train.export import from_checkpoint, from_export
 

@@ -235,7 +235,8 @@ def test_generation_keeps_only_the_requested_group(mixed: str, records, tiny_llm
     import torch
 
     from seller_dist.config import GenerationOptions
-    from seller_dist.eval.generate import ExplanationGenerator, plan_batches, worker_share
+    from seller_dist.data.split_batches import plan_batches, worker_share
+    from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.train.export import load_trained
     from tests.eval_job_helpers import write_checkpoint_for
 
