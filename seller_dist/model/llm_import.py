@@ -213,10 +213,10 @@ def resolve_source(source: str, work: Path, member: str | None = None) -> Source
 def inspect_gguf(path: Path, shown: str) -> GGUFInfo:
     """Architecture and tensor types from the GGUF header (memory-mapped: no tensor is read), refused
     here when unsupported."""
-    from gguf import GGUFReader
+    import gguf
 
     try:
-        reader = GGUFReader(str(path))
+        reader = gguf.GGUFReader(str(path))
     except (ValueError, OSError) as e:
         raise LLMImportError(f"{shown}: unreadable GGUF ({e})") from None
     arch_field = reader.fields.get("general.architecture")
@@ -240,6 +240,29 @@ def inspect_gguf(path: Path, shown: str) -> GGUFInfo:
     if arch == "llama" and name_field is not None and "mistral" in str(name_field.contents()).lower():
         model_type = "mistral"  # as transformers' GGUF loader decides
     return GGUFInfo(arch, model_type, dict(sorted(types.items())))
+
+
+@contextlib.contextmanager
+def _one_reader_per_file() -> Iterator[None]:
+    """Inside, `gguf.GGUFReader` gives one shared reader per file: transformers parses the header for
+    the config, the tokenizer and the weights, and each parse of a 49k-token vocabulary takes ~4 s
+    (half of SmolLM2's import). The reader is a read-only memory map, so sharing it changes nothing."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared(path: str | os.PathLike, mode: str = "r") -> Any:
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 def _load_gguf(path: Path) -> tuple[Any, Any]:
@@ -395,9 +418,10 @@ def import_llm(
             record.update(architecture=model.config.model_type, quantization=None)
             dequantized = None
         else:
-            info = inspect_gguf(src.path, shown)
-            log.info("%s: %s, tensors %s; de-quantizing", shown, info.architecture, info.quantizations)
-            model, tok = _load_gguf(src.path)
+            with _one_reader_per_file():
+                info = inspect_gguf(src.path, shown)
+                log.info("%s: %s, tensors %s; de-quantizing", shown, info.architecture, info.quantizations)
+                model, tok = _load_gguf(src.path)
             dequantized = str(next(model.parameters()).dtype).removeprefix("torch.")
             record.update(
                 architecture=info.architecture,
