@@ -26,7 +26,9 @@ PREP_ENTRY_POINTS = {
 # seller_dist packages data_prep must not reach into: what runs on the prepared data, not what prepares it
 NOT_FOR_PREP = ("seller_dist.train", "seller_dist.model", "seller_dist.eval", "seller_dist.bench")
 
-MODULE_NAME = re.compile(r"data_prep(\.\w+)*")
+# a string naming a data_prep module (a command table, importlib); the bare package name is a logger
+# name (seller_dist/console.py lets our own loggers through), not an import
+MODULE_NAME = re.compile(r"data_prep(\.\w+)+")
 
 
 def _modules(package: str) -> list[Path]:
