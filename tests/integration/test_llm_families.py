@@ -1,4 +1,4 @@
-"""Bring your own LLM: every family x tokenizer family of seller_dist.model.families_zoo through the
+"""Bring your own LLM: every family x tokenizer family of tests/families_zoo.py through the
 real training job and back.
 
 For each (architecture, tokenizer) pair of FAMILY_MATRIX, built from a small config with random
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seller_dist.model.families_zoo import FAMILY_MATRIX, build_family_llm
+from tests.families_zoo import FAMILY_MATRIX, build_family_llm
 from tests.real_llm_helpers import REAL_LLM_NAME, prep_tiny, real_llm_missing
 from tests.train_helpers import REPO, prep_small, rank_env, small_overrides, train_config
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from seller_dist.eval.decode import StaticDecoder
-from seller_dist.model.families_zoo import DEFAULT_CONVENTION, build_model, build_tokenizer
 from seller_dist.model.llm import FrozenLLM, GenerationConfig
+from tests.families_zoo import DEFAULT_CONVENTION, build_model, build_tokenizer
 
 ARCHS = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3")
 WINDOW = 8  # sliding window of mistral / gemma2 / gemma3: every prompt below is longer

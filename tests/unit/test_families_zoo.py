@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seller_dist.model.families_zoo import (
+from seller_dist.model.llm import SOFT_TOKEN
+from tests.families_zoo import (
     ARCHS,
     CONVENTIONS,
     DEFAULT_CONVENTION,
@@ -19,7 +20,6 @@ from seller_dist.model.families_zoo import (
     build_tokenizer,
     save_family_checkpoint,
 )
-from seller_dist.model.llm import SOFT_TOKEN
 
 # more tokens than the 32-token sliding windows, so mistral's/gemma's window is exercised
 LONG_TEXT = "the kettle matches your kitchen purchases and the garden rake fits your recent garden views " * 2

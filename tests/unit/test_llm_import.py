@@ -114,8 +114,8 @@ def test_a_wheel_and_an_installed_package_resolve_to_their_gguf(tmp_path, monkey
 
 
 def test_a_hugging_face_folder_is_copied_and_loads_with_the_same_logits(tmp_path):
-    from seller_dist.model.families_zoo import build_family_llm
     from seller_dist.model.llm_source import load_causal_lm, load_tokenizer_files
+    from tests.families_zoo import build_family_llm
 
     src = build_family_llm(tmp_path / "qwen", "qwen2", init_std=0.2)  # sharded, tied, chat template
     out = tmp_path / "imported"

@@ -1,5 +1,5 @@
 """The collator's text invariants with every tokenizer family platform teams bring
-(seller_dist.model.families_zoo: byte-level BPE as Llama 3 / Qwen, SentencePiece-style as Llama 2 /
+(tests/families_zoo.py: byte-level BPE as Llama 3 / Qwen, SentencePiece-style as Llama 2 /
 Mistral / Gemma, each with its family's BOS/EOS/pad and special tokens):
 
 - the prompt ids equal the whole prompt tokenized at once by the tokenizer itself (BOS where the
@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from seller_dist.data.collate import IGNORE_INDEX, SOFT_TOKEN, SellerCollator
-from seller_dist.model.families_zoo import CONVENTIONS, FAMILY_MATRIX, build_family_llm, build_tokenizer
 from tests.conftest import make_dataset
+from tests.families_zoo import CONVENTIONS, FAMILY_MATRIX, build_family_llm, build_tokenizer
 from tests.real_llm_helpers import REAL_LLM_NAME, REAL_TURN_END
 from tests.unit.test_collate import _record
 
