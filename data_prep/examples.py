@@ -16,7 +16,8 @@ Rules (docs/data.md "Examples and the time split"):
 - reference explanation: the target event's text when it has some (explanation_source "review");
   when the source is templated, a template built from the history and item attributes
   (explanation_source "template"); a text-bearing source whose target text is blank is a bad record
-  ("empty explanation text"), its event still serves as history for later targets.
+  ("empty explanation text"), its event still serves as history for later targets; a source whose
+  text is the exception (`text_optional`) makes only its texted events targets.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ class CutParams:
     text_kind: str = "review"  # explanation_source for event texts: "review", or "reference" (XRec)
     split: str = "time"  # "time" (per user) or "source" (each event's own split; data_prep.splits)
     cutoffs: tuple[int, int] | None = None  # split=source by split_cutoffs: (valid_from, test_from)
+    # events without text are not targets (only history), not bad records: a source where text is the
+    # exception (XRec's explained pairs, a log's reviewed events) with template_missing_text false
+    text_optional: bool = False
 
 
 # An explainer writes the reference for a templated source: (history, target, catalog) -> (text, meta).
@@ -309,6 +313,8 @@ def cut_user_payloads(
         elif params.templated:
             text, meta = explain([evs[j] for j in hist_idx], ev, catalog)
             targets.append((t, hist_idx, text, "template", {**ev.meta, **meta}))
+        elif params.text_optional:
+            continue
         else:
             report.reject(
                 f"user {user_id}",

@@ -38,6 +38,7 @@ def cut_params(cfg: PrepConfig, source: Source) -> CutParams:
         source.text_kind,
         cfg.split,
         cfg.split_cutoff_seconds(),
+        source.text_optional,
     )
 
 

@@ -73,6 +73,9 @@ class Source:
     templated: bool = False
     # What an event's text is when it becomes the reference: a user's "review", or a curated "reference".
     text_kind: str = "review"
+    # True: events without text are only history, not targets (and not bad records): text is the
+    # exception in this source's input (XRec's explained pairs, a log's reviewed events)
+    text_optional: bool = False
 
     def __init__(self, inputs: dict[str, str], options: dict[str, Any], report: BadRecordReport):
         self.inputs = inputs

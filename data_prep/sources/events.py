@@ -181,6 +181,7 @@ class EventsSource(Source):
         self.item_columns = ic
         # Logs are mostly views/clicks without text: those targets get a templated reference.
         self.templated = bool(options.get("template_missing_text", True))
+        self.text_optional = not self.templated  # then only events with text are targets
         self.split_column = options.get("split_column")  # split=source: the column naming each event's split
 
     def required_columns(self) -> list[str]:

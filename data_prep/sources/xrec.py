@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from data_prep.examples import user_rank
 from data_prep.safe_pickle import load_table
 from data_prep.sources import SourceConfigError
 from data_prep.sources.amazon2023 import review_time_seconds
@@ -28,6 +29,7 @@ from seller_dist.data.schema import ACTIONS
 CSV_FILES = ("total_trn.csv", "total_val.csv", "total_tst.csv")  # in time order
 PKL_FILES = ("trn.pkl", "val.pkl", "tst.pkl")
 PKL_SPLITS = {"trn.pkl": "train", "val.pkl": "valid", "tst.pkl": "test"}  # XRec's published split
+TEST_USERS_SEED = 20240601  # train_on_test_users: which users' test pairs train (fixed: one protocol)
 PKL_COLUMNS = ("uid", "iid", "explanation")
 TIME_REASON = "expected epoch seconds/ms, an ISO-8601 date or 'M D, YYYY'"
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
@@ -87,6 +89,10 @@ class XRecSource(Source):
       action: action of every interaction (default "review": XRec's interactions are reviews)
       template_missing_text: interactions without an explanation become targets with a templated
         reference (default true); false: only explained pairs are targets
+      train_on_test_users: a fraction in [0, 1) (default 0, off): the tst.pkl pairs of that share of
+        its users (by a hash of the user id) become train targets, the other users' stay test. A
+        labelled protocol for a release without trn.pkl (Git LFS content): the model then learns from
+        real explanation text, and no test user's explanation is seen in training (user-disjoint).
 
     Events: one per csv row (header `user,item[,Time]`). With a Time column it is the timestamp
     (epoch seconds or ms, ISO-8601 date / date-time, or Amazon's 'M D, YYYY'; dates at UTC
@@ -112,8 +118,14 @@ class XRecSource(Source):
         # Only the pkl pairs carry an explanation; other interactions get a templated reference as
         # targets instead of being rejected (they are still history for the explained ones).
         self.templated = bool(options.get("template_missing_text", True))
+        self.text_optional = not self.templated  # then only the explained pairs are targets
         if self.action not in ACTIONS:
             raise ValueError(f"xrec: options.action '{self.action}' is not one of {list(ACTIONS)}")
+        self.train_on_test_users = float(options.get("train_on_test_users", 0.0))
+        if not 0.0 <= self.train_on_test_users < 1.0:
+            raise ValueError(
+                f"xrec: options.train_on_test_users must be a fraction in [0, 1), got {self.train_on_test_users}"
+            )
         self.csv_urls = [u for u in (storage.join(self.dir, f) for f in CSV_FILES) if storage.exists(u)]
         if not self.csv_urls:
             raise FileNotFoundError(f"xrec: none of {list(CSV_FILES)} found under {self.dir}")
@@ -154,10 +166,16 @@ class XRecSource(Source):
                 except BadField as e:
                     report.reject(url, f"row {i}", e.field, e.reason, {c: cols[c][i] for c in cols})
                     continue
+                row_split = "train" if split == "test" and self._trains_on(uid) else split
                 rows.append({"uid": uid, "iid": iid, "explanation": explanation, "title": title,
-                             "summary": summary, "where": url, "row": i, "split": split})  # fmt: skip
+                             "summary": summary, "where": url, "row": i, "split": row_split})  # fmt: skip
         self._rows = rows
         return rows
+
+    def _trains_on(self, uid: str) -> bool:
+        """train_on_test_users: whether this tst.pkl user's pairs are train targets (a hash of the id:
+        the same users on every run and engine)."""
+        return user_rank(uid, TEST_USERS_SEED) < self.train_on_test_users * 2**64
 
     def read_items(self, part: ReadPart) -> Iterator[RawItem]:
         seen: set[str] = set()

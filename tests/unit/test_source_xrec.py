@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from data_prep.pipeline import run_prep
 from data_prep.safe_pickle import UnsafePickleError, load_dataframe, loads_dataframe
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.xrec import XRecSource
+from seller_dist.config import PrepConfig
 from seller_dist.data.bad_records import BadRecordReport
-from tests.source_roundtrip import prep_round_trip
+from tests.source_roundtrip import prep_round_trip, read_dataset
 
 COLUMNS = ["uid", "iid", "title", "user_summary", "item_summary", "explanation"]
 
@@ -278,3 +280,34 @@ def test_a_clone_without_git_lfs_says_which_file_to_pull(tmp_path):
     list(src.events())
     reason = f"explained pair is in no total_*.csv (total_trn.csv not in {d})"
     assert report.bad[f"uid,iid: {reason}"] == 2  # (5, 99) as before, and (1, 12): only total_trn.csv has it
+
+
+def test_train_on_test_users_trains_on_real_explanations_of_half_the_users_and_tests_on_the_others(tmp_path):
+    """The labelled protocol for a release without trn.pkl: with template_missing_text false only the
+    explained pairs are targets (the others are history, not bad records), and train_on_test_users
+    moves the tst.pkl pairs of a hashed share of the users to train, user-disjoint from the test."""
+    from data_prep.examples import user_rank
+    from data_prep.sources.xrec import TEST_USERS_SEED
+
+    d = tmp_path / "yelp"
+    d.mkdir()
+    users = range(40)
+    (d / "total_trn.csv").write_text("user,item\n" + "".join(f"{u},{100 + u}\n{u},{200 + u}\n" for u in users))
+    (d / "total_tst.csv").write_text("user,item\n" + "".join(f"{u},{300 + u}\n" for u in users))
+    _frame([(u, 300 + u, f"Place {u}", "Likes places.", "A place.", f"You would enjoy place {u}.") for u in users]).to_pickle(
+        d / "tst.pkl"
+    )
+    out = tmp_path / "prep"
+    options = {"template_missing_text": False, "train_on_test_users": 0.5}
+    manifest = run_prep(
+        PrepConfig(source="xrec", inputs={"dir": str(d)}, source_options=options, split="source", output=str(out))
+    )
+    _, records, _ = read_dataset(str(out))
+    assert manifest["stats"]["bad_records"] == 0
+    assert all(r["explanation"] == f"You would enjoy place {r['user_id']}." for r in records)
+    by_split: dict[str, set[str]] = {}
+    for r in records:
+        by_split.setdefault(r["split"], set()).add(r["user_id"])
+    want_train = {str(u) for u in users if user_rank(str(u), TEST_USERS_SEED) < 2**63}
+    assert by_split["train"] == want_train and by_split["test"] == {str(u) for u in users} - want_train
+    assert 10 < len(want_train) < 30 and "valid" not in by_split
