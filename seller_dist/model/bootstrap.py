@@ -14,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -336,40 +337,40 @@ def dataset_texts(
 
 
 # ------------------------------------------------------------------------------------ command line
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="prepared dataset URL (holds manifest.json)")
-    p.add_argument("--out", required=True, help="local directory for the Hugging Face checkpoint")
-    p.add_argument("--vocab-size", type=int, default=2000)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--steps", type=int, default=200, help="LM training steps (0 = random weights)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay to 10 %%)")
-    p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--max-texts", type=int, default=50_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--copy-fraction",
-        type=float,
-        default=0.0,
-        help="share of train records that also give prompt + explanation with the cited history title "
-        "swapped for a random one related to the target in the same way, so the LM learns to copy "
-        "titles from its context but not which one to cite (use --max-len 256 to fit long histories)",
-    )
+@dataclass
+class BootstrapConfig:
+    """`seller-dist bootstrap-llm`: a small tokenizer + causal LM trained on a prepared dataset's text."""
+
+    data: str  # prepared dataset URL (holds manifest.json)
+    out: str  # local directory for the Hugging Face checkpoint
+    vocab_size: int = 2000
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 4
+    steps: int = 200  # LM training steps (0 = random weights)
+    batch_size: int = 16
+    lr: float = 3e-3  # peak learning rate (cosine decay to 10 %)
+    max_len: int = 128
+    max_texts: int = 50_000
+    seed: int = 0
+    # share of train records that also give prompt + explanation with the cited history title swapped
+    # for a random one related to the target in the same way: the LM learns to copy titles from its
+    # context but not which one to cite (max_len 256 fits long histories)
+    copy_fraction: float = 0.0
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.hidden % args.heads:
-        raise SystemExit(f"--heads={args.heads} must divide --hidden={args.hidden}")
+def bootstrap_llm(cfg: BootstrapConfig) -> str:
+    """Train the LLM of `cfg` and save it; returns the checkpoint folder."""
+    if cfg.hidden % cfg.heads:
+        raise ValueError(f"heads={cfg.heads} must divide hidden={cfg.hidden}")
     t0 = time.monotonic()
-    texts = list(dataset_texts(args.data, args.max_texts, copy_fraction=args.copy_fraction, seed=args.seed))
+    texts = list(dataset_texts(cfg.data, cfg.max_texts, copy_fraction=cfg.copy_fraction, seed=cfg.seed))
     if not texts:
-        raise SystemExit(f"{args.data}: no text found in the train split or the item catalog")
-    tok = train_tokenizer(texts, args.vocab_size)
-    model = build_llama(tok, args.hidden, args.layers, args.heads, max_positions=1024, seed=args.seed)
-    loss = train_lm(model, tok, texts, args.steps, args.batch_size, args.max_len, args.seed, args.lr)
-    out = save_checkpoint(model, tok, args.out)
+        raise ValueError(f"{cfg.data}: no text found in the train split or the item catalog")
+    tok = train_tokenizer(texts, cfg.vocab_size)
+    model = build_llama(tok, cfg.hidden, cfg.layers, cfg.heads, max_positions=1024, seed=cfg.seed)
+    loss = train_lm(model, tok, texts, cfg.steps, cfg.batch_size, cfg.max_len, cfg.seed, cfg.lr)
+    out = save_checkpoint(model, tok, cfg.out)
     n = sum(p.numel() for p in model.parameters())
     log.info(
         "bootstrap-llm: %d texts, vocab %d, %.2fM params, final loss %.3f (ppl %.1f), %.0fs -> %s",
@@ -381,5 +382,37 @@ def run(args: argparse.Namespace) -> int:
         time.monotonic() - t0,
         out,
     )
-    print(out)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = BootstrapConfig("", "")
+    p.add_argument("--data", required=True, help="prepared dataset URL (holds manifest.json)")
+    p.add_argument("--out", required=True, help="local directory for the Hugging Face checkpoint")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--heads", type=int, default=d.heads)
+    p.add_argument("--steps", type=int, default=d.steps, help="LM training steps (0 = random weights)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine decay to 10 %%)")
+    p.add_argument("--max-len", type=int, default=d.max_len)
+    p.add_argument("--max-texts", type=int, default=d.max_texts)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--copy-fraction",
+        type=float,
+        default=d.copy_fraction,
+        help="share of train records that also give prompt + explanation with the cited history title "
+        "swapped for a random one related to the target in the same way, so the LM learns to copy "
+        "titles from its context but not which one to cite (use --max-len 256 to fit long histories)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = BootstrapConfig(**{f.name: getattr(args, f.name) for f in fields(BootstrapConfig)})
+    try:
+        print(bootstrap_llm(cfg))
+    except ValueError as e:
+        raise SystemExit(f"bootstrap-llm: {e}") from None
     return 0
