@@ -165,7 +165,6 @@ SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.hi
 def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
     """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
     from seller_dist.config import TrainConfig
-    from seller_dist.train import checkpoint as ck
     from seller_dist.train.driver import default_config_path, train
 
     overrides = [
@@ -184,12 +183,7 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
         *(["llm_layout=replicated"] if args.llm == "smollm2" else []),
         *args.train_overrides,
     ]
-    cfg = load_config(TrainConfig, default_config_path(), overrides)
-    pre, _ = train(cfg)
-    latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
-    if latest is None:
-        raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
-    return latest.url
+    return train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
 
 
 def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:

@@ -226,14 +226,10 @@ def fingerprint(
 # ------------------------------------------------------------------------------ train and evaluate
 def _train(tcfg: TrainConfig) -> tuple[str, int]:
     """Run the training job (as `seller-dist train` does); (checkpoints folder, newest step)."""
-    from seller_dist.train import checkpoint as ck
     from seller_dist.train.driver import train
 
-    pre, _ = train(tcfg)
-    latest = ck.latest_committed(pre.checkpoints_root, tcfg.storage, verify=False)
-    if latest is None:
-        raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
-    return pre.checkpoints_root, latest.step
+    out = train(tcfg)
+    return out.preflight.checkpoints_root, out.checkpoint.step
 
 
 _ENCODERS: dict[tuple[str, str], Any] = {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from seller_dist import storage
@@ -137,9 +138,19 @@ def log_path(cfg: TrainConfig) -> str:
     return str(local_log_path(folder, "train.log" if local else f"{cfg.run_name}-train.log"))
 
 
-def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
-    """Preflight (raises ConfigError), then fit; returns (preflight result, Ray's Result). `quiet`:
-    after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`, not the console."""
+@dataclass
+class TrainOutcome:
+    """What a training job leaves: its preflight, Ray's Result and the newest committed checkpoint."""
+
+    preflight: PreflightResult
+    result: Any
+    checkpoint: ck.Checkpoint
+
+
+def train(cfg: TrainConfig, quiet: bool = False) -> TrainOutcome:
+    """Preflight (raises ConfigError), then fit, then the newest committed checkpoint (a job that left
+    none raises). `quiet`: after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`,
+    not the console."""
     absolutize_local_paths(cfg)
     pre = preflight(cfg)
     if pre.resume_from:
@@ -161,7 +172,9 @@ def train(cfg: TrainConfig, quiet: bool = False) -> tuple[PreflightResult, Any]:
     print(
         f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}", flush=True
     )
-    return pre, result
+    if latest is None:
+        raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
+    return TrainOutcome(pre, result, latest)
 
 
 # ------------------------------------------------------------------------------------------- CLI
