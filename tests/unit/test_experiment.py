@@ -215,10 +215,18 @@ def test_config_errors(tmp_path: Path) -> None:
 def test_packaged_experiment_configs_load() -> None:
     root = Path(__file__).resolve().parents[2] / "configs" / "experiments"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    assert names == ["movielens.yaml", "synthetic.yaml", "xrec_yelp.yaml"]
+    assert names == [
+        "movielens.yaml",
+        "movielens_smollm2.yaml",
+        "synthetic.yaml",
+        "xrec_yelp.yaml",
+        "xrec_yelp_smollm2.yaml",
+    ]
     for p in root.glob("*.yaml"):
         cfg = load_config(ExperimentConfig, p)
-        assert len(cfg.seeds) >= 3 and set(cfg.systems) == {"seller", "bag", "ids", "dense", "zero-shot"}
+        # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: seller, bag, zero-shot
+        systems = {"seller", "bag", "zero-shot"} if "smollm2" in p.name else {"seller", "bag", "ids", "dense", "zero-shot"}
+        assert len(cfg.seeds) >= 3 and set(cfg.systems) == systems
         for cell in ex.grid(cfg, seeds=[cfg.seeds[0]]):  # every system is a valid train config
             tcfg = ex.train_config_for(cfg, cell, "d", "l")
             ex.eval_config_for(cfg, cell, "d", "l", tcfg, "c")
