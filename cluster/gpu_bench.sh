@@ -24,6 +24,8 @@
 # Python: the venv of `./launch.sh setup` (which reuses the host's CUDA torch on a GPU machine), or,
 # on a closed GPU machine whose python already has torch + transformers (no package index):
 #   SELLER_PYTHON=python3 cluster/gpu_bench.sh
+# A copy of the tree without .git: SELLER_SOURCE_COMMIT=<the commit it was copied from> is recorded
+# in the JSON as `stated_commit` (git status cannot check it there, so the tree stays "unknown").
 # What such an image lacks (DeepSpeed and its pure-Python dependencies, pydantic) comes as wheels:
 #   SELLER_WHEELS=DIR installs every DIR/*.whl offline into outputs/gpu-site/ (PYTHONPATH), nothing else.
 #   Build DIR on a machine with an index, for the GPU host's python (here 3.12, x86_64):
@@ -45,7 +47,9 @@ fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-git rev-parse HEAD 2>/dev/null || true
+# every JSON records its provenance (commit, clean or dirty tree, machine, command); a copy of the
+# checkout without .git records the commit as unknown, plus SELLER_SOURCE_COMMIT when the sender sets it
+echo "commit: $(git rev-parse HEAD 2>/dev/null || echo "unknown: not a git checkout${SELLER_SOURCE_COMMIT:+ (stated: $SELLER_SOURCE_COMMIT)}")"
 case "${1:-}" in
   train) shift; exec "$PY" -m seller_dist.bench.gpu "$@" ;;
   generate) shift; exec "$PY" -m seller_dist.bench.gpu --generate "$@" ;;

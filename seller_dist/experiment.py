@@ -41,7 +41,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import time
 from importlib import resources
 from pathlib import Path
@@ -51,7 +50,7 @@ from seller_dist import storage
 from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
 from seller_dist.config_loader import ConfigError, add_override_argument, load_config, to_dict
 from seller_dist.eval.report import markdown_table
-from seller_dist.version import code_version
+from seller_dist.version import code_version, provenance
 
 RESULT_FILE = "result.json"
 TRAIN_FILE = "train.json"
@@ -97,22 +96,6 @@ def default_prep_config() -> str:
 
 def default_train_config() -> str:
     return str(resources.files("seller_dist") / "configs" / "train_demo.yaml")
-
-
-def git_state() -> dict[str, Any]:
-    """The commit of the checkout (read-only git calls; empty outside a checkout)."""
-    from seller_dist.version import REPO_ROOT, code_version, git_commit
-
-    out: dict[str, Any] = {"version": code_version(), "commit": git_commit()}
-    if out["commit"]:
-        try:
-            diff = subprocess.run(
-                ["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO_ROOT, capture_output=True, timeout=20
-            )
-            out["tracked_files_differ_from_commit"] = diff.returncode == 1
-        except Exception:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------------------------------ cells
@@ -365,6 +348,7 @@ def run_cell(
         "eval_seconds": round(eval_seconds, 1),
         "eval_dir": ecfg.out,
         "code_version": code_version(),
+        "provenance": provenance(),
         "finished": _now(),
     }
     storage.write_json(result_url, record, cfg.storage)
@@ -508,12 +492,32 @@ def mixed_reference_kinds(records: list[dict[str, Any]]) -> bool:
     return len(kinds) > 1
 
 
+def _code(p: dict[str, Any]) -> str:
+    commit, tree = (p.get("commit") or "unknown commit")[:12], p.get("tree", "unknown")
+    if tree == "unknown":
+        return f"{commit} (tree unknown: {p.get('git_error', 'not recorded')})"
+    return f"{commit} ({tree} tree)"
+
+
+def code_line(results: dict[str, Any]) -> str:
+    """The commit and tree state of the table's invocation and of every cell (the cells of one grid
+    can run at different commits: each records its own)."""
+    cells: dict[str, int] = {}
+    for r in results["runs"]:
+        if r.get("provenance"):
+            key = _code(r["provenance"])
+            cells[key] = cells.get(key, 0) + 1
+    line = f"table written at {_code(results['provenance'])}"
+    if cells:
+        line += "; cells: " + ", ".join(f"{n} at {k}" for k, n in cells.items())
+    return line
+
+
 def markdown(results: dict[str, Any]) -> str:
     summary, records = results["summary"], results["runs"]
     systems = [s for s in results["systems"] if s in summary]
     wall = results["wall_seconds"]
     budget = results["budget"]
-    code = results["code"]
     parts = [
         f"# Experiment: {results['name']}",
         "",
@@ -522,12 +526,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"({'the first ones in shard order, the same for every run' if budget['eval_examples'] else 'the whole split'})",
         f"- LLM `{results['llm']}`; {budget['max_steps']} optimizer steps per trained system; "
         f"seeds {results['seeds']}",
-        f"- code {code.get('version', '?')}"
-        + (
-            " (tracked files differed from that commit)"
-            if code.get("tracked_files_differ_from_commit")
-            else ""
-        ),
+        f"- code: {code_line(results)}",
         f"- wall time: {wall['total']:.0f} s for the grid (prep {wall['prep']:.0f} s, LLM {wall['llm']:.0f} s, "
         f"training {wall['train']:.0f} s, evaluation {wall['eval']:.0f} s); the last invocation that ran cells {wall['this_invocation']:.0f} s",
         "",
@@ -607,7 +606,7 @@ def write_results(
     results = {
         "name": cfg.name,
         "config": to_dict(cfg),
-        "code": git_state(),
+        "provenance": provenance(),
         "data": data,
         "manifest_sha256": manifest_sha,
         "llm": llm,

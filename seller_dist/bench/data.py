@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -26,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from seller_dist import storage
+from seller_dist.bench.artifact import write_artifact
 from seller_dist.bench.local_services import DUMMY_S3_ENV, local_s3_server, scoped_env
 from seller_dist.config import StorageConfig
 from seller_dist.data.shards import Manifest
+from seller_dist.version import provenance
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
     p.add_argument("--work-dir", default=None, help="where to prepare the dataset (default: a temp dir)")
-    p.add_argument("--out", default=None, help="write the JSON result to this file")
+    p.add_argument(
+        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-data-<UTC time>.json)"
+    )
 
 
 def prepare_dataset(out: str, users: int, shard_records: int) -> dict[str, Any]:
@@ -163,13 +166,8 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     collate = build_collator(local, args.tokenizer, work)
     train = man["splits"]["train"]
     result: dict[str, Any] = {
-        "command": "seller-dist " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "benchmark": "data",
+        "provenance": provenance(),
         "dataset": {
             "records": train["count"],
             "shards": len(train["shards"]),
@@ -177,6 +175,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "prep_seconds": round(prep_s, 1),
         },
         "settings": {
+            "users": args.users,
             "batch_size": args.batch_size,
             "shuffle_buffer": args.shuffle_buffer,
             "repeats": args.repeats,
@@ -225,7 +224,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         file=sys.stderr,
         flush=True,
     )
-    result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -238,7 +237,7 @@ def log_line(r: dict[str, Any]) -> None:
     )
 
 
-def table(result: dict[str, Any]) -> str:
+def stream_table(result: dict[str, Any]) -> str:
     lines = [
         "| source | mode | loader workers | records/s | x raw tar |",
         "|---|---|---:|---:|---:|",
@@ -247,17 +246,28 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['source']} | {r['mode']} | {r['workers']} | {r['records_per_s']:.0f} | {r['ratio_to_raw']:.3f} |"
         )
-    if result.get("padding"):
-        lines += [
-            "",
-            "| length_buckets | real tokens | padded tokens | real / padded |",
-            "|---:|---:|---:|---:|",
-        ]
+    return "\n".join(lines)
+
+
+def padding_table(results: list[dict[str, Any]]) -> str:
+    """Real against padded tokens per batch size (one row per run and length_buckets setting)."""
+    lines = [
+        "| batch size | length_buckets | real tokens | padded tokens | real / padded | padded tokens saved |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        off = result["padding"][0]
         for p in result["padding"]:
+            saved = "" if p is off else f"{off['padded_tokens'] / p['padded_tokens']:.2f}x fewer"
             lines.append(
-                f"| {p['length_buckets']} | {p['real_tokens']} | {p['padded_tokens']} | {p['real_fraction']:.3f} |"
+                f"| {result['settings']['batch_size']} | {p['length_buckets']} | {p['real_tokens']:,} | "
+                f"{p['padded_tokens']:,} | {p['real_fraction']:.3f} | {saved} |"
             )
     return "\n".join(lines)
+
+
+def table(result: dict[str, Any]) -> str:
+    return stream_table(result) + ("\n\n" + padding_table([result]) if result.get("padding") else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -266,9 +276,7 @@ def run(args: argparse.Namespace) -> int:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = run_benchmark(args, work)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    write_artifact(result, args.out, "bench-data")
+    print(json.dumps(result, indent=2))
     print(table(result))
     return 0

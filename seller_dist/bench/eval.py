@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -28,7 +27,9 @@ from typing import Any
 
 import torch
 
+from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import GenerationOptions, ModelConfig
+from seller_dist.version import provenance
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="dynamic,static",
         help="eval.generation.decode values timed as seller (dynamic) and seller_static (static)",
     )
-    p.add_argument("--out", default="outputs/bench/eval.json")
+    p.add_argument(
+        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-eval-<UTC time>.json)"
+    )
 
 
 def fresh_weights(data: str, llm: str) -> Any:
@@ -114,7 +117,7 @@ def timed(fn: Any, repeats: int) -> tuple[float, Any]:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from seller_dist.bench.train import bootstrap_llm, git_commit, machine
+    from seller_dist.bench.train import bootstrap_llm
     from seller_dist.data.split_batches import plan_batches, read_batches
     from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.train.export import load_trained
@@ -191,12 +194,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             )
     return {
         "benchmark": "eval",
-        "command": "seller-dist bench eval "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in vars(args).items()
-            if k
-            in (
+        "provenance": provenance(),
+        "settings": {
+            k: getattr(args, k)
+            for k in (
                 "examples",
                 "batch_sizes",
                 "max_new_tokens",
@@ -206,14 +207,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 "llm_layers",
                 "decodes",
             )
-        ),
+        },
         "data": data,
         "llm": llm,
         "weights": trained.source,
         "variants": variants,
         "ratios": ratios,
-        "git": git_commit(),
-        "machine": machine(),
     }
 
 
@@ -420,25 +419,29 @@ def decode_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def decode_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | batch | new tokens/s | ms/step | warm-up s | peak GPU mem | identical to hf_default |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | batch | new tokens/s | ms/step | vs hf_default | warm-up s | peak GPU mem "
+        "| identical to hf_default |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    base = {r["batch_size"]: r for r in rows if r["variant"] == "hf_default" and "new_tokens_per_s" in r}
     for r in sorted(rows, key=lambda r: (r["batch_size"], DECODE_VARIANTS.index(r["variant"]))):
         if "new_tokens_per_s" not in r:
             why = r.get("skipped") or r.get("error", "")
-            lines.append(f"| {r['variant']} | {r['batch_size']} | {why[:60]} | | | | |")
+            lines.append(f"| {r['variant']} | {r['batch_size']} | {why[:60]} | | | | | |")
             continue
         mem = "" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.1f} GB"
         same = r.get("identical_to_hf_default")
         ident = "" if same is None else f"{same}/{r['batch_size']}"
+        ref = base.get(r["batch_size"])
+        vs = f"{r['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}" if ref else ""
         lines.append(
             f"| {r['variant']} | {r['batch_size']} | {r['new_tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
-            f"{r['warmup_seconds']:.1f} | {mem} | {ident} |"
+            f"{vs} | {r['warmup_seconds']:.1f} | {mem} | {ident} |"
         )
     return "\n".join(lines)
 
 
-def table(result: dict[str, Any]) -> str:
+def variants_table(result: dict[str, Any]) -> str:
     lines = [
         "| variant | batch | explanations/s | new tokens/s | token-identical to seller |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -450,15 +453,15 @@ def table(result: dict[str, Any]) -> str:
             f"| {v['variant']} | {v['batch_size']} | {v['explanations_per_s']:.2f} | "
             f"{v['new_tokens_per_s']:.1f} | {ident} |"
         )
-    lines += [f"{k}: {v:.2f}x" for k, v in result["ratios"].items()]
     return "\n".join(lines)
+
+
+def table(result: dict[str, Any]) -> str:
+    return "\n".join([variants_table(result), *(f"{k}: {v:.2f}x" for k, v in result["ratios"].items())])
 
 
 def run(args: argparse.Namespace) -> int:
     result = run_benchmark(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_artifact(result, args.out, "bench-eval")
     print(table(result))
-    print(f"[bench eval] results -> {out}")
     return 0

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from seller_dist.version import provenance
+
 PEAKS = {"h100": 989.0, "h200": 989.0}  # dense bf16 TFLOP/s per GPU
 
 
@@ -463,6 +465,7 @@ def run_generate(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in args.gen_batch_sizes.split(",") if b.strip()]
     result: dict[str, Any] = {
         "benchmark": "generate",
+        "provenance": provenance(),
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "dtype": str(dtype),
         "torch": torch.__version__,
@@ -752,8 +755,6 @@ def run_suite(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from seller_dist.bench.train import git_commit
-
     names = [n.strip() for n in (args.sections or ",".join(SECTIONS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -774,8 +775,7 @@ def run_suite(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "suite": "gpu",
         "tiny": bool(args.tiny),
-        "date": day,
-        "git": git_commit(),
+        "provenance": provenance(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": _version("transformers"),
@@ -919,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         args.attn,
     )
     result: dict[str, Any] = {
+        "benchmark": "gpu-train",
+        "provenance": provenance(),
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "dtype": str(dtype),
         "torch": torch.__version__,
@@ -995,7 +997,28 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             f.write(text + "\n")
     print(text)
+    print(train_table(result))
     return 0
+
+
+def train_table(result: dict[str, Any]) -> str:
+    """One row per measured (variant, micro-batch); "vs eager" is tokens/s over eager at the same
+    micro-batch, where eager ran at it."""
+    lines = [
+        "| variant | micro-batch | tokens/s | samples/s | step ms | vs eager | MFU (4N+6N) | MFU, needed FLOPs "
+        "| peak GPU mem |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    eager = {r["micro_batch"]: r for r in result["runs"] if r["variant"] == "eager"}
+    for r in result["runs"]:
+        ref = eager.get(r["micro_batch"])
+        vs = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}" if ref else ""
+        mem = "" if r.get("peak_memory_gb") is None else f"{r['peak_memory_gb']:.1f} GB"
+        lines.append(
+            f"| {r['variant']} | {r['micro_batch']} | {r['tokens_per_s']:,.0f} | {r['samples_per_s']:.1f} | "
+            f"{r['step_ms']:.1f} | {vs} | {r['mfu']:.1%} | {r['mfu_needed_flops']:.1%} | {mem} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -34,17 +34,17 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import add_override_argument, from_dict, load_config, to_dict
+from seller_dist.version import provenance
 
 # dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
 CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
@@ -97,7 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deepcompile", action="store_true", help="with --gpu: DeepSpeed DeepCompile (zero3)")
     p.add_argument("--stream-batches", type=int, default=200, help="batches timed for the stream rate")
     p.add_argument("--work-dir", default="outputs/bench/train", help="dataset, LLM and run folders")
-    p.add_argument("--out", default=None, help="write the JSON result to this file")
+    p.add_argument(
+        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-train-<UTC time>.json)"
+    )
 
 
 # ----------------------------------------------------------------------------------- preparation
@@ -538,41 +540,6 @@ def measure_stream(cfg: TrainConfig, batches: int) -> dict[str, Any]:
     }
 
 
-def git_commit() -> dict[str, Any]:
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return {"commit": head or None, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-    for mod in ("deepspeed", "ray"):
-        with contextlib.suppress(Exception):
-            info[mod] = __import__(mod).__version__
-    return info
-
-
 def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
     """(mode label, workers, ds overrides) in run order."""
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -632,9 +599,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     steps = args.warmup + args.steps + 1
     runs_root = work / "runs"
     result: dict[str, Any] = {
-        "command": "seller-dist " + " ".join(sys.argv[1:]),
-        "git": git_commit(),
-        "machine": machine(),
+        "benchmark": "train",
+        "provenance": provenance(),
         "settings": {
             "warmup_steps": args.warmup,
             "measured_steps": args.steps,
@@ -702,7 +668,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     result["ratios"] = ratios(result["results"])
     stream = measure_stream(mode_config(base, 1, steps, str(runs_root), "stream"), args.stream_batches)
     result["stream"] = stream_vs_training(stream, result["results"])
-    result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -770,10 +736,8 @@ def run(args: argparse.Namespace) -> int:
         "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
     )
     result = run_benchmark(args)
-    text = json.dumps(result, indent=2, default=str)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    write_artifact(result, args.out, "bench-train")
+    print(json.dumps(result, indent=2, default=str))
     print(table(result))
     print("ratios: " + ", ".join(f"{k}={v:.3f}" for k, v in result["ratios"].items()))
     s = result["stream"]

@@ -58,7 +58,7 @@ def test_bench_train_plain_and_deepspeed(tmp_path, tiny_llm_dir, capsys):
     assert "| mode | workers | samples/s |" in printed and "ratios: " in printed
 
     result = json.loads(out.read_text())
-    assert result["git"]["commit"] and result["machine"]["cpus"] >= 1
+    assert result["provenance"]["commit"] and result["provenance"]["machine"]["cpus"] >= 1
     assert (
         result["config"]["data"]["batch_size"] == 4 and result["settings"]["peak_tflops_per_worker"] == 0.01
     )

@@ -41,5 +41,5 @@ def test_eval_benchmark_runs_every_variant_and_agrees_with_hf_generate(tmp_path,
         "seller_static_b1_over_hf_same_batch",
         "seller_static_b4_over_hf_same_batch",
     }
-    assert result["git"]["commit"] and result["machine"]["cpus"]
+    assert result["provenance"]["commit"] and result["provenance"]["machine"]["cpus"]
     assert "| seller | 4 |" in capsys.readouterr().out

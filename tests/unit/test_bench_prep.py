@@ -79,7 +79,8 @@ def test_tiny_local_run_measures_every_size_and_format(tmp_path, capsys):
         assert r["driver_peak_reported"] and r["driver_peak_rss_mib"] > 0
         assert r["events_per_s"] > 0 and r["examples"] > 0
         assert 0 <= r["bad_records"] <= 0.01 * r["events"]  # a few duplicate events, counted
-    assert result["machine"]["cpus"] and result["date"] and "commit" in result["git"]
+    prov = result["provenance"]
+    assert prov["machine"]["cpus"] and prov["date"] and "commit" in prov and "tree" in prov
     ratios = result["targets"]["ratios"]
     assert set(ratios["rss_largest_over_smallest"]) == {"local/csv", "local/parquet"}
     assert all(v > 0 for v in ratios["rss_largest_over_smallest"].values())

@@ -28,7 +28,7 @@ def test_tiny_suite_writes_one_json_with_every_section(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["suite"] == "gpu" and result["tiny"] is True and result["device"] == "cpu"
-    assert result["git"]["commit"] and result["torch"] and result["wall_s"] > 0
+    assert result["provenance"]["commit"] and result["torch"] and result["wall_s"] > 0
     sections = result["sections"]
     assert list(sections) == OWN
     assert all(s["status"] in ("ok", "error", "timeout", "skipped") for s in sections.values())

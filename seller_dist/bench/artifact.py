@@ -1,0 +1,27 @@
+"""A benchmark's JSON artifact: its results beside the run's provenance (seller_dist.version), written
+to `--out` or to a dated file under outputs/bench/. The docs' tables are generated only from
+artifacts committed under docs/bench/ (seller_dist.bench.tables)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PUBLISHED = "docs/bench"  # the committed artifacts the docs' tables are generated from
+
+
+def default_path(name: str) -> Path:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
+    return Path("outputs") / "bench" / f"{name}-{stamp}.json"
+
+
+def write_artifact(result: dict[str, Any], out: str | None, name: str) -> Path:
+    """Write `result` (which holds a "provenance" entry) to `out`, or to a dated default path."""
+    path = Path(out) if out else default_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"[bench] artifact -> {path}", file=sys.stderr, flush=True)
+    return path
