@@ -225,8 +225,11 @@ def test_packaged_experiment_configs_load() -> None:
     for p in root.glob("*.yaml"):
         cfg = load_config(ExperimentConfig, p)
         # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: seller, bag, zero-shot
-        systems = {"seller", "bag", "zero-shot"} if "smollm2" in p.name else {"seller", "bag", "ids", "dense", "zero-shot"}
-        assert len(cfg.seeds) >= 3 and set(cfg.systems) == systems
+        if "smollm2" in p.name:
+            assert {"seller", "bag", "zero-shot"} <= set(cfg.systems)
+        else:
+            assert set(cfg.systems) == {"seller", "bag", "ids", "dense", "zero-shot"}
+        assert len(cfg.seeds) >= 3
         for cell in ex.grid(cfg, seeds=[cfg.seeds[0]]):  # every system is a valid train config
             tcfg = ex.train_config_for(cfg, cell, "d", "l")
             ex.eval_config_for(cfg, cell, "d", "l", tcfg, "c")
