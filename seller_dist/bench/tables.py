@@ -1,0 +1,280 @@
+"""The docs' figures, generated from committed artifacts (the JSON under docs/bench/).
+
+In any Markdown file of the repository a generated table sits between
+`<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and `<!-- /table -->`.
+`python -m seller_dist.bench.tables` rewrites every such block from its artifacts; `--check` only
+lists the blocks that differ (tests/unit/test_doc_tables.py fails on any). Each block ends with
+one line per artifact saying where its numbers came from: commit, tree, date, machine, command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SKIP_DIRS = {".git", ".venv", "outputs", ".cache", "node_modules", "build", "dist"}
+BLOCK = re.compile(r"<!-- table: (?P<spec>[^\n]*?) -->\n(?P<body>.*?)<!-- /table -->", re.S)
+
+Renderer = Callable[[list[dict[str, Any]], dict[str, str]], str]
+
+
+# ------------------------------------------------------------------------------------ provenance
+def provenance_of(artifact: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's provenance (seller_dist.version.provenance); artifacts written before it
+    existed are read from their own fields ("git", "machine", "command", "date"), and artifacts that
+    recorded no commit from "provenance_from_git_history" (the commit that added the file)."""
+    if "provenance" in artifact:
+        return artifact["provenance"]
+    git = artifact.get("git") or {}
+    dirty = git.get("dirty")
+    out: dict[str, Any] = {
+        "command": artifact.get("command"),
+        "date": artifact.get("date"),
+        "commit": git.get("commit"),
+        "tree": "unknown" if dirty is None else "dirty" if dirty else "clean",
+        "machine": artifact.get("machine") or {},
+    }
+    if "device" in artifact:
+        out["machine"] = {**out["machine"], "gpus": [{"name": artifact["device"]}]}
+    history = artifact.get("provenance_from_git_history")
+    if history:
+        out["added_in_commit"] = history["commit_that_added_this_file"]
+        out["date"] = out["date"] or history.get("committed")
+    return out
+
+
+def _machine(m: dict[str, Any]) -> str:
+    cpu = f"{m['cpus']} CPUs" if m.get("cpus") else "CPUs not recorded"
+    if m.get("cpu_model"):
+        cpu += f" ({m['cpu_model']})"
+    gpus = [g["name"] for g in m.get("gpus") or []]
+    if gpus:
+        return f"{len(gpus)} x {gpus[0]}" + ("" if m.get("cpus") is None else f", {cpu}")
+    return cpu + ", no GPU" if "gpus" in m or "gpu" in m else cpu
+
+
+def source_line(path: str, artifact: dict[str, Any]) -> str:
+    p = provenance_of(artifact)
+    if p.get("commit"):
+        code = f"commit {p['commit'][:7]}, {p.get('tree', 'unknown')} tree"
+    elif p.get("added_in_commit"):
+        code = f"no commit recorded by the run (the file was added in {p['added_in_commit'][:7]})"
+    else:
+        code = f"commit unknown ({p.get('git_error', 'not recorded')})"
+    date = str(p["date"])[:10] if p.get("date") else "date not recorded"
+    command = f"; `{p['command']}`" if p.get("command") else ""
+    return f"Artifact `{path}`: {code}, {date}, {_machine(p.get('machine') or {})}{_load(p)}{command}."
+
+
+def _load(p: dict[str, Any]) -> str:
+    """The 1-minute load average at the start and end of the run, where recorded: on a shared
+    machine it says how much else competed for the cores."""
+    m = p.get("machine") or {}
+    start, end = m.get("load_avg") or m.get("load_avg_start"), m.get("load_avg_end")
+    if not start:
+        return ""
+    return f", load average {start[0]:.1f}" + (f" to {end[0]:.1f}" if end else "")
+
+
+# ------------------------------------------------------------------------------------- renderers
+def ratios_table(ratios: dict[str, float]) -> str:
+    rows = ["| ratio | value |", "|---|---:|"]
+    rows += [f"| {k} | {v:,.0f} |" if abs(v) >= 100 else f"| {k} | {v:.3f} |" for k, v in ratios.items()]
+    return "\n".join(rows)
+
+
+def _bench_data(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.data import stream_table
+
+    return stream_table(arts[0])
+
+
+def _bench_data_padding(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.data import padding_table
+
+    return padding_table(arts)
+
+
+def _bench_train(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.train import table
+
+    return table(arts[0])
+
+
+def _bench_train_ratios(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """Per-sample cost ratios of one run and its stream against what training consumes."""
+    result = arts[0]
+    ratios = dict(result["ratios"])
+    stream = result.get("stream") or {}
+    if stream:
+        ratios["stream_records_per_s_per_rank"] = stream["records_per_s"]
+        ratios["stream_over_training"] = stream["stream_over_training"]
+    ratios["cpu_peak_tflops_per_worker"] = result["settings"]["peak_tflops_per_worker"]
+    return ratios_table(ratios)
+
+
+def _bench_train_comm(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """Collective calls per rank by kind, over the whole run (setup, warm-up, measured and cool-down
+    steps), and that total over the steps run: an upper bound on the calls of one step."""
+    result = arts[0]
+    s = result["settings"]
+    steps = s["warmup_steps"] + s["measured_steps"] + 1
+    kinds = sorted({k for r in result["results"] for k in r["comm_total_by_kind"]})
+    rows = [
+        "| mode | workers | " + " | ".join(kinds) + f" | all / {steps} steps run |",
+        "|---|---:|" + "---:|" * (len(kinds) + 1),
+    ]
+    for r in result["results"]:
+        calls = {k: r["comm_total_by_kind"].get(k, {}).get("calls", 0) for k in kinds}
+        if not any(calls.values()):
+            continue
+        rows.append(
+            f"| {r['mode']} | {r['workers']} | "
+            + " | ".join(f"{calls[k]:.0f}" for k in kinds)
+            + f" | {sum(calls.values()) / steps:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def _bench_train_setting(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """The same modes in runs that differ in one config key (`setting=section.key`)."""
+    key = opts["setting"]
+    rows = [f"| {key} | mode | workers | samples/s | step ms |", "|---:|---|---:|---:|---:|"]
+    for art in arts:
+        value: Any = art["config"]
+        for part in key.split("."):
+            value = value[part]
+        for r in art["results"]:
+            rows.append(
+                f"| {value} | {r['mode']} | {r['workers']} | {r['samples_per_s']:.1f} | "
+                f"{r['step_time_s'] * 1e3:.1f} |"
+            )
+    return "\n".join(rows)
+
+
+def _bench_prep(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.prep import table
+
+    return table(arts[0])
+
+
+def _bench_eval(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.eval import variants_table
+
+    return variants_table(arts[0]) + "\n\n" + ratios_table(arts[0]["ratios"])
+
+
+def _gpu_train(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.gpu import train_table
+
+    return train_table(arts[0])
+
+
+def _gpu_decode(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    from seller_dist.bench.eval import decode_table
+
+    return decode_table(arts[0]["rows"])
+
+
+def _experiment(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """An experiment's results.json as its results.md shows it, one heading level down and without
+    its title (the doc's own heading names the experiment)."""
+    from seller_dist.experiment import markdown
+
+    lines = markdown(arts[0]).rstrip("\n").split("\n")
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    text = "\n".join("#" + line if line.startswith("## ") else line for line in lines)
+    return text.strip("\n")
+
+
+RENDERERS: dict[str, Renderer] = {
+    "bench-data": _bench_data,
+    "bench-data-padding": _bench_data_padding,
+    "bench-train": _bench_train,
+    "bench-train-ratios": _bench_train_ratios,
+    "bench-train-comm": _bench_train_comm,
+    "bench-train-setting": _bench_train_setting,
+    "bench-prep": _bench_prep,
+    "bench-eval": _bench_eval,
+    "gpu-train": _gpu_train,
+    "gpu-decode": _gpu_decode,
+    "experiment": _experiment,
+}
+
+
+# ------------------------------------------------------------------------------------- the blocks
+def render(spec: str, root: Path = REPO) -> str:
+    """The body of the block `<!-- table: SPEC -->`: the table, then one source line per artifact."""
+    kind, *rest = spec.split()
+    if kind not in RENDERERS:
+        raise ValueError(f"unknown table kind {kind!r}; known: {', '.join(RENDERERS)}")
+    opts = dict(t.split("=", 1) for t in rest if "=" in t)
+    paths = [t for t in rest if "=" not in t]
+    if not paths:
+        raise ValueError(f"table {kind}: no artifact named")
+    arts = [json.loads((root / p).read_text()) for p in paths]
+    sources = "\n".join(source_line(p, a) for p, a in zip(paths, arts, strict=True))
+    return f"{RENDERERS[kind](arts, opts)}\n\n{sources}\n"
+
+
+def regenerate(text: str, root: Path = REPO) -> str:
+    return BLOCK.sub(lambda m: f"<!-- table: {m['spec']} -->\n{render(m['spec'], root)}<!-- /table -->", text)
+
+
+def markdown_files(root: Path = REPO) -> list[Path]:
+    return sorted(p for p in root.rglob("*.md") if not SKIP_DIRS.intersection(p.relative_to(root).parts))
+
+
+def stale_blocks(root: Path = REPO) -> list[str]:
+    """`file: spec` of every generated block whose text differs from what its artifacts give."""
+    out = []
+    for path in markdown_files(root):
+        for m in BLOCK.finditer(path.read_text(encoding="utf-8")):
+            if m["body"] != render(m["spec"], root):
+                out.append(f"{path.relative_to(root)}: {m['spec']}")
+    return out
+
+
+def artifacts_used(root: Path = REPO) -> set[str]:
+    used: set[str] = set()
+    for path in markdown_files(root):
+        for m in BLOCK.finditer(path.read_text(encoding="utf-8")):
+            used.update(t for t in m["spec"].split()[1:] if "=" not in t)
+    return used
+
+
+def write_all(root: Path = REPO) -> list[Path]:
+    """Rewrite every generated block from its artifacts; the files that changed."""
+    changed = []
+    for path in markdown_files(root):
+        text = path.read_text(encoding="utf-8")
+        new = regenerate(text, root)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is stale")
+    args = p.parse_args(argv)
+    if args.check:
+        stale = stale_blocks()
+        for line in stale:
+            print(f"stale: {line}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_all():
+        print(f"rewrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

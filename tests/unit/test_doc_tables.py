@@ -1,0 +1,94 @@
+"""The docs' tables are their artifacts' (seller_dist/bench/tables.py): every generated block in the
+Markdown files equals what its committed JSON gives, every committed artifact backs a table and
+says where it came from, a block edited by hand is caught, and an experiment's results.json renders
+whatever its systems and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seller_dist import experiment as ex
+from seller_dist.bench import tables
+from seller_dist.config import ExperimentConfig
+from seller_dist.config_loader import load_config
+
+ARTIFACTS = sorted((tables.REPO / "docs" / "bench").glob("*.json"))
+
+
+def test_every_generated_table_matches_its_artifact() -> None:
+    assert tables.stale_blocks() == [], "regenerate: python -m seller_dist.bench.tables"
+
+
+def test_every_committed_artifact_backs_a_table_and_says_where_it_came_from() -> None:
+    used = tables.artifacts_used()
+    for path in ARTIFACTS:
+        rel = str(path.relative_to(tables.REPO))
+        assert rel in used, f"{rel} backs no table: add a <!-- table: ... --> block or remove the file"
+        art = json.loads(path.read_text())
+        p = tables.provenance_of(art)
+        assert p.get("commit") or p.get("added_in_commit"), f"{rel}: no commit, not even the one adding it"
+        assert p.get("tree") in ("clean", "dirty", "unknown"), rel
+        if "provenance" in art:  # written by seller_dist.version.provenance
+            assert p["command"] and p["date"] and p["machine"]["cpus"], rel
+
+
+def _doc(root: Path, artifact: dict, spec: str) -> Path:
+    (root / "docs" / "bench").mkdir(parents=True)
+    (root / "docs" / "bench" / "a.json").write_text(json.dumps(artifact))
+    doc = root / "doc.md"
+    doc.write_text(f"# Doc\n\n<!-- table: {spec} docs/bench/a.json -->\n<!-- /table -->\n\ntext after\n")
+    doc.write_text(tables.regenerate(doc.read_text(), root))
+    return doc
+
+
+def test_a_table_edited_by_hand_is_stale_and_regenerates(tmp_path: Path) -> None:
+    run = {"variant": "eager", "micro_batch": 8, "tokens_per_s": 1000.0, "samples_per_s": 10.0}
+    run |= {"step_ms": 800.0, "mfu": 0.3, "mfu_needed_flops": 0.25, "peak_memory_gb": 5.0}
+    prov = {"command": "python -m seller_dist.bench.gpu", "date": "2026-12-06T00:00:00+00:00"}
+    prov |= {"commit": "0123456789abcdef", "tree": "clean", "machine": {"cpus": 16, "gpus": [{"name": "G"}]}}
+    doc = _doc(tmp_path, {"provenance": prov, "runs": [run]}, "gpu-train")
+    text = doc.read_text()
+    assert "| eager | 8 | 1,000 | 10.0 | 800.0 | 1.00 | 30.0% | 25.0% | 5.0 GB |" in text
+    assert "Artifact `docs/bench/a.json`: commit 0123456, clean tree, 2026-12-06, 1 x G, 16 CPUs;" in text
+    assert text.endswith("<!-- /table -->\n\ntext after\n") and tables.stale_blocks(tmp_path) == []
+
+    doc.write_text(text.replace("1,000", "1,200"))
+    assert tables.stale_blocks(tmp_path) == ["doc.md: gpu-train docs/bench/a.json"]
+    assert tables.write_all(tmp_path) == [doc] and doc.read_text() == text
+
+
+def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, monkeypatch) -> None:
+    """A results.json as `seller-dist experiment` writes it, with systems and metrics of its own
+    (what a later grid on a real LLM publishes), becomes the block results.md shows."""
+
+    def train(tcfg):
+        return f"{tcfg.storage_path}/{tcfg.run_name}/checkpoints", tcfg.max_steps
+
+    def evaluate(ecfg):
+        score = {"llm-a": 0.25, "llm-b": 0.75}[ecfg.system] + ecfg.generation.seed / 100
+        metrics = {"text": {"meteor": {"mean": score, "std": 0.1}}}
+        metrics["retrieval"] = {"generated": {"ndcg@5": {"mean": 2 * score, "std": 0.0}}}
+        return {"num_examples": 3, "run_config": {"step": 5}, **metrics}
+
+    monkeypatch.setattr(ex, "_train", train)
+    monkeypatch.setattr(ex, "_evaluate", evaluate)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text("{}")
+    overrides = [f"out={tmp_path / 'exp'}", f"data={data}", "llm.path=/models/x", "seeds=[0, 1]"]
+    cfg = load_config(
+        ExperimentConfig, None, [*overrides, "table_metrics=[text/meteor, retrieval/generated/ndcg@5]"]
+    )
+    cfg.systems = {"llm-a": {}, "llm-b": {"model.history_encoder": "bag"}}
+    results = ex.run_experiment(cfg)
+
+    root = tmp_path / "repo"
+    doc = _doc(root, json.loads((tmp_path / "exp" / "results.json").read_text()), "experiment")
+    text = doc.read_text()
+    md = ex.markdown(results)
+    assert "| text/meteor | 0.2550 ± 0.0071 | 0.7550 ± 0.0071 |" in text
+    assert "| llm-b | 1 | 5 | 0.7600 | 1.5200 |" in text
+    assert "### Per seed" in text and "# Experiment" not in text  # one heading level down, no title
+    assert md.split("\n## Per seed\n")[1].strip() in text
+    assert "Artifact `docs/bench/a.json`: commit " in text and tables.stale_blocks(root) == []
