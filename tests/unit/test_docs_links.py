@@ -9,9 +9,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".git", ".venv", "outputs", ".cache", "node_modules", "build", "dist"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-# a repository path named in the text: a known top-level folder, or a root-level doc
+# a repository path named in the text: a known top-level folder, or a root-level doc (not a git
+# object `REV:path`, which names a path of an earlier commit)
 PATH = re.compile(
-    r"(?<![\w/.~$-])((?:docs|tests|seller_dist|data_prep|cluster|ds_configs)/[\w./-]*\w"
+    r"(?<![\w/.~$:-])((?:docs|tests|seller_dist|data_prep|cluster|ds_configs)/[\w./-]*\w"
     r"|BENCHMARKS\.md|README\.md)"
 )
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
