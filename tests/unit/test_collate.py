@@ -256,6 +256,17 @@ def test_collation_inside_loader_workers_matches_in_process(dataset, catalog, ti
                 assert torch.equal(v, b[k]), k
 
 
+def prompt_text(rec, soft_tokens: int, eos: str, head: str = "") -> str:
+    """The text a training row's ids must equal: the collator's prompt with K soft tokens, the
+    explanation and the end token, after `head` (BOS, an instruction)."""
+    titles = "; ".join(e.title for e in rec.history)
+    return (
+        f"{head}User history: {titles}. Recommended: {rec.item_title}. Profile:"
+        + SOFT_TOKEN * soft_tokens
+        + f" Explanation: {rec.explanation}{eos}"
+    )
+
+
 def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir, catalog):
     """The frozen LLM learned text tokenized whole: a title after "history:" or "; " is " title"
     (byte-level BPE: a leading-space token), never a bare "title" after a lone space token. Pieces
@@ -266,13 +277,7 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized_at_once(tiny_tokenizer_dir,
     tok = col.tokenizer
     rec = _record("a", 3, explanation="because you liked title 2")
     out = col([rec])
-    titles = "; ".join(e.title for e in rec.history)
-    text = (
-        f"{tok.bos_token}User history: {titles}. Recommended: {rec.item_title}. Profile:"
-        + SOFT_TOKEN * K
-        + f" Explanation: {rec.explanation}{tok.eos_token}"
-    )
-    whole = tok(text, add_special_tokens=False)["input_ids"]
+    whole = tok(prompt_text(rec, K, tok.eos_token, head=tok.bos_token), add_special_tokens=False)["input_ids"]
     assert out["input_ids"][0].tolist() == whole
     assert col.pieces_match_text
     for row in out["hist_title_ids"][0][out["hist_mask"][0]]:
@@ -289,12 +294,7 @@ def test_an_instruction_leads_the_prompt_and_the_ids_still_equal_the_text_tokeni
     col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, num_soft_tokens=2, instruction=ask)
     tok = col.tokenizer
     rec = _record("a", 3, explanation="because you liked title 2")
-    titles = "; ".join(e.title for e in rec.history)
-    text = (
-        f"{tok.bos_token}{ask} User history: {titles}. Recommended: {rec.item_title}. Profile:"
-        + SOFT_TOKEN * 2
-        + f" Explanation: {rec.explanation}{tok.eos_token}"
-    )
+    text = prompt_text(rec, 2, tok.eos_token, head=f"{tok.bos_token}{ask} ")
     assert col([rec])["input_ids"][0].tolist() == tok(text, add_special_tokens=False)["input_ids"]
     assert col.pieces_match_text
 
@@ -310,13 +310,7 @@ def test_a_prefix_space_rule_does_not_shift_units(tiny_tokenizer_dir, catalog):
     col = SellerCollator(tok, catalog, max_history=5, num_soft_tokens=2)
     assert col.pieces_match_text
     rec = _record("a", 3, explanation="because you liked title 2")
-    titles = "; ".join(e.title for e in rec.history)
-    text = (
-        f"User history: {titles}. Recommended: {rec.item_title}. Profile:"
-        + SOFT_TOKEN * 2
-        + f" Explanation: {rec.explanation}{tok.eos_token}"
-    )
-    assert col([rec])["input_ids"][0].tolist() == tok(text)["input_ids"]
+    assert col([rec])["input_ids"][0].tolist() == tok(prompt_text(rec, 2, tok.eos_token))["input_ids"]
 
 
 def test_a_tokenizer_that_splits_units_unlike_text_is_reported(tiny_tokenizer_dir, catalog, caplog):
