@@ -179,7 +179,7 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
         "optim.lr=0.003",
         f"logging.every_steps={max(1, args.train_steps // 5)}",
         f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
-        # the real 135M LLM whole on each rank: 1.8x the steps/s of ZeRO-3 on 2 CPU workers (docs/llm.md)
+        # the real 135M LLM whole on each rank: no ZeRO-3 gathers (1.09x the steps/s, BENCHMARKS.md)
         *(["llm_layout=replicated"] if args.llm == "smollm2" else []),
         *args.train_overrides,
     ]
