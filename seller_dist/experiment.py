@@ -383,8 +383,9 @@ def llm_identity(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     return {**to_dict(cfg.llm), "seed": seed if cfg.llm.per_seed else 0}
 
 
-def bootstrap_llm(cfg: ExperimentConfig, data: str, seed: int) -> tuple[str, float | None]:
-    """(LLM path, bootstrap seconds; None when it was there before)."""
+def llm_for_seed(cfg: ExperimentConfig, data: str, seed: int) -> tuple[str, float | None]:
+    """(LLM path, bootstrap seconds; None when it was there before): `llm.path`, or a small LLM
+    bootstrapped on the dataset's text (once, or once per seed with `llm.per_seed`)."""
     if cfg.llm.path:
         return cfg.llm.path, None
     if storage.protocol_of(cfg.out) != "file":
@@ -395,25 +396,16 @@ def bootstrap_llm(cfg: ExperimentConfig, data: str, seed: int) -> tuple[str, flo
     final = Path(cfg.out) / name
     if (final / "config.json").exists():
         return str(final), None
-    from seller_dist.cli import main as cli_main
+    from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
 
     s = seed if cfg.llm.per_seed else 0
     tmp = Path(cfg.out) / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"[experiment] bootstrap a small LLM on the dataset's text (seed {s}) -> {final}", flush=True)
     t0 = time.monotonic()
-    args = ["bootstrap-llm", "--data", data, "--out", str(tmp), "--steps", str(cfg.llm.bootstrap_steps)]
-    args += ["--hidden", str(cfg.llm.hidden), "--vocab-size", str(cfg.llm.vocab_size)]
-    args += [
-        "--copy-fraction",
-        str(cfg.llm.copy_fraction),
-        "--max-len",
-        str(cfg.llm.max_len),
-        "--seed",
-        str(s),
-    ]
-    if cli_main(args) != 0:
-        raise RuntimeError("bootstrap-llm failed (its error is above)")
+    llm = cfg.llm
+    boot = BootstrapConfig(data, str(tmp), vocab_size=llm.vocab_size, hidden=llm.hidden, steps=llm.bootstrap_steps)
+    bootstrap_llm(dataclasses.replace(boot, max_len=llm.max_len, copy_fraction=llm.copy_fraction, seed=s))
     os.replace(tmp, final)  # a folder with config.json is a whole LLM
     return str(final), time.monotonic() - t0
 
@@ -663,7 +655,7 @@ def run_experiment(
                 records.append(rec)
             continue
         if cell.seed not in llm_paths:
-            llm_paths[cell.seed], llm_s = bootstrap_llm(cfg, data, cell.seed)
+            llm_paths[cell.seed], llm_s = llm_for_seed(cfg, data, cell.seed)
             if llm_s is not None:
                 stages.setdefault("llm_seconds", {})[Path(llm_paths[cell.seed]).name] = llm_s
                 storage.write_json(stages_url, stages, cfg.storage)
