@@ -50,7 +50,9 @@ setup() {
   # uv installs what pip would (the same pins, from the same index and find-links) in a third of the
   # time; bytecode is compiled at install, as pip does (this environment may forbid writing it later)
   "$PY" -m pip install -q "uv==$UV_VERSION"
-  export UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-}}"
+  # pip's find-links (the environment's, else pip's config files': a machine's local wheels) for uv too
+  UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$("$PY" -m pip config get global.find-links 2>/dev/null || true)}}"
+  export UV_FIND_LINKS
   local uv=("$VENV/bin/uv" pip install -q --python "$PY" --compile-bytecode)
   if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     # On this CPU machine the local CPU wheel (find-links); on a GPU host PyPI's build of the same version.
