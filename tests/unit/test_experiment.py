@@ -224,9 +224,14 @@ def test_packaged_experiment_configs_load() -> None:
     ]
     for p in root.glob("*.yaml"):
         cfg = load_config(ExperimentConfig, p)
-        # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: seller, bag, zero-shot
+        # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
+        # with SELLER and `bag` on the zero-shot's chat template and question too
         if "smollm2" in p.name:
-            assert {"seller", "bag", "zero-shot"} <= set(cfg.systems)
+            chat = {k: v for k, v in cfg.systems.items() if v.get("model.prompt_format") == "chat"}
+            assert {"seller-chat", "bag-chat", "zero-shot"} <= set(chat)
+            assert chat["bag-chat"]["model.history_encoder"] == "bag"
+            asks = {v["model.prompt_instruction"] for v in chat.values()}
+            assert len(asks) == 1, asks  # every chat system is asked the same question
         else:
             assert set(cfg.systems) == {"seller", "bag", "ids", "dense", "zero-shot"}
         assert len(cfg.seeds) >= 3
