@@ -132,6 +132,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_override_argument(p, "--set text.bertscore=false")
 
 
+def _command_args(args: argparse.Namespace) -> list[str]:
+    """This invocation's arguments, rebuilt from the parsed ones (main() may be called with any argv)."""
+    out = ["--predictions", args.predictions, "--references", args.references]
+    for flag, value in (
+        ("--prediction-field", args.prediction_field),
+        ("--reference-field", args.reference_field),
+        ("--limit", args.limit or None),
+        ("--out", args.out),
+        ("--config", args.config),
+    ):
+        if value is not None:
+            out += [flag, str(value)]
+    return out + [a for o in args.overrides for a in ("--set", o)]
+
+
 def run(args: argparse.Namespace) -> int:
     from seller_dist.config_loader import load_config
 
@@ -151,7 +166,11 @@ def run(args: argparse.Namespace) -> int:
     if not preds:
         raise UserError(f"{args.predictions}: no texts to score")
     metrics = score_texts(preds, refs, cfg)
+    from seller_dist.version import provenance
+
     result = {
+        # commit, clean tree, machine and the command as given: an artifact the docs can cite
+        "provenance": provenance(["seller-dist", "score-text", *_command_args(args)]),
         "predictions": args.predictions,
         "references": args.references,
         "n": len(preds),

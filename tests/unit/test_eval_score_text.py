@@ -74,6 +74,20 @@ def test_the_command_writes_the_eval_jobs_text_metrics(tmp_path):
     assert got["n"] == 4 and got["text"] == json.loads(json.dumps(want))
     assert "bertscore_f1" not in got["text"] and got["text_options"]["bertscore"] is False
     assert 0 < got["text"]["bleu1"]["mean"] < 100 and got["text"]["usr"]["mean"] == 1.0
+    prov = got["provenance"]  # an artifact the docs can cite: what ran, where, on which commit
+    assert prov["command"] == " ".join(
+        [
+            "seller-dist",
+            *args,
+            "--out",
+            str(out),
+            "--set",
+            "text.bertscore=false",
+            "--set",
+            "text.bootstrap_samples=20",
+        ]
+    )
+    assert {"commit", "tree", "machine", "date"} <= set(prov)
 
     # --limit scores the first N pairs
     assert main([*args, "--out", str(out), "--limit", "2", "--set", "text.bertscore=false"]) == 0
