@@ -194,6 +194,32 @@ def _experiment(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return text.strip("\n")
 
 
+SIDE_BY_SIDE_METRICS = ("bleu1", "bleu4", "rouge1", "rougeL", "bertscore_f1")
+
+
+def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """Systems scored by the same text metrics on the same examples (tests/xrec_released_subset.py):
+    per system the mean over its seeds' scores ± their sample std; a system with one run, its score."""
+    import statistics
+
+    from seller_dist.experiment import fmt_stat
+
+    art = arts[0]
+    by_system: dict[str, list[dict[str, Any]]] = {}
+    for run in art["runs"]:
+        by_system.setdefault(run["system"], []).append(run["text"])
+    metrics = [m for m in SIDE_BY_SIDE_METRICS if any(m in t for runs in by_system.values() for t in runs)]
+    rows = [f"| system | runs | {' | '.join(metrics)} |", "|---|---:|" + "---|" * len(metrics)]
+    for system, runs in by_system.items():
+        cells = []
+        for m in metrics:
+            values = [t[m]["mean"] for t in runs if m in t]
+            std = statistics.stdev(values) if len(values) > 1 else None
+            cells.append(fmt_stat({"mean": statistics.fmean(values), "std": std}) if values else "—")
+        rows.append(f"| {system} | {len(runs)} | {' | '.join(cells)} |")
+    return f"{art['matched']} examples, every system on the same ones.\n\n" + "\n".join(rows)
+
+
 RENDERERS: dict[str, Renderer] = {
     "bench-data": _bench_data,
     "bench-data-padding": _bench_data_padding,
@@ -206,6 +232,7 @@ RENDERERS: dict[str, Renderer] = {
     "gpu-train": _gpu_train,
     "gpu-decode": _gpu_decode,
     "experiment": _experiment,
+    "text-side-by-side": _text_side_by_side,
 }
 
 

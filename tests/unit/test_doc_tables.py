@@ -92,3 +92,29 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
     assert "### Per seed" in text and "# Experiment" not in text  # one heading level down, no title
     assert md.split("\n## Per seed\n")[1].strip() in text
     assert "Artifact `docs/bench/a.json`: commit " in text and tables.stale_blocks(root) == []
+
+
+def test_text_side_by_side_gives_each_systems_mean_and_std_over_seeds(tmp_path: Path) -> None:
+    """tests/xrec_released_subset.py's artifact: our cells (a system per seed) and a published
+    system's one run, scored by the same code on the same examples, become one row per system."""
+
+    def text(bleu4: float, rouge: float) -> dict:
+        return {"bleu4": {"mean": bleu4, "std": 0.5, "n": 7}, "rougeL": {"mean": rouge, "std": 1.0, "n": 7}}
+
+    runs = [
+        {"system": "seller-chat", "seed": "seed-0", "n": 7, "text": text(1.0, 10.0)},
+        {"system": "seller-chat", "seed": "seed-1", "n": 7, "text": text(2.0, 12.0)},
+        {"system": "xrec-released", "seed": "", "n": 7, "text": text(3.25, 20.5)},
+    ]
+    prov = {"command": "python -m tests.xrec_released_subset a b c", "date": "2026-12-06T00:00:00+00:00"}
+    prov |= {"commit": "0123456789abcdef", "tree": "clean", "machine": {"cpus": 2}}
+    doc = _doc(
+        tmp_path,
+        {"kind": "text-side-by-side", "provenance": prov, "matched": 7, "runs": runs},
+        "text-side-by-side",
+    )
+    text_md = doc.read_text()
+    assert "7 examples, every system on the same ones." in text_md
+    assert "| system | runs | bleu4 | rougeL |" in text_md
+    assert "| seller-chat | 2 | 1.5000 ± 0.7071 | 11.00 ± 1.41 |" in text_md
+    assert "| xrec-released | 1 | 3.2500 | 20.50 |" in text_md
