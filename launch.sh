@@ -50,8 +50,7 @@ setup() {
   # uv installs what pip would (the same pins, from the same index and find-links) in a third of the
   # time. Bytecode is left to Python's first import (this venv is writable): compiling all 24k files
   # of site-packages at install costs about a minute of CPU (2,860 of transformers took 7.3 s), most of
-  # them never imported by a run. The
-  # image (Dockerfile) installs with pip, which compiles them, as its tree is read-only at run time.
+  # them never imported by a run. The image (Dockerfile) installs with pip, which compiles them.
   "$PY" -m pip install -q "uv==$UV_VERSION"
   # pip's find-links (the environment's, else pip's config files': a machine's local wheels) for uv too
   UV_FIND_LINKS="${UV_FIND_LINKS:-${PIP_FIND_LINKS:-$("$PY" -m pip config get global.find-links 2>/dev/null || true)}}"
