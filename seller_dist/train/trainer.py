@@ -39,7 +39,7 @@ from seller_dist import storage
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import dump_yaml, to_dict
 from seller_dist.train import checkpoint as ck
-from seller_dist.train import faults, warm_start
+from seller_dist.train import warm_start
 from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks
 from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
 from seller_dist.train.step import (
@@ -134,7 +134,6 @@ class Trainer:
         self.device = (
             torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
         )
-        faults.rank_started(self.rank)
         self.callbacks.on_rank_start(self.rank)
 
         # ---- data: this rank's exact share of the split, collated with the LLM's tokenizer
@@ -241,7 +240,6 @@ class Trainer:
             tokens += int(batch["attention_mask"][real].sum())
             samples += int(real.sum())
             inputs = model_inputs(batch, self.device)
-            faults.before_forward(inputs, self.rank, step + 1)
             self.callbacks.before_forward(inputs, self.rank, step + 1)
             torch.manual_seed(step_seed(cfg.seed, step, micro, self.rank))
             with timer.phase("forward"):
