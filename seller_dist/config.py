@@ -7,6 +7,7 @@ Each `validate()` raises `ConfigError` with the key and what to change.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -500,6 +501,17 @@ class TrainEvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 0 (0 = data.batch_size), got {self.batch_size}")
 
 
+CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # "package.module:Class"
+
+
+@dataclass
+class CallbackConfig:
+    """One trainer callback (seller_dist.train.callbacks): each rank builds `Class(**init_args)`."""
+
+    class_path: str  # "package.module:Class", importable in the driver and on every worker
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class TrainConfig:
     """`seller-dist train`: one run = run_name under storage_path (checkpoints, metrics)."""
@@ -527,6 +539,8 @@ class TrainConfig:
     # DeepSpeed settings over the ds_configs file, dotted keys, e.g.
     # {"zero_optimization.stage3_prefetch_bucket_size": 50000000}; keys the train config owns are refused
     deepspeed: dict[str, Any] = field(default_factory=dict)
+    # hooks into every rank's loop (seller_dist.train.callbacks.TrainerCallback subclasses), in order
+    callbacks: list[CallbackConfig] = field(default_factory=list)
     data: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -568,6 +582,11 @@ class TrainConfig:
                 "zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=replicated keeps "
                 "the frozen LLM out of ZeRO-3: use llm_layout=zero3 to offload it"
             )
+        for i, cb in enumerate(self.callbacks):
+            if not CLASS_PATH.fullmatch(cb.class_path):
+                raise ConfigError(
+                    f"callbacks[{i}].class_path: '{cb.class_path}' is not 'package.module:Class'"
+                )
         self._validate_llm_layout()
 
     def _validate_llm_layout(self) -> None:
