@@ -522,7 +522,7 @@ class TrainConfig:
     # ranks per node for llm_layout node/hpz; 0: LOCAL_WORLD_SIZE on the workers (GPUs per node)
     llm_shard_size: int = 0
     compile_llm: bool = False  # torch.compile each frozen decoder layer (needs llm_layout=replicated)
-    # DeepSpeed DeepCompile of the ZeRO-3 engine (GPU, llm_layout=zero3, DeepSpeed >= 0.16.6); unmeasured
+    # DeepSpeed DeepCompile of the ZeRO-3 engine (GPU, llm_layout=zero3); unmeasured
     deepcompile: bool = False
     # DeepSpeed settings over the ds_configs file, dotted keys, e.g.
     # {"zero_optimization.stage3_prefetch_bucket_size": 50000000}; keys the train config owns are refused
@@ -595,15 +595,6 @@ class TrainConfig:
                 )
             if not self.workers.use_gpu:
                 raise ConfigError("deepcompile=true needs workers.use_gpu=true: DeepCompile is CUDA-only")
-            from importlib.metadata import PackageNotFoundError, version
-
-            try:
-                have = version("deepspeed")
-            except PackageNotFoundError:
-                have = "none"
-            nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in have.split("+")[0].split(".")[:3]]
-            if tuple(nums) < (0, 16, 6):
-                raise ConfigError(f"deepcompile=true needs DeepSpeed >= 0.16.6, this environment has {have}")
         owned = {
             "train_micro_batch_size_per_gpu": "data.batch_size",
             "gradient_accumulation_steps": "optim.grad_accum",

@@ -56,7 +56,6 @@ LLM_LAYOUTS = ("zero3", "node", "hpz", "replicated")
 # The strategy's own settings travel in the DeepSpeed config under this key (the worker builds the
 # strategy from `ds_config_for(...)` alone); DeepSpeedStrategy removes it before DeepSpeed sees it.
 OWN_KEY = "seller_dist"
-DEEPCOMPILE_MIN_DEEPSPEED = (0, 16, 6)
 
 
 def ds_config_file(name: str) -> dict[str, Any]:
@@ -91,20 +90,6 @@ def resolve_llm_shard_size(shard_size: int, world: int) -> int:
     return size
 
 
-def deepspeed_version() -> tuple[int, ...]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        raw = version("deepspeed")
-    except PackageNotFoundError:
-        return (0,)
-    parts = []
-    for piece in raw.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def check_deepcompile(llm_layout: str, on_gpu: bool) -> None:
     """Refuse DeepCompile (`train.deepcompile`) where it cannot work, in one line."""
     if llm_layout != "zero3":
@@ -114,11 +99,6 @@ def check_deepcompile(llm_layout: str, on_gpu: bool) -> None:
         )
     if not on_gpu:
         raise ConfigError("deepcompile=true needs CUDA GPUs (workers.use_gpu=true): DeepCompile is CUDA-only")
-    have = deepspeed_version()
-    if have < DEEPCOMPILE_MIN_DEEPSPEED:
-        raise ConfigError(
-            f"deepcompile=true needs DeepSpeed >= 0.16.6, this environment has {'.'.join(map(str, have))}"
-        )
 
 
 def zero3_config(

@@ -98,21 +98,8 @@ def test_llm_layout_and_deepcompile_refusals_are_one_line(overrides, message):
     assert "\n" not in str(e.value)
 
 
-def test_deepcompile_refused_with_an_old_deepspeed(monkeypatch):
-    import importlib.metadata
-
-    real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.16.5" if n == "deepspeed" else real(n))
-    with pytest.raises(
-        ConfigError, match=r"^deepcompile=true needs DeepSpeed >= 0.16.6, this environment has 0.16.5$"
-    ):
-        _train("deepcompile=true", "workers.use_gpu=true").validate()
-    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.19.8" if n == "deepspeed" else real(n))
-    _train("deepcompile=true", "workers.use_gpu=true").validate()
-
-
 def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch):
-    from seller_dist.train.strategy import DEEPCOMPILE_MIN_DEEPSPEED, ds_config_file, ds_config_for
+    from seller_dist.train.strategy import ds_config_file, ds_config_for
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -138,7 +125,6 @@ def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     ds = ds_config_for(_train("llm_layout=node", "workers.num_workers=4"), use_gpu=False)
     assert ds["seller_dist"]["llm_shard_size"] == 2
-    assert DEEPCOMPILE_MIN_DEEPSPEED == (0, 16, 6)
 
 
 def test_ds_config_for_matches_the_json_files_and_refuses_deepcompile_on_cpu():
