@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from seller_dist.config_loader import ConfigError
 
 SOURCES = ("synthetic", "amazon2023", "yelp", "recbole", "xrec", "events")
+# where the frozen LLM lives (train.llm_layout; docs/training.md): the one list, for the config
+# loader (the Literal) and the strategy (seller_dist.train.strategy)
+LLMLayout = Literal["zero3", "replicated", "node", "hpz"]
+LLM_LAYOUTS: tuple[str, ...] = get_args(LLMLayout)
 
 
 @dataclass
@@ -518,7 +522,7 @@ class TrainConfig:
     # node (llm_shard_size ranks), replicated across nodes: gathers never cross the NICs; hpz: ZeRO++
     # primary partition over all ranks + a node-local secondary copy; replicated: a whole bf16 copy
     # on every GPU, outside the ZeRO-3 engine (no gathers; needs N_llm * 2 bytes per GPU free)
-    llm_layout: Literal["zero3", "replicated", "node", "hpz"] = "zero3"
+    llm_layout: LLMLayout = "zero3"
     # ranks per node for llm_layout node/hpz; 0: LOCAL_WORLD_SIZE on the workers (GPUs per node)
     llm_shard_size: int = 0
     compile_llm: bool = False  # torch.compile each frozen decoder layer (needs llm_layout=replicated)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from seller_dist.config import ModelConfig, StorageConfig, dotted_items
+from seller_dist.config import LLM_LAYOUTS, ModelConfig, StorageConfig, dotted_items
 from seller_dist.config_loader import ConfigError
 from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_norm_sq, reduce_moe_gradients
 from seller_dist.model.llm import FrozenLLM
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from seller_dist.config import TrainConfig
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent / "ds_configs"  # package data (pyproject.toml)
-LLM_LAYOUTS = ("zero3", "node", "hpz", "replicated")
 # The strategy's own settings travel in the DeepSpeed config under this key (the worker builds the
 # strategy from `ds_config_for(...)` alone); DeepSpeedStrategy removes it before DeepSpeed sees it.
 OWN_KEY = "seller_dist"
