@@ -572,46 +572,17 @@ class TrainConfig:
                 "zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=replicated keeps "
                 "the frozen LLM out of ZeRO-3: use llm_layout=zero3 to offload it"
             )
-        self._validate_llm_layout()
+        # the strategy's own rules (llm_layout, llm_shard_size, deepcompile, the `deepspeed` keys) live
+        # in StrategySettings. The ranks per node (llm_shard_size 0) are known on the workers only
+        # (LOCAL_WORLD_SIZE), so this check takes the job as one node: it checks a given llm_shard_size
+        from seller_dist.train.strategy_settings import StrategySettings
 
-    def _validate_llm_layout(self) -> None:
-        """llm_shard_size, the node/hpz layouts and deepcompile (seller_dist.train.strategy)."""
-        n, shard = self.workers.num_workers, self.llm_shard_size
-        if shard < 0:
-            raise ConfigError(f"llm_shard_size must be >= 0 (0: GPUs per node), got {shard}")
-        if shard and self.llm_layout not in ("node", "hpz"):
-            raise ConfigError(
-                f"llm_shard_size={shard} only applies to llm_layout node or hpz, not {self.llm_layout}"
-            )
-        if shard and n % shard:
-            raise ConfigError(
-                f"llm_shard_size={shard} does not divide workers.num_workers={n}: set it to the GPUs per node"
-            )
+        n = self.workers.num_workers
+        StrategySettings.from_train_config(self, self.workers.use_gpu, world_size=n, ranks_per_node=n)
         if self.zero_offload_params and self.llm_layout in ("node", "hpz"):
             raise ConfigError(
                 f"zero_offload_params=true is only supported with llm_layout=zero3, not {self.llm_layout}"
             )
-        if self.deepcompile:
-            if self.llm_layout != "zero3":
-                raise ConfigError(
-                    f"deepcompile=true needs llm_layout=zero3 (got {self.llm_layout}): DeepCompile compiles the "
-                    "ZeRO-3 gathers; for replicated use compile_llm=true"
-                )
-            if not self.workers.use_gpu:
-                raise ConfigError("deepcompile=true needs workers.use_gpu=true: DeepCompile is CUDA-only")
-        owned = {
-            "train_micro_batch_size_per_gpu": "data.batch_size",
-            "gradient_accumulation_steps": "optim.grad_accum",
-            "gradient_clipping": "optim.grad_clip",
-            "bf16": "precision",
-            "fp16": "precision",
-            "zero_optimization.stage": "llm_layout",
-            "compile": "deepcompile",
-        }
-        for key in dotted_items(self.deepspeed):
-            root = next((k for k in owned if key == k or key.startswith(k + ".")), None)
-            if root is not None:
-                raise ConfigError(f"deepspeed.{key} is set by the train config: use {owned[root]} instead")
         if self.checkpoint.keep_best and not self.eval.every_steps:
             raise ConfigError(
                 "checkpoint.keep_best=true needs a validation loss: set eval.every_steps (e.g. to "

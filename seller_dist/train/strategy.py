@@ -31,12 +31,10 @@ Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,34 +45,14 @@ from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_
 from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
+from seller_dist.train.strategy_settings import ds_config_file, gpus_per_node, on_gpu
 
 if TYPE_CHECKING:
     from seller_dist.config import TrainConfig
 
-DS_CONFIG_DIR = Path(__file__).resolve().parent / "ds_configs"  # package data (pyproject.toml)
 # The strategy's own settings travel in the DeepSpeed config under this key (the worker builds the
 # strategy from `ds_config_for(...)` alone); DeepSpeedStrategy removes it before DeepSpeed sees it.
 OWN_KEY = "seller_dist"
-
-
-def ds_config_file(name: str) -> dict[str, Any]:
-    """A fresh copy of seller_dist/train/ds_configs/<name> (zero3_cpu.json, zero3_gpu.json, zero3_offload.json)."""
-    return json.loads((DS_CONFIG_DIR / name).read_text())
-
-
-def _on_gpu() -> bool:
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
-
-
-def gpus_per_node(default: int) -> int:
-    """Ranks on this node: LOCAL_WORLD_SIZE (torchrun and Ray Train set it), else the visible GPUs,
-    else `default`."""
-    env = os.environ.get("LOCAL_WORLD_SIZE")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    if _on_gpu():
-        return torch.cuda.device_count()
-    return default
 
 
 def resolve_llm_shard_size(shard_size: int, world: int) -> int:
@@ -126,7 +104,7 @@ def zero3_config(
     """
     if llm_layout not in LLM_LAYOUTS:
         raise ConfigError(f"llm_layout: {llm_layout!r} is not one of {list(LLM_LAYOUTS)}")
-    gpu = _on_gpu() if use_gpu is None else use_gpu
+    gpu = on_gpu() if use_gpu is None else use_gpu
     if offload_params and gpu:
         ds = ds_config_file("zero3_offload.json")
     else:
@@ -330,7 +308,7 @@ class DeepSpeedStrategy:
         self.stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
         self.deepcompile = bool(ds_config.get("compile", {}).get("deepcompile", False))
         if self.deepcompile:
-            check_deepcompile(llm_layout, _on_gpu())
+            check_deepcompile(llm_layout, on_gpu())
         if llm_layout in ("node", "hpz") and self.stage != 3:
             raise ConfigError(f"llm_layout={llm_layout} needs a ZeRO stage 3 DeepSpeed config")
         self._resharded = False  # the LLM's partition group is the node (load_llm, llm_layout=node)
@@ -363,7 +341,7 @@ class DeepSpeedStrategy:
         import deepspeed
 
         if backend is None:
-            backend = "nccl" if _on_gpu() else "gloo"
+            backend = "nccl" if on_gpu() else "gloo"
         deepspeed.init_distributed(dist_backend=backend)
 
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
@@ -385,7 +363,7 @@ class DeepSpeedStrategy:
                 # read the weights, so it cannot load into node groups directly): now over the node
                 reshard_frozen(llm, node_groups(shard), self.ds_config)
                 self._resharded = True
-        if self.llm_layout == "replicated" and _on_gpu():  # the worker's device (outside the engine)
+        if self.llm_layout == "replicated" and on_gpu():  # the worker's device (outside the engine)
             llm.to(torch.device("cuda", torch.cuda.current_device()))
         return llm
 

@@ -148,11 +148,11 @@ def test_ds_config_for_matches_the_json_files_and_refuses_deepcompile_on_cpu():
 def test_ds_configs_ship_inside_the_package():
     from pathlib import Path
 
-    import seller_dist.train.strategy as strategy
+    import seller_dist.train.strategy_settings as settings
 
-    names = sorted(p.name for p in strategy.DS_CONFIG_DIR.glob("*.json"))
+    names = sorted(p.name for p in settings.DS_CONFIG_DIR.glob("*.json"))
     assert names == ["zero3_cpu.json", "zero3_gpu.json", "zero3_offload.json"]
-    assert strategy.DS_CONFIG_DIR.is_relative_to(Path(strategy.__file__).parent)
+    assert settings.DS_CONFIG_DIR.is_relative_to(Path(settings.__file__).parent)
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"train/ds_configs/*.json"' in text
 
