@@ -124,7 +124,9 @@ class StrategySettings:
         for key in overrides:
             root = next((k for k in OWNED_KEYS if key == k or key.startswith(k + ".")), None)
             if root is not None:
-                raise ConfigError(f"deepspeed.{key} is set by the train config: use {OWNED_KEYS[root]} instead")
+                raise ConfigError(
+                    f"deepspeed.{key} is set by the train config: use {OWNED_KEYS[root]} instead"
+                )
         object.__setattr__(self, "deepspeed", overrides)
 
     @classmethod

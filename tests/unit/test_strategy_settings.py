@@ -55,7 +55,15 @@ def test_the_built_deepspeed_config_holds_only_keys_deepspeed_knows(monkeypatch)
             continue  # the train config refuses it (zero_offload_params works with zero3 only)
         for deepcompile in (False, True) if gpu and layout["llm_layout"] == "zero3" else (False,):
             s = StrategySettings(
-                4, 2, bf16, offload, threshold, use_gpu=gpu, deepcompile=deepcompile, deepspeed=extra, **layout
+                4,
+                2,
+                bf16,
+                offload,
+                threshold,
+                use_gpu=gpu,
+                deepcompile=deepcompile,
+                deepspeed=extra,
+                **layout,
             )
             ds = s.deepspeed_config()
             assert set(ds) <= known, set(ds) - known
@@ -67,7 +75,10 @@ def test_the_built_deepspeed_config_holds_only_keys_deepspeed_knows(monkeypatch)
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"llm_layout": "sharded"}, "llm_layout: 'sharded' is not one of ['zero3', 'replicated', 'node', 'hpz']"),
+        (
+            {"llm_layout": "sharded"},
+            "llm_layout: 'sharded' is not one of ['zero3', 'replicated', 'node', 'hpz']",
+        ),
         (
             {"llm_layout": "node", "llm_shard_size": -1},
             "llm_shard_size must be >= 0 (0: GPUs per node), got -1",
@@ -149,7 +160,10 @@ def test_llm_shard_size_resolves_to_the_ranks_per_node_and_the_settings_stay_fro
     assert node.llm_shard_size == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     hpz = StrategySettings(4, use_gpu=True, llm_layout="hpz", world_size=8)  # from LOCAL_WORLD_SIZE
-    assert hpz.llm_shard_size == 4 and hpz.deepspeed_config()["zero_optimization"]["zero_hpz_partition_size"] == 4
+    assert (
+        hpz.llm_shard_size == 4
+        and hpz.deepspeed_config()["zero_optimization"]["zero_hpz_partition_size"] == 4
+    )
     one_node = StrategySettings(4, use_gpu=True, llm_layout="hpz", world_size=4)  # one node: no secondary
     assert "zero_hpz_partition_size" not in one_node.deepspeed_config()["zero_optimization"]
     assert StrategySettings(4, use_gpu=False).llm_shard_size == 0  # zero3: the world, no group
