@@ -123,12 +123,12 @@ class Trainer:
         from seller_dist.model.seller import SellerModel
         from seller_dist.model.vocab import ModelVocab
         from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
-        from seller_dist.train.strategy import DeepSpeedStrategy, ds_config_for
+        from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
         cfg.validate()
         self.cfg = cfg
         self.callbacks = CallbackList([*build_callbacks(cfg.callbacks), *callbacks])
-        strategy = DeepSpeedStrategy(ds_config_for(cfg, self.use_gpu), cfg.llm_layout)
+        strategy = DeepSpeedStrategy(StrategySettings.from_train_config(cfg, self.use_gpu))
         strategy.init_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = (
