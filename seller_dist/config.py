@@ -7,12 +7,17 @@ Each `validate()` raises `ConfigError` with the key and what to change.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from seller_dist.config_loader import ConfigError
 
 SOURCES = ("synthetic", "amazon2023", "yelp", "recbole", "xrec", "events")
+# where the frozen LLM lives (train.llm_layout; docs/training.md): the one list, for the config
+# loader (the Literal) and the strategy (seller_dist.train.strategy)
+LLMLayout = Literal["zero3", "replicated", "node", "hpz"]
+LLM_LAYOUTS: tuple[str, ...] = get_args(LLMLayout)
 
 
 @dataclass
@@ -500,6 +505,17 @@ class TrainEvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 0 (0 = data.batch_size), got {self.batch_size}")
 
 
+CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # "package.module:Class"
+
+
+@dataclass
+class CallbackConfig:
+    """One trainer callback (seller_dist.train.callbacks): each rank builds `Class(**init_args)`."""
+
+    class_path: str  # "package.module:Class", importable in the driver and on every worker
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class TrainConfig:
     """`seller-dist train`: one run = run_name under storage_path (checkpoints, metrics)."""
@@ -518,15 +534,17 @@ class TrainConfig:
     # node (llm_shard_size ranks), replicated across nodes: gathers never cross the NICs; hpz: ZeRO++
     # primary partition over all ranks + a node-local secondary copy; replicated: a whole bf16 copy
     # on every GPU, outside the ZeRO-3 engine (no gathers; needs N_llm * 2 bytes per GPU free)
-    llm_layout: Literal["zero3", "replicated", "node", "hpz"] = "zero3"
+    llm_layout: LLMLayout = "zero3"
     # ranks per node for llm_layout node/hpz; 0: LOCAL_WORLD_SIZE on the workers (GPUs per node)
     llm_shard_size: int = 0
     compile_llm: bool = False  # torch.compile each frozen decoder layer (needs llm_layout=replicated)
-    # DeepSpeed DeepCompile of the ZeRO-3 engine (GPU, llm_layout=zero3, DeepSpeed >= 0.16.6); unmeasured
+    # DeepSpeed DeepCompile of the ZeRO-3 engine (GPU, llm_layout=zero3); unmeasured
     deepcompile: bool = False
     # DeepSpeed settings over the ds_configs file, dotted keys, e.g.
     # {"zero_optimization.stage3_prefetch_bucket_size": 50000000}; keys the train config owns are refused
     deepspeed: dict[str, Any] = field(default_factory=dict)
+    # hooks into every rank's loop (seller_dist.train.callbacks.TrainerCallback subclasses), in order
+    callbacks: list[CallbackConfig] = field(default_factory=list)
     data: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -568,55 +586,22 @@ class TrainConfig:
                 "zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=replicated keeps "
                 "the frozen LLM out of ZeRO-3: use llm_layout=zero3 to offload it"
             )
-        self._validate_llm_layout()
+        for i, cb in enumerate(self.callbacks):
+            if not CLASS_PATH.fullmatch(cb.class_path):
+                raise ConfigError(
+                    f"callbacks[{i}].class_path: '{cb.class_path}' is not 'package.module:Class'"
+                )
+        # the strategy's own rules (llm_layout, llm_shard_size, deepcompile, the `deepspeed` keys) live
+        # in StrategySettings. The ranks per node (llm_shard_size 0) are known on the workers only
+        # (LOCAL_WORLD_SIZE), so this check takes the job as one node: it checks a given llm_shard_size
+        from seller_dist.train.strategy_settings import StrategySettings
 
-    def _validate_llm_layout(self) -> None:
-        """llm_shard_size, the node/hpz layouts and deepcompile (seller_dist.train.strategy)."""
-        n, shard = self.workers.num_workers, self.llm_shard_size
-        if shard < 0:
-            raise ConfigError(f"llm_shard_size must be >= 0 (0: GPUs per node), got {shard}")
-        if shard and self.llm_layout not in ("node", "hpz"):
-            raise ConfigError(
-                f"llm_shard_size={shard} only applies to llm_layout node or hpz, not {self.llm_layout}"
-            )
-        if shard and n % shard:
-            raise ConfigError(
-                f"llm_shard_size={shard} does not divide workers.num_workers={n}: set it to the GPUs per node"
-            )
+        n = self.workers.num_workers
+        StrategySettings.from_train_config(self, self.workers.use_gpu, world_size=n, ranks_per_node=n)
         if self.zero_offload_params and self.llm_layout in ("node", "hpz"):
             raise ConfigError(
                 f"zero_offload_params=true is only supported with llm_layout=zero3, not {self.llm_layout}"
             )
-        if self.deepcompile:
-            if self.llm_layout != "zero3":
-                raise ConfigError(
-                    f"deepcompile=true needs llm_layout=zero3 (got {self.llm_layout}): DeepCompile compiles the "
-                    "ZeRO-3 gathers; for replicated use compile_llm=true"
-                )
-            if not self.workers.use_gpu:
-                raise ConfigError("deepcompile=true needs workers.use_gpu=true: DeepCompile is CUDA-only")
-            from importlib.metadata import PackageNotFoundError, version
-
-            try:
-                have = version("deepspeed")
-            except PackageNotFoundError:
-                have = "none"
-            nums = [int("".join(c for c in x if c.isdigit()) or 0) for x in have.split("+")[0].split(".")[:3]]
-            if tuple(nums) < (0, 16, 6):
-                raise ConfigError(f"deepcompile=true needs DeepSpeed >= 0.16.6, this environment has {have}")
-        owned = {
-            "train_micro_batch_size_per_gpu": "data.batch_size",
-            "gradient_accumulation_steps": "optim.grad_accum",
-            "gradient_clipping": "optim.grad_clip",
-            "bf16": "precision",
-            "fp16": "precision",
-            "zero_optimization.stage": "llm_layout",
-            "compile": "deepcompile",
-        }
-        for key in dotted_items(self.deepspeed):
-            root = next((k for k in owned if key == k or key.startswith(k + ".")), None)
-            if root is not None:
-                raise ConfigError(f"deepspeed.{key} is set by the train config: use {owned[root]} instead")
         if self.checkpoint.keep_best and not self.eval.every_steps:
             raise ConfigError(
                 "checkpoint.keep_best=true needs a validation loss: set eval.every_steps (e.g. to "

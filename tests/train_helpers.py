@@ -75,13 +75,12 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
 
     code = 0
     try:
-        from seller_dist.train import faults
         from seller_dist.train.step import NonFiniteError
         from seller_dist.train.trainer import Trainer
 
-        if kwargs.get("poison"):  # the fault seam: NaN inputs on (rank, step)
-            faults.arm_nan(*kwargs["poison"])
-        trainer = Trainer(train_config(overrides), timer=kwargs.get("timer"))
+        trainer = Trainer(
+            train_config(overrides), timer=kwargs.get("timer"), callbacks=kwargs.get("callbacks", ())
+        )
         try:
             r = trainer.fit(keep_trainable=kwargs.get("keep_trainable", False))
         except NonFiniteError:  # every rank stopped at the same point: the weights as they are now
@@ -119,7 +118,9 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
 
 
 def spawn_workers(overrides: list[str], out: Path, world: int = 2, **kwargs: Any) -> list[dict] | list[str]:
-    """Run `train_worker` on `world` gloo ranks; the ranks' results, or their error texts if any failed."""
+    """Run `train_worker` on `world` gloo ranks; the ranks' results, or their error texts if any failed.
+    `callbacks=[...]` (picklable TrainerCallbacks) go to each rank's Trainer after the config's own
+    `callbacks`; tests/fault_callbacks.py has the fault injectors."""
     import torch.multiprocessing as mp
 
     from tests.conftest import free_port

@@ -157,23 +157,18 @@ def run_deepspeed(
     llm_dir: str, args: argparse.Namespace, micro: int, device: torch.device, variant: str
 ) -> dict[str, Any]:
     """The training job's own path on one rank: DeepSpeedStrategy (ZeRO-3 engine over the SELLER
-    model with the LLM partitioned while loading, the MoE beside it), ds_configs/zero3_gpu.json
-    with its "auto"s filled as the worker does, clip of dense + expert gradients, both optimizers.
+    model with the LLM partitioned while loading, the MoE beside it), its StrategySettings as the
+    worker's (zero3_gpu.json, bf16 on a GPU; zero3_cpu.json on a CPU), clip of dense + expert
+    gradients, both optimizers.
     `deepspeed_compile` also calls DeepSpeed's own `engine.compile()`; `deepspeed_replicated` is
     train.llm_layout=replicated (a whole LLM outside the engine), `_compile` adds train.compile_llm."""
     import os
-    from pathlib import Path
 
     import torch.distributed as dist
 
     from seller_dist.model.seller import SellerModel
-    from seller_dist.train.strategy import DeepSpeedStrategy
+    from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
-    ds = json.loads((Path(__file__).resolve().parents[2] / "ds_configs" / "zero3_gpu.json").read_text())
-    ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1, gradient_clipping=0.0)
-    ds["bf16"] = {"enabled": device.type == "cuda"}
-    if variant == "deepspeed_deepcompile":  # DeepSpeed's DeepCompile (CUDA only; refused on CPU)
-        ds["compile"] = {"deepcompile": True}
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(k, v)
     if "MASTER_PORT" not in os.environ:
@@ -182,7 +177,15 @@ def run_deepspeed(
         os.environ["MASTER_PORT"] = str(free_port())  # a free loopback port for the one-rank process group
     if device.type != "cuda":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    strategy = DeepSpeedStrategy(ds, "replicated" if "replicated" in variant else "zero3")
+    gpu = device.type == "cuda"
+    settings = StrategySettings(
+        micro,
+        bf16=gpu,
+        use_gpu=gpu,
+        llm_layout="replicated" if "replicated" in variant else "zero3",
+        deepcompile=variant == "deepspeed_deepcompile",  # DeepSpeed's DeepCompile: CUDA only, refused on CPU
+    )
+    strategy = DeepSpeedStrategy(settings)
     if not dist.is_initialized():
         strategy.init_distributed()
     mcfg, vocab = bench_model(args, llm_dir)

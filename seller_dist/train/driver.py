@@ -101,8 +101,9 @@ def build_trainer(cfg: TrainConfig) -> Any:
 
 def worker_env() -> dict[str, str]:
     """Environment the workers need from the driver: the S3 endpoint (never credentials: Ray passes
-    the job's environment through its runtime env; a cluster uses roles), wandb mode, test hooks."""
-    keys = ("AWS_ENDPOINT_URL", "WANDB_MODE", "TORCH_EXTENSIONS_DIR", "SELLER_DIST_PID_DIR")
+    the job's environment through its runtime env; a cluster uses roles), wandb mode, the torch
+    extensions folder."""
+    keys = ("AWS_ENDPOINT_URL", "WANDB_MODE", "TORCH_EXTENSIONS_DIR")
     env = {k: os.environ[k] for k in keys if os.environ.get(k)}
     env.setdefault("OMP_NUM_THREADS", "1")
     # Ray Train's print patch sends each print() through its logger AND the stream: every worker

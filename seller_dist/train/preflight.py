@@ -1,8 +1,8 @@
 """Checks that run in the driver BEFORE any Ray worker starts, so a bad config costs seconds, not a
-cluster allocation: config consistency, the dataset manifest, a writable storage_path, the LLM
-path, the run's newest committed checkpoint (a corrupt one is an error naming it) and, for a new
-run with `init_from`, whether every tensor of those weights fits this model and dataset
-(seller_dist.train.warm_start; a misfit names the key).
+cluster allocation: config consistency, the `callbacks` classes, the dataset manifest, a writable
+storage_path, the LLM path, the run's newest committed checkpoint (a corrupt one is an error naming
+it) and, for a new run with `init_from`, whether every tensor of those weights fits this model and
+dataset (seller_dist.train.warm_start; a misfit names the key).
 
 Every failure is a ConfigError whose message names the key and says what to change.
 """
@@ -22,6 +22,7 @@ from seller_dist import storage
 from seller_dist.config import StorageConfig, TrainConfig
 from seller_dist.config_loader import ConfigError, validate_tree
 from seller_dist.train import checkpoint as ck
+from seller_dist.train.callbacks import check_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def check_resume(cfg: TrainConfig) -> tuple[str, str | None, int]:
 def preflight(cfg: TrainConfig) -> PreflightResult:
     """Run every check in order of cost; the first failure raises ConfigError."""
     validate_tree(cfg)  # includes model.ep_size | num_experts and ep_size | workers.num_workers
+    check_callbacks(cfg.callbacks)  # each class imported and its init_args bound, none constructed
     manifest_url, manifest_sha = check_manifest(cfg)
     check_llm_path(cfg)
     check_storage_path(cfg)

@@ -1,5 +1,5 @@
-"""The one place that talks to DeepSpeed (OpenRLHF-style): config, partitioned LLM loading, engine
-building, and the backward/step that also serves the expert-parallel MoE kept outside the engine.
+"""The one place that talks to DeepSpeed (OpenRLHF-style): partitioned LLM loading, engine building
+and the backward/step that also serves the expert-parallel MoE kept outside the engine.
 
 Layout (docs/model.md, "DeepSpeed (train/strategy.py)"): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
 trainable modules); the MoE adapter holds only this rank's experts, is NOT a submodule of the
@@ -15,12 +15,12 @@ Where the frozen LLM lives (`train.llm_layout`, docs/training.md):
   ranks plus a node-local secondary copy; a frozen parameter's secondary copy never expires.
 - replicated: a whole copy on each rank, outside the engine (no gathers).
 
-The DeepSpeed configs are the JSON files in seller_dist/train/ds_configs/ (package data; the
-repo's ds_configs/ links to them): `ds_config_for` (the training job) and `zero3_config` (tests,
-benchmarks) both start from them.
+The strategy is made from a StrategySettings (seller_dist/train/strategy_settings.py: typed, frozen,
+validated once; `from_train_config` for the training job), which builds the DeepSpeed config from
+the JSON files in seller_dist/train/ds_configs/: DeepSpeed's keys only.
 
 Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu):
-    strategy = DeepSpeedStrategy(zero3_config(micro_batch_size=8))
+    strategy = DeepSpeedStrategy(StrategySettings(micro_batch_size=8))
     strategy.init_distributed()
     llm = strategy.load_llm(model_cfg)                 # partitioned while loading (llm_layout=zero3)
     model = SellerModel(model_cfg, vocab, llm, register_llm=strategy.registers_llm)
@@ -30,176 +30,20 @@ Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from seller_dist.config import ModelConfig, StorageConfig, dotted_items
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ModelConfig, StorageConfig
 from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_norm_sq, reduce_moe_gradients
 from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
-
-if TYPE_CHECKING:
-    from seller_dist.config import TrainConfig
-
-DS_CONFIG_DIR = Path(__file__).resolve().parent / "ds_configs"  # package data (pyproject.toml)
-LLM_LAYOUTS = ("zero3", "node", "hpz", "replicated")
-# The strategy's own settings travel in the DeepSpeed config under this key (the worker builds the
-# strategy from `ds_config_for(...)` alone); DeepSpeedStrategy removes it before DeepSpeed sees it.
-OWN_KEY = "seller_dist"
-DEEPCOMPILE_MIN_DEEPSPEED = (0, 16, 6)
-
-
-def ds_config_file(name: str) -> dict[str, Any]:
-    """A fresh copy of seller_dist/train/ds_configs/<name> (zero3_cpu.json, zero3_gpu.json, zero3_offload.json)."""
-    return json.loads((DS_CONFIG_DIR / name).read_text())
-
-
-def _on_gpu() -> bool:
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
-
-
-def gpus_per_node(default: int) -> int:
-    """Ranks on this node: LOCAL_WORLD_SIZE (torchrun and Ray Train set it), else the visible GPUs,
-    else `default`."""
-    env = os.environ.get("LOCAL_WORLD_SIZE")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    if _on_gpu():
-        return torch.cuda.device_count()
-    return default
-
-
-def resolve_llm_shard_size(shard_size: int, world: int) -> int:
-    """The group the frozen LLM is sharded over under llm_layout node/hpz: `shard_size`, or with 0 the
-    GPUs per node (LOCAL_WORLD_SIZE); it must divide the world size."""
-    size = shard_size if shard_size > 0 else gpus_per_node(world)
-    if size < 1 or world % size:
-        raise ConfigError(
-            f"llm_shard_size={size} does not divide the {world} workers: set train.llm_shard_size to the "
-            "GPUs per node (every node must run the same number of workers)"
-        )
-    return size
-
-
-def deepspeed_version() -> tuple[int, ...]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        raw = version("deepspeed")
-    except PackageNotFoundError:
-        return (0,)
-    parts = []
-    for piece in raw.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def check_deepcompile(llm_layout: str, on_gpu: bool) -> None:
-    """Refuse DeepCompile (`train.deepcompile`) where it cannot work, in one line."""
-    if llm_layout != "zero3":
-        raise ConfigError(
-            f"deepcompile=true needs llm_layout=zero3 (got {llm_layout}): DeepCompile compiles the "
-            "ZeRO-3 gathers of a partitioned model; use compile_llm with llm_layout=replicated instead"
-        )
-    if not on_gpu:
-        raise ConfigError("deepcompile=true needs CUDA GPUs (workers.use_gpu=true): DeepCompile is CUDA-only")
-    have = deepspeed_version()
-    if have < DEEPCOMPILE_MIN_DEEPSPEED:
-        raise ConfigError(
-            f"deepcompile=true needs DeepSpeed >= 0.16.6, this environment has {'.'.join(map(str, have))}"
-        )
-
-
-def zero3_config(
-    micro_batch_size: int,
-    grad_accum: int = 1,
-    bf16: bool = False,
-    offload_params: bool = False,
-    persistence_threshold: int | None = None,
-    *,
-    use_gpu: bool | None = None,
-    llm_layout: str = "zero3",
-    llm_shard_size: int = 0,
-    world_size: int | None = None,
-    deepcompile: bool = False,
-) -> dict[str, Any]:
-    """A ZeRO-3 config for a client torch optimizer: the ds_configs/ JSON for the device (zero3_gpu,
-    zero3_offload with `offload_params` on GPU, zero3_cpu) with its "auto" values filled.
-
-    Gradient clipping is switched OFF here (DeepSpeed's default clips the engine's gradients alone at
-    1.0, missing the MoE's, and silently on any step that does not clip by hand): clip both together
-    with `TrainState.clip_grad_norm` instead. `persistence_threshold`: parameters smaller
-    than this stay whole on every rank (the JSON's value unless given; tests use 0 to partition all).
-    `use_gpu`: None detects it (CUDA and DS_ACCELERATOR != cpu). `llm_layout` node/hpz add the
-    layout's settings for a shard group of `llm_shard_size` ranks (0: GPUs per node) out of
-    `world_size` (default: WORLD_SIZE). `deepcompile` adds `"compile": {"deepcompile": true}`.
-    """
-    if llm_layout not in LLM_LAYOUTS:
-        raise ConfigError(f"llm_layout: {llm_layout!r} is not one of {list(LLM_LAYOUTS)}")
-    gpu = _on_gpu() if use_gpu is None else use_gpu
-    if offload_params and gpu:
-        ds = ds_config_file("zero3_offload.json")
-    else:
-        ds = ds_config_file("zero3_gpu.json" if gpu else "zero3_cpu.json")
-        if offload_params:  # CPU ranks: the CPU file, partitions kept in (unpinned) CPU memory
-            ds["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": False}
-    zero = ds["zero_optimization"]
-    if persistence_threshold is not None:
-        zero["stage3_param_persistence_threshold"] = persistence_threshold
-    ds["train_micro_batch_size_per_gpu"] = micro_batch_size
-    ds["gradient_accumulation_steps"] = grad_accum
-    ds["gradient_clipping"] = 0.0  # clipped by hand: dense + expert gradients together
-    ds["bf16"] = {"enabled": bf16}
-    ds.pop("fp16", None)
-    if llm_layout in ("node", "hpz"):
-        world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
-        shard = resolve_llm_shard_size(llm_shard_size, world)
-        ds[OWN_KEY] = {"llm_layout": llm_layout, "llm_shard_size": shard}
-        if llm_layout == "hpz" and 1 < shard < world:
-            zero["zero_hpz_partition_size"] = shard
-    if deepcompile:
-        check_deepcompile(llm_layout, gpu)
-        ds["compile"] = {"deepcompile": True}
-    return ds
-
-
-def ds_config_for(cfg: TrainConfig, use_gpu: bool) -> dict[str, Any]:
-    """The DeepSpeed config of a training run: the ds_configs/ file for the device (zero3_cpu.json on
-    CPU; on GPU zero3_offload.json with `zero_offload_params`, else zero3_gpu.json) with every "auto"
-    filled from the train config (micro batch = data.batch_size, accumulation = optim.grad_accum,
-    DeepSpeed's clipping off, bf16 per `precision`), plus the settings of `llm_layout` node/hpz
-    (shard group: `llm_shard_size`, 0 = GPUs per node) and `deepcompile`."""
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_gpu)
-    world = int(os.environ.get("WORLD_SIZE", cfg.workers.num_workers))
-    ds = zero3_config(
-        cfg.data.batch_size,
-        cfg.optim.grad_accum,
-        bf16=bf16,
-        offload_params=cfg.zero_offload_params and use_gpu,
-        use_gpu=use_gpu,
-        llm_layout=cfg.llm_layout,
-        llm_shard_size=cfg.llm_shard_size,
-        world_size=world,
-        deepcompile=cfg.deepcompile,
-    )
-    for key, value in dotted_items(cfg.deepspeed).items():  # the user's own DeepSpeed settings
-        node = ds
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return ds
+from seller_dist.train.strategy_settings import StrategySettings, on_gpu
 
 
 def node_groups(shard_size: int) -> Any:
@@ -333,30 +177,20 @@ class TrainState:
 
 
 class DeepSpeedStrategy:
-    def __init__(
-        self, ds_config: dict[str, Any], llm_layout: str = "zero3", llm_shard_size: int | None = None
-    ):
-        """`llm_layout` (module docstring): "zero3" partitions the frozen LLM over all ranks while it
-        loads; "node" over groups of `llm_shard_size` ranks (default: the config's, from
-        `ds_config_for`/`zero3_config`, else GPUs per node); "hpz" adds ZeRO++'s node-local
-        secondary partition (the config's `zero_hpz_partition_size`); "replicated" loads a whole
-        copy on this rank's device and keeps it outside the engine (no gathers)."""
-        if llm_layout not in LLM_LAYOUTS:
-            raise ConfigError(f"llm_layout: {llm_layout!r} is not one of {list(LLM_LAYOUTS)}")
-        ds_config = copy.deepcopy(ds_config)
-        own = ds_config.pop(OWN_KEY, {})
-        self.ds_config = ds_config  # exactly what DeepSpeed sees
-        self.llm_layout = llm_layout
-        self._shard_size = llm_shard_size if llm_shard_size is not None else own.get("llm_shard_size")
-        self.stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
-        self.deepcompile = bool(ds_config.get("compile", {}).get("deepcompile", False))
-        if self.deepcompile:
-            check_deepcompile(llm_layout, _on_gpu())
-        if llm_layout in ("node", "hpz") and self.stage != 3:
-            raise ConfigError(f"llm_layout={llm_layout} needs a ZeRO stage 3 DeepSpeed config")
+    def __init__(self, settings: StrategySettings):
+        """The strategy of `settings` (validated when they were made). `ds_config` is
+        `settings.deepspeed_config()`, exactly what DeepSpeed sees. `settings.llm_layout` (module
+        docstring): "zero3" partitions the frozen LLM over all ranks while it loads; "node" over
+        groups of `settings.llm_shard_size` ranks; "hpz" adds ZeRO++'s node-local secondary partition
+        (`zero_hpz_partition_size`); "replicated" loads a whole copy on this rank's device and keeps
+        it outside the engine (no gathers)."""
+        self.settings = settings
+        self.ds_config = settings.deepspeed_config()
+        self.llm_layout = settings.llm_layout
+        self.deepcompile = settings.deepcompile
         self._resharded = False  # the LLM's partition group is the node (load_llm, llm_layout=node)
         self._hf_ds_config = None
-        if self.stage == 3 and llm_layout != "replicated":
+        if self.llm_layout != "replicated":
             from transformers.integrations import HfDeepSpeedConfig
 
             # must stay referenced while models load: from_pretrained then partitions (zero.Init)
@@ -364,27 +198,27 @@ class DeepSpeedStrategy:
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.ds_config.get("bf16", {}).get("enabled") else torch.float32
+        return torch.bfloat16 if self.settings.bf16 else torch.float32
 
     @property
     def llm_shard_size(self) -> int:
         """Ranks one copy of the frozen LLM is partitioned over (the world for zero3, 1 for replicated)."""
         import torch.distributed as dist
 
-        world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
         if self.llm_layout == "replicated":
             return 1
         if self.llm_layout == "zero3":
-            return world
-        return resolve_llm_shard_size(self._shard_size or 0, world)
+            return dist.get_world_size() if dist.is_initialized() else self.settings.world_size
+        return self.settings.llm_shard_size
 
-    def init_distributed(self, backend: str | None = None) -> None:
+    @staticmethod
+    def init_distributed(backend: str | None = None) -> None:
         """gloo on CPU (oneCCL is not installed), nccl on GPUs; reads RANK/WORLD_SIZE/MASTER_* env."""
         prefer_environment_ninja()  # DeepSpeed JIT-builds its CPU comm op in here
         import deepspeed
 
         if backend is None:
-            backend = "nccl" if _on_gpu() else "gloo"
+            backend = "nccl" if on_gpu() else "gloo"
         deepspeed.init_distributed(dist_backend=backend)
 
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
@@ -406,7 +240,7 @@ class DeepSpeedStrategy:
                 # read the weights, so it cannot load into node groups directly): now over the node
                 reshard_frozen(llm, node_groups(shard), self.ds_config)
                 self._resharded = True
-        if self.llm_layout == "replicated" and _on_gpu():  # the worker's device (outside the engine)
+        if self.llm_layout == "replicated" and on_gpu():  # the worker's device (outside the engine)
             llm.to(torch.device("cuda", torch.cuda.current_device()))
         return llm
 

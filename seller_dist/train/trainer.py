@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,8 @@ from seller_dist import storage
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import dump_yaml, to_dict
 from seller_dist.train import checkpoint as ck
-from seller_dist.train import faults, warm_start
+from seller_dist.train import warm_start
+from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks
 from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
 from seller_dist.train.step import (
     NonFiniteError,
@@ -111,26 +112,29 @@ class Trainer:
         cfg: TrainConfig,
         report: Callable[[dict[str, Any]], None] | None = None,
         timer: Any = None,
+        callbacks: Sequence[TrainerCallback] = (),
     ):
         """Build this rank (torch.distributed env vars or an initialized process group expected).
         `timer`: a seller_dist.train.metrics.StepTimer splitting each step into phases (`seller-dist
-        bench train`); the default measures nothing and changes nothing."""
+        bench train`); the default measures nothing and changes nothing. `callbacks` run after the
+        config's `callbacks` (seller_dist.train.callbacks)."""
         self.use_gpu = setup_rank_env()
         from seller_dist.data.prefetch import Prefetcher
         from seller_dist.model.seller import SellerModel
         from seller_dist.model.vocab import ModelVocab
         from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
-        from seller_dist.train.strategy import DeepSpeedStrategy, ds_config_for
+        from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
         cfg.validate()
         self.cfg = cfg
-        strategy = DeepSpeedStrategy(ds_config_for(cfg, self.use_gpu), cfg.llm_layout)
+        self.callbacks = CallbackList([*build_callbacks(cfg.callbacks), *callbacks])
+        strategy = DeepSpeedStrategy(StrategySettings.from_train_config(cfg, self.use_gpu))
         strategy.init_distributed()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = (
             torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
         )
-        faults.rank_started(self.rank)
+        self.callbacks.on_rank_start(self.rank)
 
         # ---- data: this rank's exact share of the split, collated with the LLM's tokenizer
         manifest, catalog, self.loader = rank_data(cfg, self.rank, self.world)
@@ -236,7 +240,7 @@ class Trainer:
             tokens += int(batch["attention_mask"][real].sum())
             samples += int(real.sum())
             inputs = model_inputs(batch, self.device)
-            faults.before_forward(inputs, self.rank, step + 1)
+            self.callbacks.before_forward(inputs, self.rank, step + 1)
             torch.manual_seed(step_seed(cfg.seed, step, micro, self.rank))
             with timer.phase("forward"):
                 out = state.forward(inputs)

@@ -26,10 +26,13 @@ def _run_layout(layout: str, llm_dir: str, rank: int) -> dict:
     import torch.distributed as dist
 
     from seller_dist.model.seller import SellerModel
-    from seller_dist.train.strategy import DeepSpeedStrategy, zero3_config
+    from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
-    ds = zero3_config(4, persistence_threshold=0, llm_layout=layout, llm_shard_size=SHARD, world_size=WORLD)
-    strategy = DeepSpeedStrategy(ds, llm_layout=layout)
+    shard = SHARD if layout in ("node", "hpz") else 0  # llm_shard_size applies to those two only
+    settings = StrategySettings(
+        4, persistence_threshold=0, llm_layout=layout, llm_shard_size=shard, world_size=WORLD
+    )
+    strategy = DeepSpeedStrategy(settings)
     cfg = model_cfg(llm_dir)
     llm = strategy.load_llm(cfg)
     frozen = list(llm.parameters())
@@ -76,7 +79,7 @@ def _rank_main(rank: int, world: int, port: int, llm_dir: str, out_dir: str) -> 
     try:
         from seller_dist.train.strategy import DeepSpeedStrategy
 
-        DeepSpeedStrategy({}).init_distributed("gloo")
+        DeepSpeedStrategy.init_distributed("gloo")
         results = {layout: _run_layout(layout, llm_dir, rank) for layout in LAYOUTS}
         torch.save(results, Path(out_dir, f"rank{rank}.pt"))
     except BaseException:

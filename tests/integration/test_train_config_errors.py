@@ -73,6 +73,15 @@ def test_unreachable_storage(no_ray, good, monkeypatch, capsys):
     assert f"check the endpoint ({endpoint}; set storage.endpoint_url or AWS_ENDPOINT_URL)" in err
 
 
+def test_callback_that_does_not_import(no_ray, good, capsys):
+    code, err = train_cli(capsys, *good, "--set", "callbacks=[{class_path: tests.no_such_module:Hook}]")
+    assert code == 2
+    assert (
+        "seller-dist train: error: callbacks[0].class_path: cannot import module 'tests.no_such_module' "
+        "(ModuleNotFoundError: No module named 'tests.no_such_module')"
+    ) in err
+
+
 def test_good_config_reaches_ray(no_ray, good, capsys):
     """The same inputs without the mistake pass preflight and go on to start Ray (stopped here)."""
     with pytest.raises(AssertionError, match="Ray was started"):

@@ -29,6 +29,7 @@ import torch
 from seller_dist.config import StorageConfig
 from seller_dist.train import checkpoint as ck
 from tests.conftest import S3_ENV, free_port
+from tests.fault_callbacks import WritePidFile, entry, override
 from tests.train_helpers import REPO, prep_small, small_overrides, spawn_workers
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,8 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
             "workers.max_failures=1",
             "logging.wandb=offline",
             f"logging.wandb_dir={tmp_path / 'wandb'}",
+            # each rank writes its PID file (a config callback from the uploaded tests/ folder)
+            override(entry(WritePidFile, pid_dir=str(pids))),
         ]
     )
     port, dash, client = free_port(), free_port(), free_port()
@@ -123,7 +126,6 @@ def test_ray_job_on_s3_survives_a_killed_worker(s3_server, s3_bucket, tiny_llm_d
             "OMP_NUM_THREADS": "1",
             "WANDB_MODE": "offline",
             "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
-            "SELLER_DIST_PID_DIR": str(pids),
         },
     }
     root = ck.checkpoints_root(runs, "test-run")

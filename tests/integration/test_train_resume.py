@@ -11,6 +11,7 @@ difference would be a resume bug, not noise.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from seller_dist.train import checkpoint as ck
+from tests.fault_callbacks import NanInputs, RecordCalls, entry, override
 from tests.train_helpers import small_overrides, spawn_workers
 
 pytestmark = pytest.mark.slow
@@ -62,16 +64,38 @@ def test_resume_from_committed_checkpoint_continues_exactly(small_data, tiny_llm
 
 def test_nan_on_one_rank_stops_every_rank_before_any_weight_moves(small_data, tiny_llm_dir, tmp_path):
     """NaN inputs on rank 1 at step 2: both ranks raise the same error at the step's one exchange,
-    after backward and before the optimizer step, so the weights are still those of step 1."""
-    runs = tmp_path / "runs"
+    after backward and before the optimizer step, so the weights are still those of step 1.
+
+    The NaN comes from a config callback (tests/fault_callbacks.py) between two recorders, one from
+    the config and one given to the Trainer: each rank calls the config's callbacks in order, then
+    the Trainer's, with its own rank and the 1-based step."""
+    runs, calls = tmp_path / "runs", tmp_path / "calls"
+    calls.mkdir()
+    callbacks = override(
+        entry(RecordCalls, out_dir=str(calls), tag="first"),
+        entry(NanInputs, rank=1, step=2),
+    )
     overrides = small_overrides(small_data, tiny_llm_dir, str(runs)) + [
         "max_steps=2",
         "checkpoint.every_steps=1",
+        callbacks,
     ]
-    errs = spawn_workers(overrides, tmp_path / "nan", poison=(1, 2))
+    last = RecordCalls(str(calls), tag="last")
+    errs = spawn_workers(overrides, tmp_path / "nan", callbacks=[last])
     assert len(errs) == 2 and all(isinstance(e, str) for e in errs), errs
     for e in errs:
         assert e.startswith("NonFiniteError: non-finite loss at step 2 on rank 1: nan"), e[:300]
+    # every hook call of each rank, in order: (tag, hook, step, NaN in the inputs it saw)
+    for rank in (0, 1):
+        lines = (calls / f"calls-rank{rank}.jsonl").read_text().splitlines()
+        got = [json.loads(x) for x in lines]
+        assert {c["rank"] for c in got} == {rank}
+        starts = [(c["tag"], c["hook"]) for c in got[:2]]
+        assert starts == [("first", "on_rank_start"), ("last", "on_rank_start")], got
+        nan_here = rank == 1
+        assert [(c["tag"], c["step"], c["nan"]) for c in got[2:]] == [
+            ("first", 1, False), ("last", 1, False), ("first", 2, False), ("last", 2, nan_here),
+        ], got  # fmt: skip
     # the step-1 checkpoint is the last one, and every rank's weights still equal it
     root = ck.checkpoints_root(str(runs), "test-run")
     assert [e.step for e in ck.list_checkpoints(root)] == [1]

@@ -64,9 +64,7 @@ def test_train_window2_from_window1_checkpoint(tiny_llm_dir, tmp_path):
 
     # window 2, warm: `seller-dist train` through preflight and a local Ray
     sets = overrides(d2, tiny_llm_dir, runs, "day-2", W2_STEPS) + [f"init_from={src.url}"]
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS") and k != "SELLER_DIST_PID_DIR"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     token = tmp_path / "ray-token"  # the local Ray's auth token, kept out of ~/.ray
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)

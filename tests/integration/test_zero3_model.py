@@ -55,10 +55,10 @@ def _rank_main(
         import deepspeed
 
         from seller_dist.model.seller import SellerModel
-        from seller_dist.train.strategy import DeepSpeedStrategy, zero3_config
+        from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
-        ds = zero3_config(micro_batch_size=4, bf16=bf16, persistence_threshold=0)
-        strategy = DeepSpeedStrategy(ds, llm_layout=layout)
+        settings = StrategySettings(micro_batch_size=4, bf16=bf16, persistence_threshold=0, llm_layout=layout)
+        strategy = DeepSpeedStrategy(settings)
         strategy.init_distributed("gloo")
         cfg = model_cfg(llm_dir)
         llm = strategy.load_llm(cfg)
@@ -293,9 +293,9 @@ def _rank_main_accumulation(rank: int, world: int, port: int, llm_dir: str, out_
 
     try:
         from seller_dist.model.seller import SellerModel
-        from seller_dist.train.strategy import DeepSpeedStrategy, zero3_config
+        from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
-        strategy = DeepSpeedStrategy(zero3_config(micro_batch_size=2, grad_accum=2, persistence_threshold=0))
+        strategy = DeepSpeedStrategy(StrategySettings(micro_batch_size=2, grad_accum=2, persistence_threshold=0))
         strategy.init_distributed("gloo")
         cfg = model_cfg(llm_dir)
         llm = strategy.load_llm(cfg)

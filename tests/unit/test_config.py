@@ -98,75 +98,71 @@ def test_llm_layout_and_deepcompile_refusals_are_one_line(overrides, message):
     assert "\n" not in str(e.value)
 
 
-def test_deepcompile_refused_with_an_old_deepspeed(monkeypatch):
-    import importlib.metadata
+def _settings(cfg, use_gpu: bool):
+    from seller_dist.train.strategy_settings import StrategySettings
 
-    real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.16.5" if n == "deepspeed" else real(n))
-    with pytest.raises(
-        ConfigError, match=r"^deepcompile=true needs DeepSpeed >= 0.16.6, this environment has 0.16.5$"
-    ):
-        _train("deepcompile=true", "workers.use_gpu=true").validate()
-    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.19.8" if n == "deepspeed" else real(n))
-    _train("deepcompile=true", "workers.use_gpu=true").validate()
+    return StrategySettings.from_train_config(cfg, use_gpu)
 
 
 def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch):
-    from seller_dist.train.strategy import DEEPCOMPILE_MIN_DEEPSPEED, ds_config_file, ds_config_for
+    from seller_dist.train.strategy_settings import ds_config_file
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     node = _train("llm_layout=node", "llm_shard_size=2", "workers.num_workers=4", "data.batch_size=3")
     node.validate()
-    ds = ds_config_for(node, use_gpu=False)
-    assert ds["seller_dist"] == {"llm_layout": "node", "llm_shard_size": 2}
+    settings = _settings(node, use_gpu=False)
+    assert (settings.llm_layout, settings.llm_shard_size) == ("node", 2)
+    ds = settings.deepspeed_config()
+    assert "seller_dist" not in ds  # the layout travels in the settings, not in DeepSpeed's dict
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_clipping"] == 0.0
     assert "zero_hpz_partition_size" not in ds["zero_optimization"]
     # the JSON file is the one source: every bucket/persistence setting comes through
     for k, v in ds_config_file("zero3_cpu.json")["zero_optimization"].items():
         assert ds["zero_optimization"][k] == v, k
-    hpz = ds_config_for(_train("llm_layout=hpz", "llm_shard_size=2", "workers.num_workers=4"), use_gpu=True)
+    hpz_cfg = _train("llm_layout=hpz", "llm_shard_size=2", "workers.num_workers=4")
+    hpz = _settings(hpz_cfg, use_gpu=True).deepspeed_config()
     assert hpz["zero_optimization"]["zero_hpz_partition_size"] == 2 and hpz["bf16"] == {"enabled": True}
     assert (
         hpz["zero_optimization"]["sub_group_size"]
         == ds_config_file("zero3_gpu.json")["zero_optimization"]["sub_group_size"]
     )
     # llm_shard_size 0: the GPUs per node from the environment; one that does not divide is refused
+    four = _train("llm_layout=node", "workers.num_workers=4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
     with pytest.raises(ConfigError, match=r"^llm_shard_size=3 does not divide the 4 workers"):
-        ds_config_for(_train("llm_layout=node", "workers.num_workers=4"), use_gpu=False)
+        _settings(four, use_gpu=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    ds = ds_config_for(_train("llm_layout=node", "workers.num_workers=4"), use_gpu=False)
-    assert ds["seller_dist"]["llm_shard_size"] == 2
-    assert DEEPCOMPILE_MIN_DEEPSPEED == (0, 16, 6)
+    assert _settings(four, use_gpu=False).llm_shard_size == 2
 
 
-def test_ds_config_for_matches_the_json_files_and_refuses_deepcompile_on_cpu():
-    from seller_dist.train.strategy import DeepSpeedStrategy, ds_config_file, ds_config_for, zero3_config
+def test_deepspeed_config_matches_the_json_files_and_refuses_deepcompile_on_cpu():
+    from seller_dist.train.strategy_settings import StrategySettings, ds_config_file
 
-    cpu = ds_config_for(_train("data.batch_size=5", "optim.grad_accum=2"), use_gpu=False)
+    cpu = _settings(_train("data.batch_size=5", "optim.grad_accum=2"), use_gpu=False).deepspeed_config()
     want = ds_config_file("zero3_cpu.json")
     want.pop("fp16")
     want.update(train_micro_batch_size_per_gpu=5, gradient_accumulation_steps=2, gradient_clipping=0.0)
     assert cpu == want  # bf16 off on CPU, as in the file
     gpu = _train("zero_offload_params=true", "workers.use_gpu=true")
-    assert ds_config_for(gpu, use_gpu=True)["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
-    # zero3_config (tests, benchmarks) is the same file
-    assert zero3_config(5, 2, use_gpu=False) == cpu
-    with pytest.raises(ConfigError, match=r"^deepcompile=true needs CUDA GPUs"):
-        zero3_config(4, use_gpu=False, deepcompile=True)
+    offload = _settings(gpu, use_gpu=True).deepspeed_config()
+    assert offload["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    # settings made directly (tests, benchmarks) build from the same file
+    assert StrategySettings(5, 2, use_gpu=False).deepspeed_config() == cpu
+    with pytest.raises(ConfigError, match=r"^deepcompile=true needs workers.use_gpu=true: DeepCompile is"):
+        StrategySettings(4, use_gpu=False, deepcompile=True)
     with pytest.raises(ConfigError, match=r"^deepcompile=true needs llm_layout=zero3 \(got replicated\)"):
-        DeepSpeedStrategy({"compile": {"deepcompile": True}, "zero_optimization": {"stage": 3}}, "replicated")
+        StrategySettings(4, use_gpu=True, llm_layout="replicated", deepcompile=True)
 
 
 def test_ds_configs_ship_inside_the_package():
     from pathlib import Path
 
-    import seller_dist.train.strategy as strategy
+    import seller_dist.train.strategy_settings as settings
 
-    names = sorted(p.name for p in strategy.DS_CONFIG_DIR.glob("*.json"))
+    names = sorted(p.name for p in settings.DS_CONFIG_DIR.glob("*.json"))
     assert names == ["zero3_cpu.json", "zero3_gpu.json", "zero3_offload.json"]
-    assert strategy.DS_CONFIG_DIR.is_relative_to(Path(strategy.__file__).parent)
+    assert settings.DS_CONFIG_DIR.is_relative_to(Path(settings.__file__).parent)
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"train/ds_configs/*.json"' in text
 
@@ -183,9 +179,8 @@ def test_float_keys_take_exponent_notation_without_a_dot():
 
 def test_deepspeed_key_sets_deepspeed_settings_and_refuses_what_the_train_config_owns():
     from seller_dist.train.driver import default_config_path
-    from seller_dist.train.strategy import ds_config_for
 
-    base = ds_config_for(load_config(TrainConfig, default_config_path(), []), use_gpu=False)
+    base = _settings(load_config(TrainConfig, default_config_path(), []), use_gpu=False).deepspeed_config()
     nested = load_config(
         TrainConfig, default_config_path(), ["deepspeed.zero_optimization.reduce_bucket_size=1000"]
     )
@@ -193,7 +188,7 @@ def test_deepspeed_key_sets_deepspeed_settings_and_refuses_what_the_train_config
         TrainConfig, default_config_path(), ['deepspeed={"zero_optimization.reduce_bucket_size": 1000}']
     )
     for cfg in (nested, dotted):  # one key changes, the rest of the section stays the file's
-        ds = ds_config_for(cfg, use_gpu=False)
+        ds = _settings(cfg, use_gpu=False).deepspeed_config()
         assert ds["zero_optimization"] == {**base["zero_optimization"], "reduce_bucket_size": 1000}
     for key, owner in (("bf16.enabled=true", "precision"), ("gradient_accumulation_steps=4", "optim.grad_accum"),
                        ("zero_optimization.stage=2", "llm_layout")):  # fmt: skip
