@@ -97,6 +97,20 @@ def test_tiny_ray_run_measures_the_ray_workers(tmp_path, capsys):
         assert (
             r["driver_peak_rss_mib"] > 0 and r["ray_worker_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1
         )
+        assert 0 < r["ray_worker_private_mib"] <= r["ray_worker_peak_rss_mib"]
+        assert r["ray_worker_private_task"].startswith("ray::")
     local = {r["events"]: r for r in result["results"] if r["engine"] == "local"}
     assert all(r["examples"] == local[r["events"]]["examples"] for r in ray_rows)  # same dataset
     assert set(result["targets"]["ratios"]["ray_over_local"]["csv"]) == {"2000", "8000"}
+
+
+def test_set_passes_prep_settings_to_every_run():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    bench_prep.add_arguments(p)
+    args = p.parse_args(["--set", "partition_max_events=5000", "--set", "read_part_bytes=65536"])
+    cmd = bench_prep.prep_command("ray", "events.csv", "items.csv", "out", args)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert "partition_max_events=5000" in sets and "read_part_bytes=65536" in sets
+    assert "engine=ray" in sets and "max_history=20" in sets
