@@ -112,6 +112,8 @@ class PrepConfig:
     # Local engine: events are spilled to this many user-hash partitions on local disk and cut one
     # partition at a time; a partition over partition_max_events is split again (memory bound).
     spill_partitions: int = 256
+    # The memory bound of both engines. engine=ray: max(8 per CPU, events / this) partitions, no other
+    # cap; a parse block, a shuffle map task's input and a partition hold about this many events at most
     partition_max_events: int = 250_000
     spill_dir: str | None = None  # local folder for the spill (default: the system temp folder)
     overwrite: bool = False
