@@ -432,6 +432,16 @@ def _manifest_counts(output: Path) -> dict[str, Any]:
     }
 
 
+def _cut_partitions(log_path: Path) -> int | None:
+    """The partitions (tasks) of engine=ray's cut, from the prep log's `cut: N partitions` line."""
+    import re
+
+    with contextlib.suppress(OSError):
+        m = re.search(r"cut: (\d+) partitions", log_path.read_text(errors="replace"))
+        return int(m.group(1)) if m else None
+    return None
+
+
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
 
@@ -456,6 +466,7 @@ def measure_one(
         cwd=str(REPO_ROOT),
     )
     counts = _manifest_counts(output)
+    counts["cut_partitions"] = _cut_partitions(work / "logs" / f"{name}.log") if engine == "ray" else None
     if not args.keep_outputs:
         shutil.rmtree(output, ignore_errors=True)
     eps = n / r.wall_s

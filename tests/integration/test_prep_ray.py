@@ -232,7 +232,15 @@ def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(
         assert r["driver_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1, r
         assert 0 < r["ray_worker_private_mib"] <= r["ray_worker_peak_rss_mib"], r
         assert r["ray_worker_private_task"].startswith("ray::"), r
+    assert (small["cut_partitions"], large["cut_partitions"]) == (20, 80)  # events / partition_max_events
     growth = large["ray_worker_private_mib"] - small["ray_worker_private_mib"]
+    print(  # for the CI log: the figures the bound is checked on
+        "largest Ray worker, private / VmHWM MiB: "
+        + ", ".join(
+            f"{r['events']:,} events {r['ray_worker_private_mib']} / {r['ray_worker_peak_rss_mib']}"
+            for r in (small, large)
+        )
+    )
     assert growth <= WORKER_GROWTH_MIB, (
         f"the largest Ray worker's private memory grew {growth:.0f} MiB from {small['events']:,} to "
         f"{large['events']:,} events ({small['ray_worker_private_mib']} -> {large['ray_worker_private_mib']} "
