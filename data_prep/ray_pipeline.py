@@ -7,11 +7,12 @@
            item ids it saw and its event count. The item catalog is read the same way. The driver
            merges the report rows and never holds events.
   check    the parse's error rate is checked before anything is cut or written
-  cut      repartition(P, keys=[user_id]) (Ray Data's hash shuffle: one output block per partition,
-           every event of a user in the same one) -> map_batches, one call per partition: restore
-           input order by seq, then the local engine's cut phase (data_prep.publish.CutPhase:
-           data_prep.examples is the ONE cutting implementation), which writes the partition's shards
-           and returns one summary row: counts, shard infos, stats and bad-record samples.
+  cut      repartition(P, keys=[user_id]) (Ray Data's hash shuffle, on disk by default: cfg.ray_shuffle;
+           one output block per partition, every event of a user in the same one) -> map_batches,
+           one call per partition: restore input order by seq, then the local engine's cut phase
+           (data_prep.publish.CutPhase: data_prep.examples is the ONE cutting implementation), which
+           writes the partition's shards and returns one summary row: counts, shard infos, stats and
+           bad-record samples.
            synthetic: users are generated and cut in the same task (a task holds whole users), no
            shuffle.
   check    the summaries are merged (samples in user order, seller_dist.data.bad_records.OrderedSamples) and
@@ -393,6 +394,7 @@ def run_ray(
             ctx = events.context  # this run's copy of the DataContext
             ctx.shuffle_strategy = ShuffleStrategy.SHUFFLE_V2  # keyed repartition: map and reduce tasks
             ctx.shuffle_input_batch_bytes = map_bytes
+            ctx.use_disk_based_hash_shuffle = cfg.ray_shuffle == "disk"
             cut = events.repartition(partitions, keys=["user_id"]).map_batches(
                 cut_block, fn_args=(source, catalog, root, cfg), batch_size=None, batch_format="pyarrow"
             )
