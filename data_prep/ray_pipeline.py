@@ -7,12 +7,14 @@
            item ids it saw and its event count. The item catalog is read the same way. The driver
            merges the report rows and never holds events.
   check    the parse's error rate is checked before anything is cut or written
-  cut      every event gets its user-hash partition (the local engine's hash), groupby(partition) ->
-           map_groups: restore input order by seq, then the local engine's cut phase
+  cut      repartition(P, keys=[user_id]) (Ray Data's hash shuffle, on disk by default: cfg.ray_shuffle;
+           one output block per partition, every event of a user in the same one) -> map_batches,
+           one call per partition: restore input order by seq, then the local engine's cut phase
            (data_prep.publish.CutPhase: data_prep.examples is the ONE cutting implementation), which
-           writes the partition's shards (prefix p<partition>) and returns one summary row: counts,
-           shard infos, stats and bad-record samples. synthetic: users are generated and cut in the
-           same task (a task holds whole users), no shuffle.
+           writes the partition's shards and returns one summary row: counts, shard infos, stats and
+           bad-record samples.
+           synthetic: users are generated and cut in the same task (a task holds whole users), no
+           shuffle.
   check    the summaries are merged (samples in user order, seller_dist.data.bad_records.OrderedSamples) and
            max_error_rate is checked before the catalog and the manifest: a failed run deletes its
            shards and publishes nothing. The driver writes items, prep_report.json, manifest LAST.
@@ -22,11 +24,17 @@ own terms (a user id "007" becomes 7, a malformed row is dropped or fails the fi
 number), so records and bad-record counts would differ from the local engine's. The parse tasks read
 Parquet with pyarrow and text formats line by line through the same functions as the local engine.
 Shard boundaries differ from the local engine; the records (as a multiset per split) are identical.
+
+Memory: `partition_max_events` bounds what one task of the cut holds, whatever the log's size (see
+`cut_plan`): a parse block, a shuffle map task's input and a partition are each about that many
+events at most (a partition more only by its heaviest users), and P = max(8 per CPU, events /
+partition_max_events) has no other cap, so the cut's task count grows with the log and the cluster.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_prep.examples import Catalog, UserSample
-from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, partition_of, seq_of
+from data_prep.partitions import SCHEMA, append_event, empty_columns, events_by_user, seq_of
 from data_prep.publish import CutPhase, ExampleStats, finish_manifest, write_items
 from data_prep.sources import Source
 from data_prep.sources.base import RawItem, ReadPart
@@ -51,7 +59,7 @@ from seller_dist.data.schema import SPLITS
 
 log = logging.getLogger(__name__)
 
-ROWS_PER_BLOCK = 50_000  # a parse task yields its events in blocks of this many rows
+ROWS_PER_BLOCK = 50_000  # a parse task yields its events in blocks of at most this many rows
 USERS_PER_BLOCK = 2_000  # synthetic users generated per task
 PARTITIONS_PER_CPU = 8
 
@@ -104,9 +112,11 @@ def parse_event_parts(
     parts: list[ReadPart],
     max_samples: int,
     max_users: tuple[int, int] | None = None,
+    block_rows: int = ROWS_PER_BLOCK,
 ) -> Iterator[pa.Table]:
-    """map_batches UDF: part indices -> that part's events (blocks of rows) and its report row. With
-    `max_users` (n, seed) the report row also carries the part's n first users in the subsample order
+    """map_batches UDF: part indices -> that part's events (blocks of at most `block_rows` rows) and
+    its report row, which carries the events' count and Arrow bytes. With `max_users` (n, seed) the
+    report row also carries the part's n first users in the subsample order
     (data_prep.examples.UserSample), from which the driver picks the run's n."""
     for p in batch["part"]:
         part = parts[int(p)]
@@ -116,7 +126,7 @@ def parse_event_parts(
         item_ids: set[str] = set()
         text_pairs: set[tuple[str, str]] = set()
         sample = UserSample(*max_users) if max_users else None
-        n = 0
+        n = nbytes = 0
         for n, ev in enumerate(src.read_events(part), 1):
             append_event(cols, ev, seq_of(part.index, n - 1))
             item_ids.add(ev.item_id)
@@ -124,13 +134,19 @@ def parse_event_parts(
                 sample.add(ev.user_id)
             if source.wants_text_pairs and ev.text is not None:
                 text_pairs.add((ev.user_id, ev.item_id))
-            if len(cols["seq"]) >= ROWS_PER_BLOCK:
-                yield _event_table(cols)
+            if len(cols["seq"]) >= block_rows:
+                table = _event_table(cols)
+                nbytes += table.nbytes
+                yield table
                 cols = empty_columns()
         if cols["seq"]:
-            yield _event_table(cols)
-        # what the driver needs of the events (the catalog's item ids, the count) rides on the report
-        extra = {"events": n, "item_ids": sorted(item_ids), "text_pairs": sorted(text_pairs)}
+            table = _event_table(cols)
+            nbytes += table.nbytes
+            yield table
+        # what the driver needs of the events (the catalog's item ids, the count, their size) rides
+        # on the report
+        extra = {"events": n, "event_bytes": nbytes, "item_ids": sorted(item_ids),
+                 "text_pairs": sorted(text_pairs)}  # fmt: skip
         if sample is not None:
             extra["users"] = sorted(sample.kept())
         yield _report_table(EVENT_SCHEMA, part, src.report, extra)
@@ -175,13 +191,20 @@ def _merge_part_reports(
     part. Streams the rows: the item ids and text pairs the parts saw are merged into sets as they
     come (bounded by the catalog, not by the number of parts); returns those and the event count."""
     parts: list[tuple[int, BadRecordReport]] = []
-    merged: dict[str, Any] = {"item_ids": set(), "text_pairs": set(), "events": 0, "users": []}
+    merged: dict[str, Any] = {
+        "item_ids": set(),
+        "text_pairs": set(),
+        "events": 0,
+        "event_bytes": 0,
+        "users": [],
+    }
     for row in rows:
         d = json.loads(row["report"])
         merged["item_ids"].update(d.get("item_ids", ()))
         merged["users"].extend(d.get("users", ()))
         merged["text_pairs"].update(tuple(p) for p in d.get("text_pairs", ()))
         merged["events"] += d.get("events", 0)
+        merged["event_bytes"] += d.get("event_bytes", 0)
         parts.append((int(row["seq"]), _report_from_dict(d, max_samples)))
     for _, part in sorted(parts, key=lambda t: t[0]):
         report.merge(part)
@@ -232,25 +255,38 @@ def generate_and_cut(
     return _cut_and_write(users, source, catalog, root, cfg, f"g{min(ids, default=0):09d}")
 
 
-def add_partition(batch: pa.Table, num_partitions: int, keep: frozenset[str] | None = None) -> pa.Table:
-    """map_batches UDF: the user-hash partition of every event (the local engine's hash); with `keep`
-    (max_users) only the events of those users."""
-    if keep is not None:
-        users = batch.column("user_id").to_pylist()
-        batch = batch.filter(pa.array([u in keep for u in users], pa.bool_()))
-    parts = [partition_of(u, num_partitions) for u in batch.column("user_id").to_pylist()]
-    return batch.append_column("partition", pa.array(parts, pa.int32()))
+def keep_users(batch: pa.Table, keep: frozenset[str]) -> pa.Table:
+    """map_batches UDF (max_users): only the events of the users in `keep`."""
+    users = batch.column("user_id").to_pylist()
+    return batch.filter(pa.array([u in keep for u in users], pa.bool_()))
 
 
-def cut_partition(
-    group: pa.Table, source: Source, catalog: Catalog, root: str, cfg: PrepConfig
+def cut_block(
+    block: pa.Table, source: Source, catalog: Catalog, root: str, cfg: PrepConfig
 ) -> dict[str, list]:
-    """map_groups UDF: every event of one user-hash partition -> its users' shards + one summary row."""
-    cols = group.to_pydict()  # Python lists: per-element access to numpy arrays is ~5x slower
-    prefix = f"p{int(cols['partition'][0]):06d}"
+    """map_batches UDF on the shuffle's output: one block is one hash partition, every event of its
+    users -> their shards + one summary row (none for an empty partition). The shards' prefix is a
+    hash of the partition's smallest user id: distinct partitions hold distinct users."""
+    if block.num_rows == 0:
+        return {"summary": pa.array([], pa.string())}
+    cols = block.to_pydict()  # Python lists: per-element access to numpy arrays is ~5x slower
     by_user = events_by_user(cols)
-    users = ((uid, by_user.pop(uid)) for uid in sorted(by_user))
+    del cols
+    uids = sorted(by_user)
+    prefix = "h" + hashlib.blake2b(uids[0].encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    users = ((uid, by_user.pop(uid)) for uid in uids)
     return _cut_and_write(users, source, catalog, root, cfg, prefix)
+
+
+def cut_plan(n_events: int, event_bytes: int, n_cpus: int, cfg: PrepConfig) -> tuple[int, int]:
+    """(partitions, shuffle map input bytes) of the cut. Partitions: at least PARTITIONS_PER_CPU
+    per CPU (few large partitions leave CPUs idle: 1M events on 2 CPUs cut in 40 s with 4, 30 s with
+    16) and events / partition_max_events, with no other cap. A shuffle map task takes blocks up to
+    the bytes of partition_max_events events (Ray Data's default, 1 GiB, put a 4M-event log in ONE
+    map task)."""
+    partitions = max(PARTITIONS_PER_CPU * n_cpus, -(-n_events // cfg.partition_max_events))
+    per_event = event_bytes / n_events if n_events else 0.0
+    return partitions, max(1, int(cfg.partition_max_events * per_event))
 
 
 def _cut_and_write(
@@ -282,6 +318,12 @@ def _cut_and_write(
     return {"summary": [json.dumps(summary)]}
 
 
+def _cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def _ensure_ray(cfg: PrepConfig) -> bool:
     """Connect to cfg.ray_address or start a local Ray on 127.0.0.1; True when we started it."""
     import ray
@@ -297,14 +339,14 @@ def _ensure_ray(cfg: PrepConfig) -> bool:
 
 
 def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
-    """(events dataset, item ids seen, number of events, the users to cut: None = all); the parse's
-    bad records merged into `report`."""
+    """(events dataset, item ids seen, number of events, their Arrow bytes, the users to cut: None =
+    all); the parse's bad records merged into `report`."""
     from ray.data.expressions import col
 
     max_users = (cfg.max_users, cfg.max_users_seed) if cfg.max_users else None
-    parsed, merged = _parse_parts(
-        parse_event_parts, source, source.event_parts(cfg.read_part_bytes), cfg, report, max_users
-    )
+    block_rows = min(ROWS_PER_BLOCK, cfg.partition_max_events)
+    parts = source.event_parts(cfg.read_part_bytes)
+    parsed, merged = _parse_parts(parse_event_parts, source, parts, cfg, report, max_users, block_rows)
     if source.wants_text_pairs:
         source.after_events(merged["text_pairs"])
     events = parsed.filter(expr=col("kind") == "event").drop_columns(["kind", "report"])
@@ -313,7 +355,7 @@ def parse_events_ray(source: Source, cfg: PrepConfig, report: BadRecordReport):
         sample = UserSample(*max_users)
         sample.update(merged["users"])
         keep = sample.kept()
-    return events, merged["item_ids"], merged["events"], keep
+    return events, merged["item_ids"], merged["events"], merged["event_bytes"], keep
 
 
 def run_ray(
@@ -321,7 +363,7 @@ def run_ray(
 ) -> dict[str, Any]:
     import ray
     import ray.data
-
+    from ray.data.context import ShuffleStrategy
 
     started = _ensure_ray(cfg)
     try:
@@ -334,25 +376,27 @@ def run_ray(
         if streamed:
             catalog = Catalog.build(raw_items, parent=parent)
             total_users = int(source.num_users)
-            blocks = max(2, min(256, -(-total_users // USERS_PER_BLOCK)))
+            # a task cuts USERS_PER_BLOCK users at a time; enough blocks for every CPU, none empty
+            blocks = max(2, min(PARTITIONS_PER_CPU * _cluster_cpus(), -(-total_users // USERS_PER_BLOCK)))
             cut = ray.data.range(total_users, override_num_blocks=blocks).map_batches(
                 generate_and_cut, fn_args=(source, catalog, root, cfg), batch_size=USERS_PER_BLOCK
             )
         else:
-            events, item_ids, n_events, keep = parse_events_ray(source, cfg, report)
+            events, item_ids, n_events, event_bytes, keep = parse_events_ray(source, cfg, report)
             log.info("parse: %d events in %.1f s", n_events, time.perf_counter() - t0)
             report.check(cfg.max_error_rate)  # the parse itself may already be too bad
             catalog = Catalog.build(raw_items, item_ids, parent)
             del item_ids
-            # user-hash partitions of at most partition_max_events, as in the local engine, and at least
-            # 8 per CPU: the shuffle's aggregators finish their partitions one after another, so few
-            # large partitions leave CPUs idle (4 on 2 CPUs: 1M events cut in 40 s; 16: 30 s)
-            n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            num_partitions = max(PARTITIONS_PER_CPU * n_cpus, -(-n_events // cfg.partition_max_events))
-            cut = (
-                events.map_batches(add_partition, fn_args=(num_partitions, keep), batch_format="pyarrow")
-                .groupby("partition", num_partitions=min(num_partitions, 200))
-                .map_groups(cut_partition, fn_args=(source, catalog, root, cfg), batch_format="pyarrow")
+            partitions, map_bytes = cut_plan(n_events, event_bytes, _cluster_cpus(), cfg)
+            log.info("cut: %d partitions, shuffle map tasks of %d bytes", partitions, map_bytes)
+            if keep is not None:
+                events = events.map_batches(keep_users, fn_args=(keep,), batch_format="pyarrow")
+            ctx = events.context  # this run's copy of the DataContext
+            ctx.shuffle_strategy = ShuffleStrategy.SHUFFLE_V2  # keyed repartition: map and reduce tasks
+            ctx.shuffle_input_batch_bytes = map_bytes
+            ctx.use_disk_based_hash_shuffle = cfg.ray_shuffle == "disk"
+            cut = events.repartition(partitions, keys=["user_id"]).map_batches(
+                cut_block, fn_args=(source, catalog, root, cfg), batch_size=None, batch_format="pyarrow"
             )
         # every task wrote its shards; merge counts, stats and samples (user order) and check the
         # error rate before the catalog and the manifest are written (a failed run publishes nothing)

@@ -111,12 +111,19 @@ class PrepConfig:
     embed_batch_size: int = 64
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # for engine=ray; default: start a local Ray on 127.0.0.1
+    # engine=ray's shuffle of the events to their user's partition: "disk" (Ray Data's disk-based
+    # shuffle: a map task writes one file to its node's temp folder, the driver holds one handle per
+    # map task) or "object_store" (Ray Data's default: a shard per map task and partition, and shards
+    # under Ray's 100 KB inline limit are held by the driver, so with many partitions it grows with the log)
+    ray_shuffle: Literal["disk", "object_store"] = "disk"
     # One read task parses about this many bytes of a file (a byte range of JSONL/CSV/TSV/atomic
     # files, a run of Parquet row groups; a .gz file is always one task). 0 = one task per file.
     read_part_bytes: int = 16 * 1024 * 1024
     # Local engine: events are spilled to this many user-hash partitions on local disk and cut one
     # partition at a time; a partition over partition_max_events is split again (memory bound).
     spill_partitions: int = 256
+    # The memory bound of both engines. engine=ray: max(8 per CPU, events / this) partitions, no other
+    # cap; a parse block, a shuffle map task's input and a partition hold about this many events at most
     partition_max_events: int = 250_000
     spill_dir: str | None = None  # local folder for the spill (default: the system temp folder)
     overwrite: bool = False

@@ -13,7 +13,8 @@ Each prep is `seller-dist prep --set ...` in its own process (CHILD_MAIN: `pytho
 seller_dist.cli` plus an exit hook that reports the process's own VmHWM), reaped with `os.wait4`.
 wait4's ru_maxrss is kept in the JSON but is not the figure: on Linux it includes the pre-exec
 copy of this benchmark process, so every child would read at least this process's peak. For
-engine=ray a sampler thread (every 0.2 s) reads the VmHWM of every `ray::` worker the run starts.
+engine=ray a sampler thread (every 0.2 s) reads the VmHWM of every `ray::` worker the run starts,
+and its private memory (RssAnon: VmHWM also counts the object-store pages a worker touched).
 Targets (from ONE run): driver peak RSS at the largest size <= 1.25x at the smallest, per engine;
 events/s per CPU >= 2x the old local engine (10.6k events/s); ray events/s >= local.
 """
@@ -227,14 +228,29 @@ runpy.run_module('seller_dist.cli', run_name='__main__', alter_sys=True)
 
 def vm_hwm_kib(pid: int | str) -> int | None:
     """A process's own peak RSS so far (VmHWM, KiB); None when it is gone or unreadable."""
+    return _status_kib(pid).get("VmHWM")
+
+
+def _status_kib(pid: int | str) -> dict[str, int]:
+    """The KiB fields of /proc/PID/status (VmHWM, VmRSS, RssAnon, RssShmem, ...); {} when gone."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+                key, _, rest = line.partition(":")
+                if rest.rstrip().endswith(" kB"):
+                    out[key] = int(rest.split()[0])
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return {}
+    return out
+
+
+def _task_title(p: Any) -> str:
+    """What a Ray worker runs now: its process title (`ray::HashShuffleReduce(...)->MapBatches(...)`)."""
+    try:
+        return " ".join(p.cmdline()).strip()[:120]
+    except Exception:  # gone
+        return ""
 
 
 def _is_ray_worker(p: Any) -> bool:
@@ -255,6 +271,10 @@ class ChildRun:
     ray_worker_peak_kib: int | None  # the largest VmHWM of any `ray::` worker process seen
     ray_workers_seen: int
     timed_out: bool
+    # the largest sampled RssAnon (private memory: VmHWM also counts object-store pages the worker
+    # touched) of any `ray::` worker, and the task that worker was running at that sample
+    ray_worker_private_kib: int | None = None
+    ray_worker_private_task: str | None = None
 
 
 def run_with_peak_rss(
@@ -281,7 +301,9 @@ def run_with_peak_rss(
     peak_file.unlink(missing_ok=True)
     env = {**(os.environ if env is None else env), "SELLER_BENCH_PEAK_FILE": str(peak_file)}
     stop = threading.Event()
-    state: dict[str, Any] = {"hwm": None, "worker": None, "workers": set(), "timed_out": False}
+    state: dict[str, Any] = {
+        "hwm": None, "worker": None, "workers": set(), "private": None, "task": None, "timed_out": False
+    }  # fmt: skip
     started = time.time() - 1.0  # create_time has clock-tick resolution: err on including
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
@@ -303,9 +325,12 @@ def run_with_peak_rss(
                 if other_ray_workers:
                     procs += [p for p in psutil.process_iter() if _created_after(p, started)]
                 for p in procs:
-                    if _is_ray_worker(p) and (rss := vm_hwm_kib(p.pid)) is not None:
-                        state["workers"].add(p.pid)
-                        state["worker"] = max(rss, state["worker"] or 0)
+                    if not _is_ray_worker(p) or "VmHWM" not in (st := _status_kib(p.pid)):
+                        continue
+                    state["workers"].add(p.pid)
+                    state["worker"] = max(st["VmHWM"], state["worker"] or 0)
+                    if st.get("RssAnon", 0) > (state["private"] or 0):
+                        state["private"], state["task"] = st["RssAnon"], _task_title(p)
             if timeout_s is not None and time.perf_counter() - t0 > timeout_s and not state["timed_out"]:
                 state["timed_out"] = True
                 _kill_group(proc.pid, signal.SIGKILL)
@@ -332,6 +357,8 @@ def run_with_peak_rss(
         cpu_s=usage.ru_utime + usage.ru_stime,
         ray_worker_peak_kib=state["worker"],
         ray_workers_seen=len(state["workers"]),
+        ray_worker_private_kib=state["private"],
+        ray_worker_private_task=state["task"],
         timed_out=state["timed_out"],
     )
 
@@ -370,6 +397,9 @@ def prep_command(
     }
     if engine == "ray" and args.ray_address:
         sets["ray_address"] = args.ray_address
+    for kv in getattr(args, "prep_set", None) or []:  # --set KEY=VALUE: e.g. partition_max_events
+        key, _, value = kv.partition("=")
+        sets[key] = value
     cmd = [sys.executable, "-c", CHILD_MAIN, "prep"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
@@ -402,6 +432,16 @@ def _manifest_counts(output: Path) -> dict[str, Any]:
     }
 
 
+def _cut_partitions(log_path: Path) -> int | None:
+    """The partitions (tasks) of engine=ray's cut, from the prep log's `cut: N partitions` line."""
+    import re
+
+    with contextlib.suppress(OSError):
+        m = re.search(r"cut: (\d+) partitions", log_path.read_text(errors="replace"))
+        return int(m.group(1)) if m else None
+    return None
+
+
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
 
@@ -426,6 +466,7 @@ def measure_one(
         cwd=str(REPO_ROOT),
     )
     counts = _manifest_counts(output)
+    counts["cut_partitions"] = _cut_partitions(work / "logs" / f"{name}.log") if engine == "ray" else None
     if not args.keep_outputs:
         shutil.rmtree(output, ignore_errors=True)
     eps = n / r.wall_s
@@ -446,6 +487,8 @@ def measure_one(
         "cpu_seconds_wait4": round(r.cpu_s, 2),
         "ray_worker_peak_rss_mib": _mib(r.ray_worker_peak_kib),
         "ray_workers_seen": r.ray_workers_seen if engine == "ray" else None,
+        "ray_worker_private_mib": _mib(r.ray_worker_private_kib),
+        "ray_worker_private_task": r.ray_worker_private_task,
         **counts,
         "prep_command": "seller-dist " + shlex.join(cmd[3:]),  # what CHILD_MAIN runs
         "log": str(work / "logs" / f"{name}.log"),
@@ -455,7 +498,12 @@ def measure_one(
 
 
 def log_line(r: dict[str, Any]) -> None:
-    worker = f", largest ray worker {r['ray_worker_peak_rss_mib']} MiB" if r["engine"] == "ray" else ""
+    worker = (
+        f", largest ray worker {r['ray_worker_peak_rss_mib']} MiB ({r['ray_worker_private_mib']} MiB "
+        f"private, in {r['ray_worker_private_task']})"
+        if r["engine"] == "ray"
+        else ""
+    )
     print(
         f"  {r['engine']:5s} {r['format']:7s} {r['events']:>9d} events: {r['wall_s']:8.2f} s, "
         f"{r['events_per_s']:>9.0f} ev/s ({r['events_per_s_per_cpu']:.0f}/CPU), "
@@ -532,18 +580,26 @@ def targets(rows: list[dict[str, Any]], baseline: float) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
+    """The results, ratios and targets as Markdown; the private-memory column only for artifacts that
+    measured it (older ones did not)."""
+    private = any(r.get("ray_worker_private_mib") is not None for r in result["results"])
     lines = [
         "| engine | format | events | wall s | events/s | CPUs | events/s per CPU | x baseline | "
-        "driver peak RSS MiB | largest Ray worker RSS MiB | examples | bad | exit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "driver peak RSS MiB | largest Ray worker RSS MiB | "
+        + ("largest Ray worker private MiB | " if private else "")
+        + "examples | bad | exit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if private else "")
+        + "---:|---:|---:|",
     ]
     for r in result["results"]:
         worker = r["ray_worker_peak_rss_mib"] if r["ray_worker_peak_rss_mib"] is not None else ""
+        priv = f"{_blank(r.get('ray_worker_private_mib'))} | " if private else ""
         lines.append(
             f"| {r['engine']} | {r['format']} | {r['events']:,} | {r['wall_s']:.1f} | {r['events_per_s']:,.0f} | "
             f"{r['cpus']} | {r['events_per_s_per_cpu']:,.0f} | {r['x_baseline_per_cpu']:.2f} | "
-            f"{r['driver_peak_rss_mib']} | {worker} | {_blank(r['examples'])} | {_blank(r['bad_records'])} | "
-            f"{r['exit_code']} |"
+            f"{r['driver_peak_rss_mib']} | {worker} | {priv}{_blank(r['examples'])} | "
+            f"{_blank(r['bad_records'])} | {r['exit_code']} |"
         )
     ray_local = result["targets"]["ratios"]["ray_over_local"]
     if ray_local:
@@ -597,6 +653,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "max_history": args.max_history,
             "baseline_events_per_s": args.baseline_eps,
             "ray_address": args.ray_address,
+            "prep_set": list(getattr(args, "prep_set", None) or []),
         },
         "logs": {},
         "results": [],
@@ -634,6 +691,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument(
         "--ray-address", default=None, help="run engine=ray on this cluster (default: a local Ray)"
+    )
+    p.add_argument(
+        "--set",
+        dest="prep_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a prep setting for every run (repeatable), e.g. partition_max_events=5000",
     )
     p.add_argument(
         "--baseline-eps", type=float, default=BASELINE_EVENTS_PER_S, help="events/s per CPU baseline"

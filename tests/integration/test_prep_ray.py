@@ -192,3 +192,60 @@ def test_the_ray_driver_never_parses_an_event(tmp_path, local_ray, monkeypatch):
         from_dict(PrepConfig, {"output": str(tmp_path / "ray"), "max_history": 3, "engine": "ray"})
     )
     assert m["stats"]["input_records"] == 240 and sum(m["splits"][s]["count"] for s in SPLITS) > 0
+
+
+# The largest Ray worker's private memory may grow by at most this much from a log to one 4x its size
+# (the test below). Measured on 2 CPUs, 100k -> 400k events (BENCHMARKS.md, "engine=ray memory"): the
+# cut bounded by partition_max_events +6 MiB (130.5 -> 136.3; this test's runs: +6.6, +6.8); the cut
+# before it (commit 53ab295) +49 MiB (138.8 -> 187.7; this test on that code: +50, 137.5 -> 187.5),
+# one shuffle map task holding the whole log.
+WORKER_GROWTH_MIB = 25.0
+
+
+def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(tmp_path):
+    """Two generated logs 4x apart, each prepped by `bench prep` in its own process and local Ray,
+    with partition_max_events=5000 (both logs over the 8-partitions-per-CPU floor) and 256 KiB read
+    parts (a parse task holds a part, the same at both sizes): the largest Ray worker's private
+    memory must not grow with the log. Private (RssAnon, sampled every 0.2 s), not VmHWM: a worker's
+    RSS also counts the object-store pages it wrote or read, and the parsed log lives in the object
+    store, so VmHWM grows with the log by design (+30 MiB here with the bounded cut)."""
+    import argparse
+
+    from seller_dist.bench import prep as bench_prep
+
+    parser = argparse.ArgumentParser()
+    bench_prep.add_arguments(parser)
+    options = {
+        "--engines": "ray",
+        "--formats": "csv",
+        "--sizes": "100000,400000",
+        "--items": "500",
+        "--max-history": "5",
+        "--timeout": "300",
+        "--workdir": str(tmp_path),
+    }
+    sets = ("partition_max_events=5000", "read_part_bytes=262144")
+    args = parser.parse_args(
+        [a for kv in options.items() for a in kv] + [a for v in sets for a in ("--set", v)]
+    )
+    small, large = bench_prep.run_benchmark(args)["results"]
+    for r in (small, large):  # what bench prep measures of an engine=ray run
+        assert r["exit_code"] == 0 and r["cpus"] >= 2 and r["examples"] > 0.8 * r["events"], r
+        assert r["driver_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1, r
+        assert 0 < r["ray_worker_private_mib"] <= r["ray_worker_peak_rss_mib"], r
+        assert r["ray_worker_private_task"].startswith("ray::"), r
+    assert (small["cut_partitions"], large["cut_partitions"]) == (20, 80)  # events / partition_max_events
+    growth = large["ray_worker_private_mib"] - small["ray_worker_private_mib"]
+    print(  # for the CI log: the figures the bound is checked on
+        "largest Ray worker, private / VmHWM MiB: "
+        + ", ".join(
+            f"{r['events']:,} events {r['ray_worker_private_mib']} / {r['ray_worker_peak_rss_mib']}"
+            for r in (small, large)
+        )
+    )
+    assert growth <= WORKER_GROWTH_MIB, (
+        f"the largest Ray worker's private memory grew {growth:.0f} MiB from {small['events']:,} to "
+        f"{large['events']:,} events ({small['ray_worker_private_mib']} -> {large['ray_worker_private_mib']} "
+        f"MiB, the larger in {large['ray_worker_private_task']}): it must be bounded by "
+        "partition_max_events, not by the log"
+    )

@@ -52,6 +52,10 @@ def test_literal_and_validate_messages():
         from_dict(PrepConfig, {"engine": "spark"})
     with pytest.raises(ConfigError, match=r"source: 'kaggle' is not one of"):
         from_dict(PrepConfig, {"source": "kaggle"})
+    with pytest.raises(ConfigError, match=r"ray_shuffle: 'memory' is not one of \['disk', 'object_store'\]"):
+        from_dict(PrepConfig, {"ray_shuffle": "memory"})
+    with pytest.raises(ConfigError, match=r"partition_max_events >= 1000"):
+        from_dict(PrepConfig, {"partition_max_events": 999})
     with pytest.raises(ConfigError, match=r"max_error_rate must be in \[0, 1\), got 1.5"):
         from_dict(PrepConfig, {"max_error_rate": 1.5})
 
