@@ -156,9 +156,27 @@ submit_job() {
   [ $# -gt 0 ] || { echo "usage: ./launch.sh submit -- train --config CONFIG.yaml [--set k=v ...]" >&2; exit 2; }
   need_venv
   export RAY_AUTH_MODE=token  # the head runs with token auth; the token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token
-  # `python -m seller_dist.cli` runs the code uploaded with the working dir, not an older installed copy
-  exec "$VENV/bin/ray" job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --working-dir . \
-    --runtime-env cluster/runtime_env.yaml -- python -m seller_dist.cli "$@"
+  # `python -m seller_dist.cli` runs the code uploaded with the working dir, not an older installed copy.
+  # A head started moments ago may not have registered its job agent yet: Ray then refuses the
+  # submit with "No available agent to submit job, please try again later" (seen on a loaded
+  # machine right after `local-cluster up`), before any job exists, so the submit is tried again.
+  local out rc tries=0
+  out="$(mktemp)"
+  while :; do
+    if "$VENV/bin/ray" job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" --working-dir . \
+      --runtime-env cluster/runtime_env.yaml -- python -m seller_dist.cli "$@" 2>&1 | tee "$out"; then
+      rc=0
+    else
+      rc=$?
+    fi
+    if [ "$rc" -ne 0 ] && grep -q "No available agent to submit job" "$out" && [ $((tries += 1)) -lt 30 ]; then
+      echo "[launch] the head's job agent is not registered yet: submitting again in 2 s" >&2
+      sleep 2
+      continue
+    fi
+    rm -f "$out"
+    return "$rc"
+  done
 }
 
 # ------------------------------------------------------------------ the cluster image (Dockerfile)
