@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from seller_dist.config_loader import ConfigError
+from seller_dist.strategy_settings import LLM_LAYOUTS, LLMLayout, StrategySettings, dotted_items  # noqa: F401 (re-exported)
 
 SOURCES = ("synthetic", "amazon2023", "yelp", "recbole", "xrec", "events")
 # where the frozen LLM lives (train.llm_layout; docs/training.md): the one list, for the config
 # loader (the Literal) and the strategy (seller_dist.train.strategy)
-LLMLayout = Literal["zero3", "replicated", "node", "hpz"]
-LLM_LAYOUTS: tuple[str, ...] = get_args(LLMLayout)
 
 
 @dataclass
@@ -481,15 +480,6 @@ class LoggingConfig:
             raise ConfigError(f"logging.peak_tflops must be > 0, got {self.peak_tflops}")
 
 
-def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}: nested and dotted keys alike."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(dotted_items(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @dataclass
@@ -601,7 +591,6 @@ class TrainConfig:
         # the strategy's own rules (llm_layout, llm_shard_size, deepcompile, the `deepspeed` keys) live
         # in StrategySettings. The ranks per node (llm_shard_size 0) are known on the workers only
         # (LOCAL_WORLD_SIZE), so this check takes the job as one node: it checks a given llm_shard_size
-        from seller_dist.train.strategy_settings import StrategySettings
 
         n = self.workers.num_workers
         StrategySettings.from_train_config(self, self.workers.use_gpu, world_size=n, ranks_per_node=n)

@@ -15,7 +15,7 @@ Where the frozen LLM lives (`train.llm_layout`, docs/training.md):
   ranks plus a node-local secondary copy; a frozen parameter's secondary copy never expires.
 - replicated: a whole copy on each rank, outside the engine (no gathers).
 
-The strategy is made from a StrategySettings (seller_dist/train/strategy_settings.py: typed, frozen,
+The strategy is made from a StrategySettings (seller_dist/strategy_settings.py: typed, frozen,
 validated once; `from_train_config` for the training job), which builds the DeepSpeed config from
 the JSON files in seller_dist/train/ds_configs/: DeepSpeed's keys only.
 
@@ -43,7 +43,7 @@ from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_
 from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
-from seller_dist.train.strategy_settings import StrategySettings, on_gpu
+from seller_dist.strategy_settings import StrategySettings, on_gpu
 
 
 def node_groups(shard_size: int) -> Any:

@@ -103,13 +103,13 @@ def test_llm_layout_and_deepcompile_refusals_are_one_line(overrides, message):
 
 
 def _settings(cfg, use_gpu: bool):
-    from seller_dist.train.strategy_settings import StrategySettings
+    from seller_dist.strategy_settings import StrategySettings
 
     return StrategySettings.from_train_config(cfg, use_gpu)
 
 
 def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch):
-    from seller_dist.train.strategy_settings import ds_config_file
+    from seller_dist.strategy_settings import ds_config_file
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -141,7 +141,7 @@ def test_node_and_hpz_layouts_validate_and_fill_the_deepspeed_config(monkeypatch
 
 
 def test_deepspeed_config_matches_the_json_files_and_refuses_deepcompile_on_cpu():
-    from seller_dist.train.strategy_settings import StrategySettings, ds_config_file
+    from seller_dist.strategy_settings import StrategySettings, ds_config_file
 
     cpu = _settings(_train("data.batch_size=5", "optim.grad_accum=2"), use_gpu=False).deepspeed_config()
     want = ds_config_file("zero3_cpu.json")
@@ -162,7 +162,7 @@ def test_deepspeed_config_matches_the_json_files_and_refuses_deepcompile_on_cpu(
 def test_ds_configs_ship_inside_the_package():
     from pathlib import Path
 
-    import seller_dist.train.strategy_settings as settings
+    import seller_dist.strategy_settings as settings
 
     names = sorted(p.name for p in settings.DS_CONFIG_DIR.glob("*.json"))
     assert names == ["zero3_cpu.json", "zero3_gpu.json", "zero3_offload.json"]

@@ -1,4 +1,4 @@
-"""StrategySettings (seller_dist/train/strategy_settings.py): the DeepSpeed config built from them holds
+"""StrategySettings (seller_dist/strategy_settings.py): the DeepSpeed config built from them holds
 DeepSpeed's keys only, each invalid combination is refused once, in __post_init__, with its one-line
 message (the same line through the train config), and llm_shard_size 0 resolves to the ranks per node."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import ConfigError, from_dict
-from seller_dist.train.strategy_settings import StrategySettings
+from seller_dist.strategy_settings import StrategySettings
 
 
 @pytest.fixture(autouse=True)

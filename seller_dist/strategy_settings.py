@@ -5,7 +5,8 @@ which the DeepSpeed config is built (OpenRLHF's strategy attributes + `get_train
 own validation); `DeepSpeedStrategy(settings)` (seller_dist/train/strategy.py) runs it. The DeepSpeed
 config starts from the JSON files in seller_dist/train/ds_configs/ (package data; the repo's
 ds_configs/ links to them) and holds DeepSpeed's keys only. No torch import at module level: the
-train config validates through this module on the driver.
+train config validates through this module on the driver, and config.py imports it (so the
+TrainConfig argument of `from_train_config` is typed Any here: no import back up).
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, get_args
 
-from seller_dist.config import LLM_LAYOUTS, LLMLayout, dotted_items
 from seller_dist.config_loader import ConfigError
 
-if TYPE_CHECKING:
-    from seller_dist.config import TrainConfig
-
-DS_CONFIG_DIR = Path(__file__).resolve().parent / "ds_configs"  # package data (pyproject.toml)
+LLMLayout = Literal["zero3", "replicated", "node", "hpz"]  # where the frozen LLM lives (docs/training.md)
+LLM_LAYOUTS: tuple[str, ...] = get_args(LLMLayout)
+DS_CONFIG_DIR = Path(__file__).resolve().parent / "train" / "ds_configs"  # package data (pyproject.toml)
 NODE_LAYOUTS = ("node", "hpz")  # the layouts that shard the frozen LLM over groups of llm_shard_size ranks
 # DeepSpeed keys the settings set, with the train config key that sets them: `deepspeed` overrides
 # of these (or of anything under them) are refused
@@ -36,6 +35,17 @@ OWNED_KEYS = {
     "zero_optimization.stage": "llm_layout",
     "compile": "deepcompile",
 }
+
+
+def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}: nested and dotted keys alike."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(dotted_items(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def ds_config_file(name: str) -> dict[str, Any]:
@@ -131,7 +141,7 @@ class StrategySettings:
 
     @classmethod
     def from_train_config(
-        cls, cfg: TrainConfig, use_gpu: bool, world_size: int | None = None, ranks_per_node: int | None = None
+        cls, cfg: Any, use_gpu: bool, world_size: int | None = None, ranks_per_node: int | None = None
     ) -> StrategySettings:
         """A training run's settings: micro batch = data.batch_size, accumulation = optim.grad_accum,
         bf16 per `precision` (auto: on GPU), `zero_offload_params` on GPU only, the layout, DeepCompile
