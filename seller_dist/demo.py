@@ -38,6 +38,7 @@ SMOLLM2_TRAIN_STEPS = 40
 SMOLLM2_EVAL_LIMIT = 50
 # with --llm smollm2 every system is asked this on the instruct model's chat template (the zero-shot too)
 CHAT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
+DEMO_ARTIFACT = "demo.json"  # <out>/demo.json: the table's reports and the run's provenance
 ORACLES = ("reference", "max_match")  # the perfect sequence-aware and the best order-free explanations
 
 
@@ -256,6 +257,24 @@ def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
     reports += [storage.join(args.out, "eval", f"oracle-{p}") for p in ORACLES]
     print("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))
+    artifact = storage.join(args.out, DEMO_ARTIFACT)
+    storage.write_json(artifact, demo_artifact(args, reports))
+    print(f"[demo]     table and provenance -> {artifact}")
+
+
+def demo_artifact(args: argparse.Namespace, reports: list[str]) -> dict[str, Any]:
+    """What the README's demo table is generated from (seller_dist.bench.tables, kind `demo`): every
+    evaluated run's report beside the run's provenance and the demo's own settings."""
+    from seller_dist.eval.report import load_run
+    from seller_dist.version import provenance
+
+    return {
+        "provenance": provenance(),
+        "llm": args.llm,
+        "train_steps": args.train_steps,
+        "eval_limit": args.eval_limit,
+        "runs": [{"label": Path(r.rstrip("/")).name, "report": load_run(r)} for r in reports],
+    }
 
 
 def import_smollm2(llm_dir: str) -> None:

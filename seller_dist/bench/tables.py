@@ -220,7 +220,33 @@ def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return f"{art['matched']} examples, every system on the same ones.\n\n" + "\n".join(rows)
 
 
+DEMO_METRICS = (
+    "text/bleu4",
+    "text/rougeL",
+    "text/bertscore_f1",
+    "grounding/generated/cites_history",
+    "grounding/generated/cites_reference_event",
+    "retrieval/generated/mrr",
+)
+
+
+def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """`seller-dist demo`'s side-by-side table from its demo.json, the rows named in `metrics=`
+    (comma-separated; default DEMO_METRICS), each cell mean ± std over the test examples."""
+    from seller_dist.eval.report import reports_table
+
+    art = arts[0]
+    metrics = opts["metrics"].split(",") if "metrics" in opts else list(DEMO_METRICS)
+    runs = art["runs"]
+    head = (
+        f"LLM `{art['llm']}`, {art['train_steps']} training steps per system, "
+        f"{art['eval_limit'] or 'all'} test examples.\n\n"
+    )
+    return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
+
+
 RENDERERS: dict[str, Renderer] = {
+    "demo": _demo,
     "bench-data": _bench_data,
     "bench-data-padding": _bench_data_padding,
     "bench-train": _bench_train,

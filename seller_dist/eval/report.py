@@ -404,14 +404,21 @@ def comparison_table(runs: list[str]) -> str:
         f"{rep.get('system', '?')} ({Path(r.rstrip('/')).name or r})"
         for rep, r in zip(reports, runs, strict=True)
     ]
+    return reports_table(reports, labels)
+
+
+def reports_table(
+    reports: list[dict[str, Any]], labels: list[str], metrics: list[str] | None = None
+) -> str:
+    """`comparison_table` of loaded reports; `metrics` keeps only those rows, in that order."""
     flats = [flat_metrics(rep) for rep in reports]
-    names = list(dict.fromkeys(n for f in flats for n in f))
+    names = metrics or list(dict.fromkeys(n for f in flats for n in f))
     rows = [[n] + [fmt(*f[n]) if n in f else "—" for f in flats] for n in names]
     by_warning: dict[str, list[str]] = {}  # runs on one dataset share a simulator: one line per text
     for label, rep in zip(labels, reports, strict=True):
         if w := simulator_warning(rep):
             by_warning.setdefault(w, []).append(label)
-    notes = [f"\n**Warning: {', '.join(runs)}: {w}.**" for w, runs in by_warning.items()]
+    notes = [f"\n**Warning: {', '.join(who)}: {w}.**" for w, who in by_warning.items()]
     return markdown_table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
 
 

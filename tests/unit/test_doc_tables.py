@@ -118,3 +118,39 @@ def test_text_side_by_side_gives_each_systems_mean_and_std_over_seeds(tmp_path: 
     assert "| system | runs | bleu4 | rougeL |" in text_md
     assert "| seller-chat | 2 | 1.5000 ± 0.7071 | 11.00 ± 1.41 |" in text_md
     assert "| xrec-released | 1 | 3.2500 | 20.50 |" in text_md
+
+
+def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> None:
+    """`seller-dist demo` writes demo.json (every evaluated run's report and the provenance); the
+    `demo` table is `seller-dist report`'s table of those reports, cut to the rows asked for."""
+    import argparse
+
+    from seller_dist.demo import demo_artifact
+    from seller_dist.eval.report import comparison_table
+
+    def report(system: str, bleu4: float, cites: float) -> dict:
+        stat = {"mean": cites, "std": 0.25, "n": 4}
+        return {
+            "system": system,
+            "num_examples": 4,
+            "text": {"bleu4": {"mean": bleu4, "std": 1.0, "n": 4}},
+            "grounding": {"generated": {"cites_history": stat, "cites_reference_event": stat}},
+        }
+
+    folders = []
+    for name, bleu4, cites in (("seller", 3.5, 0.75), ("bag", 2.0, 0.5)):
+        folder = tmp_path / "eval" / name
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps(report(name, bleu4, cites)))
+        folders.append(str(folder))
+    args = argparse.Namespace(llm="smollm2", train_steps=40, eval_limit=4)
+    art = demo_artifact(args, folders)
+    assert art["provenance"]["command"] and [r["label"] for r in art["runs"]] == ["seller", "bag"]
+    text_md = _doc(tmp_path, art | {"kind": "demo"}, "demo").read_text()
+    assert "LLM `smollm2`, 40 training steps per system, 4 test examples." in text_md
+    assert "| metric | seller | bag |" in text_md
+    assert "| text/bleu4 | 3.5000 ± 1.0000 | 2.0000 ± 1.0000 |" in text_md
+    assert "| grounding/generated/cites_reference_event | 0.7500 ± 0.2500 | 0.5000 ± 0.2500 |" in text_md
+    assert "| text/rougeL | — | — |" in text_md  # a row asked for that no run has says so
+    full = comparison_table(folders)  # the same cells as `seller-dist report` prints
+    assert "| text/bleu4 | 3.5000 ± 1.0000 | 2.0000 ± 1.0000 |" in full
