@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
+from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, flops_per_step, mfu
 from seller_dist.version import provenance
-
-PEAKS = {"h100": 989.0, "h200": 989.0}  # dense bf16 TFLOP/s per GPU
 
 
 def build_llm(
@@ -258,15 +257,12 @@ def measure(
     secs = time.perf_counter() - t0
     tokens = steps * micro * args.seq_len
     samples = steps * micro
-    flops = 4.0 * n_frozen * tokens + 6.0 * n_train * samples
-    flops_no_embed = 4.0 * (n_frozen - n_embed) * tokens + 6.0 * n_train * samples
+    flops = flops_per_step(n_frozen, n_train, tokens, samples)
+    flops_no_embed = flops_per_step(n_frozen - n_embed, n_train, tokens, samples)
     # FLOPs the step needs: no input-embedding lookup, the head only where a label is scored
-    flops_needed = (
-        4.0 * (n_frozen - n_embed - n_head) * tokens
-        + 4.0 * n_head * steps * micro * head_positions
-        + 6.0 * n_train * samples
+    flops_needed = flops_per_step(n_frozen - n_embed - n_head, n_train, tokens, samples) + flops_per_step(
+        n_head, 0, samples * head_positions, 0
     )
-    peak = args.peak_tflops * 1e12
     return {
         "variant": variant,
         "micro_batch": micro,
@@ -278,9 +274,9 @@ def measure(
         "tokens_per_s": tokens / secs,
         "samples_per_s": samples / secs,
         "tflops": flops / secs / 1e12,
-        "mfu": flops / secs / peak,
-        "mfu_without_input_embedding": flops_no_embed / secs / peak,
-        "mfu_needed_flops": flops_needed / secs / peak,
+        "mfu": mfu(flops, secs, args.peak_tflops),
+        "mfu_without_input_embedding": mfu(flops_no_embed, secs, args.peak_tflops),
+        "mfu_needed_flops": mfu(flops_needed, secs, args.peak_tflops),
         "head_positions_per_row": head_positions,
         "frozen_params": n_frozen,
         "trainable_params": n_train,
@@ -859,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per micro-batch size")
     p.add_argument("--min-steps", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=100000)
-    p.add_argument("--chip", choices=sorted(PEAKS), default="h200")
+    p.add_argument("--chip", choices=sorted(CHIP_PEAK_TFLOPS), default="h200")
     p.add_argument("--peak-tflops", type=float, default=None, help="overrides --chip")
     p.add_argument("--out", default=None, help="write the JSON result here")
     g = p.add_argument_group("generation (--generate: the eval job's decoding, LLM scale)")
@@ -903,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         args.variants = args.variants or "eager,full_logits,checkpointing,deepspeed"
         args.one_micro_batch = 2
     args.variants = args.variants or ",".join(VARIANTS)
-    args.peak_tflops = args.peak_tflops or PEAKS[args.chip]
+    args.peak_tflops = args.peak_tflops or CHIP_PEAK_TFLOPS[args.chip]
     on_gpu = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
     dtype = torch.bfloat16 if on_gpu else torch.float32

@@ -44,10 +44,9 @@ from typing import Any
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import add_override_argument, from_dict, load_config, to_dict
+from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, flops_per_step, mfu
 from seller_dist.version import provenance
 
-# dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
-CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
 MODES = ("plain", "deepspeed", "strategy", "ray")
 GPU_LLM = {"llm_hidden": 2048, "llm_layers": 16, "llm_heads": 32, "llm_intermediate": 5632}  # bench.gpu
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
@@ -465,7 +464,7 @@ def summarize(ranks: list[dict[str, Any]], warmup: int, steps: int, peak_tflops:
     samples = int(sum(s["samples"] for steps in measured for s in steps))
     tokens = int(sum(s["llm_tokens"] for steps in measured for s in steps))
     frozen, trainable = ranks[0]["frozen_params"], ranks[0]["trainable_params"]
-    flops = 4.0 * frozen * tokens + 6.0 * trainable * samples
+    flops = flops_per_step(frozen, trainable, tokens, samples)
     split = {p: sum(s[p] for steps in measured for s in steps) / (n * world) for p in PARTS}
     step_time = sum(s["step"] for steps in measured for s in steps) / (n * world)
     comm: dict[str, dict[str, float]] = {}
@@ -490,7 +489,7 @@ def summarize(ranks: list[dict[str, Any]], warmup: int, steps: int, peak_tflops:
         "frozen_params": frozen,
         "trainable_params": trainable,
         "tflops_per_worker": flops / job_s / world / 1e12,
-        "mfu": flops / job_s / (peak_tflops * 1e12 * world),
+        "mfu": mfu(flops, job_s, peak_tflops, world),
         "peak_memory_mb_per_rank": [r["peak_memory_mb"] for r in ranks],
         "comm_total_by_kind": comm,
         "first_losses": [

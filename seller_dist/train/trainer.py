@@ -122,7 +122,7 @@ class Trainer:
         from seller_dist.data.prefetch import Prefetcher
         from seller_dist.model.seller import SellerModel
         from seller_dist.model.vocab import ModelVocab
-        from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
+        from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter, parameter_counts
         from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
         cfg.validate()
@@ -208,10 +208,7 @@ class Trainer:
             self.restore(latest)
 
         # ---- metrics
-        frozen_n = sum(getattr(p, "ds_numel", p.numel()) for p in llm.parameters())
-        trainable_n = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
-        if self.state.moe is not None:
-            trainable_n += sum(p.numel() for p in self.state.moe.parameters()) * cfg.model.ep_size
+        frozen_n, trainable_n = parameter_counts(model, self.state.moe)
         self.timer = timer if timer is not None else NullStepTimer()
         self.timer.set_model_size(frozen_n, trainable_n)
         self.meter = ThroughputMeter(frozen_n, trainable_n, cfg.logging.peak_tflops, num_devices=self.world)
