@@ -115,6 +115,17 @@ class TrainState:
     def model(self) -> SellerModel:
         return self.engine.module
 
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the step sets the LR of: the engine's (dense trainables), the experts'."""
+        return [self.engine.optimizer] + ([self.moe_optimizer] if self.moe_optimizer is not None else [])
+
+    def train(self, mode: bool = True) -> None:
+        """Training mode (dropout, routing noise) or, with False, evaluation mode for the model and MoE."""
+        self.engine.train(mode)
+        if self.moe is not None:
+            self.moe.train(mode)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         # No input casting needed: each module casts float inputs to its own weight dtype. Under
         # bf16 the LLM loads in bf16 while the dense trainables (built outside zero.Init) stay fp32
