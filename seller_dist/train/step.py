@@ -40,7 +40,7 @@ from seller_dist.train.callbacks import CallbackList, TrainerCallback
 from seller_dist.train.metrics import NullStepTimer
 
 if TYPE_CHECKING:
-    from seller_dist.train.strategy import TrainState
+    from seller_dist.train.strategy import TorchTrainState, TrainState
 
 
 class NonFiniteError(RuntimeError):
@@ -124,10 +124,10 @@ class TrainStep:
     """`train_step(step)` runs optimizer step `step` (0-based) over `state`: `optim.grad_accum`
     micro-batches taken from `batches` (host batches with their `pad` flags, as the Prefetcher hands
     them), one exchange of every rank's losses, clip, optimizer step. The state is a strategy's
-    (DeepSpeedStrategy.prepare); `timer` splits the step into phases
+    (DeepSpeedStrategy.prepare or TorchStrategy.prepare); `timer` splits the step into phases
     (seller_dist.train.metrics.StepTimer); `callbacks` see each micro-batch's inputs."""
 
-    state: TrainState
+    state: TrainState | TorchTrainState
     optim: OptimConfig
     max_steps: int  # the LR schedule's horizon
     seed: int
@@ -137,6 +137,13 @@ class TrainStep:
     world: int = 1
     timer: NullStepTimer = field(default_factory=NullStepTimer)
     callbacks: TrainerCallback = field(default_factory=CallbackList)
+
+    def __post_init__(self) -> None:
+        if self.state.grad_accum != self.optim.grad_accum:
+            raise ValueError(
+                f"the strategy accumulates {self.state.grad_accum} micro-batches per step, "
+                f"optim.grad_accum says {self.optim.grad_accum}: build both from the same config"
+            )
 
     def __call__(self, step: int) -> StepStats:
         state, timer, accum = self.state, self.timer, self.optim.grad_accum
