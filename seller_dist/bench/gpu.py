@@ -39,7 +39,7 @@ from seller_dist.version import provenance
 
 if TYPE_CHECKING:
     from seller_dist.model.vocab import ModelVocab
-    from seller_dist.train.strategy import TorchTrainState, TrainState
+    from seller_dist.train.strategy import StrategyState
 
 # what every variant's TrainStep runs with: a constant LR, the job's default clip at 1.0
 BENCH_OPTIM = OptimConfig(lr=1e-4, schedule="constant", warmup_steps=0, grad_clip=1.0)
@@ -205,7 +205,7 @@ def run_deepspeed(
 
 
 def measure(
-    state: TrainState | TorchTrainState,
+    state: StrategyState,
     vocab: ModelVocab,
     args: argparse.Namespace,
     micro: int,

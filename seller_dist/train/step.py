@@ -40,7 +40,7 @@ from seller_dist.train.callbacks import CallbackList, TrainerCallback
 from seller_dist.train.metrics import NullStepTimer
 
 if TYPE_CHECKING:
-    from seller_dist.train.strategy import TorchTrainState, TrainState
+    from seller_dist.train.strategy import StrategyState
 
 
 class NonFiniteError(RuntimeError):
@@ -127,7 +127,7 @@ class TrainStep:
     (DeepSpeedStrategy.prepare or TorchStrategy.prepare); `timer` splits the step into phases
     (seller_dist.train.metrics.StepTimer); `callbacks` see each micro-batch's inputs."""
 
-    state: TrainState | TorchTrainState
+    state: StrategyState
     optim: OptimConfig
     max_steps: int  # the LR schedule's horizon
     seed: int

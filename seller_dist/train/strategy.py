@@ -2,8 +2,8 @@
 backward/step over them. `DeepSpeedStrategy` is the job's, and the one place that talks to DeepSpeed
 (OpenRLHF-style): partitioned LLM loading, engine building and the backward/step that also serves
 the expert-parallel MoE kept outside the engine. `TorchStrategy` is plain PyTorch in one process,
-the floor `seller-dist bench` measures DeepSpeed against. Both prepare a state that
-seller_dist.train.step.TrainStep drives (forward, backward, step, clip_grad_norm, optimizers, train).
+the floor `seller-dist bench` measures DeepSpeed against. Both prepare a `StrategyState`, which
+seller_dist.train.step.TrainStep drives.
 
 Layout (docs/model.md, "DeepSpeed (train/strategy.py)"): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
 trainable modules); the MoE adapter holds only this rank's experts, is NOT a submodule of the
@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +132,50 @@ def reshard_frozen(module: torch.nn.Module, group: Any, ds_config: dict[str, Any
                 setattr(sub, n, done[id(p)][1])
 
 
+class StrategyState(ABC):
+    """What a strategy prepares and TrainStep drives: `forward_module` runs the model with this
+    rank's MoE beside it (never inside it: seller_dist.model.seller), so the two are called and
+    switched between training and evaluation together; `backward`, `step` (every micro-batch;
+    the weights move at the accumulation boundary) and `clip_grad_norm` (dense and expert gradients
+    together) are the strategy's own."""
+
+    moe: MoEAdapter | None
+    grad_accum: int  # micro-batches per optimizer step
+
+    @property
+    @abstractmethod
+    def forward_module(self) -> torch.nn.Module:
+        """The module the forward pass calls: DeepSpeed's engine, or the SellerModel itself."""
+
+    @property
+    @abstractmethod
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the step sets the LR of."""
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def step(self) -> None: ...
+
+    @abstractmethod
+    def clip_grad_norm(self, max_norm: float) -> float: ...
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        # No input casting needed: each module casts float inputs to its own weight dtype. Under
+        # bf16 the LLM loads in bf16 while the dense trainables (built outside zero.Init) stay fp32
+        # and the MoE (outside the engine) stays fp32; soft vectors are cast into the LLM's dtype.
+        return self.forward_module(batch, moe=self.moe)
+
+    def train(self, mode: bool = True) -> None:
+        """Training mode (dropout, routing noise) or, with False, evaluation mode for the model and MoE."""
+        self.forward_module.train(mode)
+        if self.moe is not None:
+            self.moe.train(mode)
+
+
 @dataclass
-class TrainState:
+class TrainState(StrategyState):
     engine: Any  # deepspeed.DeepSpeedEngine wrapping the SellerModel
     moe: MoEAdapter | None
     moe_optimizer: torch.optim.Optimizer | None
@@ -144,26 +187,18 @@ class TrainState:
         return self.engine.module
 
     @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.engine
+
+    @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        """Every optimizer the step sets the LR of: the engine's (dense trainables), the experts'."""
+        """The engine's (dense trainables) and the experts'."""
         return [self.engine.optimizer] + ([self.moe_optimizer] if self.moe_optimizer is not None else [])
 
     @property
     def grad_accum(self) -> int:
-        """Micro-batches per optimizer step, as the engine was configured."""
+        """As the engine was configured."""
         return int(self.engine.gradient_accumulation_steps())
-
-    def train(self, mode: bool = True) -> None:
-        """Training mode (dropout, routing noise) or, with False, evaluation mode for the model and MoE."""
-        self.engine.train(mode)
-        if self.moe is not None:
-            self.moe.train(mode)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        # No input casting needed: each module casts float inputs to its own weight dtype. Under
-        # bf16 the LLM loads in bf16 while the dense trainables (built outside zero.Init) stay fp32
-        # and the MoE (outside the engine) stays fp32; soft vectors are cast into the LLM's dtype.
-        return self.engine(batch, moe=self.moe)
 
     def backward(self, loss: torch.Tensor) -> None:
         """engine.backward (scales by 1/gradient_accumulation_steps, so MoE grads accumulate the
@@ -322,8 +357,8 @@ class DeepSpeedStrategy:
 
 
 @dataclass
-class TorchTrainState:
-    """TorchStrategy's state: what TrainState offers the step, over a plain module and one AdamW.
+class TorchTrainState(StrategyState):
+    """TorchStrategy's state: the SellerModel (the frozen LLM inside it), its MoE and one AdamW.
     `step()` is called every micro-batch, as DeepSpeed's engine wants it; the weights move at every
     `grad_accum`-th call, and backward scales the loss by 1/grad_accum as the engine does, so the
     accumulated gradient is the mean's."""
@@ -336,16 +371,12 @@ class TorchTrainState:
     micro_steps: int = 0
 
     @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer]
-
-    def train(self, mode: bool = True) -> None:
-        self.model.train(mode)
-        if self.moe is not None:
-            self.moe.train(mode)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return self.model(batch, moe=self.moe)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.grad_accum).backward()
