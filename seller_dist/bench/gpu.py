@@ -6,7 +6,9 @@
                                                          # what cluster/gpu_bench.sh runs)
 
 Training: a frozen ~1B Llama-style LLM built from a config (random weights, no hub), the SELLER
-adapter trained on it in bf16 on synthetic batches; prints tokens/s and MFU.
+adapter trained on it in bf16 on synthetic batches by the training job's own step
+(seller_dist.train.step.TrainStep) over TorchStrategy (the plain variants) or DeepSpeedStrategy
+(the deepspeed ones); prints tokens/s and MFU.
 
 Why random weights: throughput does not depend on what the LLM knows, and no checkpoint download
 is needed on a closed machine. The frozen LLM: hidden 2048, 16 layers, 32 heads, intermediate
@@ -27,13 +29,20 @@ import json
 import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from seller_dist.config import OptimConfig
+from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, flops_per_step, mfu
 from seller_dist.version import provenance
 
-PEAKS = {"h100": 989.0, "h200": 989.0}  # dense bf16 TFLOP/s per GPU
+if TYPE_CHECKING:
+    from seller_dist.model.vocab import ModelVocab
+    from seller_dist.train.strategy import StrategyState
+
+# what every variant's TrainStep runs with: a constant LR, the job's default clip at 1.0
+BENCH_OPTIM = OptimConfig(lr=1e-4, schedule="constant", warmup_steps=0, grad_clip=1.0)
 
 
 def build_llm(
@@ -77,9 +86,11 @@ def build_llm(
 
 
 def make_batches(
-    n: int, micro: int, seq_len: int, vocab_size: int, num_soft: int, model_vocab: Any, device: torch.device
+    n: int, micro: int, seq_len: int, vocab_size: int, num_soft: int, model_vocab: Any, pin_memory: bool
 ) -> list[dict[str, torch.Tensor]]:
-    """`n` distinct synthetic batches of exactly `seq_len` tokens (prompt, K soft, explanation)."""
+    """`n` distinct synthetic batches of exactly `seq_len` tokens (prompt, K soft, explanation), as
+    the training job's prefetcher hands them to the step: on the host (pinned for a GPU), no pad rows."""
+    from seller_dist.data.prefetch import pin
     from seller_dist.model.synthetic import TokenIds, synthetic_batch
 
     ids = TokenIds(vocab_size=vocab_size, pad=0, bos=1, eos=2, soft=3)
@@ -97,7 +108,8 @@ def make_batches(
             explanation_len=expl,
             prompt_len=(prompt, prompt),
         )
-        out.append({k: v.to(device, non_blocking=True) for k, v in b.items()})
+        b["pad"] = torch.zeros(micro, dtype=torch.bool)
+        out.append(pin(b) if pin_memory else b)
     return out
 
 
@@ -122,35 +134,24 @@ def bench_model(args: argparse.Namespace, llm_path: str = "") -> tuple[Any, Any]
     return mcfg, vocab
 
 
-def run_one(
+def run_plain(
     llm: Any, args: argparse.Namespace, micro: int, device: torch.device, variant: str = "eager"
 ) -> dict[str, Any]:
-    """Plain PyTorch: the SELLER model and its MoE with one fused AdamW over the trainables."""
+    """Plain PyTorch (TorchStrategy) over the LLM built here: the SELLER model with its MoE and one
+    AdamW over the trainables (fused on a GPU)."""
     from seller_dist.model.seller import SellerModel
+    from seller_dist.strategy_settings import StrategySettings
+    from seller_dist.train.strategy import TorchStrategy
 
+    gpu = device.type == "cuda"
+    strategy = TorchStrategy(StrategySettings(micro, bf16=gpu, use_gpu=gpu, world_size=1))
     mcfg, vocab = bench_model(args)
     torch.manual_seed(0)
-    model = SellerModel(mcfg, vocab, llm).to(device)
-    moe = model.make_moe().to(device)
-    params = [p for _, p in model.trainable_named_parameters()] + list(moe.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-    batches = make_batches(
-        4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device
-    )
-    model.train()
-    moe.train()
+    state = strategy.prepare(SellerModel(mcfg, vocab, llm), lr=BENCH_OPTIM.lr)
+    state.train()
     if variant == "checkpointing":
         llm.model.train()  # HF checkpoints layers only in train mode (Llama has no dropout to turn on)
-
-    def step(i: int) -> torch.Tensor:
-        out = model(batches[i % len(batches)], moe=moe)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return out["loss"]
-
-    return measure(step, llm, sum(p.numel() for p in params), batches, args, micro, device, variant)
+    return measure(state, vocab, args, micro, device, variant)
 
 
 def run_deepspeed(
@@ -158,8 +159,7 @@ def run_deepspeed(
 ) -> dict[str, Any]:
     """The training job's own path on one rank: DeepSpeedStrategy (ZeRO-3 engine over the SELLER
     model with the LLM partitioned while loading, the MoE beside it), its StrategySettings as the
-    worker's (zero3_gpu.json, bf16 on a GPU; zero3_cpu.json on a CPU), clip of dense + expert
-    gradients, both optimizers.
+    worker's (zero3_gpu.json, bf16 on a GPU; zero3_cpu.json on a CPU).
     `deepspeed_compile` also calls DeepSpeed's own `engine.compile()`; `deepspeed_replicated` is
     train.llm_layout=replicated (a whole LLM outside the engine), `_compile` adds train.compile_llm."""
     import os
@@ -167,7 +167,8 @@ def run_deepspeed(
     import torch.distributed as dist
 
     from seller_dist.model.seller import SellerModel
-    from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
+    from seller_dist.strategy_settings import StrategySettings
+    from seller_dist.train.strategy import DeepSpeedStrategy
 
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(k, v)
@@ -194,44 +195,39 @@ def run_deepspeed(
         llm.compile_layers()
     torch.manual_seed(0)
     model = SellerModel(mcfg, vocab, llm, register_llm=strategy.registers_llm)
-    state = strategy.prepare(model, lr=1e-4)
+    state = strategy.prepare(model, lr=BENCH_OPTIM.lr)
     if variant == "deepspeed_compile" or (
         variant == "deepspeed_deepcompile" and not getattr(state.engine, "is_compiled", False)
     ):
         state.engine.compile()  # DeepSpeedStrategy.prepare compiles a deepcompile config itself
-    batches = make_batches(
-        4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device
-    )
-    state.engine.train()
-
-    def step(i: int) -> torch.Tensor:
-        out = state.forward(batches[i % len(batches)])
-        state.backward(out["loss"])
-        state.clip_grad_norm(1.0)
-        state.step()
-        return out["loss"]
-
-    n_train = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
-    n_train += sum(p.numel() for p in state.moe.parameters()) if state.moe is not None else 0
-    return measure(step, llm, n_train, batches, args, micro, device, variant)
+    state.train()
+    return measure(state, vocab, args, micro, device, variant)
 
 
 def measure(
-    step: Any,
-    llm: Any,
-    n_train: int,
-    batches: list[dict[str, torch.Tensor]],
+    state: StrategyState,
+    vocab: ModelVocab,
     args: argparse.Namespace,
     micro: int,
     device: torch.device,
     variant: str,
 ) -> dict[str, Any]:
-    """Warm-up steps, then `--seconds` of measured steps; tokens/s, MFU, peak memory."""
+    """The training job's step (TrainStep) over `state` on synthetic batches: warm-up steps, then
+    `--seconds` of measured steps; tokens/s, MFU, peak memory."""
+    import itertools
+
+    from seller_dist.train.metrics import parameter_counts
+    from seller_dist.train.step import TrainStep
 
     def numel(p: torch.Tensor) -> int:
         return int(getattr(p, "ds_numel", p.numel()))  # ZeRO-3 partitioned parameters report 0
 
-    n_frozen = sum(numel(p) for p in llm.parameters())
+    llm = state.model.llm
+    batches = make_batches(
+        4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device.type == "cuda"
+    )
+    train_step = TrainStep(state, BENCH_OPTIM, args.max_steps, 0, itertools.cycle(batches), device)
+    n_frozen, n_train = parameter_counts(state.model, state.moe)
     n_embed = numel(llm.embedding.weight)
     n_head = numel(llm.model.get_output_embeddings().weight)
     # positions the LM head has to score per row: from the first label on (FrozenLLM.lm_loss)
@@ -242,31 +238,25 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
     t_warm = time.perf_counter()
     for i in range(args.warmup):
-        step(i)
+        train_step(i)
     sync()
     warmup_secs = time.perf_counter() - t_warm
-    t0, steps = time.perf_counter(), 0
+    t0, steps, tokens, samples = time.perf_counter(), 0, 0, 0
     loss = math.nan
     while steps < args.min_steps or time.perf_counter() - t0 < args.seconds:
-        out = step(steps)
-        if steps % 10 == 0:
-            loss = float(out.detach())
+        stats = train_step(args.warmup + steps)
+        tokens, samples, loss = tokens + stats.own_tokens, samples + stats.own_samples, stats.loss
         steps += 1
         if steps >= args.max_steps:
             break
     sync()
     secs = time.perf_counter() - t0
-    tokens = steps * micro * args.seq_len
-    samples = steps * micro
-    flops = 4.0 * n_frozen * tokens + 6.0 * n_train * samples
-    flops_no_embed = 4.0 * (n_frozen - n_embed) * tokens + 6.0 * n_train * samples
+    flops = flops_per_step(n_frozen, n_train, tokens, samples)
+    flops_no_embed = flops_per_step(n_frozen - n_embed, n_train, tokens, samples)
     # FLOPs the step needs: no input-embedding lookup, the head only where a label is scored
-    flops_needed = (
-        4.0 * (n_frozen - n_embed - n_head) * tokens
-        + 4.0 * n_head * steps * micro * head_positions
-        + 6.0 * n_train * samples
+    flops_needed = flops_per_step(n_frozen - n_embed - n_head, n_train, tokens, samples) + flops_per_step(
+        n_head, 0, samples * head_positions, 0
     )
-    peak = args.peak_tflops * 1e12
     return {
         "variant": variant,
         "micro_batch": micro,
@@ -278,9 +268,9 @@ def measure(
         "tokens_per_s": tokens / secs,
         "samples_per_s": samples / secs,
         "tflops": flops / secs / 1e12,
-        "mfu": flops / secs / peak,
-        "mfu_without_input_embedding": flops_no_embed / secs / peak,
-        "mfu_needed_flops": flops_needed / secs / peak,
+        "mfu": mfu(flops, secs, args.peak_tflops),
+        "mfu_without_input_embedding": mfu(flops_no_embed, secs, args.peak_tflops),
+        "mfu_needed_flops": mfu(flops_needed, secs, args.peak_tflops),
         "head_positions_per_row": head_positions,
         "frozen_params": n_frozen,
         "trainable_params": n_train,
@@ -840,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variants",
         default=None,
-        help="eager: plain PyTorch as the model trains; full_logits: the LM head over every position "
+        help="eager: plain PyTorch (TorchStrategy) as the model trains; full_logits: the LM head over every position "
         "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
         "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
         "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
@@ -859,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per micro-batch size")
     p.add_argument("--min-steps", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=100000)
-    p.add_argument("--chip", choices=sorted(PEAKS), default="h200")
+    p.add_argument("--chip", choices=sorted(CHIP_PEAK_TFLOPS), default="h200")
     p.add_argument("--peak-tflops", type=float, default=None, help="overrides --chip")
     p.add_argument("--out", default=None, help="write the JSON result here")
     g = p.add_argument_group("generation (--generate: the eval job's decoding, LLM scale)")
@@ -903,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         args.variants = args.variants or "eager,full_logits,checkpointing,deepspeed"
         args.one_micro_batch = 2
     args.variants = args.variants or ",".join(VARIANTS)
-    args.peak_tflops = args.peak_tflops or PEAKS[args.chip]
+    args.peak_tflops = args.peak_tflops or CHIP_PEAK_TFLOPS[args.chip]
     on_gpu = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
     dtype = torch.bfloat16 if on_gpu else torch.float32
@@ -959,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
                 if variant.startswith("deepspeed"):
                     r = run_deepspeed(saved_llm(llm, args), args, micro, device, variant)
                 else:
-                    r = run_one(llm, args, micro, device, variant)
+                    r = run_plain(llm, args, micro, device, variant)
             except torch.OutOfMemoryError:
                 print(f"[gpu-bench] {variant} micro-batch {micro}: out of memory, skipped", flush=True)
                 torch.cuda.empty_cache()

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from seller_dist.train.metrics import flops_per_step, mfu
+
 LAYOUTS = ("zero3", "hpz", "node", "replicated")
 
 
@@ -73,7 +75,7 @@ def flops_per_token(llm: LLMSpec, w: Workload) -> float:
     """4 N_f per token through the frozen LLM (forward 2N + activation gradients 2N), the trainable
     modules' 6 N_t once per sample, plus causal attention scores (forward 2*L*s*H, x3 with backward)
     when `w.attention`."""
-    f = 4.0 * llm.params + 6.0 * w.trainable_params / w.seq_len
+    f = flops_per_step(llm.params, w.trainable_params, 1, 1 / w.seq_len)
     if w.attention:
         f += 6.0 * llm.layers * w.seq_len * llm.hidden  # causal: 2*s*H per layer forward, x3
     return f
@@ -139,10 +141,9 @@ def step_cost(llm: LLMSpec, w: Workload, c: ClusterSpec, layout: str = "zero3") 
         "step_s": step,
         "tokens_per_s": g * tokens / step,
         "tokens_per_s_per_gpu": tokens / step,
-        "mfu": tokens
-        * (4.0 * llm.params + 6.0 * w.trainable_params / w.seq_len)
-        / step
-        / (c.peak_tflops * 1e12),
+        "mfu": mfu(
+            flops_per_step(llm.params, w.trainable_params, tokens, tokens / w.seq_len), step, c.peak_tflops
+        ),
         "frozen_weights_gb_per_gpu": frozen_gb,
         "fits": frozen_gb < 0.6 * c.gpu_memory_gb,
     }

@@ -2,19 +2,22 @@
 
 Why side by side in one run: on a shared machine absolute numbers drift by tens of percent between
 runs; the same model, data, batch size and seed pushed through every mode in one invocation gives
-ratios that hold. Modes:
+ratios that hold. Every mode runs the job's own step (seller_dist.train.step.TrainStep, which
+`Trainer.train_step` is); they differ in the strategy under it and in what feeds and surrounds it.
+Modes:
 
-- `plain`: one process, the SellerModel + MoE with torch AdamW, no DeepSpeed, no Ray (the floor).
+- `plain`: one process, the step over TorchStrategy (the SellerModel + MoE with torch AdamW, no
+  DeepSpeed, no process group, no Ray) fed by the worker's stream: the floor.
 - `deepspeed`: DeepSpeed ZeRO-3 without Ray: gloo ranks on 127.0.0.1 spawned here, each running
   the real worker (`seller_dist.train.worker.train_worker`).
 - `ray`: the full Ray Train job (`seller_dist.train.driver`: preflight, local Ray on 127.0.0.1,
   TorchTrainer with the driver's ScalingConfig/RunConfig) running the same worker.
 - `deepspeed[<name>]`: DeepSpeed with DeepSpeed-config overrides (`--variant`), for speed work.
-- `strategy`: the same Trainer's model, engine and optimizers fed batches already on the device
-  (no stream, collate, copies, loss exchange or metrics): the strategy alone. deepspeed / strategy
-  at the same worker count is what the real loop costs beyond the strategy.
+- `strategy`: the same Trainer's step fed 8 batches taken from its stream once and reused (no
+  stream, collate, prefetch thread, logging, validation or checkpoints): the step alone.
+  deepspeed / strategy at the same worker count is what the real loop costs beyond its step.
 
-`--gpu`: the loop against the strategy on one GPU (bf16, a ~1B random-weight Llama as in
+`--gpu`: the loop against its step alone on one GPU (bf16, a ~1B random-weight Llama as in
 seller_dist.bench.gpu unless `--llm-*` say otherwise), one spawned rank, no Ray; `--deepcompile`
 switches on DeepSpeed DeepCompile for both.
 
@@ -39,15 +42,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import add_override_argument, from_dict, load_config, to_dict
+from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, StepTimer, flops_per_step, mfu
 from seller_dist.version import provenance
 
-# dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
-CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
+if TYPE_CHECKING:
+    from seller_dist.bench.timing import CommClock
+    from seller_dist.train.step import TrainStep
+
 MODES = ("plain", "deepspeed", "strategy", "ray")
 GPU_LLM = {"llm_hidden": 2048, "llm_layers": 16, "llm_heads": 32, "llm_intermediate": 5632}  # bench.gpu
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
@@ -92,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu",
         action="store_true",
-        help="one GPU: the real loop (deepspeed) against the strategy alone, bf16, ~1B frozen LLM",
+        help="one GPU: the real loop (deepspeed) against its step alone (strategy), bf16, ~1B frozen LLM",
     )
     p.add_argument("--deepcompile", action="store_true", help="with --gpu: DeepSpeed DeepCompile (zero3)")
     p.add_argument("--stream-batches", type=int, default=200, help="batches timed for the stream rate")
@@ -192,11 +198,10 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timers() -> tuple[Any, Any]:
+def _timers() -> tuple[CommClock, StepTimer]:
     import torch
 
     from seller_dist.bench.timing import CommClock
-    from seller_dist.train.metrics import StepTimer
 
     gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
     sync = torch.cuda.synchronize if gpu else None
@@ -217,123 +222,65 @@ def rank_record(rank: int, timer: Any, comm: Any, losses: dict[int, float], t_st
     }
 
 
-def plain_loop(cfg: TrainConfig, timer: Any) -> dict[int, float]:
-    """The same model, data and step as the worker, in one process with torch AdamW: no DeepSpeed,
-    no process group. Returns step -> loss."""
-    import math
-
-    import torch
-
-    from seller_dist.model.llm import FrozenLLM, resolve_llm_path
-    from seller_dist.model.seller import SellerModel
-    from seller_dist.model.vocab import ModelVocab
-    from seller_dist.train.step import lr_at, model_inputs, rank_loader, setup_rank_env, step_seed
-
-    use_gpu = setup_rank_env()
-    device = torch.device("cuda") if use_gpu else torch.device("cpu")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_gpu)
-    manifest, loader = rank_loader(cfg, 0, 1)
-    llm_dir = resolve_llm_path(cfg.model.llm_path, cfg.model.llm_cache_dir, cfg.storage)
-    llm = FrozenLLM.from_pretrained(llm_dir, "bfloat16" if bf16 else cfg.model.llm_dtype).to(device)
-    torch.manual_seed(cfg.seed)
-    model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm).to(device)
-    moe = model.make_moe().to(device) if cfg.model.adapter == "moe" else None
-    o = cfg.optim
-    dense = [p for _, p in model.trainable_named_parameters()]
-    opts = [torch.optim.AdamW(dense, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))]
-    if moe is not None:
-        opts.append(
-            torch.optim.AdamW(moe.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        )
-    params = dense + (list(moe.parameters()) if moe is not None else [])
-    timer.set_model_size(sum(p.numel() for p in llm.parameters()), sum(p.numel() for p in params))
-    max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
+def timed_steps(train_step: TrainStep, steps: int, timer: StepTimer) -> dict[int, float]:
+    """Steps 0 to `steps` - 1 of `train_step`, each inside the timer's step as `Trainer.fit` times
+    them. Returns step -> loss."""
     losses: dict[int, float] = {}
-    batches = iter(loader)
-    model.train()
-    if moe is not None:
-        moe.train()
-    for step in range(cfg.max_steps):
+    for step in range(steps):
         timer.step_begin()
-        lr = lr_at(step, o, cfg.max_steps)
-        for opt in opts:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        tokens = samples = 0
-        total = 0.0
-        for micro in range(o.grad_accum):
-            with timer.phase("data_wait"):
-                batch = next(batches)
-            inputs = model_inputs(batch, device)
-            real = ~batch["pad"]
-            tokens += int(batch["attention_mask"][real].sum())
-            samples += int(real.sum())
-            torch.manual_seed(step_seed(cfg.seed, step, micro, 0))
-            with timer.phase("forward"):
-                out = model(inputs, moe=moe)
-                loss_value = float(out["loss"].detach())
-            if not math.isfinite(loss_value):
-                raise RuntimeError(f"non-finite loss at step {step + 1}")
-            total += loss_value
-            with timer.phase("backward"):
-                (out["loss"] / o.grad_accum).backward()
-        with timer.phase("optimizer"):
-            torch.nn.utils.clip_grad_norm_(params, max_norm)
-            for opt in opts:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        losses[step + 1] = total / o.grad_accum
-        timer.step_end(tokens, samples)
+        stats = train_step(step)
+        timer.step_end(stats.own_tokens, stats.own_samples)
+        losses[step + 1] = stats.loss
     return losses
 
 
-def strategy_loop(cfg: TrainConfig, timer: Any, distinct_batches: int = 8) -> dict[int, float]:
-    """The job's strategy alone: the Trainer's model, engine and optimizers (built as the real loop
-    builds them) fed `distinct_batches` batches moved to the device once, in turn. No stream,
-    collate, host-to-device copies, loss exchange, metrics or checkpoints; the loss is read once, at
-    the end. Returns step -> loss (NaN where not read)."""
-    import math
-
+def plain_steps(cfg: TrainConfig, timer: StepTimer) -> dict[int, float]:
+    """The job's step over TorchStrategy: the worker's model, data (its stream and prefetch thread)
+    and seed in one process with plain PyTorch, no DeepSpeed and no process group. Returns step ->
+    loss."""
     import torch
 
-    from seller_dist.train.step import model_inputs, step_seed
+    from seller_dist.data.prefetch import Prefetcher
+    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.vocab import ModelVocab
+    from seller_dist.strategy_settings import StrategySettings
+    from seller_dist.train.metrics import parameter_counts
+    from seller_dist.train.step import TrainStep, rank_loader, setup_rank_env
+    from seller_dist.train.strategy import TorchStrategy
+
+    use_gpu = setup_rank_env()
+    strategy = TorchStrategy(StrategySettings.from_train_config(cfg, use_gpu, world_size=1))
+    manifest, loader = rank_loader(cfg, 0, 1)
+    llm = strategy.load_llm(cfg.model, cfg.storage)
+    torch.manual_seed(cfg.seed)
+    model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
+    o = cfg.optim
+    state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps)
+    state.train()
+    timer.set_model_size(*parameter_counts(model, state.moe))
+    batches = Prefetcher(loader, cfg.data.prefetch_batches, pin_memory=use_gpu)
+    try:
+        step = TrainStep(state, o, cfg.max_steps, cfg.seed, batches, strategy.device, timer=timer)
+        return timed_steps(step, cfg.max_steps, timer)
+    finally:
+        batches.close()
+
+
+def held_batch_steps(cfg: TrainConfig, timer: StepTimer, distinct_batches: int = 8) -> dict[int, float]:
+    """The Trainer's own step (`Trainer.train_step`, DeepSpeed) fed `distinct_batches` batches taken
+    from its stream once and reused in turn: the job's step without the stream, collation, the
+    prefetch thread, logging, validation or checkpoints. Returns step -> loss."""
+    import dataclasses
+    import itertools
+
     from seller_dist.train.trainer import Trainer
 
     trainer = Trainer(cfg, timer=timer)  # sets the timer's model size
-    state, accum = trainer.state, cfg.optim.grad_accum
-    held = []
-    for _ in range(distinct_batches):
-        batch = next(trainer.batches)
-        real = ~batch["pad"]
-        held.append(
-            (model_inputs(batch, trainer.device), int(batch["attention_mask"][real].sum()), int(real.sum()))
-        )
+    held = [next(trainer.batches) for _ in range(distinct_batches)]
     trainer.batches.close()
-    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-    state.engine.train()
-    losses: dict[int, float] = {}
-    out = None
-    for step in range(cfg.max_steps):
-        timer.step_begin()
-        tokens = samples = 0
-        for micro in range(accum):
-            inputs, n_tokens, n_samples = held[(step * accum + micro) % len(held)]
-            tokens, samples = tokens + n_tokens, samples + n_samples
-            torch.manual_seed(step_seed(cfg.seed, step, micro, trainer.rank))
-            with timer.phase("forward"):
-                out = state.forward(inputs)
-            with timer.phase("backward"):
-                state.backward(out["loss"])
-            if micro < accum - 1:
-                state.step()
-        with timer.phase("optimizer"):
-            state.clip_grad_norm(max_norm)
-            state.step()
-        timer.step_end(tokens, samples)
-        losses[step + 1] = math.nan
-    if out is not None:
-        losses[cfg.max_steps] = float(out["loss"])
-    return losses
+    trainer.state.train()
+    step = dataclasses.replace(trainer.train_step, batches=itertools.cycle(held))
+    return timed_steps(step, cfg.max_steps, timer)
 
 
 def _rank_main(
@@ -363,15 +310,14 @@ def _rank_main(
     try:
         comm, timer = _timers()
         cfg = from_dict(TrainConfig, cfg_dict)
+        cfg.deepspeed = {**cfg.deepspeed, **ds_set}  # a variant's DeepSpeed settings
         if mode == "plain":
-            losses = plain_loop(cfg, timer)
+            losses = plain_steps(cfg, timer)
         elif mode == "strategy":
-            cfg.deepspeed = {**cfg.deepspeed, **ds_set}
-            losses = strategy_loop(cfg, timer)
+            losses = held_batch_steps(cfg, timer)
         else:
             from seller_dist.train.worker import train_worker
 
-            cfg.deepspeed = {**cfg.deepspeed, **ds_set}  # the variant's DeepSpeed settings
             losses = train_worker(cfg, timer=timer).losses
         rec = rank_record(rank, timer, comm, losses, t_start)
         Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(rec))
@@ -465,7 +411,7 @@ def summarize(ranks: list[dict[str, Any]], warmup: int, steps: int, peak_tflops:
     samples = int(sum(s["samples"] for steps in measured for s in steps))
     tokens = int(sum(s["llm_tokens"] for steps in measured for s in steps))
     frozen, trainable = ranks[0]["frozen_params"], ranks[0]["trainable_params"]
-    flops = 4.0 * frozen * tokens + 6.0 * trainable * samples
+    flops = flops_per_step(frozen, trainable, tokens, samples)
     split = {p: sum(s[p] for steps in measured for s in steps) / (n * world) for p in PARTS}
     step_time = sum(s["step"] for steps in measured for s in steps) / (n * world)
     comm: dict[str, dict[str, float]] = {}
@@ -490,7 +436,7 @@ def summarize(ranks: list[dict[str, Any]], warmup: int, steps: int, peak_tflops:
         "frozen_params": frozen,
         "trainable_params": trainable,
         "tflops_per_worker": flops / job_s / world / 1e12,
-        "mfu": flops / job_s / (peak_tflops * 1e12 * world),
+        "mfu": mfu(flops, job_s, peak_tflops, world),
         "peak_memory_mb_per_rank": [r["peak_memory_mb"] for r in ranks],
         "comm_total_by_kind": comm,
         "first_losses": [
@@ -683,7 +629,7 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         if mode == "ray":
             out[f"ray_over_deepspeed_w{w}"] = r["cost_per_sample_worker_s"] / ds["cost_per_sample_worker_s"]
-        elif mode == "strategy":  # the real loop's throughput as a fraction of the strategy's alone
+        elif mode == "strategy":  # the real loop's throughput as a fraction of its step's alone
             out[f"loop_over_strategy_throughput_w{w}"] = ds["samples_per_s"] / r["samples_per_s"]
         elif mode.startswith("deepspeed["):
             out[f"{mode}_over_deepspeed_w{w}"] = (

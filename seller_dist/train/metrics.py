@@ -10,6 +10,8 @@ activation gradients 2N; no weight gradients), a token through the trainable mod
 (forward 2N, activation and weight gradients 4N). The trainable modules see one "token" per
 sample by default (each trainable parameter is used about once per example; pass
 `trainable_tokens` to count history events instead). MFU = achieved FLOP/s / (peak x devices).
+`flops_per_step`, `mfu` and `parameter_counts` are that accounting's one statement: the Trainer's
+meter, `seller-dist bench train`, seller_dist.bench.gpu and the scaling model all call them.
 
 Secrets: the config logged to wandb goes through `seller_dist.redact.scrub` first (keys that look
 like credentials and values that look like access keys are replaced), and wandb's console capture,
@@ -24,19 +26,48 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from seller_dist.config import LoggingConfig
 from seller_dist.redact import scrub
 
+if TYPE_CHECKING:
+    from seller_dist.model.moe import MoEAdapter
+    from seller_dist.model.seller import SellerModel
+
 log = logging.getLogger(__name__)
 
 
+# dense bf16 peak per device (TFLOP/s, no sparsity): H100 SXM and H200 SXM share the same compute
+CHIP_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0}
+
+
 def flops_per_step(
-    frozen_params: int, trainable_params: int, llm_tokens: int, trainable_tokens: int
+    frozen_params: float, trainable_params: float, llm_tokens: float, trainable_tokens: float
 ) -> float:
     """Estimated training FLOPs of one step: 4N per token through the frozen LLM, 6N trainable."""
     return 4.0 * frozen_params * llm_tokens + 6.0 * trainable_params * trainable_tokens
+
+
+def mfu(flops: float, seconds: float, peak_tflops: float, num_devices: int = 1) -> float:
+    """Model FLOPs utilization: the FLOP/s achieved (`flops` in `seconds`, flops_per_step's
+    accounting) over the peak of `num_devices` devices of `peak_tflops` each."""
+    return flops / seconds / (peak_tflops * 1e12 * num_devices)
+
+
+def parameter_counts(model: SellerModel, moe: MoEAdapter | None) -> tuple[int, int]:
+    """(frozen, trainable) parameters as the FLOPs accounting counts them: the whole model however it
+    is laid out (a ZeRO-3 partitioned parameter by its `ds_numel`, this rank's experts times
+    `ep_size`), so every rank, strategy and benchmark reports the same N."""
+
+    def numel(p: Any) -> int:
+        return int(getattr(p, "ds_numel", p.numel()))
+
+    frozen = sum(numel(p) for p in model.llm.parameters())
+    trainable = sum(numel(p) for _, p in model.trainable_named_parameters())
+    if moe is not None:
+        trainable += sum(p.numel() for p in moe.parameters()) * model.cfg.ep_size
+    return frozen, trainable
 
 
 @dataclass
@@ -84,14 +115,13 @@ class ThroughputMeter:
         flops = flops_per_step(
             self.frozen_params, self.trainable_params, self._tokens, self._trainable_tokens
         )
-        achieved = flops / self._time
         out = {
             "tokens_per_s": self._tokens / self._time,
             "samples_per_s": self._samples / self._time,
             "step_time_s": self._time / self._steps,
             "data_wait_fraction": self._wait / self._time,
-            "tflops": achieved / 1e12,
-            "mfu": achieved / (self.peak_tflops * 1e12 * self.num_devices),
+            "tflops": flops / self._time / 1e12,
+            "mfu": mfu(flops, self._time, self.peak_tflops, self.num_devices),
         }
         self._steps = self._tokens = self._samples = self._trainable_tokens = 0
         self._time = self._wait = 0.0

@@ -1,17 +1,34 @@
-"""The pure pieces one training step is made of, shared by the Trainer, the benchmarks and tests.
+"""One training step, written once: `TrainStep` (a whole optimizer step over a strategy's prepared
+state) and the pure pieces it is made of.
 
-LR schedule, per-step seeds, device inputs, the rank's environment and its data: functions of their
-arguments only, so a resumed run recomputes exactly what an uninterrupted one used.
+The Trainer's `train_step` is a TrainStep over its DeepSpeed state, its stream and its timer;
+`seller-dist bench train` and seller_dist.bench.gpu time TrainSteps over DeepSpeedStrategy and
+TorchStrategy (seller_dist.train.strategy) states, so what they measure is the job's step.
+
+Why the step looks the way it does:
+- Determinism across a restart: dropout and routing noise are seeded per (seed, step, micro-batch,
+  rank), the LR is a pure function of the step, and the data cursor is exact, so a resumed run
+  continues with the very numbers an uninterrupted run would have used.
+- Non-finite values: each micro-batch's loss stays on the device; at the accumulation boundary ONE
+  all-reduce shares every rank's losses and token counts, and the host checks them before the
+  gradient norm and the optimizer step. A NaN on any rank therefore stops every rank at the same
+  point, before any weight moves, without a host sync per micro-batch.
+- Stream pad rows (a rank's range topped up to equal length) get labels -100, so they add nothing to
+  the language-model loss; they still pass through the router, so the MoE aux loss and expert load
+  include them (at most world_size - 1 rows per epoch).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 
 from seller_dist.config import OptimConfig, TrainConfig
 from seller_dist.data.catalog import ItemCatalog
@@ -19,6 +36,11 @@ from seller_dist.data.collate import SellerCollator
 from seller_dist.data.shards import Manifest
 from seller_dist.data.stream import RankLoader
 from seller_dist.model.llm_source import load_tokenizer_files, resolve_llm_path
+from seller_dist.train.callbacks import CallbackList, TrainerCallback
+from seller_dist.train.metrics import NullStepTimer
+
+if TYPE_CHECKING:
+    from seller_dist.train.strategy import StrategyState
 
 
 class NonFiniteError(RuntimeError):
@@ -77,6 +99,126 @@ def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch
     if bool(pad.any()):
         out["labels"] = out["labels"].masked_fill(pad.to(device, non_blocking=True)[:, None], -100)
     return out
+
+
+# ------------------------------------------------------------------------------------------ the step
+@dataclass
+class StepStats:
+    """One optimizer step, every rank's numbers combined."""
+
+    loss: float  # mean over ranks and micro-batches
+    aux_loss: float
+    grad_norm: float  # global: dense + every expert, before clipping
+    lr: float
+    tokens: int  # LLM tokens of real (non-pad) rows, all ranks
+    samples: int
+    seconds: float
+    data_wait: float  # of which this rank waited for batches
+    own_tokens: int = 0  # this rank's
+    own_samples: int = 0
+    expert_load: torch.Tensor | None = field(default=None, repr=False)  # this rank's, on the device
+
+
+@dataclass
+class TrainStep:
+    """`train_step(step)` runs optimizer step `step` (0-based) over `state`: `optim.grad_accum`
+    micro-batches taken from `batches` (host batches with their `pad` flags, as the Prefetcher hands
+    them), one exchange of every rank's losses, clip, optimizer step. The state is a strategy's
+    (DeepSpeedStrategy.prepare or TorchStrategy.prepare); `timer` splits the step into phases
+    (seller_dist.train.metrics.StepTimer); `callbacks` see each micro-batch's inputs."""
+
+    state: StrategyState
+    optim: OptimConfig
+    max_steps: int  # the LR schedule's horizon
+    seed: int
+    batches: Iterator[dict[str, Any]]
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    timer: NullStepTimer = field(default_factory=NullStepTimer)
+    callbacks: TrainerCallback = field(default_factory=CallbackList)
+
+    def __post_init__(self) -> None:
+        if self.state.grad_accum != self.optim.grad_accum:
+            raise ValueError(
+                f"the strategy accumulates {self.state.grad_accum} micro-batches per step, "
+                f"optim.grad_accum says {self.optim.grad_accum}: build both from the same config"
+            )
+
+    def __call__(self, step: int) -> StepStats:
+        state, timer, accum = self.state, self.timer, self.optim.grad_accum
+        t0 = time.perf_counter()
+        lr = lr_at(step, self.optim, self.max_steps)
+        for opt in state.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        losses = torch.zeros(accum, 2, dtype=torch.float64, device=self.device)  # [loss, aux] per micro
+        wait, tokens, samples, expert_load = 0.0, 0, 0, None
+        for micro in range(accum):
+            tw = time.perf_counter()
+            with timer.phase("data_wait"):
+                batch = next(self.batches)
+            wait += time.perf_counter() - tw
+            real = ~batch["pad"]
+            tokens += int(batch["attention_mask"][real].sum())
+            samples += int(real.sum())
+            inputs = model_inputs(batch, self.device)
+            self.callbacks.before_forward(inputs, self.rank, step + 1)
+            torch.manual_seed(step_seed(self.seed, step, micro, self.rank))
+            with timer.phase("forward"):
+                out = state.forward(inputs)
+            losses[micro, 0], losses[micro, 1] = out["loss"].detach(), out["aux_loss"]
+            with timer.phase("backward"):
+                state.backward(out["loss"])
+            load = out["expert_load"].float()
+            expert_load = load if expert_load is None else expert_load + load
+            if micro < accum - 1:
+                state.step()  # DeepSpeed's micro-step bookkeeping; no weight moves before the boundary
+        with timer.phase("optimizer"):
+            shared = self._exchange(losses, tokens, samples)  # the step's one host sync
+            self._stop_if_not_finite(shared, step)
+            max_norm = self.optim.grad_clip if self.optim.grad_clip > 0 else math.inf
+            grad_norm = state.clip_grad_norm(max_norm)  # global: dense + every expert
+            if not math.isfinite(grad_norm):
+                raise NonFiniteError(
+                    f"non-finite gradient norm at step {step + 1}: {grad_norm} (all ranks' gradients "
+                    "combined); stopping all ranks before the optimizer step"
+                )
+            state.step()
+        return StepStats(
+            loss=float(shared[:, :accum].mean()),
+            aux_loss=float(shared[:, accum : 2 * accum].mean()),
+            grad_norm=grad_norm,
+            lr=lr,
+            tokens=int(shared[:, -2].sum()),
+            samples=int(shared[:, -1].sum()),
+            seconds=time.perf_counter() - t0,
+            data_wait=wait,
+            own_tokens=tokens,
+            own_samples=samples,
+            expert_load=expert_load,
+        )
+
+    def _exchange(self, losses: torch.Tensor, tokens: int, samples: int) -> torch.Tensor:
+        """[world, 2 * accum + 2] on the host: every rank's losses, aux losses, tokens, samples."""
+        accum = losses.shape[0]
+        t = torch.zeros(self.world, 2 * accum + 2, dtype=torch.float64, device=self.device)
+        t[self.rank, : 2 * accum] = losses.t().reshape(-1)
+        t[self.rank, -2] = tokens
+        t[self.rank, -1] = samples
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.cpu()
+
+    def _stop_if_not_finite(self, shared: torch.Tensor, step: int) -> None:
+        accum = self.optim.grad_accum
+        bad = (~torch.isfinite(shared[:, :accum])).nonzero()
+        if len(bad):
+            rank, micro = int(bad[0, 0]), int(bad[0, 1])
+            raise NonFiniteError(
+                f"non-finite loss at step {step + 1} on rank {rank}: {float(shared[rank, micro])} "
+                f"(micro-batch {micro}); stopping all {self.world} ranks before the optimizer step"
+            )
 
 
 # ------------------------------------------------------------------------------------ this rank's data

@@ -1,5 +1,9 @@
-"""The one place that talks to DeepSpeed (OpenRLHF-style): partitioned LLM loading, engine building
-and the backward/step that also serves the expert-parallel MoE kept outside the engine.
+"""The training strategies: how the SellerModel, its MoE and their optimizers are laid out, and the
+backward/step over them. `DeepSpeedStrategy` is the job's, and the one place that talks to DeepSpeed
+(OpenRLHF-style): partitioned LLM loading, engine building and the backward/step that also serves
+the expert-parallel MoE kept outside the engine. `TorchStrategy` is plain PyTorch in one process,
+the floor `seller-dist bench` measures DeepSpeed against. Both prepare a `StrategyState`, which
+seller_dist.train.step.TrainStep drives.
 
 Layout (docs/model.md, "DeepSpeed (train/strategy.py)"): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
 trainable modules); the MoE adapter holds only this rank's experts, is NOT a submodule of the
@@ -33,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +49,30 @@ from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
 from seller_dist.strategy_settings import StrategySettings, on_gpu
+
+
+def load_frozen_llm(
+    cfg: ModelConfig, dtype: torch.dtype, storage_cfg: StorageConfig | None = None
+) -> FrozenLLM:
+    """The frozen LLM of `cfg`: bf16 when the strategy trains in bf16, else the config's llm_dtype."""
+    return FrozenLLM.from_pretrained(
+        cfg.llm_path,
+        "bfloat16" if dtype == torch.bfloat16 else cfg.llm_dtype,
+        cfg.llm_cache_dir,
+        storage_cfg,
+        cfg.trust_remote_code,
+        cfg.allow_pickle_weights,
+    )
+
+
+def dense_trainables(model: SellerModel) -> list[torch.nn.Parameter]:
+    """The model's trainable parameters outside the MoE; none (adapter=none) is refused."""
+    params = [p for _, p in model.trainable_named_parameters()]
+    if not params:
+        raise ValueError(
+            "model.adapter=none has no trainable parameters: evaluate it directly instead of training"
+        )
+    return params
 
 
 def node_groups(shard_size: int) -> Any:
@@ -103,8 +132,50 @@ def reshard_frozen(module: torch.nn.Module, group: Any, ds_config: dict[str, Any
                 setattr(sub, n, done[id(p)][1])
 
 
+class StrategyState(ABC):
+    """What a strategy prepares and TrainStep drives: `forward_module` runs the model with this
+    rank's MoE beside it (never inside it: seller_dist.model.seller), so the two are called and
+    switched between training and evaluation together; `backward`, `step` (every micro-batch;
+    the weights move at the accumulation boundary) and `clip_grad_norm` (dense and expert gradients
+    together) are the strategy's own."""
+
+    moe: MoEAdapter | None
+    grad_accum: int  # micro-batches per optimizer step
+
+    @property
+    @abstractmethod
+    def forward_module(self) -> torch.nn.Module:
+        """The module the forward pass calls: DeepSpeed's engine, or the SellerModel itself."""
+
+    @property
+    @abstractmethod
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the step sets the LR of."""
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def step(self) -> None: ...
+
+    @abstractmethod
+    def clip_grad_norm(self, max_norm: float) -> float: ...
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        # No input casting needed: each module casts float inputs to its own weight dtype. Under
+        # bf16 the LLM loads in bf16 while the dense trainables (built outside zero.Init) stay fp32
+        # and the MoE (outside the engine) stays fp32; soft vectors are cast into the LLM's dtype.
+        return self.forward_module(batch, moe=self.moe)
+
+    def train(self, mode: bool = True) -> None:
+        """Training mode (dropout, routing noise) or, with False, evaluation mode for the model and MoE."""
+        self.forward_module.train(mode)
+        if self.moe is not None:
+            self.moe.train(mode)
+
+
 @dataclass
-class TrainState:
+class TrainState(StrategyState):
     engine: Any  # deepspeed.DeepSpeedEngine wrapping the SellerModel
     moe: MoEAdapter | None
     moe_optimizer: torch.optim.Optimizer | None
@@ -115,11 +186,19 @@ class TrainState:
     def model(self) -> SellerModel:
         return self.engine.module
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        # No input casting needed: each module casts float inputs to its own weight dtype. Under
-        # bf16 the LLM loads in bf16 while the dense trainables (built outside zero.Init) stay fp32
-        # and the MoE (outside the engine) stays fp32; soft vectors are cast into the LLM's dtype.
-        return self.engine(batch, moe=self.moe)
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.engine
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The engine's (dense trainables) and the experts'."""
+        return [self.engine.optimizer] + ([self.moe_optimizer] if self.moe_optimizer is not None else [])
+
+    @property
+    def grad_accum(self) -> int:
+        """As the engine was configured."""
+        return int(self.engine.gradient_accumulation_steps())
 
     def backward(self, loss: torch.Tensor) -> None:
         """engine.backward (scales by 1/gradient_accumulation_steps, so MoE grads accumulate the
@@ -222,15 +301,7 @@ class DeepSpeedStrategy:
         deepspeed.init_distributed(dist_backend=backend)
 
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
-        dtype = "bfloat16" if self.dtype == torch.bfloat16 else cfg.llm_dtype
-        llm = FrozenLLM.from_pretrained(
-            cfg.llm_path,
-            dtype,
-            cfg.llm_cache_dir,
-            storage_cfg,
-            cfg.trust_remote_code,
-            cfg.allow_pickle_weights,
-        )
+        llm = load_frozen_llm(cfg, self.dtype, storage_cfg)
         if self.llm_layout == "node":
             import torch.distributed as dist
 
@@ -263,11 +334,7 @@ class DeepSpeedStrategy:
 
         groups = ExpertParallelGroups.create(model.cfg.ep_size)
         moe = model.make_moe(groups) if model.cfg.adapter == "moe" else None
-        params = [p for _, p in model.trainable_named_parameters()]
-        if not params:
-            raise ValueError(
-                "model.adapter=none has no trainable parameters: evaluate it directly instead of training"
-            )
+        params = dense_trainables(model)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
         if self._resharded:
             # DeepSpeed partitions a model's not-yet-ZeRO parameters with the partitioner of its first
@@ -287,3 +354,99 @@ class DeepSpeedStrategy:
                 moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
             )
         return TrainState(engine, moe, moe_opt, groups, self.dtype)
+
+
+@dataclass
+class TorchTrainState(StrategyState):
+    """TorchStrategy's state: the SellerModel (the frozen LLM inside it), its MoE and one AdamW.
+    `step()` is called every micro-batch, as DeepSpeed's engine wants it; the weights move at every
+    `grad_accum`-th call, and backward scales the loss by 1/grad_accum as the engine does, so the
+    accumulated gradient is the mean's."""
+
+    model: SellerModel
+    moe: MoEAdapter | None
+    optimizer: torch.optim.Optimizer
+    grad_accum: int
+    dtype: torch.dtype
+    micro_steps: int = 0
+
+    @property
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> None:
+        self.micro_steps += 1
+        if self.micro_steps % self.grad_accum == 0:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Clip every trainable's gradient (dense and experts together) to `max_norm`; the norm before."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+class TorchStrategy:
+    def __init__(self, settings: StrategySettings):
+        """Plain PyTorch in one process, the floor DeepSpeed is measured against (`seller-dist
+        bench`): the frozen LLM whole on this process's device inside the SellerModel, the MoE with
+        every expert beside it, one AdamW over all trainables (fused on a GPU); no DeepSpeed, no
+        process group. Of `settings` it reads grad_accum, bf16 and use_gpu; the ZeRO-3 ones
+        (llm_layout, persistence, `deepspeed`) have nothing to act on in one process, and those it
+        cannot honour (more than one rank, offloading, DeepCompile) are refused."""
+        refused = {
+            f"world_size={settings.world_size}": settings.world_size != 1,
+            "offload_params": settings.offload_params,
+            "deepcompile": settings.deepcompile,
+        }
+        if any(refused.values()):
+            raise ValueError(
+                f"TorchStrategy trains in one process without DeepSpeed: "
+                f"{', '.join(k for k, v in refused.items() if v)} needs DeepSpeedStrategy"
+            )
+        self.settings = settings
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.settings.bf16 else torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if self.settings.use_gpu
+            else torch.device("cpu")
+        )
+
+    @property
+    def registers_llm(self) -> bool:
+        """The LLM is a submodule of the SellerModel: nothing partitions it here."""
+        return True
+
+    def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
+        return load_frozen_llm(cfg, self.dtype, storage_cfg).to(self.device)
+
+    def prepare(
+        self,
+        model: SellerModel,
+        lr: float,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> TorchTrainState:
+        """The model on the device, its MoE (every expert: model.ep_size must be 1) and one AdamW over
+        both. Seed before building the model: the MoE is initialised here, after it."""
+        model.to(self.device)
+        moe = model.make_moe().to(self.device) if model.cfg.adapter == "moe" else None
+        params = dense_trainables(model) + (list(moe.parameters()) if moe is not None else [])
+        optimizer = torch.optim.AdamW(
+            params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, fused=self.device.type == "cuda"
+        )
+        return TorchTrainState(model, moe, optimizer, self.settings.grad_accum, self.dtype)

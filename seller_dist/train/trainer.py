@@ -1,5 +1,6 @@
-"""One rank's training: `Trainer.train_step` is a whole optimizer step; `fit` runs the loop, with
-logging, validation and checkpointing apart from the step.
+"""One rank's training: `Trainer.train_step` is a whole optimizer step (a TrainStep over this rank's
+state, stream and timer); `fit` runs the loop, with logging, validation and checkpointing apart from
+the step.
 
 Every rank runs the same code (Ray Train calls seller_dist.train.worker.ray_train_loop; tests call
 `train_worker` in spawned processes). `Trainer(cfg)` builds this rank's stream, the frozen LLM
@@ -7,29 +8,17 @@ Every rank runs the same code (Ray Train calls seller_dist.train.worker.ray_trai
 engine for the dense trainables, a torch AdamW for this rank's experts), then resumes from the
 newest committed checkpoint of the run if there is one.
 
-Why the step looks the way it does:
-- Determinism across a restart: dropout and routing noise are seeded per (seed, step, micro-batch,
-  rank), the LR is a pure function of the step, and the data cursor is exact, so a resumed run
-  continues with the very numbers an uninterrupted run would have used.
-- Non-finite values: each micro-batch's loss stays on the device; at the accumulation boundary ONE
-  all-reduce shares every rank's losses and token counts, and the host checks them before the
-  gradient norm and the optimizer step. A NaN on any rank therefore stops every rank at the same
-  point, before any weight moves, without a host sync per micro-batch.
-- Stream pad rows (a rank's range topped up to equal length) get labels -100, so they add nothing to
-  the language-model loss; they still pass through the router, so the MoE aux loss and expert load
-  include them (at most world_size - 1 rows per epoch).
-- What a checkpoint holds is the registry in seller_dist.train.checkpoint_state; resume looks up
-  the newest COMMITTED checkpoint itself (not Ray's bookkeeping), so a restarted driver with the
-  same run name continues exactly.
+Why the step looks the way it does (determinism across a restart, non-finite values stopping every
+rank at once, stream pad rows): seller_dist.train.step, where `TrainStep` is written. What a
+checkpoint holds is the registry in seller_dist.train.checkpoint_state; resume looks up the newest
+COMMITTED checkpoint itself (not Ray's bookkeeping), so a restarted driver with the same run name
+continues exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,32 +31,7 @@ from seller_dist.train import checkpoint as ck
 from seller_dist.train import warm_start
 from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks
 from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
-from seller_dist.train.step import (
-    NonFiniteError,
-    WorkerResult,
-    lr_at,
-    model_inputs,
-    rank_data,
-    setup_rank_env,
-    step_seed,
-)
-
-
-@dataclass
-class StepStats:
-    """One optimizer step, every rank's numbers combined."""
-
-    loss: float  # mean over ranks and micro-batches
-    aux_loss: float
-    grad_norm: float  # global: dense + every expert, before clipping
-    lr: float
-    tokens: int  # LLM tokens of real (non-pad) rows, all ranks
-    samples: int
-    seconds: float
-    data_wait: float  # of which this rank waited for batches
-    own_tokens: int = 0  # this rank's
-    own_samples: int = 0
-    expert_load: torch.Tensor | None = field(default=None, repr=False)  # this rank's, on the device
+from seller_dist.train.step import StepStats, TrainStep, WorkerResult, model_inputs, rank_data, setup_rank_env
 
 
 class EngineCheckpoint:
@@ -122,7 +86,7 @@ class Trainer:
         from seller_dist.data.prefetch import Prefetcher
         from seller_dist.model.seller import SellerModel
         from seller_dist.model.vocab import ModelVocab
-        from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter
+        from seller_dist.train.metrics import MetricsLogger, NullStepTimer, ThroughputMeter, parameter_counts
         from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
         cfg.validate()
@@ -189,9 +153,6 @@ class Trainer:
         self.state = strategy.prepare(
             model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps
         )
-        self.optimizers = [self.state.engine.optimizer] + (
-            [self.state.moe_optimizer] if self.state.moe_optimizer else []
-        )
         if warm is not None:
             warm_start.load_moe(self.state.moe, warm)
             if self.rank == 0:
@@ -208,106 +169,24 @@ class Trainer:
             self.restore(latest)
 
         # ---- metrics
-        frozen_n = sum(getattr(p, "ds_numel", p.numel()) for p in llm.parameters())
-        trainable_n = sum(getattr(p, "ds_numel", p.numel()) for _, p in model.trainable_named_parameters())
-        if self.state.moe is not None:
-            trainable_n += sum(p.numel() for p in self.state.moe.parameters()) * cfg.model.ep_size
+        frozen_n, trainable_n = parameter_counts(model, self.state.moe)
         self.timer = timer if timer is not None else NullStepTimer()
         self.timer.set_model_size(frozen_n, trainable_n)
         self.meter = ThroughputMeter(frozen_n, trainable_n, cfg.logging.peak_tflops, num_devices=self.world)
         self.logger = MetricsLogger(cfg.logging, cfg.run_name, to_dict(cfg), self.rank, report)
+        self.train_step = TrainStep(
+            self.state, cfg.optim, cfg.max_steps, cfg.seed, self.batches, self.device,
+            self.rank, self.world, self.timer, self.callbacks,
+        )  # fmt: skip
         self._window: list[StepStats] = []
         self._valid_logged: int | None = None
-
-    # ------------------------------------------------------------------------------ the step
-    def train_step(self, step: int) -> StepStats:
-        """Optimizer step `step` (0-based): grad_accum micro-batches, one exchange, clip, step."""
-        cfg, state, timer = self.cfg, self.state, self.timer
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg.optim, cfg.max_steps)
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        accum = cfg.optim.grad_accum
-        losses = torch.zeros(accum, 2, dtype=torch.float64, device=self.device)  # [loss, aux] per micro
-        wait, tokens, samples, expert_load = 0.0, 0, 0, None
-        for micro in range(accum):
-            tw = time.perf_counter()
-            with timer.phase("data_wait"):
-                batch = next(self.batches)
-            wait += time.perf_counter() - tw
-            real = ~batch["pad"]
-            tokens += int(batch["attention_mask"][real].sum())
-            samples += int(real.sum())
-            inputs = model_inputs(batch, self.device)
-            self.callbacks.before_forward(inputs, self.rank, step + 1)
-            torch.manual_seed(step_seed(cfg.seed, step, micro, self.rank))
-            with timer.phase("forward"):
-                out = state.forward(inputs)
-            losses[micro, 0], losses[micro, 1] = out["loss"].detach(), out["aux_loss"]
-            with timer.phase("backward"):
-                state.backward(out["loss"])
-            load = out["expert_load"].float()
-            expert_load = load if expert_load is None else expert_load + load
-            if micro < accum - 1:
-                state.step()  # DeepSpeed's micro-step bookkeeping; no weight moves before the boundary
-        with timer.phase("optimizer"):
-            shared = self._exchange(losses, tokens, samples)  # the step's one host sync
-            self._stop_if_not_finite(shared, step)
-            grad_norm = state.clip_grad_norm(self._max_norm)  # global: dense + every expert
-            if not math.isfinite(grad_norm):
-                raise NonFiniteError(
-                    f"non-finite gradient norm at step {step + 1}: {grad_norm} (all ranks' gradients "
-                    "combined); stopping all ranks before the optimizer step"
-                )
-            state.step()
-        return StepStats(
-            loss=float(shared[:, :accum].mean()),
-            aux_loss=float(shared[:, accum : 2 * accum].mean()),
-            grad_norm=grad_norm,
-            lr=lr,
-            tokens=int(shared[:, -2].sum()),
-            samples=int(shared[:, -1].sum()),
-            seconds=time.perf_counter() - t0,
-            data_wait=wait,
-            own_tokens=tokens,
-            own_samples=samples,
-            expert_load=expert_load,
-        )
-
-    @property
-    def _max_norm(self) -> float:
-        return self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-
-    def _exchange(self, losses: torch.Tensor, tokens: int, samples: int) -> torch.Tensor:
-        """[world, 2 * accum + 2] on the host: every rank's losses, aux losses, tokens, samples."""
-        accum = losses.shape[0]
-        t = torch.zeros(self.world, 2 * accum + 2, dtype=torch.float64, device=self.device)
-        t[self.rank, : 2 * accum] = losses.t().reshape(-1)
-        t[self.rank, -2] = tokens
-        t[self.rank, -1] = samples
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t.cpu()
-
-    def _stop_if_not_finite(self, shared: torch.Tensor, step: int) -> None:
-        accum = self.cfg.optim.grad_accum
-        bad = (~torch.isfinite(shared[:, :accum])).nonzero()
-        if len(bad):
-            rank, micro = int(bad[0, 0]), int(bad[0, 1])
-            raise NonFiniteError(
-                f"non-finite loss at step {step + 1} on rank {rank}: {float(shared[rank, micro])} "
-                f"(micro-batch {micro}); stopping all {self.world} ranks before the optimizer step"
-            )
 
     # ------------------------------------------------------------------------------ the loop
     def fit(self, keep_trainable: bool = False) -> WorkerResult:
         """Run the remaining steps to `max_steps`; `keep_trainable`: also return the full trainable
         weights (tests compare runs with them)."""
         cfg = self.cfg
-        self.state.engine.train()
-        if self.state.moe is not None:
-            self.state.moe.train()
+        self.state.train()
         try:
             for step in range(self.result.step, cfg.max_steps):
                 self.timer.step_begin()
@@ -336,14 +215,10 @@ class Trainer:
     def validate(self, done: int) -> float:
         """Validation loss after step `done`; the models go back to training mode after."""
         assert self.validator is not None
-        self.state.engine.eval()
-        if self.state.moe is not None:
-            self.state.moe.eval()
+        self.state.train(False)
         with torch.no_grad():
             loss = self.validator.loss(self.state.forward, model_inputs, self.device)
-        self.state.engine.train()
-        if self.state.moe is not None:
-            self.state.moe.train()
+        self.state.train()
         self.progress.valid_loss, self.progress.valid_step = loss, done
         self.result.valid_losses[done] = loss
         return loss

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import time
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from seller_dist.config import LoggingConfig
 from seller_dist.redact import REDACTED
@@ -16,6 +18,8 @@ from seller_dist.train.metrics import (
     ThroughputMeter,
     flops_per_step,
     format_duration,
+    mfu,
+    parameter_counts,
     progress_line,
 )
 
@@ -24,6 +28,37 @@ def test_flops_follow_4n_frozen_6n_trainable():
     assert flops_per_step(
         frozen_params=1_000_000, trainable_params=10_000, llm_tokens=300, trainable_tokens=8
     ) == (4 * 1_000_000 * 300 + 6 * 10_000 * 8)
+
+
+def test_mfu_is_the_achieved_flops_over_the_devices_peak():
+    # 4 x 1e9 x 1000 + 6 x 1e6 x 10 = 4.00006e12 FLOPs in 4 s = 1.000015e12 FLOP/s, against two
+    # devices of 0.5 TFLOP/s: 1.000015
+    flops = flops_per_step(frozen_params=1e9, trainable_params=1e6, llm_tokens=1000, trainable_tokens=10)
+    assert flops == 4.00006e12
+    assert mfu(flops, seconds=4.0, peak_tflops=0.5, num_devices=2) == pytest.approx(1.000015)
+    assert mfu(flops, seconds=4.0, peak_tflops=0.5) == pytest.approx(2.00003)
+
+
+def test_parameter_counts_take_partitioned_sizes_and_every_experts_copy():
+    class Partitioned(torch.nn.Parameter):  # a ZeRO-3 parameter: 0 elements here, ds_numel whole
+        ds_numel = 300
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.llm = torch.nn.Linear(10, 10)  # 110 frozen parameters
+            self.dense = torch.nn.Linear(4, 2)  # 10 trainable
+            self.cfg = types.SimpleNamespace(ep_size=2)
+
+        def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+            return [("dense.weight", self.dense.weight), ("dense.bias", self.dense.bias)]
+
+    model = Model()
+    moe = torch.nn.Linear(3, 2)  # this rank's 8 expert parameters; ep_size 2 ranks hold the rest
+    assert parameter_counts(model, moe) == (110, 10 + 8 * 2)
+    assert parameter_counts(model, None) == (110, 10)
+    model.llm.weight = Partitioned(torch.empty(0))
+    assert parameter_counts(model, None) == (300 + 10, 10)
 
 
 def test_throughput_window_rates_and_mfu():
