@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -17,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CONSOLE_TAGS = ("[train]", "[eval]")  # worker lines a person sees (rank 0's progress and stage lines)
-VERBOSE_HELP = "show Ray's and DeepSpeed's own output on the console (otherwise in the run's log file)"
 # the prefix Ray puts on every line it forwards from a worker or actor: "(RayTrainWorker pid=7681) ",
 # "(pid=7681, ip=10.0.0.2) ", "(raylet) ", "(autoscaler +2s) ", colored unless RAY_COLOR_PREFIX=0
 _RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\(([^()\n]*)\)(?:\x1b\[[0-9;]*m)? ?")
@@ -174,11 +172,6 @@ def quiet_console(log_path: str | os.PathLike) -> Iterator[Path]:
                 console.close()
                 console_err.close()
             log.close()
-
-
-def wants_quiet(args: argparse.Namespace) -> bool:
-    """A command's console is quiet unless its own `--verbose` (show_all) or the global one is given."""
-    return not (getattr(args, "show_all", False) or getattr(args, "verbose", False))
 
 
 @contextlib.contextmanager

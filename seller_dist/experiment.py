@@ -32,7 +32,6 @@ recorded for each seed (`reused_from`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -48,7 +47,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
-from seller_dist.config_loader import ConfigError, add_override_argument, load_config, to_dict
+from seller_dist.config_loader import ConfigError, load_config, to_dict
 from seller_dist.eval.report import markdown_table
 from seller_dist.version import code_version, provenance
 
@@ -629,8 +628,20 @@ def run_experiment(
     systems: list[str] | None = None,
     seeds: list[int] | None = None,
     table_only: bool = False,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run the grid (or with table_only, only collect the finished cells); returns results.json's dict."""
+    """Run the grid (or with table_only, only collect the finished cells); returns results.json's dict.
+    `quiet`: Ray's, DeepSpeed's and the libraries' own output goes to `<out>/experiment.log`, not the
+    console (table_only runs nothing, so it stays as it is)."""
+    from seller_dist.console import local_log_path, stage_console
+
+    with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet and not table_only):
+        return _run_grid(cfg, systems, seeds, table_only)
+
+
+def _run_grid(
+    cfg: ExperimentConfig, systems: list[str] | None, seeds: list[int] | None, table_only: bool
+) -> dict[str, Any]:
     t0 = time.monotonic()
     cells = grid(cfg, systems, seeds)
     stages_url = storage.join(cfg.out, STAGES_FILE)
@@ -676,34 +687,3 @@ def run_experiment(
         f"[experiment] {len(records)}/{len(cells)} cells -> {storage.join(cfg.out, RESULTS_MD)}", flush=True
     )
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
-    add_override_argument(p, "--set budget.max_steps=200 --set seeds=[0,1,2] --set out=outputs/exp1")
-    p.add_argument("--systems", default="", help="comma-separated: run only these systems of the config")
-    p.add_argument("--seeds", default="", help="comma-separated: run only these seeds of the config")
-    p.add_argument(
-        "--table-only",
-        action="store_true",
-        help="run nothing: rewrite results.json/md from the finished cells",
-    )
-    from seller_dist.console import VERBOSE_HELP
-
-    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
-    from seller_dist.console import local_log_path, stage_console, wants_quiet
-
-    quiet = wants_quiet(args) and not args.table_only  # --table-only runs nothing
-    with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet):
-        results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
-    print(markdown(results))
-    return 0

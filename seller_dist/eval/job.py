@@ -15,7 +15,6 @@ Order, and why:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import logging
@@ -26,7 +25,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config_loader import ConfigError, _coerce, add_override_argument, load_config
+from seller_dist.config_loader import ConfigError, _coerce
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
@@ -305,27 +304,3 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
     paths = write_report(results, cfg.out, storage_cfg=cfg.storage)
     print(f"[eval] report: {paths.get('markdown')}", flush=True)
     return results
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint", default=None, help=f"checkpoint / checkpoints folder / export / {ZERO_SHOT}"
-    )
-    p.add_argument("--data", default=None, help="dataset root (the folder holding manifest.json)")
-    p.add_argument("--out", default=None, help="output folder for generations.jsonl and the report")
-    p.add_argument("--config", default=None, help="eval YAML (EvalConfig); flags and --set override it")
-    add_override_argument(p, "--set workers.num_workers=4 --set generation.do_sample=true")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    for key in ("checkpoint", "data", "out"):
-        if getattr(args, key):
-            overrides.append(f"{key}={getattr(args, key)}")
-    cfg = load_config(EvalConfig, args.config, overrides)
-    results = evaluate(cfg)
-    from seller_dist.eval.report import markdown
-
-    print(markdown(results))
-    return 0

@@ -14,7 +14,7 @@ the same run name, or Ray's restart after a lost worker, continues from the same
 Console: `seller-dist train` shows the stage lines and rank 0's progress line per logging interval;
 Ray's, DeepSpeed's and the workers' other output goes to `<storage_path>/<run_name>/train.log`
 (`outputs/logs/<run_name>-train.log` here when the storage is an object store); `--verbose` shows it
-on the console instead (seller_dist/cli.py, `quiet_console`).
+on the console instead (seller_dist/console.py, `quiet_console`).
 
 Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`), else a local Ray on
 127.0.0.1 started here (dashboard off: its job API runs code).
@@ -22,7 +22,6 @@ Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`),
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import TrainConfig
-from seller_dist.config_loader import add_override_argument, load_config, to_dict
+from seller_dist.config_loader import to_dict
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import PreflightResult, preflight
 
@@ -176,20 +175,3 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainOutcome:
     if latest is None:
         raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
     return TrainOutcome(pre, result, latest)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
-    add_override_argument(p, "--set max_steps=200 --set data.manifest=s3://b/data")
-    from seller_dist.console import VERBOSE_HELP
-
-    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
-    from seller_dist.console import wants_quiet
-
-    train(cfg, quiet=wants_quiet(args))
-    return 0

@@ -1,4 +1,4 @@
-"""The console a person reads (seller_dist/cli.py, `quiet_console`): our stage and progress lines on
+"""The console a person reads (seller_dist/console.py, `quiet_console`): our stage and progress lines on
 the console, Ray's and DeepSpeed's own output in the log file. `seller-dist train` and `demo` run
 inside it unless `--verbose`."""
 

@@ -123,9 +123,7 @@ def test_text_side_by_side_gives_each_systems_mean_and_std_over_seeds(tmp_path: 
 def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> None:
     """`seller-dist demo` writes demo.json (every evaluated run's report and the provenance); the
     `demo` table is `seller-dist report`'s table of those reports, cut to the rows asked for."""
-    import argparse
-
-    from seller_dist.demo import demo_artifact
+    from seller_dist.demo import DemoOptions, demo_artifact
     from seller_dist.eval.report import comparison_table
 
     def report(system: str, bleu4: float, cites: float) -> dict:
@@ -143,8 +141,7 @@ def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> No
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(json.dumps(report(name, bleu4, cites)))
         folders.append(str(folder))
-    args = argparse.Namespace(llm="smollm2", train_steps=40, eval_limit=4)
-    art = demo_artifact(args, folders)
+    art = demo_artifact(DemoOptions(llm="smollm2", train_steps=40, eval_limit=4), folders)
     assert art["provenance"]["command"] and [r["label"] for r in art["runs"]] == ["seller", "bag"]
     text_md = _doc(tmp_path, art | {"kind": "demo"}, "demo").read_text()
     assert "LLM `smollm2`, 40 training steps per system, 4 test examples." in text_md

@@ -70,7 +70,7 @@ def test_a_copy_without_git_records_the_stated_commit_unchecked(tmp_path: Path, 
 def test_command_line_as_typed() -> None:
     root = version.REPO_ROOT
     assert (
-        version.command_line([str(root / "seller_dist" / "cli.py"), "bench", "data"])
+        version.command_line([str(root / "seller_dist" / "cli" / "__main__.py"), "bench", "data"])
         == "seller-dist bench data"
     )
     assert version.command_line(["/usr/local/bin/seller-dist", "bench", "eval", "--out", "a b.json"]) == (
