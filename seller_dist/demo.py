@@ -164,24 +164,16 @@ def train_overrides(opts: DemoOptions, data_url: str, llm_dir: str, name: str, e
     ]
 
 
-def train_system(opts: DemoOptions, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
-    """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
-    from seller_dist.config import TrainConfig
-    from seller_dist.train.driver import default_config_path, train
-
-    overrides = train_overrides(opts, data_url, llm_dir, name, encoder)
-    return train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
-
-
 def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
     """Stages 3-8: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
     export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
     workers each; score the oracles; print the side-by-side table."""
-    from seller_dist.config import EvalConfig
+    from seller_dist.config import EvalConfig, TrainConfig
     from seller_dist.eval.job import ZERO_SHOT, evaluate
     from seller_dist.eval.oracles import run_oracles
     from seller_dist.eval.report import comparison_table
     from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
+    from seller_dist.train.driver import default_config_path, train
     from seller_dist.train.export import export
 
     if opts.llm == "smollm2":
@@ -200,7 +192,8 @@ def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
             f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, "
             f"{'the LLM replicated' if opts.llm == 'smollm2' else 'ZeRO-3'}, ep_size 2, {opts.train_steps} steps"
         )
-        checkpoints[name] = train_system(opts, data_url, llm_dir, name, encoder)
+        overrides = train_overrides(opts, data_url, llm_dir, name, encoder)
+        checkpoints[name] = train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
         print(f"[demo]     committed checkpoint {checkpoints[name]}")
     out_dir = Path(opts.out) / "export"
     export(checkpoints["seller"], out_dir)

@@ -206,14 +206,6 @@ def fingerprint(
 
 
 # ------------------------------------------------------------------------------ train and evaluate
-def _train(tcfg: TrainConfig) -> tuple[str, int]:
-    """Run the training job (as `seller-dist train` does); (checkpoints folder, newest step)."""
-    from seller_dist.train.driver import train
-
-    out = train(tcfg)
-    return out.preflight.checkpoints_root, out.checkpoint.step
-
-
 _ENCODERS: dict[tuple[str, str], Any] = {}
 
 
@@ -308,7 +300,9 @@ def run_cell(
                 train_url, {"fingerprint": fp, "finished": False, "started": _now()}, cfg.storage
             )
             t0 = time.monotonic()
-            _, step = _train(tcfg)
+            from seller_dist.train.driver import train
+
+            step = train(tcfg).checkpoint.step
             train_seconds = time.monotonic() - t0
             if step != cfg.budget.max_steps:
                 raise RuntimeError(

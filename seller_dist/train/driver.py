@@ -139,7 +139,7 @@ def log_path(cfg: TrainConfig) -> str:
 
 
 @dataclass
-class TrainOutcome:
+class TrainResult:
     """What a training job leaves: its preflight, Ray's Result and the newest committed checkpoint."""
 
     preflight: PreflightResult
@@ -147,9 +147,10 @@ class TrainOutcome:
     checkpoint: ck.Checkpoint
 
 
-def train(cfg: TrainConfig, quiet: bool = False) -> TrainOutcome:
-    """Preflight (raises ConfigError), then fit, then the newest committed checkpoint (a job that left
-    none raises). `quiet`: after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`,
+def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
+    """Train to a checkpoint: preflight (raises ConfigError), fit, then find the newest committed
+    checkpoint (a job that left none raises): what `seller-dist train`, the demo and the experiment
+    run. `quiet`: after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`,
     not the console."""
     absolutize_local_paths(cfg)
     pre = preflight(cfg)
@@ -174,4 +175,4 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainOutcome:
     )
     if latest is None:
         raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
-    return TrainOutcome(pre, result, latest)
+    return TrainResult(pre, result, latest)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from seller_dist import experiment as ex
 from seller_dist.bench import tables
 from seller_dist.config import ExperimentConfig
 from seller_dist.config_loader import load_config
+from seller_dist.train import driver
 
 ARTIFACTS = sorted((tables.REPO / "docs" / "bench").glob("*.json"))
 
@@ -63,7 +65,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
     (what a later grid on a real LLM publishes), becomes the block results.md shows."""
 
     def train(tcfg):
-        return f"{tcfg.storage_path}/{tcfg.run_name}/checkpoints", tcfg.max_steps
+        return SimpleNamespace(checkpoint=SimpleNamespace(step=tcfg.max_steps))  # a TrainResult, as used
 
     def evaluate(ecfg):
         score = {"llm-a": 0.25, "llm-b": 0.75}[ecfg.system] + ecfg.generation.seed / 100
@@ -71,7 +73,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
         metrics["retrieval"] = {"generated": {"ndcg@5": {"mean": 2 * score, "std": 0.0}}}
         return {"num_examples": 3, "run_config": {"step": 5}, **metrics}
 
-    monkeypatch.setattr(ex, "_train", train)
+    monkeypatch.setattr(driver, "train", train)
     monkeypatch.setattr(ex, "_evaluate", evaluate)
     data = tmp_path / "data"
     data.mkdir()
