@@ -30,7 +30,7 @@ from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
 from seller_dist.train.checkpoint import CheckpointError
-from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
+from seller_dist.train.export import TrainedWeights, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -74,34 +74,26 @@ def expected_model_mismatches(model: ModelConfig, expect: dict[str, Any]) -> lis
 
 
 def check_fits(trained: TrainedWeights, llm_path: str, storage_cfg: Any) -> None:
-    """Every trained tensor has the name and shape the model config + LLM want (built on the meta
-    device: no memory, no LLM weights read)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Every trained tensor has the name and shape the model config + LLM want (only the LLM's
+    config.json is read: seller_dist.train.weights_fit)."""
+    from transformers import AutoConfig
 
-    from seller_dist.model.llm import FrozenLLM, resolve_llm_path
-    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.llm import resolve_llm_path
     from seller_dist.model.vocab import ModelVocab
+    from seller_dist.train.weights_fit import expected_shapes, misfit
 
     m = trained.model
-    local = resolve_llm_path(llm_path, m.llm_cache_dir, storage_cfg)
-    with torch.device("meta"):
-        llm = FrozenLLM(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(local)), 0, None)
-        model = SellerModel(m, ModelVocab(**trained.vocab), llm)
-        want = {n: tuple(p.shape) for n, p in model.trainable_named_parameters()}
-        if m.adapter == "moe":
-            want.update({MOE_PREFIX + k: tuple(v.shape) for k, v in model.make_moe().state_dict().items()})
-    have = {k: tuple(v.shape) for k, v in trained.weights.items()}
-    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
-    if missing or unexpected or wrong:
+    llm_config = AutoConfig.from_pretrained(resolve_llm_path(llm_path, m.llm_cache_dir, storage_cfg))
+    want, _ = expected_shapes(m, ModelVocab(**trained.vocab), int(llm_config.hidden_size))
+    found = misfit(want, trained.weights)
+    if found:
+        missing, unexpected, wrong = sorted(found.missing), found.unexpected, sorted(found.wrong)
+        have = {k: list(trained.weights[k].shape) for k in wrong[:3]}
         details = [
             f"missing {missing[:3]}" if missing else "",
             f"unexpected {unexpected[:3]}" if unexpected else "",
         ]
-        details += [
-            f"{k} is {list(have[k])} in the checkpoint, the model wants {list(want[k])}" for k in wrong[:3]
-        ]
+        details += [f"{k} is {have[k]} in the checkpoint, the model wants {list(want[k])}" for k in wrong[:3]]
         raise EvalPreflightError(
             f"checkpoint {trained.source} does not fit its model config with LLM {llm_path}: "
             + "; ".join(d for d in details if d)
