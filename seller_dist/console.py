@@ -1,11 +1,13 @@
 """What a person sees of a job: stage lines and our workers' progress lines on the console, the rest
 (Ray's and DeepSpeed's own output, library warnings) in the run's log file; `--verbose` shows it all.
+`stage_console` is what train, demo and experiment run inside.
 
-Through `logging`: a job's stage lines are INFO records of its module's `stage_log` (shown as they
-are on stdout), every other record goes to stderr with time, level and logger (`setup_logging`).
-`stage_console` is what train, demo and experiment run inside: it also moves what logging cannot
-reach (C-level output, child processes, the lines Ray's log monitor prints for its workers) into the
-run's log file, keeping our workers' `[train]`/`[eval]` lines on the console (`console_line`).
+Why more than logging (seller_dist/logs.py): what must stay off the console never passes through
+this process's loggers. C-level output (DeepSpeed's op builds, gloo, a local Ray's processes) is
+written to file descriptors 1 and 2; a library prints at import (transformers' "[INFO] Running in
+WANDB offline mode"); and Ray's log monitor prints every line of every worker, ours and its own
+(Ray Train's controller, the raylet), to sys.stdout/sys.stderr with a "(... pid=N)" prefix, with no
+public per-line hook (`log_to_driver=False` would drop our workers' progress lines too).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # every record but a stage line
-_STAGE = "stage_line"  # the attribute that marks a stage line's record
+from seller_dist.logs import stage_log
+
 CONSOLE_TAGS = ("[train]", "[eval]")  # worker lines a person sees (rank 0's progress and stage lines)
 # the prefix Ray puts on every line it forwards from a worker or actor: "(RayTrainWorker pid=7681) ",
 # "(pid=7681, ip=10.0.0.2) ", "(raylet) ", "(autoscaler +2s) ", colored unless RAY_COLOR_PREFIX=0
@@ -29,46 +31,6 @@ _RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\(([^()\n]*)\)(?:\x1b\[[0-9;]*m)?
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # a library's own tagged print on the driver, e.g. transformers' "[INFO] Running in WANDB offline mode"
 _LIBRARY_TAG = re.compile(r"^\[(?:INFO|WARNING|WARN|DEBUG)\] ")
-
-
-def stage_log(name: str) -> logging.LoggerAdapter:
-    """The logger of a job's stage lines (`[demo] 1/8 ...`): INFO records of the logger `name` that
-    the console shows as they are, on stdout."""
-    return logging.LoggerAdapter(logging.getLogger(name), {_STAGE: True})
-
-
-def _is_stage(record: logging.LogRecord) -> bool:
-    return bool(getattr(record, _STAGE, False))
-
-
-class _StageHandler(logging.StreamHandler):
-    """Stage lines as they are, on whatever sys.stdout is when they are logged (a quiet console's
-    router, a test's capture)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-        self.addFilter(_is_stage)
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout  # under the handler's lock
-        super().emit(record)
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """A command's console: its stage lines on stdout (`stage_log`); every other record at INFO
-    (DEBUG when `verbose`) on stderr as LOG_FORMAT."""
-    level = logging.DEBUG if verbose else logging.INFO
-    root = logging.getLogger()
-    before = list(root.handlers)
-    logging.basicConfig(level=level, format=LOG_FORMAT)  # a no-op where logging is set up already
-    for handler in root.handlers:
-        if handler not in before:
-            handler.addFilter(lambda record: not _is_stage(record))
-    ours = logging.getLogger("seller_dist")
-    ours.setLevel(level)  # stage lines show even where the root logger is at WARNING
-    if not any(isinstance(h, _StageHandler) for h in ours.handlers):
-        ours.addHandler(_StageHandler())
 
 
 def console_line(line: str) -> str | None:
@@ -133,7 +95,7 @@ class _OwnWarnings(logging.Filter):
 
 
 _quiet_active = False
-stage = stage_log(__name__)
+_stage = stage_log(__name__)
 
 
 def shown_path(path: str | os.PathLike) -> str:
@@ -230,7 +192,7 @@ def stage_console(tag: str, log_path: str | os.PathLike, quiet: bool = True) -> 
         yield None
         return
     with quiet_console(log_path) as path:
-        stage.info(
+        _stage.info(
             "[%s] Ray's and DeepSpeed's own output: %s (--verbose: on the console)", tag, shown_path(path)
         )
         yield path

@@ -26,9 +26,10 @@ from typing import Any, Literal
 from seller_dist import storage
 from seller_dist.config import PrepConfig, StreamConfig
 from seller_dist.config_loader import load_config
-from seller_dist.console import local_log_path, stage_console, stage_log
+from seller_dist.console import local_log_path, stage_console
+from seller_dist.logs import stage_log
 
-stage = stage_log(__name__)  # the demo's stage lines (seller_dist/console.py)
+stage = stage_log(__name__)  # the demo's stage lines (seller_dist/logs.py)
 
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800

@@ -48,8 +48,9 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
 from seller_dist.config_loader import ConfigError, load_config, to_dict
-from seller_dist.console import local_log_path, stage_console, stage_log
+from seller_dist.console import local_log_path, stage_console
 from seller_dist.eval.report import markdown_table
+from seller_dist.logs import stage_log
 from seller_dist.version import code_version, provenance
 
 RESULT_FILE = "result.json"
@@ -58,7 +59,7 @@ STAGES_FILE = "stages.json"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 
-stage = stage_log(__name__)  # the job's stage lines (seller_dist/console.py)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 
 class StaleCellError(ConfigError):

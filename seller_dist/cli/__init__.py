@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(p)
     args = parser.parse_args(argv)
     assert module is not None and args.command == chosen, (args.command, chosen)
-    from seller_dist.console import setup_logging
+    from seller_dist.logs import setup_logging
 
     setup_logging(args.verbose)
     try:

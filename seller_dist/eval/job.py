@@ -26,15 +26,15 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
 from seller_dist.config_loader import ConfigError, _coerce
-from seller_dist.console import stage_log
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
+from seller_dist.logs import stage_log
 from seller_dist.train.checkpoint import CheckpointError
 from seller_dist.train.export import TrainedWeights, load_trained
 
 log = logging.getLogger(__name__)
-stage = stage_log(__name__)  # the job's stage lines (seller_dist/console.py)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 ZERO_SHOT = "zero-shot"
 GENERATIONS_FILE = "generations.jsonl"

@@ -30,12 +30,13 @@ from typing import Any
 from seller_dist import storage
 from seller_dist.config import TrainConfig
 from seller_dist.config_loader import to_dict
-from seller_dist.console import local_log_path, stage_console, stage_log
+from seller_dist.console import local_log_path, stage_console
+from seller_dist.logs import stage_log
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import PreflightResult, preflight
 
 log = logging.getLogger(__name__)
-stage = stage_log(__name__)  # the job's stage lines (seller_dist/console.py)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 
 def default_config_path() -> str:

@@ -182,7 +182,7 @@ def test_stage_lines_show_as_they_are_on_stdout_and_other_records_on_stderr():
     child = textwrap.dedent(
         """
         import logging
-        from seller_dist.console import setup_logging, stage_log
+        from seller_dist.logs import setup_logging, stage_log
 
         setup_logging()
         stage_log("seller_dist.demo").info("[demo] 1/2 a stage line")
