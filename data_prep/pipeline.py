@@ -12,7 +12,6 @@ engine=ray runs the same cutting (data_prep.examples) as a Ray Data job (data_pr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -35,12 +34,11 @@ from data_prep.partitions import (
 )
 from data_prep.publish import REPORT_NAME, CutPhase, finish_manifest, write_items
 from data_prep.ray_pipeline import run_ray
-from data_prep.sources import SOURCE_CLASSES, Source, get_source
+from data_prep.sources import Source, get_source
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.vocab import ParentVocab, parent_of
 from seller_dist import storage
 from seller_dist.config import PrepConfig
-from seller_dist.config_loader import add_override_argument, load_config
 from seller_dist.data import shards
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import SPLITS
@@ -232,25 +230,3 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
         report.total_seen,
     )
     return manifest
-
-
-# -------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Convert raw logs into validated WebDataset shards, an item catalog and a manifest. "
-        f"Sources: {', '.join(SOURCE_CLASSES)} (set with --set source=NAME; inputs, options and the "
-        "variants of each public format read are in docs/sources.md)."
-    )
-    parser.add_argument("--config", help="prep YAML (see seller_dist/configs/prep_synthetic.yaml)")
-    add_override_argument(parser, "--set output=s3://bucket/data --set source_options.num_users=1000")
-
-
-def run(args: argparse.Namespace) -> int:
-    path = args.config
-    if path is None:
-        path = str(DEFAULT_CONFIG)
-    cfg = load_config(PrepConfig, path, args.overrides)
-    manifest = run_prep(cfg)  # PrepError / TooManyBadRecords are UserErrors: the CLI words them
-    counts = ", ".join(f"{s}={manifest['splits'][s]['count']}" for s in SPLITS)
-    print(f"prepared {cfg.output}: {counts}, items={manifest['items']['count']}")
-    return 0

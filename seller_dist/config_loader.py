@@ -171,15 +171,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def add_override_argument(parser: Any, example: str) -> None:
-    """The `--set KEY=VALUE` option every config-driven command takes (repeatable, dotted keys)."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"override a config key (dotted, repeatable), e.g. {example}",
-    )

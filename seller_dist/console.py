@@ -1,11 +1,17 @@
 """What a person sees of a job: stage lines and our workers' progress lines on the console, the rest
 (Ray's and DeepSpeed's own output, library warnings) in the run's log file; `--verbose` shows it all.
 `stage_console` is what train, demo and experiment run inside.
+
+Why more than logging (seller_dist/logs.py): what must stay off the console never passes through
+this process's loggers. C-level output (DeepSpeed's op builds, gloo, a local Ray's processes) is
+written to file descriptors 1 and 2; a library prints at import (transformers' "[INFO] Running in
+WANDB offline mode"); and Ray's log monitor prints every line of every worker, ours and its own
+(Ray Train's controller, the raylet), to sys.stdout/sys.stderr with a "(... pid=N)" prefix, with no
+public per-line hook (`log_to_driver=False` would drop our workers' progress lines too).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -16,8 +22,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from seller_dist.logs import stage_log
+
 CONSOLE_TAGS = ("[train]", "[eval]")  # worker lines a person sees (rank 0's progress and stage lines)
-VERBOSE_HELP = "show Ray's and DeepSpeed's own output on the console (otherwise in the run's log file)"
 # the prefix Ray puts on every line it forwards from a worker or actor: "(RayTrainWorker pid=7681) ",
 # "(pid=7681, ip=10.0.0.2) ", "(raylet) ", "(autoscaler +2s) ", colored unless RAY_COLOR_PREFIX=0
 _RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\(([^()\n]*)\)(?:\x1b\[[0-9;]*m)? ?")
@@ -88,6 +95,7 @@ class _OwnWarnings(logging.Filter):
 
 
 _quiet_active = False
+_stage = stage_log(__name__)
 
 
 def shown_path(path: str | os.PathLike) -> str:
@@ -176,11 +184,6 @@ def quiet_console(log_path: str | os.PathLike) -> Iterator[Path]:
             log.close()
 
 
-def wants_quiet(args: argparse.Namespace) -> bool:
-    """A command's console is quiet unless its own `--verbose` (show_all) or the global one is given."""
-    return not (getattr(args, "show_all", False) or getattr(args, "verbose", False))
-
-
 @contextlib.contextmanager
 def stage_console(tag: str, log_path: str | os.PathLike, quiet: bool = True) -> Iterator[Path | None]:
     """`quiet_console(log_path)` plus the one line that says where the rest of the output goes; a
@@ -189,7 +192,9 @@ def stage_console(tag: str, log_path: str | os.PathLike, quiet: bool = True) -> 
         yield None
         return
     with quiet_console(log_path) as path:
-        print(f"[{tag}] Ray's and DeepSpeed's own output: {shown_path(path)} (--verbose: on the console)")
+        _stage.info(
+            "[%s] Ray's and DeepSpeed's own output: %s (--verbose: on the console)", tag, shown_path(path)
+        )
         yield path
 
 

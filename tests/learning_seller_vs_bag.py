@@ -16,6 +16,7 @@ runs in CI (about 4 minutes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -26,7 +27,6 @@ ENCODERS = {"seller": "transformer", "bag": "bag"}
 
 
 def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str] = ()) -> dict:
-    from seller_dist.cli import main as cli_main
     from seller_dist.config import EvalConfig, GenerationOptions, PrepConfig
     from seller_dist.config_loader import load_config
     from seller_dist.data.split_batches import plan_batches
@@ -43,9 +43,10 @@ def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str
 
         run_prep(load_config(PrepConfig, PREP_SYNTHETIC, [f"output={data}", "overwrite=true"]))
     if not (llm / "config.json").exists():
-        boot = ["bootstrap-llm", "--data", str(data), "--out", str(llm), "--steps", str(boot_steps)]
-        boot += ["--hidden", "128", "--vocab-size", "1000", "--copy-fraction", "1.0", "--max-len", "256"]
-        assert cli_main([*boot, "--seed", str(seed)]) == 0
+        from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
+
+        boot = BootstrapConfig(str(data), str(llm), vocab_size=1000, hidden=128, steps=boot_steps, seed=seed)
+        bootstrap_llm(dataclasses.replace(boot, max_len=256, copy_fraction=1.0))
     tag = f"seed{seed}-steps{steps}"
 
     def train(encoder: str) -> str:

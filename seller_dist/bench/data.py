@@ -32,32 +32,6 @@ from seller_dist.data.shards import Manifest
 from seller_dist.version import provenance
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=1200, help="synthetic users (about 16 train records each)")
-    p.add_argument("--shard-records", type=int, default=2000, help="records per shard")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--shuffle-buffer", type=int, default=256)
-    p.add_argument("--workers", default="1,2", help="comma-separated loader worker counts to measure")
-    p.add_argument("--repeats", type=int, default=3, help="epochs timed per measurement (median reported)")
-    p.add_argument(
-        "--tokenizer",
-        default=None,
-        help="local HF tokenizer dir for the collate runs "
-        "(default: train a small byte-level BPE on the dataset's text)",
-    )
-    p.add_argument(
-        "--length-buckets",
-        type=int,
-        default=64,
-        help="data.length_buckets to compare with 0 in the padding measurement (tokens, not time)",
-    )
-    p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
-    p.add_argument("--work-dir", default=None, help="where to prepare the dataset (default: a temp dir)")
-    p.add_argument(
-        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-data-<UTC time>.json)"
-    )
-
-
 def prepare_dataset(out: str, users: int, shard_records: int) -> dict[str, Any]:
     from data_prep.pipeline import run_prep
     from seller_dist.config import PrepConfig

@@ -32,28 +32,6 @@ from seller_dist.config import GenerationOptions, ModelConfig
 from seller_dist.version import provenance
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="prepared dataset (default: synthetic, prepared in --work)")
-    p.add_argument("--llm", default=None, help="frozen LLM dir (default: a random-weight Llama in --work)")
-    p.add_argument("--checkpoint", default=None, help="trained weights (default: a fresh SELLER init)")
-    p.add_argument("--work", default=".cache/bench", help="where default inputs are prepared and reused")
-    p.add_argument("--users", type=int, default=300)
-    p.add_argument("--llm-hidden", type=int, default=128)
-    p.add_argument("--llm-layers", type=int, default=2)
-    p.add_argument("--examples", type=int, default=64, help="test examples generated per variant")
-    p.add_argument("--batch-sizes", default="1,16", help="comma-separated batch sizes")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=2, help="timed passes per variant (best is kept)")
-    p.add_argument(
-        "--decodes",
-        default="dynamic,static",
-        help="eval.generation.decode values timed as seller (dynamic) and seller_static (static)",
-    )
-    p.add_argument(
-        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-eval-<UTC time>.json)"
-    )
-
-
 def fresh_weights(data: str, llm: str) -> Any:
     """TrainedWeights of a SELLER initialised for the dataset (the demo's model config): speed does
     not depend on what the adapter learned."""

@@ -677,42 +677,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--sizes", default=None, help="comma-separated event counts (default 250000,1000000,4000000)"
-    )
-    p.add_argument("--tiny", action="store_true", help="sizes 2000,8000 and 200 items (tests, smoke runs)")
-    p.add_argument("--engines", default="local,ray", help="comma-separated: local, ray")
-    p.add_argument("--formats", default="csv,parquet", help="comma-separated: csv, parquet")
-    p.add_argument("--users", type=int, default=None, help="users in the log (default: events / 10)")
-    p.add_argument("--items", type=int, default=None, help="items in the catalog (default 5000)")
-    p.add_argument("--files", type=int, default=1, help="split each log into K files (default: ONE big file)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-history", type=int, default=20)
-    p.add_argument(
-        "--ray-address", default=None, help="run engine=ray on this cluster (default: a local Ray)"
-    )
-    p.add_argument(
-        "--set",
-        dest="prep_set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a prep setting for every run (repeatable), e.g. partition_max_events=5000",
-    )
-    p.add_argument(
-        "--baseline-eps", type=float, default=BASELINE_EVENTS_PER_S, help="events/s per CPU baseline"
-    )
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds before one prep run is killed")
-    p.add_argument(
-        "--workdir", default=".cache/bench/prep", help="generated logs (cached), outputs, prep logs"
-    )
-    p.add_argument("--keep-outputs", action="store_true", help="keep each run's prepared dataset")
-    p.add_argument(
-        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-prep-<UTC time>.json)"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     result = run_benchmark(args)
     write_artifact(result, args.out, "bench-prep")

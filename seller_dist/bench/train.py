@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import TrainConfig
-from seller_dist.config_loader import add_override_argument, from_dict, load_config, to_dict
+from seller_dist.config_loader import from_dict, load_config, to_dict
 from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, StepTimer, flops_per_step, mfu
 from seller_dist.version import provenance
 
@@ -57,55 +57,6 @@ if TYPE_CHECKING:
 MODES = ("plain", "deepspeed", "strategy", "ray")
 GPU_LLM = {"llm_hidden": 2048, "llm_layers": 16, "llm_heads": 32, "llm_intermediate": 5632}  # bench.gpu
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
-    add_override_argument(
-        p,
-        "--set data.batch_size=16 (data.manifest / model.llm_path given here are used instead of the prepared ones)",
-    )
-    p.add_argument("--modes", default="plain,deepspeed,ray", help="comma-separated: plain, deepspeed, ray")
-    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (plain runs 1 only)")
-    p.add_argument("--warmup", type=int, default=3, help="steps run before measuring")
-    p.add_argument("--steps", type=int, default=20, help="measured steps")
-    p.add_argument("--repeats", type=int, default=1, help="rounds over all modes (median reported)")
-    p.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-        help="an extra deepspeed run with DeepSpeed config overrides, e.g. "
-        "persist:zero_optimization.stage3_param_persistence_threshold=1000000000",
-    )
-    p.add_argument(
-        "--chip",
-        choices=["h100", "h200", "cpu"],
-        default=None,
-        help="peak for MFU (default: "
-        "h100 on a GPU, else cpu = a measured single-thread fp32 matmul rate per worker)",
-    )
-    p.add_argument(
-        "--peak-tflops", type=float, default=None, help="peak per worker device (overrides --chip)"
-    )
-    p.add_argument("--users", type=int, default=300, help="synthetic users for the prepared dataset")
-    p.add_argument(
-        "--llm-hidden", type=int, default=None, help="hidden size of the frozen LLM (128; --gpu 2048)"
-    )
-    p.add_argument("--llm-layers", type=int, default=None, help="layers of the frozen LLM (2; --gpu 16)")
-    p.add_argument("--llm-heads", type=int, default=None, help="attention heads (hidden / 32; --gpu 32)")
-    p.add_argument("--llm-intermediate", type=int, default=None, help="MLP size (Llama default; --gpu 5632)")
-    p.add_argument(
-        "--gpu",
-        action="store_true",
-        help="one GPU: the real loop (deepspeed) against its step alone (strategy), bf16, ~1B frozen LLM",
-    )
-    p.add_argument("--deepcompile", action="store_true", help="with --gpu: DeepSpeed DeepCompile (zero3)")
-    p.add_argument("--stream-batches", type=int, default=200, help="batches timed for the stream rate")
-    p.add_argument("--work-dir", default="outputs/bench/train", help="dataset, LLM and run folders")
-    p.add_argument(
-        "--out", default=None, help="the JSON artifact (default: outputs/bench/bench-train-<UTC time>.json)"
-    )
 
 
 # ----------------------------------------------------------------------------------- preparation

@@ -8,9 +8,7 @@ and field named, so it doubles as an integrity check after copying a dataset bet
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
 from typing import Any
 
@@ -89,20 +87,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("  sample record (last 3 history events):")
         lines.append("    " + json.dumps(sample, ensure_ascii=False, sort_keys=True)[:1500])
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="dataset root (local path or s3://...) holding manifest.json")
-    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = StorageConfig(endpoint_url=args.endpoint_url)
-    try:
-        summary = summarize(args.url, cfg)
-    except (FileNotFoundError, ValueError, shards.ShardError) as e:
-        print(f"inspect failed: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0

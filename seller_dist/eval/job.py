@@ -15,7 +15,6 @@ Order, and why:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import logging
@@ -26,14 +25,16 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config_loader import ConfigError, _coerce, add_override_argument, load_config
+from seller_dist.config_loader import ConfigError, _coerce
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
+from seller_dist.logs import stage_log
 from seller_dist.train.checkpoint import CheckpointError
-from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
+from seller_dist.train.export import TrainedWeights, load_trained
 
 log = logging.getLogger(__name__)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 ZERO_SHOT = "zero-shot"
 GENERATIONS_FILE = "generations.jsonl"
@@ -75,34 +76,26 @@ def expected_model_mismatches(model: ModelConfig, expect: dict[str, Any]) -> lis
 
 
 def check_fits(trained: TrainedWeights, llm_path: str, storage_cfg: Any) -> None:
-    """Every trained tensor has the name and shape the model config + LLM want (built on the meta
-    device: no memory, no LLM weights read)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Every trained tensor has the name and shape the model config + LLM want (only the LLM's
+    config.json is read: seller_dist.train.weights_fit)."""
+    from transformers import AutoConfig
 
-    from seller_dist.model.llm import FrozenLLM, resolve_llm_path
-    from seller_dist.model.seller import SellerModel
+    from seller_dist.model.llm import resolve_llm_path
     from seller_dist.model.vocab import ModelVocab
+    from seller_dist.train.weights_fit import expected_shapes, misfit
 
     m = trained.model
-    local = resolve_llm_path(llm_path, m.llm_cache_dir, storage_cfg)
-    with torch.device("meta"):
-        llm = FrozenLLM(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(local)), 0, None)
-        model = SellerModel(m, ModelVocab(**trained.vocab), llm)
-        want = {n: tuple(p.shape) for n, p in model.trainable_named_parameters()}
-        if m.adapter == "moe":
-            want.update({MOE_PREFIX + k: tuple(v.shape) for k, v in model.make_moe().state_dict().items()})
-    have = {k: tuple(v.shape) for k, v in trained.weights.items()}
-    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
-    if missing or unexpected or wrong:
+    llm_config = AutoConfig.from_pretrained(resolve_llm_path(llm_path, m.llm_cache_dir, storage_cfg))
+    want, _ = expected_shapes(m, ModelVocab(**trained.vocab), int(llm_config.hidden_size))
+    found = misfit(want, trained.weights)
+    if found:
+        missing, unexpected, wrong = sorted(found.missing), found.unexpected, sorted(found.wrong)
+        have = {k: list(trained.weights[k].shape) for k in wrong[:3]}
         details = [
             f"missing {missing[:3]}" if missing else "",
             f"unexpected {unexpected[:3]}" if unexpected else "",
         ]
-        details += [
-            f"{k} is {list(have[k])} in the checkpoint, the model wants {list(want[k])}" for k in wrong[:3]
-        ]
+        details += [f"{k} is {have[k]} in the checkpoint, the model wants {list(want[k])}" for k in wrong[:3]]
         raise EvalPreflightError(
             f"checkpoint {trained.source} does not fit its model config with LLM {llm_path}: "
             + "; ".join(d for d in details if d)
@@ -272,22 +265,20 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
     trained = resolve_model(cfg, manifest)
     check_reference_group(cfg, manifest)
     system = cfg.system or describe_system(trained.model)
-    print(
+    stage.info(
         f"[eval] {system}: {trained.source} (step {trained.step}) on {manifest.count(cfg.split)} "
         f"'{cfg.split}' examples{f' (first {cfg.limit})' if cfg.limit else ''}, references {cfg.references}, "
-        f"{cfg.workers.num_workers} Ray worker(s)",
-        flush=True,
+        f"{cfg.workers.num_workers} Ray worker(s)"
     )
     gens, load, stats = generate_with_ray(cfg, trained, system, manifest)
     gen_url = storage.join(cfg.out, GENERATIONS_FILE)
     write_generations(gen_url, gens, cfg.storage)
-    print(
+    stage.info(
         f"[eval] {len(gens)} explanations in {stats['wall_seconds']:.1f}s "
-        f"({stats['explanations_per_second']:.2f}/s) -> {gen_url}",
-        flush=True,
+        f"({stats['explanations_per_second']:.2f}/s) -> {gen_url}"
     )
     if stats["compile_fallback"]:
-        print(f"[eval] warning: {compile_fallback_warning(stats['compile_fallback'])}", flush=True)
+        stage.info(f"[eval] warning: {compile_fallback_warning(stats['compile_fallback'])}")
     results = score_generations(gen_url, cfg.data, cfg, encoder=encoder)
     if load:
         results["expert_load"] = load
@@ -303,29 +294,5 @@ def evaluate(cfg: EvalConfig, encoder: Any = None) -> dict[str, Any]:
         ).hexdigest(),
     }
     paths = write_report(results, cfg.out, storage_cfg=cfg.storage)
-    print(f"[eval] report: {paths.get('markdown')}", flush=True)
+    stage.info(f"[eval] report: {paths.get('markdown')}")
     return results
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint", default=None, help=f"checkpoint / checkpoints folder / export / {ZERO_SHOT}"
-    )
-    p.add_argument("--data", default=None, help="dataset root (the folder holding manifest.json)")
-    p.add_argument("--out", default=None, help="output folder for generations.jsonl and the report")
-    p.add_argument("--config", default=None, help="eval YAML (EvalConfig); flags and --set override it")
-    add_override_argument(p, "--set workers.num_workers=4 --set generation.do_sample=true")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    for key in ("checkpoint", "data", "out"):
-        if getattr(args, key):
-            overrides.append(f"{key}={getattr(args, key)}")
-    cfg = load_config(EvalConfig, args.config, overrides)
-    results = evaluate(cfg)
-    from seller_dist.eval.report import markdown
-
-    print(markdown(results))
-    return 0

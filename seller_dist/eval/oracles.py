@@ -23,7 +23,6 @@ then prints them side by side; `seller-dist report` reads those folders like any
 
 from __future__ import annotations
 
-import argparse
 import random
 import zlib
 from collections.abc import Callable, Sequence
@@ -151,25 +150,3 @@ def run_oracles(
         results[policy] = score_generations(url, cfg.data, cfg, encoder=encoder)
         write_report(results[policy], storage.join(out, f"oracle-{policy}"), storage_cfg=cfg.storage)
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seller_dist.config_loader import add_override_argument
-
-    p.add_argument("--data", required=True, help="a dataset prepared from the synthetic source")
-    p.add_argument("--out", required=True, help="folder for oracle-<policy>/generations.jsonl and reports")
-    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, of {list(POLICIES)}")
-    p.add_argument("--seed", type=int, default=0, help="draws of random_related and max_match ties")
-    p.add_argument("--config", default=None, help="eval YAML (EvalConfig) for the scoring options")
-    add_override_argument(p, "--set text.bertscore=false --set simulator.learned=false")
-
-
-def run(args: argparse.Namespace) -> int:
-    from seller_dist.config_loader import load_config
-    from seller_dist.eval.report import comparison_table
-
-    cfg = load_config(EvalConfig, args.config, [*args.overrides, f"data={args.data}"])
-    policies = [p for p in args.policies.split(",") if p]
-    run_oracles(cfg, args.out, policies, args.seed)
-    print(comparison_table([storage.join(args.out, f"oracle-{p}") for p in policies]))
-    return 0

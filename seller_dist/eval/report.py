@@ -8,10 +8,8 @@ can be found in report.json and in wandb by its name.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -420,19 +418,3 @@ def reports_table(
             by_warning.setdefault(w, []).append(label)
     notes = [f"\n**Warning: {', '.join(who)}: {w}.**" for w, who in by_warning.items()]
     return markdown_table(["metric", *labels], rows) + "".join("\n" + n for n in notes)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "runs", nargs="+", help="evaluated run folders (holding report.json) or report.json paths"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        table = comparison_table(list(args.runs))
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(table)
-    return 0

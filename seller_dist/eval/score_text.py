@@ -17,7 +17,6 @@ Inputs, one text per example, aligned by position:
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import pickle
@@ -119,60 +118,38 @@ def format_table(metrics: dict[str, Any]) -> str:
     return markdown_table(["metric", "mean", "std (bootstrap or over examples)", "n"], rows)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from seller_dist.config_loader import add_override_argument
-
-    p.add_argument("--predictions", required=True, help="the system's texts (.txt/.json/.jsonl/.pkl)")
-    p.add_argument("--references", required=True, help="the reference texts, aligned with --predictions")
-    p.add_argument("--prediction-field", default=None, help="jsonl: the key holding the prediction")
-    p.add_argument("--reference-field", default=None, help="jsonl: the key holding the reference")
-    p.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0 = all)")
-    p.add_argument("--out", default=None, help="write the metrics as JSON here (local path or URL)")
-    p.add_argument("--config", default=None, help="eval YAML (EvalConfig) for the text options")
-    add_override_argument(p, "--set text.bertscore=false")
-
-
-def _command_args(args: argparse.Namespace) -> list[str]:
-    """This invocation's arguments, rebuilt from the parsed ones (main() may be called with any argv)."""
-    out = ["--predictions", args.predictions, "--references", args.references]
-    for flag, value in (
-        ("--prediction-field", args.prediction_field),
-        ("--reference-field", args.reference_field),
-        ("--limit", args.limit or None),
-        ("--out", args.out),
-        ("--config", args.config),
-    ):
-        if value is not None:
-            out += [flag, str(value)]
-    return out + [a for o in args.overrides for a in ("--set", o)]
-
-
-def run(args: argparse.Namespace) -> int:
-    from seller_dist.config_loader import load_config
-
-    # score-text reads no dataset; EvalConfig requires one, so a placeholder stands in for it
-    cfg = load_config(EvalConfig, args.config, ["data=unused", *args.overrides])
-    preds = read_texts(args.predictions, args.prediction_field)
-    refs = read_texts(args.references, args.reference_field)
+def score_files(
+    predictions: str,
+    references: str,
+    cfg: EvalConfig,
+    prediction_field: str | None = None,
+    reference_field: str | None = None,
+    limit: int = 0,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Score the aligned texts of two files (the first `limit` pairs; 0 = all) with the text options
+    of `cfg`; the record `seller-dist score-text --out` writes, its provenance naming `command`."""
+    preds = read_texts(predictions, prediction_field)
+    refs = read_texts(references, reference_field)
     if len(preds) != len(refs):
         raise UserError(
-            f"{args.predictions} has {len(preds)} texts but {args.references} has {len(refs)}; "
+            f"{predictions} has {len(preds)} texts but {references} has {len(refs)}; "
             "they must be aligned one to one"
         )
-    if args.limit < 0:
-        raise UserError(f"--limit must be >= 0, got {args.limit}")
-    if args.limit:
-        preds, refs = preds[: args.limit], refs[: args.limit]
+    if limit < 0:
+        raise UserError(f"--limit must be >= 0, got {limit}")
+    if limit:
+        preds, refs = preds[:limit], refs[:limit]
     if not preds:
-        raise UserError(f"{args.predictions}: no texts to score")
+        raise UserError(f"{predictions}: no texts to score")
     metrics = score_texts(preds, refs, cfg)
     from seller_dist.version import provenance
 
-    result = {
+    return {
         # commit, clean tree, machine and the command as given: an artifact the docs can cite
-        "provenance": provenance(["seller-dist", "score-text", *_command_args(args)]),
-        "predictions": args.predictions,
-        "references": args.references,
+        "provenance": provenance(command),
+        "predictions": predictions,
+        "references": references,
         "n": len(preds),
         "text": metrics,
         "text_options": {
@@ -184,7 +161,3 @@ def run(args: argparse.Namespace) -> int:
             "bootstrap_seed": cfg.text.bootstrap_seed,
         },
     }
-    if args.out:
-        storage.write_json(args.out, result)
-    print(format_table(metrics))
-    return 0

@@ -14,7 +14,7 @@ the same run name, or Ray's restart after a lost worker, continues from the same
 Console: `seller-dist train` shows the stage lines and rank 0's progress line per logging interval;
 Ray's, DeepSpeed's and the workers' other output goes to `<storage_path>/<run_name>/train.log`
 (`outputs/logs/<run_name>-train.log` here when the storage is an object store); `--verbose` shows it
-on the console instead (seller_dist/cli.py, `quiet_console`).
+on the console instead (seller_dist/console.py, `quiet_console`).
 
 Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`), else a local Ray on
 127.0.0.1 started here (dashboard off: its job API runs code).
@@ -22,7 +22,6 @@ Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`),
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass
@@ -30,11 +29,14 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import TrainConfig
-from seller_dist.config_loader import add_override_argument, load_config, to_dict
+from seller_dist.config_loader import to_dict
+from seller_dist.console import local_log_path, stage_console
+from seller_dist.logs import stage_log
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import PreflightResult, preflight
 
 log = logging.getLogger(__name__)
+stage = stage_log(__name__)  # the job's stage lines (seller_dist/logs.py)
 
 
 def default_config_path() -> str:
@@ -132,15 +134,13 @@ def absolutize_local_paths(cfg: TrainConfig) -> None:
 
 def log_path(cfg: TrainConfig) -> str:
     """Where a quiet console puts Ray's and DeepSpeed's output: the run folder when it is local."""
-    from seller_dist.console import local_log_path
-
     local = storage.protocol_of(cfg.storage_path) == "file"
     folder = storage.join(cfg.storage_path, cfg.run_name) if local else cfg.storage_path
     return str(local_log_path(folder, "train.log" if local else f"{cfg.run_name}-train.log"))
 
 
 @dataclass
-class TrainOutcome:
+class TrainResult:
     """What a training job leaves: its preflight, Ray's Result and the newest committed checkpoint."""
 
     preflight: PreflightResult
@@ -148,48 +148,26 @@ class TrainOutcome:
     checkpoint: ck.Checkpoint
 
 
-def train(cfg: TrainConfig, quiet: bool = False) -> TrainOutcome:
-    """Preflight (raises ConfigError), then fit, then the newest committed checkpoint (a job that left
-    none raises). `quiet`: after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`,
+def train(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
+    """Train to a checkpoint: preflight (raises ConfigError), fit, then find the newest committed
+    checkpoint (a job that left none raises): what `seller-dist train`, the demo and the experiment
+    run. `quiet`: after preflight, Ray's and DeepSpeed's own output goes to `log_path(cfg)`,
     not the console."""
     absolutize_local_paths(cfg)
     pre = preflight(cfg)
     if pre.resume_from:
-        print(
-            f"[train] resuming run {cfg.run_name} from {pre.resume_from} (step {pre.resume_step})", flush=True
-        )
+        stage.info(f"[train] resuming run {cfg.run_name} from {pre.resume_from} (step {pre.resume_step})")
     else:
-        print(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}", flush=True)
+        stage.info(f"[train] new run {cfg.run_name}: checkpoints under {pre.checkpoints_root}")
         if pre.init_from:
-            print(f"[train] {pre.init_summary}", flush=True)
+            stage.info(f"[train] {pre.init_summary}")
             # a run's checkpoints folder may gain a newer step: workers load the one preflight checked
             cfg.init_from = pre.init_from["source"]
-    from seller_dist.console import stage_console
-
     with stage_console("train", log_path(cfg), quiet):
         init_ray(cfg)
         result = build_trainer(cfg).fit()
     latest = ck.latest_committed(pre.checkpoints_root, cfg.storage, verify=False)
-    print(
-        f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}", flush=True
-    )
+    stage.info(f"[train] finished run {cfg.run_name}: newest checkpoint {latest.url if latest else None}")
     if latest is None:
         raise RuntimeError(f"training left no committed checkpoint under {pre.checkpoints_root}")
-    return TrainOutcome(pre, result, latest)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="train YAML (default: the embedded demo config)")
-    add_override_argument(p, "--set max_steps=200 --set data.manifest=s3://b/data")
-    from seller_dist.console import VERBOSE_HELP
-
-    p.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(TrainConfig, args.config or default_config_path(), args.overrides)
-    from seller_dist.console import wants_quiet
-
-    train(cfg, quiet=wants_quiet(args))
-    return 0
+    return TrainResult(pre, result, latest)

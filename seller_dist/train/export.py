@@ -18,7 +18,6 @@ exported weights.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -251,27 +250,3 @@ def load_exported(
 ) -> ExportedSeller:
     """Rebuild the model from an export folder with plain PyTorch (no Ray, no DeepSpeed)."""
     return build_seller(from_export(str(out_dir), storage_cfg), llm_path=llm_path, storage_cfg=storage_cfg)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "checkpoint",
-        help="a committed checkpoint URL (…/checkpoints/step-XXXXXXXX) or a run's "
-        "checkpoints folder (the newest committed one is taken)",
-    )
-    p.add_argument("--out", required=True, help="local output folder")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = StorageConfig(endpoint_url=args.endpoint_url)
-    url = args.checkpoint.rstrip("/")
-    if not ck.is_step_url(url):
-        latest = ck.latest_committed(url, cfg, verify=False)
-        if latest is None:
-            raise SystemExit(f"no committed checkpoint under {url}")
-        url = latest.url
-    out = export(url, args.out, cfg)
-    print(f"exported {url} -> {out}")
-    return 0

@@ -3,7 +3,7 @@
 Console (rank 0): one progress line per logging interval, `[train] step=100/500 loss=2.345
 valid_loss=2.401 tokens/s=8862 eta=1m20s` (`progress_line`), on stdout, which Ray forwards to the
 driver; the full metrics line (`format_line`: every scalar, expert load per expert) on stderr, which
-the driver's console keeps in the run's log file (seller_dist/cli.py, `quiet_console`).
+the driver's console keeps in the run's log file (seller_dist/console.py, `quiet_console`).
 
 Cost model (docs/scaling.md, "The terms"): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
 activation gradients 2N; no weight gradients), a token through the trainable modules about 6N

@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +47,7 @@ from seller_dist.data.shards import Manifest
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.export import CONFIG_FILE as EXPORT_CONFIG_FILE
 from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
+from seller_dist.train.weights_fit import expected_shapes, misfit
 
 log = logging.getLogger(__name__)
 
@@ -118,25 +118,6 @@ def llm_hidden_size(model_cfg: ModelConfig, storage_cfg: StorageConfig | None = 
             if isinstance(conf.get(key), int):
                 return int(conf[key])
     raise ConfigError(f"model.llm_path: {url} names no hidden size (hidden_size / n_embd / d_model)")
-
-
-def expected_shapes(
-    model_cfg: ModelConfig, vocab: Any, hidden_size: int
-) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, int]]]:
-    """(trainable name -> shape, indexed tables) of the model this config builds, experts as the
-    ep_size=1 "moe.*" names of an export. Built on the meta device: no memory, no LLM."""
-    from seller_dist.model.seller import SellerModel
-
-    cfg = dataclasses.replace(model_cfg, ep_size=1)
-    stub = types.SimpleNamespace(hidden_size=hidden_size)
-    with torch.device("meta"):
-        model = SellerModel(cfg, vocab, stub, register_llm=False)  # type: ignore[arg-type]
-        shapes = {n: tuple(p.shape) for n, p in model.trainable_named_parameters()}
-        if cfg.adapter == "moe":
-            shapes.update(
-                {f"{MOE_PREFIX}{k}": tuple(v.shape) for k, v in model.make_moe().state_dict().items()}
-            )
-    return shapes, model.indexed_parameters()
 
 
 def config_differences(old: ModelConfig, new: ModelConfig) -> list[str]:
@@ -290,25 +271,28 @@ def plan(
             rows[key] = RowMap(key, torch.tensor(src, dtype=torch.long), len(old_values) + 1)
 
     # --- every tensor must now fit
-    for key, shape in shapes.items():
-        if key not in weights:
-            raise ConfigError(f"{what} has no tensor {key}, which this model has{hint}{act}")
-        got = tuple(weights[key].shape)
+    def fits(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> bool:
         rm = rows.get(key)
         if rm is None:
-            if got != shape:
-                raise ConfigError(
-                    f"{what}: {key} has shape {list(got)} in the checkpoint, {list(shape)} here{hint}{act}"
-                )
-            continue
-        if got[1:] != shape[1:] or got[0] != rm.old_rows or len(rm.src) != shape[0]:
+            return got == want
+        return got[1:] == want[1:] and got[0] == rm.old_rows and len(rm.src) == want[0]
+
+    found = misfit(shapes, weights, fits)
+    key = found.first(shapes)
+    if key in found.missing:
+        raise ConfigError(f"{what} has no tensor {key}, which this model has{hint}{act}")
+    if key is not None:
+        got, shape = tuple(weights[key].shape), shapes[key]
+        if key not in rows:
             raise ConfigError(
-                f"{what}: {key} has shape {list(got)} in the checkpoint, {list(shape)} here (rows are "
-                f"mapped by id; the other dimensions must agree){hint}{act}"
+                f"{what}: {key} has shape {list(got)} in the checkpoint, {list(shape)} here{hint}{act}"
             )
-    unexpected = sorted(set(weights) - set(shapes))
-    if unexpected:
-        raise ConfigError(f"{what} has {unexpected[0]}, which this model has no place for{hint}{act}")
+        raise ConfigError(
+            f"{what}: {key} has shape {list(got)} in the checkpoint, {list(shape)} here (rows are "
+            f"mapped by id; the other dimensions must agree){hint}{act}"
+        )
+    if found.unexpected:
+        raise ConfigError(f"{what} has {found.unexpected[0]}, which this model has no place for{hint}{act}")
     if diffs:
         log.warning("init_from: shapes fit but model settings differ: %s", "; ".join(diffs))
     return WarmStart(requested, trained, kind, item_rows, rows, carried, new_n - carried if item_keys else 0)

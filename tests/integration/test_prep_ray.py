@@ -212,9 +212,10 @@ def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(
     import argparse
 
     from seller_dist.bench import prep as bench_prep
+    from seller_dist.cli.bench import add_prep_arguments
 
     parser = argparse.ArgumentParser()
-    bench_prep.add_arguments(parser)
+    add_prep_arguments(parser)
     options = {
         "--engines": "ray",
         "--formats": "csv",

@@ -3,7 +3,6 @@ Ray or DeepSpeed and reproduces the trained model's loss and generation exactly.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from seller_dist.cli import main
 from seller_dist.config import ModelConfig
 from seller_dist.model.bootstrap import build_tiny_llm
 from seller_dist.model.expert_parallel import ExpertParallelGroups
@@ -135,9 +135,7 @@ def test_export_reloads_into_plain_pytorch_and_generates_the_same(tmp_path, tiny
     url = write_trained_checkpoint(str(tmp_path / "ckpts"), 7, model, moe, dense_opt, moe_opt, ep_size=2)
     assert ck.Checkpoint.open(url).load_tensors(ck.moe_file(1))["w1"].shape[0] == 2
     # the CLI, given the run's checkpoints folder, exports the newest committed checkpoint
-    parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
-    assert ex.run(parser.parse_args([str(tmp_path / "ckpts"), "--out", str(tmp_path / "export")])) == 0
+    assert main(["export", str(tmp_path / "ckpts"), "--out", str(tmp_path / "export")]) == 0
     out = tmp_path / "export"
 
     weights = load_file(str(out / ex.WEIGHTS_FILE))

@@ -261,7 +261,7 @@ def test_eval_missing_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- in process
 def test_bugs_keep_their_traceback(monkeypatch, capsys):
     """Anything that is not a user error propagates out of cli.main (traceback, exit 1)."""
-    from seller_dist.data import inspect
+    from seller_dist.cli import inspect
 
     def boom(args):
         raise KeyError("a bug")
@@ -273,7 +273,7 @@ def test_bugs_keep_their_traceback(monkeypatch, capsys):
 
 
 def test_multi_line_messages_print_on_one_line(monkeypatch, capsys):
-    from seller_dist.data import inspect
+    from seller_dist.cli import inspect
 
     def fails(args):
         raise ConfigError("first line\n   second line\n\nthird")

@@ -1,4 +1,4 @@
-"""The console a person reads (seller_dist/cli.py, `quiet_console`): our stage and progress lines on
+"""The console a person reads (seller_dist/console.py, `quiet_console`): our stage and progress lines on
 the console, Ray's and DeepSpeed's own output in the log file. `seller-dist train` and `demo` run
 inside it unless `--verbose`."""
 
@@ -174,3 +174,28 @@ def test_quiet_console_with_real_ray_workers(tmp_path):
     ]:
         assert want in text, (want, text[-3000:])
     assert "\x1b[" not in text  # RAY_COLOR_PREFIX=0 inside: a plain-text log
+
+
+def test_stage_lines_show_as_they_are_on_stdout_and_other_records_on_stderr():
+    """setup_logging (what `seller-dist` runs): a job's stage lines on stdout, once and bare; every
+    other record on stderr with time, level and logger."""
+    child = textwrap.dedent(
+        """
+        import logging
+        from seller_dist.logs import setup_logging, stage_log
+
+        setup_logging()
+        stage_log("seller_dist.demo").info("[demo] 1/2 a stage line")
+        logging.getLogger("seller_dist.demo").info("a diagnostic")
+        logging.getLogger("ray").warning("a library warning")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[demo] 1/2 a stage line\n"
+    err = proc.stderr.splitlines()
+    assert [line.split(" ", 2)[2] for line in err] == [
+        "INFO seller_dist.demo: a diagnostic",
+        "WARNING ray: a library warning",
+    ]

@@ -59,22 +59,17 @@ def test_the_real_llm_demo_trains_on_the_prompt_that_measured_best():
     """`--llm smollm2`: SELLER and `bag` train on the instruct model's chat template, asked the same
     question as the zero-shot row, with the LLM replicated (docs/results.md, MovieLens with a real
     LLM); the default demo keeps the plain prompt and ZeRO-3."""
-    import argparse
-
     from seller_dist import demo
     from seller_dist.config import TrainConfig
     from seller_dist.config_loader import load_config
     from seller_dist.train.driver import default_config_path
 
-    def cfg(*argv: str, encoder: str = "transformer") -> TrainConfig:
-        p = argparse.ArgumentParser()
-        demo.add_arguments(p)
-        args = p.parse_args(list(argv))
-        args.train_steps = 40
-        overrides = demo.train_overrides(args, "d", "l", "seller", encoder)
+    def cfg(llm: str = "bootstrap", encoder: str = "transformer") -> TrainConfig:
+        options = demo.DemoOptions(llm=llm, train_steps=40)  # type: ignore[arg-type]
+        overrides = demo.train_overrides(options, "d", "l", "seller", encoder)
         return load_config(TrainConfig, default_config_path(), overrides)
 
-    real, bag = cfg("--llm", "smollm2"), cfg("--llm", "smollm2", encoder="bag")
+    real, bag = cfg("smollm2"), cfg("smollm2", encoder="bag")
     for c in (real, bag):
         assert c.model.prompt_format == "chat" and c.model.prompt_instruction == demo.CHAT_INSTRUCTION
         assert c.llm_layout == "replicated" and c.optim.lr == 0.01

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from seller_dist import experiment as ex
 from seller_dist.bench import tables
 from seller_dist.config import ExperimentConfig
 from seller_dist.config_loader import load_config
+from seller_dist.train import driver
 
 ARTIFACTS = sorted((tables.REPO / "docs" / "bench").glob("*.json"))
 
@@ -63,7 +65,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
     (what a later grid on a real LLM publishes), becomes the block results.md shows."""
 
     def train(tcfg):
-        return f"{tcfg.storage_path}/{tcfg.run_name}/checkpoints", tcfg.max_steps
+        return SimpleNamespace(checkpoint=SimpleNamespace(step=tcfg.max_steps))  # a TrainResult, as used
 
     def evaluate(ecfg):
         score = {"llm-a": 0.25, "llm-b": 0.75}[ecfg.system] + ecfg.generation.seed / 100
@@ -71,7 +73,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
         metrics["retrieval"] = {"generated": {"ndcg@5": {"mean": 2 * score, "std": 0.0}}}
         return {"num_examples": 3, "run_config": {"step": 5}, **metrics}
 
-    monkeypatch.setattr(ex, "_train", train)
+    monkeypatch.setattr(driver, "train", train)
     monkeypatch.setattr(ex, "_evaluate", evaluate)
     data = tmp_path / "data"
     data.mkdir()
@@ -123,9 +125,7 @@ def test_text_side_by_side_gives_each_systems_mean_and_std_over_seeds(tmp_path: 
 def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> None:
     """`seller-dist demo` writes demo.json (every evaluated run's report and the provenance); the
     `demo` table is `seller-dist report`'s table of those reports, cut to the rows asked for."""
-    import argparse
-
-    from seller_dist.demo import demo_artifact
+    from seller_dist.demo import DemoOptions, demo_artifact
     from seller_dist.eval.report import comparison_table
 
     def report(system: str, bleu4: float, cites: float) -> dict:
@@ -143,8 +143,7 @@ def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> No
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(json.dumps(report(name, bleu4, cites)))
         folders.append(str(folder))
-    args = argparse.Namespace(llm="smollm2", train_steps=40, eval_limit=4)
-    art = demo_artifact(args, folders)
+    art = demo_artifact(DemoOptions(llm="smollm2", train_steps=40, eval_limit=4), folders)
     assert art["provenance"]["command"] and [r["label"] for r in art["runs"]] == ["seller", "bag"]
     text_md = _doc(tmp_path, art | {"kind": "demo"}, "demo").read_text()
     assert "LLM `smollm2`, 40 training steps per system, 4 test examples." in text_md

@@ -10,12 +10,14 @@ import json
 import math
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from seller_dist import experiment as ex
 from seller_dist.config import ExperimentConfig
 from seller_dist.config_loader import ConfigError, load_config
+from seller_dist.train import driver
 
 # (system, seed) -> (bleu4, mrr) the fake eval reports; zero-shot does not depend on the seed
 NUMBERS = {
@@ -36,7 +38,7 @@ class Fakes:
 
     def train(self, tcfg):
         self.trained.append((tcfg.run_name, tcfg.seed, tcfg.max_steps))
-        return f"{tcfg.storage_path}/{tcfg.run_name}/checkpoints", tcfg.max_steps
+        return SimpleNamespace(checkpoint=SimpleNamespace(step=tcfg.max_steps))  # a TrainResult, as used
 
     def evaluate(self, ecfg):
         if ecfg.system == self.fail_eval_of:
@@ -59,7 +61,7 @@ class Fakes:
 @pytest.fixture
 def fakes(monkeypatch) -> Fakes:
     f = Fakes()
-    monkeypatch.setattr(ex, "_train", f.train)
+    monkeypatch.setattr(driver, "train", f.train)
     monkeypatch.setattr(ex, "_evaluate", f.evaluate)
     return f
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 
@@ -395,13 +395,10 @@ def test_bootstrap_llm_from_a_prepared_dataset(tmp_path):
     from tests.conftest import make_dataset
 
     make_dataset(str(tmp_path / "data"), n_records=60, n_shards=2)
-    p = argparse.ArgumentParser()
-    bootstrap.add_arguments(p)
-    args = p.parse_args(
-        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "llm"), "--vocab-size", "300"]
-        + ["--hidden", "32", "--layers", "1", "--heads", "2", "--steps", "30", "--batch-size", "8"]
+    cfg = bootstrap.BootstrapConfig(
+        str(tmp_path / "data"), str(tmp_path / "llm"), vocab_size=300, hidden=32, layers=1, heads=2
     )
-    assert bootstrap.run(args) == 0
+    assert bootstrap.bootstrap_llm(dataclasses.replace(cfg, steps=30, batch_size=8)) == str(tmp_path / "llm")
     tok = AutoTokenizer.from_pretrained(tmp_path / "llm")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
     for t in ("<|pad|>", "<|bos|>", "<|eos|>", "<|soft|>"):
@@ -552,7 +549,5 @@ def test_bootstrap_tokenizer_is_the_same_in_every_process(tmp_path):
 def test_bootstrap_llm_fails_clearly_without_a_dataset(tmp_path):
     from seller_dist.model import bootstrap
 
-    p = argparse.ArgumentParser()
-    bootstrap.add_arguments(p)
     with pytest.raises(FileNotFoundError, match="no manifest at"):
-        bootstrap.run(p.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]))
+        bootstrap.bootstrap_llm(bootstrap.BootstrapConfig(str(tmp_path / "nothing"), str(tmp_path / "o")))

