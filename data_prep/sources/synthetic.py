@@ -27,7 +27,7 @@ from typing import Any
 from data_prep.examples import Explainer
 from data_prep.sources.base import RawEvent, RawItem, Source
 from seller_dist.config import SyntheticSourceConfig
-from seller_dist.config_loader import ConfigError, _build, validate_tree
+from seller_dist.config.loading import ConfigError, _build, validate_tree
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.synthetic_reference import order_dependent_explanation
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from seller_dist import storage
 from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config_loader import ConfigError, _coerce, add_override_argument, load_config
+from seller_dist.config.loading import _coerce
+from seller_dist.config_loader import ConfigError, add_override_argument, load_config
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
