@@ -7,7 +7,6 @@ one-line `ConfigError` that names the key and what to change.
 
 from seller_dist.config.eval import (
     EvalConfig,
-    EvalWorkersConfig,
     GenerationOptions,
     RetrievalConfig,
     SimulatorConfig,
@@ -49,7 +48,7 @@ from seller_dist.strategy_settings import LLM_LAYOUTS, LLMLayout, StrategySettin
 
 __all__ = [
     "CLASS_PATH", "EXPERIMENT_RESERVED_KEYS", "LLM_LAYOUTS", "SOURCES", "CallbackConfig", "CheckpointConfig",
-    "ConfigError", "EvalConfig", "EvalWorkersConfig", "EventsColumnsConfig", "ExperimentBudgetConfig",
+    "ConfigError", "EvalConfig", "EventsColumnsConfig", "ExperimentBudgetConfig",
     "ExperimentConfig", "ExperimentLLMConfig", "GenerationOptions", "LLMLayout", "LoggingConfig", "ModelConfig",
     "OptimConfig", "PrepConfig", "RetrievalConfig", "SimulatorConfig", "StorageConfig", "StrategySettings",
     "StreamConfig", "SyntheticSourceConfig", "TextMetricsConfig", "TrainConfig", "TrainEvalConfig",

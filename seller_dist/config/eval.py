@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from seller_dist.config.model import ModelConfig
 from seller_dist.config.storage import StorageConfig
+from seller_dist.config.workers import WorkersConfig
 from seller_dist.errors import ConfigError
 
 
@@ -136,23 +137,6 @@ class GenerationOptions:
 
 
 @dataclass
-class EvalWorkersConfig:
-    """The Ray workers that generate: each loads the frozen LLM and the trained weights once."""
-
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # only with use_gpu
-    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray on 127.0.0.1
-
-    def validate(self) -> None:
-        if self.num_workers < 1:
-            raise ConfigError(f"eval.workers.num_workers must be >= 1, got {self.num_workers}")
-        if self.cpus_per_worker <= 0 or (self.use_gpu and self.gpus_per_worker <= 0):
-            raise ConfigError("eval.workers: cpus_per_worker (and gpus_per_worker with use_gpu) must be > 0")
-
-
-@dataclass
 class EvalConfig:
     """`seller-dist eval` (seller_dist.eval.job): generate with Ray workers, then score the generations
     file (seller_dist.eval.scoring) and write the report (docs/evaluation.md)."""
@@ -171,7 +155,7 @@ class EvalConfig:
     expect_model: dict[str, Any] = field(default_factory=dict)
     limit: int = 0  # 0 = the whole split; else the first `limit` examples in shard order
     generation: GenerationOptions = field(default_factory=GenerationOptions)
-    workers: EvalWorkersConfig = field(default_factory=EvalWorkersConfig)
+    workers: WorkersConfig = field(default_factory=lambda: WorkersConfig(num_workers=1))
     encoder_path: str = ""  # sentence encoder dir; "" = the offline all-MiniLM-L6-v2 package
     encoder_device: str = "auto"  # auto = cuda when available, else cpu; or "cpu", "cuda:0", ...
     max_error_rate: float = 0.0  # bad generation lines tolerated before scoring stops
@@ -193,6 +177,11 @@ class EvalConfig:
             raise ConfigError(f"eval.max_error_rate must be in [0, 1), got {self.max_error_rate}")
         if self.limit < 0:
             raise ConfigError(f"eval.limit must be >= 0 (0 = the whole split), got {self.limit}")
+        if self.workers.max_failures:
+            raise ConfigError(
+                f"workers.max_failures={self.workers.max_failures}: the eval job does not restart lost "
+                "workers (a failed run is rerun whole); leave it 0"
+            )
         if self.references not in ("all", "real", "template"):
             raise ConfigError(
                 f"eval.references must be all, real or template, got '{self.references}' (all: score "

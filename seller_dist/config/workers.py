@@ -1,4 +1,5 @@
-"""The Ray workers the train job runs on (`workers:`)."""
+"""The Ray workers a job runs on (`workers:`): the train job's Ray Train workers and the eval job's
+generating actors take the same keys."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from seller_dist.errors import ConfigError
 
 @dataclass
 class WorkersConfig:
-    """Ray Train ScalingConfig + FailureConfig."""
+    """How many Ray workers, what each reserves and where Ray runs (Ray Train's ScalingConfig and
+    FailureConfig for training)."""
 
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # only with use_gpu
-    max_failures: int = 0  # restarts of the whole worker group after a lost worker; -1 = unlimited
+    # restarts of the whole worker group after a lost worker; -1 = unlimited. Training only: the
+    # eval job refuses anything but 0
+    max_failures: int = 0
     ray_address: str | None = None  # None: connect to RAY_ADDRESS or start a local Ray on 127.0.0.1
 
     def validate(self) -> None:

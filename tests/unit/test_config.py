@@ -201,3 +201,15 @@ def test_deepspeed_key_sets_deepspeed_settings_and_refuses_what_the_train_config
             match=rf"^deepspeed\.{key.split('=')[0]} is set by the train config: use {owner} instead$",
         ):
             load_config(TrainConfig, default_config_path(), [f"deepspeed.{key}"])
+
+
+def test_train_and_eval_share_one_workers_config():
+    from seller_dist.config import EvalConfig, WorkersConfig
+
+    train, evaluation = from_dict(TrainConfig, {}), from_dict(EvalConfig, {})
+    assert type(train.workers) is type(evaluation.workers) is WorkersConfig
+    assert (train.workers.num_workers, evaluation.workers.num_workers) == (2, 1)  # each job's default
+    with pytest.raises(ConfigError, match=r"^workers.num_workers must be >= 1, got 0$"):
+        from_dict(EvalConfig, {}, ["workers.num_workers=0"])
+    with pytest.raises(ConfigError, match=r"^workers.max_failures=2: the eval job does not restart lost workers"):
+        from_dict(EvalConfig, {}, ["workers.max_failures=2"])
