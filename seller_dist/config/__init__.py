@@ -23,6 +23,7 @@ from seller_dist.config.loading import (
     ConfigError,
     add_override_argument,
     apply_overrides,
+    coerce,
     dump_yaml,
     from_dict,
     load_config,
@@ -52,6 +53,6 @@ __all__ = [
     "ExperimentConfig", "ExperimentLLMConfig", "GenerationOptions", "LLMLayout", "LoggingConfig", "ModelConfig",
     "OptimConfig", "PrepConfig", "RetrievalConfig", "SimulatorConfig", "StorageConfig", "StrategySettings",
     "StreamConfig", "SyntheticSourceConfig", "TextMetricsConfig", "TrainConfig", "TrainEvalConfig",
-    "WorkersConfig", "add_override_argument", "apply_overrides", "dotted_items", "dump_yaml",
+    "WorkersConfig", "add_override_argument", "apply_overrides", "coerce", "dotted_items", "dump_yaml",
     "flatten_overrides", "from_dict", "load_config", "parse_override", "to_dict", "validate_tree",
 ]  # fmt: skip

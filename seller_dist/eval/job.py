@@ -25,8 +25,7 @@ import typing
 from typing import Any
 
 from seller_dist import storage
-from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config.loading import _coerce
+from seller_dist.config import EvalConfig, ModelConfig, coerce
 from seller_dist.config_loader import ConfigError, add_override_argument, load_config
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
@@ -66,7 +65,7 @@ def expected_model_mismatches(model: ModelConfig, expect: dict[str, Any]) -> lis
     hints = typing.get_type_hints(ModelConfig)
     out = []
     for key, want in sorted(expect.items()):
-        want = _coerce(want, hints[key], f"eval.expect_model.{key}")
+        want = coerce(want, hints[key], f"eval.expect_model.{key}")
         have = getattr(model, key)
         if key == "ep_size":  # a layout of the experts, not a property of the model
             continue

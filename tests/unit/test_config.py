@@ -213,3 +213,8 @@ def test_train_and_eval_share_one_workers_config():
         from_dict(EvalConfig, {}, ["workers.num_workers=0"])
     with pytest.raises(ConfigError, match=r"^workers.max_failures=2: the eval job does not restart lost workers"):
         from_dict(EvalConfig, {}, ["workers.max_failures=2"])
+
+
+def test_a_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match=r"^callbacks\[0\]: missing required key 'class_path'$"):
+        from_dict(TrainConfig, {"callbacks": [{"init_args": {}}]})
