@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seller_dist import storage
-from seller_dist.config import StorageConfig
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError, StorageConfig
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ACTIONS, SCHEMA_VERSION
 from seller_dist.data.shards import MANIFEST_NAME, Manifest

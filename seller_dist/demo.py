@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from seller_dist import storage
-from seller_dist.config import PrepConfig, StreamConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import PrepConfig, StreamConfig, load_config
 from seller_dist.console import local_log_path, stage_console
 from seller_dist.logs import stage_log
 

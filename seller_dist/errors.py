@@ -24,6 +24,10 @@ class UserError(Exception):
     """An error the user can fix; the CLI prints its message on one line and exits 2."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config the user must change; the message names the key (seller_dist.config)."""
+
+
 def user_error_of(e: BaseException) -> BaseException | None:
     """The user error behind `e`, or None when `e` is a bug (or anything else unexpected).
 

@@ -46,8 +46,16 @@ from pathlib import Path
 from typing import Any
 
 from seller_dist import storage
-from seller_dist.config import EvalConfig, ExperimentConfig, PrepConfig, TrainConfig, flatten_overrides
-from seller_dist.config_loader import ConfigError, load_config, to_dict
+from seller_dist.config import (
+    ConfigError,
+    EvalConfig,
+    ExperimentConfig,
+    PrepConfig,
+    TrainConfig,
+    flatten_overrides,
+    load_config,
+    to_dict,
+)
 from seller_dist.console import local_log_path, stage_console
 from seller_dist.eval.report import markdown_table
 from seller_dist.logs import stage_log

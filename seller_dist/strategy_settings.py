@@ -5,8 +5,8 @@ which the DeepSpeed config is built (OpenRLHF's strategy attributes + `get_train
 own validation); `DeepSpeedStrategy(settings)` (seller_dist/train/strategy.py) runs it. The DeepSpeed
 config starts from the JSON files in seller_dist/train/ds_configs/ (package data; the repo's
 ds_configs/ links to them) and holds DeepSpeed's keys only. No torch import at module level: the
-train config validates through this module on the driver, and config.py imports it (so the
-TrainConfig argument of `from_train_config` is typed Any here: no import back up).
+train config validates through this module on the driver, and seller_dist/config/train.py imports it
+(so the TrainConfig argument of `from_train_config` is typed Any here: no import back up).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from seller_dist.config_loader import ConfigError
+from seller_dist.errors import ConfigError
 
 LLMLayout = Literal["zero3", "replicated", "node", "hpz"]  # where the frozen LLM lives (docs/training.md)
 LLM_LAYOUTS: tuple[str, ...] = get_args(LLMLayout)

@@ -27,8 +27,7 @@ ENCODERS = {"seller": "transformer", "bag": "bag"}
 
 
 def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str] = ()) -> dict:
-    from seller_dist.config import EvalConfig, GenerationOptions, PrepConfig
-    from seller_dist.config_loader import load_config
+    from seller_dist.config import EvalConfig, GenerationOptions, PrepConfig, load_config
     from seller_dist.data.split_batches import plan_batches
     from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.eval.generations import write_generations

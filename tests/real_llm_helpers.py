@@ -39,8 +39,7 @@ def prep_tiny(output: str) -> dict[str, Any]:
     2 ranks every step sees the same 4 examples, so their mean loss falls from the first steps on,
     while a 135M LLM takes a few seconds a step on 2 CPU ranks."""
     from data_prep.pipeline import run_prep
-    from seller_dist.config import PrepConfig
-    from seller_dist.config_loader import load_config
+    from seller_dist.config import PrepConfig, load_config
     from tests.train_helpers import PREP_SYNTHETIC
 
     overrides = [

@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 
-from seller_dist.config import PrepConfig, TrainConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import PrepConfig, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_DEMO = REPO / "seller_dist" / "configs" / "train_demo.yaml"

@@ -63,8 +63,7 @@ def matched_files(xrec_dir: str, grid_out: str, out: Path) -> dict[tuple[str, st
 
 def score_all(files: dict[tuple[str, str], Path], argv: list[str], xrec_dir: str, grid_out: str) -> dict:
     """Every file's text metrics (score-text's function and default options, BERTScore included)."""
-    from seller_dist.config import EvalConfig
-    from seller_dist.config_loader import load_config
+    from seller_dist.config import EvalConfig, load_config
     from seller_dist.eval.score_text import score_texts
     from seller_dist.eval.scoring import text_encoder
     from seller_dist.version import provenance

@@ -26,8 +26,7 @@ from typing import Any
 
 from data_prep.examples import Explainer
 from data_prep.sources.base import RawEvent, RawItem, Source
-from seller_dist.config import SyntheticSourceConfig
-from seller_dist.config_loader import ConfigError, _build, validate_tree
+from seller_dist.config import ConfigError, SyntheticSourceConfig, from_dict
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.synthetic_reference import order_dependent_explanation
 
@@ -68,9 +67,7 @@ def brand_name(b: int) -> str:
 
 
 def parse_options(options: dict[str, Any]) -> SyntheticSourceConfig:
-    cfg = _build(SyntheticSourceConfig, dict(options or {}), "source_options")
-    validate_tree(cfg)
-    return cfg
+    return from_dict(SyntheticSourceConfig, options, key="source_options")
 
 
 class SyntheticSource(Source):

@@ -45,8 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seller_dist.bench.artifact import write_artifact
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import from_dict, load_config, to_dict
+from seller_dist.config import TrainConfig, from_dict, load_config, to_dict
 from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, StepTimer, flops_per_step, mfu
 from seller_dist.version import provenance
 

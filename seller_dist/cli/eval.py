@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seller_dist.cli.options import add_override_argument
-from seller_dist.config import EvalConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, load_config
 from seller_dist.eval.job import ZERO_SHOT, evaluate
 from seller_dist.eval.report import markdown
 

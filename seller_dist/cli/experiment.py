@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seller_dist.cli.options import add_override_argument, add_verbose_argument, wants_quiet
-from seller_dist.config import ExperimentConfig
-from seller_dist.config_loader import ConfigError, load_config
+from seller_dist.config import ConfigError, ExperimentConfig, load_config
 from seller_dist.experiment import markdown, run_experiment
 
 

@@ -6,8 +6,7 @@ import argparse
 
 from seller_dist import storage
 from seller_dist.cli.options import add_override_argument
-from seller_dist.config import EvalConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, load_config
 from seller_dist.eval.oracles import POLICIES, run_oracles
 from seller_dist.eval.report import comparison_table
 

@@ -21,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from data_prep.pipeline import DEFAULT_CONFIG, run_prep
-    from seller_dist.config import PrepConfig
-    from seller_dist.config_loader import load_config
+    from seller_dist.config import PrepConfig, load_config
     from seller_dist.data.schema import SPLITS
 
     cfg = load_config(PrepConfig, args.config or str(DEFAULT_CONFIG), args.overrides)

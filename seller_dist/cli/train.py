@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seller_dist.cli.options import add_override_argument, add_verbose_argument, wants_quiet
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import TrainConfig, load_config
 from seller_dist.train.driver import default_config_path, train
 
 

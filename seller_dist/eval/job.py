@@ -24,8 +24,7 @@ import typing
 from typing import Any
 
 from seller_dist import storage
-from seller_dist.config import EvalConfig, ModelConfig
-from seller_dist.config_loader import ConfigError, _coerce
+from seller_dist.config import ConfigError, EvalConfig, ModelConfig, coerce
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches
 from seller_dist.eval.generate import ExplanationGenerator, GeneratedPart, describe_system
@@ -66,7 +65,7 @@ def expected_model_mismatches(model: ModelConfig, expect: dict[str, Any]) -> lis
     hints = typing.get_type_hints(ModelConfig)
     out = []
     for key, want in sorted(expect.items()):
-        want = _coerce(want, hints[key], f"eval.expect_model.{key}")
+        want = coerce(want, hints[key], f"eval.expect_model.{key}")
         have = getattr(model, key)
         if key == "ep_size":  # a layout of the experts, not a property of the model
             continue
@@ -166,7 +165,7 @@ class EvalWorker:
     def __init__(self, trained: TrainedWeights, cfg_dict: dict[str, Any], system: str, use_gpu: bool):
         import torch
 
-        from seller_dist.config_loader import from_dict
+        from seller_dist.config import from_dict
 
         cfg = from_dict(EvalConfig, cfg_dict)
         torch.set_num_threads(max(1, int(cfg.workers.cpus_per_worker)))  # the CPUs Ray reserved for it
@@ -197,7 +196,7 @@ def generate_with_ray(
         num_gpus=w.gpus_per_worker if w.use_gpu else 0,
         runtime_env={"env_vars": worker_env()},
     )
-    from seller_dist.config_loader import to_dict
+    from seller_dist.config import to_dict
 
     t0 = time.perf_counter()
     ref = ray.put(trained)

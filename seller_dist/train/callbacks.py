@@ -14,8 +14,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from seller_dist.config import CallbackConfig
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import CallbackConfig, ConfigError
 
 
 class TrainerCallback:

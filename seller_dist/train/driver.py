@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seller_dist import storage
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import to_dict
+from seller_dist.config import TrainConfig, to_dict
 from seller_dist.console import local_log_path, stage_console
 from seller_dist.logs import stage_log
 from seller_dist.train import checkpoint as ck

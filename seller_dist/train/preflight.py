@@ -19,8 +19,7 @@ from typing import Any
 import fsspec
 
 from seller_dist import storage
-from seller_dist.config import StorageConfig, TrainConfig
-from seller_dist.config_loader import ConfigError, validate_tree
+from seller_dist.config import ConfigError, StorageConfig, TrainConfig, validate_tree
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.callbacks import check_callbacks
 

@@ -25,8 +25,7 @@ import torch
 import torch.distributed as dist
 
 from seller_dist import storage
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import dump_yaml, to_dict
+from seller_dist.config import TrainConfig, dump_yaml, to_dict
 from seller_dist.train import checkpoint as ck
 from seller_dist.train import warm_start
 from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks

@@ -40,8 +40,7 @@ import torch
 import yaml
 
 from seller_dist import storage
-from seller_dist.config import ModelConfig, StorageConfig, TrainConfig
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError, ModelConfig, StorageConfig, TrainConfig
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.shards import Manifest
 from seller_dist.train import checkpoint as ck

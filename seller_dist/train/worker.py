@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import TrainConfig, from_dict
 from seller_dist.train.step import WorkerResult
 from seller_dist.train.trainer import Trainer
 

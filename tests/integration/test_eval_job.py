@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from seller_dist.cli import main as cli_main
-from seller_dist.config import EvalConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, load_config
 from seller_dist.eval.job import GENERATIONS_FILE, evaluate
 from tests.eval_helpers import shared_encoder
 from tests.eval_job_helpers import write_checkpoint_for

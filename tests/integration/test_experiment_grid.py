@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seller_dist.config import ExperimentConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import ExperimentConfig, load_config
 from tests.train_helpers import prep_small
 
 

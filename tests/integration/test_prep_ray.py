@@ -12,8 +12,7 @@ import pytest
 
 import data_prep.pipeline as pipeline
 from data_prep.sources import get_source
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import PrepConfig, from_dict
 from seller_dist.data import shards
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import SPLITS

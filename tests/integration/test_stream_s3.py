@@ -109,8 +109,7 @@ def test_two_gloo_ranks_stream_disjoint_parts_from_s3(s3_bucket, tmp_path):
 def test_prep_writes_to_s3_and_two_gloo_ranks_stream_it_back(s3_bucket, tmp_path):
     """The whole data path on object storage: `seller-dist prep` output on S3, read by 2 real ranks."""
     from data_prep.pipeline import run_prep
-    from seller_dist.config import PrepConfig
-    from seller_dist.config_loader import from_dict
+    from seller_dist.config import PrepConfig, from_dict
 
     root = f"{s3_bucket}/prepped"
     cfg = from_dict(

@@ -21,7 +21,7 @@ import pytest
 from data_prep.safe_pickle import UnreadablePickleError, UnsafePickleError
 from data_prep.sources import SourceConfigError, get_source
 from seller_dist import cli
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError
 from seller_dist.data.bad_records import TooManyBadRecords
 from seller_dist.errors import UserError, one_line_message, user_error_of
 from tests.conftest import make_dataset

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from seller_dist.config import PrepConfig, StreamConfig, TrainConfig
-from seller_dist.config_loader import ConfigError, dump_yaml, from_dict, load_config
+from seller_dist.config import (
+    ConfigError,
+    PrepConfig,
+    StreamConfig,
+    TrainConfig,
+    dump_yaml,
+    from_dict,
+    load_config,
+)
 
 
 def test_yaml_and_overrides_build_typed_dataclasses(tmp_path):
@@ -201,3 +208,20 @@ def test_deepspeed_key_sets_deepspeed_settings_and_refuses_what_the_train_config
             match=rf"^deepspeed\.{key.split('=')[0]} is set by the train config: use {owner} instead$",
         ):
             load_config(TrainConfig, default_config_path(), [f"deepspeed.{key}"])
+
+
+def test_train_and_eval_share_one_workers_config():
+    from seller_dist.config import EvalConfig, WorkersConfig
+
+    train, evaluation = from_dict(TrainConfig, {}), from_dict(EvalConfig, {})
+    assert type(train.workers) is type(evaluation.workers) is WorkersConfig
+    assert (train.workers.num_workers, evaluation.workers.num_workers) == (2, 1)  # each job's default
+    with pytest.raises(ConfigError, match=r"^workers.num_workers must be >= 1, got 0$"):
+        from_dict(EvalConfig, {}, ["workers.num_workers=0"])
+    with pytest.raises(ConfigError, match=r"^workers.max_failures=2: the eval job does not restart lost workers"):
+        from_dict(EvalConfig, {}, ["workers.max_failures=2"])
+
+
+def test_a_missing_required_key_is_named():
+    with pytest.raises(ConfigError, match=r"^callbacks\[0\]: missing required key 'class_path'$"):
+        from_dict(TrainConfig, {"callbacks": [{"init_args": {}}]})

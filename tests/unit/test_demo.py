@@ -60,8 +60,7 @@ def test_the_real_llm_demo_trains_on_the_prompt_that_measured_best():
     question as the zero-shot row, with the LLM replicated (docs/results.md, MovieLens with a real
     LLM); the default demo keeps the plain prompt and ZeRO-3."""
     from seller_dist import demo
-    from seller_dist.config import TrainConfig
-    from seller_dist.config_loader import load_config
+    from seller_dist.config import TrainConfig, load_config
     from seller_dist.train.driver import default_config_path
 
     def cfg(llm: str = "bootstrap", encoder: str = "transformer") -> TrainConfig:

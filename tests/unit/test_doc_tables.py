@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 from seller_dist import experiment as ex
 from seller_dist.bench import tables
-from seller_dist.config import ExperimentConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import ExperimentConfig, load_config
 from seller_dist.train import driver
 
 ARTIFACTS = sorted((tables.REPO / "docs" / "bench").glob("*.json"))

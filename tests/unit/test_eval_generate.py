@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seller_dist.config import EvalConfig, GenerationOptions
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, GenerationOptions, load_config
 from seller_dist.data.schema import ExampleRecord, HistoryEvent
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches, worker_share

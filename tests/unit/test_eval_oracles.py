@@ -15,8 +15,7 @@ import json
 
 import pytest
 
-from seller_dist.config import EvalConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, load_config
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.shards import Manifest
 from seller_dist.eval import oracles

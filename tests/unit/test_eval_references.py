@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from seller_dist.config import EvalConfig, SimulatorConfig, TextMetricsConfig
-from seller_dist.config_loader import ConfigError, load_config
+from seller_dist.config import ConfigError, EvalConfig, SimulatorConfig, TextMetricsConfig, load_config
 from seller_dist.data.shards import Manifest
 from seller_dist.eval import job
 from seller_dist.eval.generations import Generation, GenerationsError, parse_line, write_generations

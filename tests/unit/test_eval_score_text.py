@@ -11,8 +11,7 @@ import pickle
 import pytest
 
 from seller_dist.cli import main
-from seller_dist.config import EvalConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, load_config
 from seller_dist.errors import UserError
 from seller_dist.eval import text_metrics
 from seller_dist.eval.score_text import read_texts, score_texts

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.pipeline import run_prep
-from seller_dist.config import EvalConfig, PrepConfig, TextMetricsConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import EvalConfig, PrepConfig, TextMetricsConfig, load_config
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.shards import Manifest
 from seller_dist.eval.generations import Generation, GenerationsError, SupportingEvent, write_generations

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seller_dist.config import EvalConfig, SimulatorConfig, TextMetricsConfig
-from seller_dist.config_loader import ConfigError, load_config
+from seller_dist.config import ConfigError, EvalConfig, SimulatorConfig, TextMetricsConfig, load_config
 from seller_dist.data.shards import Manifest
 from seller_dist.eval.generations import Generation, write_generations
 from seller_dist.eval.report import comparison_table, flat_metrics, markdown, write_report

@@ -15,8 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from seller_dist import experiment as ex
-from seller_dist.config import ExperimentConfig
-from seller_dist.config_loader import ConfigError, load_config
+from seller_dist.config import ConfigError, ExperimentConfig, load_config
 from seller_dist.train import driver
 
 # (system, seed) -> (bleu4, mrr) the fake eval reports; zero-shot does not depend on the seed

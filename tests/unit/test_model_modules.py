@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seller_dist.config import ModelConfig
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError, ModelConfig
 from seller_dist.model.fusion import CrossAttentionFusion, attribute_match
 from seller_dist.model.item_encoder import ItemEncoder
 from seller_dist.model.moe import DenseAdapter, MoEAdapter, load_balancing_loss

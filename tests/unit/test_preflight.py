@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from seller_dist import storage
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import ConfigError, from_dict, load_config
+from seller_dist.config import ConfigError, TrainConfig, from_dict, load_config
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.preflight import preflight
 from tests.conftest import free_port, make_dataset

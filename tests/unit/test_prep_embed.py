@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import data_prep.pipeline as pipeline
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import PrepConfig, from_dict
 from seller_dist.data import shards
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.sentence_embeddings import npy_bytes, npy_load

@@ -13,8 +13,7 @@ import pytest
 import data_prep.pipeline as pipeline
 from data_prep.partitions import PartitionSpill, events_by_user, partition_of, read_partition
 from data_prep.sources.base import RawEvent
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import PrepConfig, from_dict
 from seller_dist.data import shards
 from seller_dist.data.schema import SPLITS
 from tests.prep_sources import write_events_inputs

@@ -12,8 +12,7 @@ import pytest
 
 import data_prep.pipeline as pipeline
 from data_prep.examples import UserSample, user_rank
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import ConfigError, from_dict
+from seller_dist.config import ConfigError, PrepConfig, from_dict
 from seller_dist.data import shards
 from seller_dist.data.schema import SPLITS
 from tests.prep_sources import write_events_inputs

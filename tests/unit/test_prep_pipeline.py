@@ -16,8 +16,7 @@ from data_prep.examples import Catalog, cut_user_examples
 from data_prep.sources.base import RawEvent, RawItem, Source
 from data_prep.sources.synthetic import SyntheticSource
 from seller_dist import cli
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import ConfigError, from_dict, load_config
+from seller_dist.config import ConfigError, PrepConfig, from_dict, load_config
 from seller_dist.data import shards
 from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
 from seller_dist.data.inspect import summarize

@@ -6,8 +6,7 @@ import boto3
 import pytest
 
 import data_prep.pipeline as pipeline
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import PrepConfig, from_dict
 from seller_dist.data.bad_records import TooManyBadRecords
 from seller_dist.data.inspect import summarize
 from seller_dist.data.schema import SPLITS

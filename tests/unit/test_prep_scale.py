@@ -7,8 +7,7 @@ import tracemalloc
 import pytest
 
 import data_prep.pipeline as pipeline
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import from_dict
+from seller_dist.config import PrepConfig, from_dict
 
 
 def _peak(tmp_path, num_users: int) -> int:

@@ -15,8 +15,7 @@ from data_prep.safe_pickle import UnreadablePickleError
 from data_prep.sources.events import EventsSource
 from data_prep.sources.xrec import XRecSource
 from data_prep.sources.yelp import YelpSource
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import ConfigError, from_dict
+from seller_dist.config import ConfigError, PrepConfig, from_dict
 from seller_dist.data import shards
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import SPLITS

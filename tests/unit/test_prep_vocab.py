@@ -14,8 +14,7 @@ import pytest
 from data_prep.examples import Catalog
 from data_prep.sources.base import RawItem
 from data_prep.vocab import ParentItem, ParentVocab, VocabError, lineage_entry, load_parent
-from seller_dist.config import PrepConfig
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError, PrepConfig
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ACTIONS
 from tests.warm_start_helpers import prep_window, write_windows

@@ -13,8 +13,7 @@ import pytest
 
 from seller_dist import experiment as ex
 from seller_dist import version
-from seller_dist.config import ExperimentConfig
-from seller_dist.config_loader import load_config
+from seller_dist.config import ExperimentConfig, load_config
 from seller_dist.train import driver
 
 

@@ -11,8 +11,7 @@ import re
 
 import pytest
 
-from seller_dist.config import TrainConfig
-from seller_dist.config_loader import ConfigError, from_dict
+from seller_dist.config import ConfigError, TrainConfig, from_dict
 from seller_dist.strategy_settings import StrategySettings
 
 

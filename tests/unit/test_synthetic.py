@@ -9,7 +9,7 @@ import pytest
 
 from data_prep.examples import Catalog, CutParams, cut_user_examples
 from data_prep.sources.synthetic import SyntheticSource
-from seller_dist.config_loader import ConfigError
+from seller_dist.config import ConfigError
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.synthetic_reference import most_recent_related, order_dependent_explanation
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seller_dist.config import CallbackConfig, TrainConfig
-from seller_dist.config_loader import ConfigError, from_dict, load_config, to_dict
+from seller_dist.config import CallbackConfig, ConfigError, TrainConfig, from_dict, load_config, to_dict
 from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks, check_callbacks
 from seller_dist.train.preflight import preflight
 from tests.fault_callbacks import NanInputs, RecordCalls, WritePidFile, entry, override

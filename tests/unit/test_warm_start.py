@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from seller_dist import cli
-from seller_dist.config_loader import ConfigError, dump_yaml
+from seller_dist.config import ConfigError, dump_yaml
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.shards import Manifest
 from seller_dist.model.llm import FrozenLLM

@@ -1,12 +1,13 @@
-"""Typed dataclass configs from YAML with dotted overrides.
+"""Loading a config: YAML, `--set key=value` overrides, type coercion and validation.
 
 Every config in seller-dist is a tree of dataclasses. `load_config(Cls, path, ["a.b=3"])` reads YAML,
 applies `--set`-style overrides, builds the dataclasses with type checks, and runs each dataclass's
-`validate()`; every error names the key and says what to change.
+`validate()`; every error is one line that names the key and says what to change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -16,35 +17,31 @@ from typing import Any, TypeVar
 
 import yaml
 
-from seller_dist.errors import UserError
+from seller_dist.errors import ConfigError
 
 T = TypeVar("T")
 
 
-class ConfigError(UserError, ValueError):
-    """A config the user must change; the message names the key."""
+# what a key of each scalar type takes, in the words of its error
+EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` (as YAML parsed it) as the type hint `tp`, or a one-line ConfigError naming `key`.
+    Strict where YAML is: "3" is no integer and 1 no bool; an integer takes 3.0 and a number takes
+    an integer or YAML 1.1's "1e-5" string."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            if arg is not type(None):
+                with contextlib.suppress(ConfigError):
+                    return coerce(value, arg, key)
         raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:
@@ -59,38 +56,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return {str(k): coerce(v, args[1] if args else Any, f"{key}.{k}") for k, v in value.items()}
+    if tp not in EXPECTED:  # Any
         return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    bool_mismatch = isinstance(value, bool) != (tp is bool)  # true is no number, 1 no bool
+    if bool_mismatch or not isinstance(value, (int, float) if tp is float else tp):
+        raise ConfigError(f"{key}: expected {EXPECTED[tp]}, got {value!r}")
+    return float(value) if tp is float else value
 
 
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
@@ -103,11 +85,11 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             close = difflib.get_close_matches(k, list(fields), n=1)
             hint = f"; did you mean '{(prefix + '.' if prefix else '') + close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint} (valid keys here: {sorted(fields)})")
-        kwargs[k] = _coerce(v, hints[k], key)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # missing required field
-        raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+        kwargs[k] = coerce(v, hints[k], key)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is f.default_factory is dataclasses.MISSING:  # no default
+            raise ConfigError(f"{prefix or cls.__name__}: missing required key '{name}'")
+    return cls(**kwargs)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -147,14 +129,17 @@ def validate_tree(cfg: Any, prefix: str = "") -> None:
         cfg.validate()
 
 
-def from_dict(cls: type[T], data: dict[str, Any], overrides: list[str] | None = None) -> T:
+def from_dict(cls: type[T], data: dict[str, Any], overrides: list[str] | None = None, key: str = "") -> T:
+    """`cls` built from `data` with the `--set` overrides applied, type-checked and validated; `key`
+    names where `data` sits in a larger config (e.g. "source_options"), for the error messages."""
     data = apply_overrides(dict(data or {}), overrides or [])
-    cfg = _build(cls, data)
+    cfg = _build(cls, data, key)
     validate_tree(cfg)
     return cfg
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """`cls` from the YAML file at `path` (None: the defaults) with the `--set` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
