@@ -52,7 +52,7 @@ from seller_dist.config import (
     ExperimentConfig,
     PrepConfig,
     TrainConfig,
-    flatten_overrides,
+    dotted_items,
     load_config,
     to_dict,
 )
@@ -81,7 +81,7 @@ def _kv(key: str, value: Any) -> str:
 
 
 def overrides_of(tree: dict[str, Any]) -> list[str]:
-    return [_kv(k, v) for k, v in flatten_overrides(tree).items()]
+    return [_kv(k, v) for k, v in dotted_items(tree).items()]
 
 
 def _sha(obj: Any) -> str:
@@ -89,7 +89,7 @@ def _sha(obj: Any) -> str:
 
 
 def _drop(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    flat = flatten_overrides(d)
+    flat = dotted_items(d)
     return {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in keys)}
 
 
@@ -140,7 +140,7 @@ def grid(
             raise ConfigError(f"--seeds: {s} is not a seed of this experiment ({cfg.seeds})")
     names = [n for n in cfg.systems if not systems or n in systems]
     return [
-        Cell(n, seed, flatten_overrides(cfg.systems[n]))
+        Cell(n, seed, dotted_items(cfg.systems[n]))
         for seed in cfg.seeds
         if not seeds or seed in seeds
         for n in names
@@ -205,7 +205,7 @@ def fingerprint(
     train_yaml = Path(cfg.train_config or default_train_config()).read_bytes()
     parts = {
         "train_yaml_sha256": hashlib.sha256(train_yaml).hexdigest(),
-        "train": flatten_overrides(cfg.train),
+        "train": dotted_items(cfg.train),
         "system": cell.overrides,
         "max_steps": cfg.budget.max_steps if cell.trained else None,
         "seed": cell.seed if cell.trained or ecfg.generation.do_sample else None,

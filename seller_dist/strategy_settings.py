@@ -37,10 +37,11 @@ OWNED_KEYS = {
 }
 
 
-def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}: nested and dotted keys alike."""
+def dotted_items(tree: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}: nested and dotted keys alike (the YAML of
+    an experiment or a DeepSpeed dict may nest or dot its keys; a `--set a.b.c=v` nests them)."""
     out: dict[str, Any] = {}
-    for key, value in tree.items():
+    for key, value in (tree or {}).items():
         if isinstance(value, dict) and value:
             out.update(dotted_items(value, f"{prefix}{key}."))
         else:

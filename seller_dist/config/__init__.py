@@ -17,7 +17,6 @@ from seller_dist.config.experiment import (
     ExperimentBudgetConfig,
     ExperimentConfig,
     ExperimentLLMConfig,
-    flatten_overrides,
 )
 from seller_dist.config.loading import (
     ConfigError,
@@ -53,5 +52,5 @@ __all__ = [
     "OptimConfig", "PrepConfig", "RetrievalConfig", "SimulatorConfig", "StorageConfig", "StrategySettings",
     "StreamConfig", "SyntheticSourceConfig", "TextMetricsConfig", "TrainConfig", "TrainEvalConfig",
     "WorkersConfig", "apply_overrides", "coerce", "dotted_items", "dump_yaml",
-    "flatten_overrides", "from_dict", "load_config", "parse_override", "to_dict", "validate_tree",
+    "from_dict", "load_config", "parse_override", "to_dict", "validate_tree",
 ]  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Any
 
 from seller_dist.config.storage import StorageConfig
 from seller_dist.errors import ConfigError
+from seller_dist.strategy_settings import dotted_items
 
 # keys a system may not override: every system of a grid trains on the same data, LLM and budget
 EXPERIMENT_RESERVED_KEYS = (
@@ -19,19 +20,6 @@ EXPERIMENT_RESERVED_KEYS = (
     "storage_path",
     "init_from",
 )
-
-
-def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"adapter": "dense"}, "optim.lr": 0.003} -> {"model.adapter": "dense", "optim.lr": 0.003}:
-    the YAML of an experiment may nest or dot its keys (a `--set a.b.c=v` nests them)."""
-    out: dict[str, Any] = {}
-    for k, v in (tree or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten_overrides(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 @dataclass
@@ -129,12 +117,12 @@ class ExperimentConfig:
                 raise ConfigError(f"systems: '{name}' must be a name without '/', spaces or a leading '.'")
             if not isinstance(overrides, dict):
                 raise ConfigError(f"systems.{name}: expected a mapping of train keys, got {overrides!r}")
-            fixed = sorted(set(flatten_overrides(overrides)) & set(EXPERIMENT_RESERVED_KEYS))
+            fixed = sorted(set(dotted_items(overrides)) & set(EXPERIMENT_RESERVED_KEYS))
             if fixed:
                 raise ConfigError(
                     f"systems.{name} sets {fixed}: the experiment sets these the same for every system "
                     "(budget.max_steps, seeds, data, llm); change them there"
                 )
-        fixed = sorted(set(flatten_overrides(self.train)) & set(EXPERIMENT_RESERVED_KEYS))
+        fixed = sorted(set(dotted_items(self.train)) & set(EXPERIMENT_RESERVED_KEYS))
         if fixed:
             raise ConfigError(f"train sets {fixed}: the experiment sets these (budget, seeds, data, llm)")
