@@ -1,8 +1,9 @@
-"""`seller-dist bench data|train|eval|prep`: the throughput benchmarks' arguments. Each benchmark
-module has a typed options dataclass (`BenchDataOptions`, ...) and `run(options)`, which measures
-and writes its JSON artifact (seller_dist.bench); the arguments are parsed into those options.
-Their defaults are the dataclasses' alone: an option not given is left out of the parsed arguments
-(argparse.SUPPRESS), so no benchmark module is imported to build the parser."""
+"""`seller-dist bench data|train|eval|prep|gpu`: the benchmarks' arguments. Each benchmark module
+has a typed options dataclass (`BenchDataOptions`, ...) and `run(options)`, which measures and
+writes its JSON artifact (seller_dist.bench); the arguments are parsed into those options. Their
+defaults are the dataclasses' alone: an option not given is left out of the parsed arguments
+(argparse.SUPPRESS), so no benchmark module is imported to build the parser. `bench gpu` runs on a
+GPU machine without Ray: neither this module nor seller_dist.bench.gpu imports it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "seller_dist.bench.prep",
         "BenchPrepOptions",
         "prep events/s and peak RSS per engine, size and format (event logs)",
+    ),
+    "gpu": (
+        "seller_dist.bench.gpu",
+        "GpuBenchOptions",
+        "one GPU: training tokens/s and MFU at 0.95B, --generate decoding, --suite every GPU benchmark",
     ),
 }
 
@@ -148,9 +154,67 @@ def add_prep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the JSON artifact (default: outputs/bench/bench-prep-<UTC time>.json)")
 
 
+def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny LLM, a few steps")
+    p.add_argument("--hidden", type=int, help="the frozen LLM's hidden size (2048: 0.95B with the rest)")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--intermediate", type=int)
+    p.add_argument("--vocab", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--micro-batches", help="micro-batch sizes to time (OOM ones skipped)")
+    p.add_argument(
+        "--variants",
+        help="eager: plain PyTorch (TorchStrategy) as the model trains; full_logits: the LM head over every position "
+        "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
+        "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
+        "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
+        "deepspeed_replicated[_compile]: train.llm_layout=replicated [+ train.compile_llm]; "
+        "deepspeed_deepcompile: ZeRO-3 with DeepSpeed's DeepCompile (train.deepcompile, CUDA only) "
+        "(default: all; --tiny: eager,full_logits,checkpointing,deepspeed)",
+    )
+    p.add_argument("--one-micro-batch", type=int, help="size for the single-size variants")
+    p.add_argument("--no-check", action="store_true", help="skip the CUDA vs CPU consistency check")
+    p.add_argument("--d-model", type=int)
+    p.add_argument("--soft-tokens", type=int)
+    p.add_argument("--experts", type=int)
+    p.add_argument("--expert-hidden", type=int)
+    p.add_argument("--attn", help="attn_implementation of the LLM (sdpa, eager, ...)")
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--seconds", type=float, help="measured seconds per micro-batch size")
+    p.add_argument("--min-steps", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--chip", choices=["h100", "h200"], help="peak for MFU (default h200)")
+    p.add_argument("--peak-tflops", type=float, help="overrides --chip")
+    p.add_argument("--out", help="write the JSON result here")
+    g = p.add_argument_group("generation (--generate: the eval job's decoding, LLM scale)")
+    g.add_argument("--generate", action="store_true", help="time decoding variants instead of training")
+    g.add_argument("--gen-batch-sizes")
+    g.add_argument("--prompt-len", type=int, help="prompt positions (left-padded)")
+    g.add_argument("--new-tokens", type=int)
+    g.add_argument(
+        "--gen-variants", help="default: all of bench.eval.DECODE_VARIANTS (CPU: not static_cudagraphs)"
+    )
+    g.add_argument("--gen-repeats", type=int, help="timed calls per variant (best kept)")
+    g.add_argument("--compile-backend", help="torch.compile backend of static_compiled")
+    g.add_argument("--deadline-seconds", type=float, help="skip variants started later")
+    s_ = p.add_argument_group(
+        "suite (--suite: every GPU benchmark in one run, one JSON; cluster/gpu_bench.sh)"
+    )
+    s_.add_argument("--suite", action="store_true", help="run the sections below, each in its own process")
+    s_.add_argument("--budget", type=float, help="seconds for the whole suite")
+    s_.add_argument("--sections", help="comma-separated, in order (default: all, in priority order)")
+    s_.add_argument(
+        "--in-process",
+        action=argparse.BooleanOptionalAction,
+        help="sections in this process, without timeouts (default: with --tiny only)",
+    )
+
+
 ARGUMENTS = {
     "data": add_data_arguments,
     "train": add_train_arguments,
     "eval": add_eval_arguments,
     "prep": add_prep_arguments,
+    "gpu": add_gpu_arguments,
 }

@@ -46,7 +46,7 @@ def _doc(root: Path, artifact: dict, spec: str) -> Path:
 def test_a_table_edited_by_hand_is_stale_and_regenerates(tmp_path: Path) -> None:
     run = {"variant": "eager", "micro_batch": 8, "tokens_per_s": 1000.0, "samples_per_s": 10.0}
     run |= {"step_ms": 800.0, "mfu": 0.3, "mfu_needed_flops": 0.25, "peak_memory_gb": 5.0}
-    prov = {"command": "python -m seller_dist.bench.gpu", "date": "2026-12-06T00:00:00+00:00"}
+    prov = {"command": "seller-dist bench gpu", "date": "2026-12-06T00:00:00+00:00"}
     prov |= {"commit": "0123456789abcdef", "tree": "clean", "machine": {"cpus": 16, "gpus": [{"name": "G"}]}}
     doc = _doc(tmp_path, {"provenance": prov, "runs": [run]}, "gpu-train")
     text = doc.read_text()
