@@ -1,9 +1,10 @@
-"""`seller-dist bench data|train|eval|prep|gpu`: the benchmarks' arguments. Each benchmark module
-has a typed options dataclass (`BenchDataOptions`, ...) and `run(options)`, which measures and
-writes its JSON artifact (seller_dist.bench); the arguments are parsed into those options. Their
-defaults are the dataclasses' alone: an option not given is left out of the parsed arguments
-(argparse.SUPPRESS), so no benchmark module is imported to build the parser. `bench gpu` runs on a
-GPU machine without Ray: neither this module nor seller_dist.bench.gpu imports it."""
+"""`seller-dist bench data|train|eval|prep|gpu|tables`: the benchmarks' arguments (`tables`
+rewrites the docs' tables from the committed artifacts). Each module has a typed options dataclass
+(`BenchDataOptions`, ...) and `run(options)`, which measures and writes its JSON artifact
+(seller_dist.bench); the arguments are parsed into those options. Their defaults are the
+dataclasses' alone: an option not given is left out of the parsed arguments (argparse.SUPPRESS),
+so no benchmark module is imported to build the parser. `bench gpu` runs on a GPU machine without
+Ray: neither this module nor seller_dist.bench.gpu imports it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "seller_dist.bench.gpu",
         "GpuBenchOptions",
         "one GPU: training tokens/s and MFU at 0.95B, --generate decoding, --suite every GPU benchmark",
+    ),
+    "tables": (
+        "seller_dist.bench.tables",
+        "TablesOptions",
+        "rewrite the docs' generated tables from their artifacts (docs/bench/)",
     ),
 }
 
@@ -211,10 +217,15 @@ def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tables_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is stale")
+
+
 ARGUMENTS = {
     "data": add_data_arguments,
     "train": add_train_arguments,
     "eval": add_eval_arguments,
     "prep": add_prep_arguments,
     "gpu": add_gpu_arguments,
+    "tables": add_tables_arguments,
 }
