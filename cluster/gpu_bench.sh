@@ -18,7 +18,7 @@
 #   cluster/gpu_bench.sh                        # the suite -> docs/bench/gpu-suite-h200-DATE.json + .log
 #   cluster/gpu_bench.sh --chip h100 --budget 460 --sections generate_8.8b,train_0.95b
 #   cluster/gpu_bench.sh --tiny                 # the whole suite on the CPU with tiny shapes, seconds
-#   cluster/gpu_bench.sh train [ARGS]           # the training benchmark alone (seller_dist.bench.gpu)
+#   cluster/gpu_bench.sh train [ARGS]           # the training benchmark alone (seller-dist bench gpu)
 #   cluster/gpu_bench.sh generate [ARGS]        # the generation benchmark alone (--generate)
 #
 # Python: the venv of `./launch.sh setup` (which reuses the host's CUDA torch on a GPU machine), or,
@@ -51,13 +51,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 # checkout without .git records the commit as unknown, plus SELLER_SOURCE_COMMIT when the sender sets it
 echo "commit: $(git rev-parse HEAD 2>/dev/null || echo "unknown: not a git checkout${SELLER_SOURCE_COMMIT:+ (stated: $SELLER_SOURCE_COMMIT)}")"
 case "${1:-}" in
-  train) shift; exec "$PY" -m seller_dist.bench.gpu "$@" ;;
-  generate) shift; exec "$PY" -m seller_dist.bench.gpu --generate "$@" ;;
+  train) shift; exec "$PY" -m seller_dist.cli bench gpu "$@" ;;
+  generate) shift; exec "$PY" -m seller_dist.cli bench gpu --generate "$@" ;;
 esac
 # the suite: its JSON path is printed first; the log goes next to it
 LOG="$(mktemp)"
 set +e
-"$PY" -m seller_dist.bench.gpu --suite "$@" 2>&1 | tee "$LOG"
+"$PY" -m seller_dist.cli bench gpu --suite "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 set -e
 OUT="$(sed -n 's/^\[gpu-suite\] sections .* -> \(.*\)$/\1/p' "$LOG" | head -1)"

@@ -10,7 +10,6 @@ prep path), copied byte for byte to a moto S3 server this command starts on 127.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -21,6 +20,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,23 @@ from seller_dist.bench.local_services import DUMMY_S3_ENV, local_s3_server, scop
 from seller_dist.config import StorageConfig
 from seller_dist.data.shards import Manifest
 from seller_dist.version import provenance
+
+
+@dataclass(frozen=True)
+class BenchDataOptions:
+    """What `seller-dist bench data` measures (the CLI's flags, dashes for underscores)."""
+
+    users: int = 1200  # synthetic users (about 16 train records each)
+    shard_records: int = 2000  # records per shard
+    batch_size: int = 32
+    shuffle_buffer: int = 256
+    workers: str = "1,2"  # comma-separated loader worker counts to measure
+    repeats: int = 3  # epochs timed per measurement (median reported)
+    tokenizer: str | None = None  # local HF tokenizer dir (None: a small BPE trained on the data)
+    length_buckets: int = 64  # data.length_buckets compared with 0 in the padding measurement
+    no_s3: bool = False  # skip the S3 measurements
+    work_dir: str | None = None  # where the dataset is prepared (None: a temp dir)
+    out: str | None = None  # the JSON artifact (None: outputs/bench/bench-data-<UTC time>.json)
 
 
 def prepare_dataset(out: str, users: int, shard_records: int) -> dict[str, Any]:
@@ -131,13 +148,13 @@ def build_collator(root: str, tokenizer_dir: str | None, work: Path) -> Any:
     return SellerCollator.for_dataset(man.data["vocab"], ItemCatalog.load(root, man), tokenizer_dir)
 
 
-def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+def run_benchmark(opts: BenchDataOptions, work: Path) -> dict[str, Any]:
+    workers = [int(w) for w in str(opts.workers).split(",") if w.strip()]
     local = str(work / "ds")
     t0 = time.perf_counter()
-    man = prepare_dataset(local, args.users, args.shard_records)
+    man = prepare_dataset(local, opts.users, opts.shard_records)
     prep_s = time.perf_counter() - t0
-    collate = build_collator(local, args.tokenizer, work)
+    collate = build_collator(local, opts.tokenizer, work)
     train = man["splits"]["train"]
     result: dict[str, Any] = {
         "benchmark": "data",
@@ -149,16 +166,16 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "prep_seconds": round(prep_s, 1),
         },
         "settings": {
-            "users": args.users,
-            "batch_size": args.batch_size,
-            "shuffle_buffer": args.shuffle_buffer,
-            "repeats": args.repeats,
+            "users": opts.users,
+            "batch_size": opts.batch_size,
+            "shuffle_buffer": opts.shuffle_buffer,
+            "repeats": opts.repeats,
         },
         "results": [],
     }
     sources: list[tuple[str, str, StorageConfig | None]] = [("local", local, None)]
     with contextlib.ExitStack() as stack:
-        if not args.no_s3:
+        if not opts.no_s3:
             endpoint = stack.enter_context(local_s3_server())
             stack.enter_context(scoped_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}))
             s3cfg = StorageConfig(endpoint_url=endpoint)
@@ -170,7 +187,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             copy_dataset(local, "s3://bench-data/ds", s3cfg)
             sources.append(("s3", "s3://bench-data/ds", s3cfg))
         for name, root, cfg in sources:
-            raw = _measure(lambda root=root, cfg=cfg: raw_tar_pass(root, cfg), args.repeats)
+            raw = _measure(lambda root=root, cfg=cfg: raw_tar_pass(root, cfg), opts.repeats)
             result["results"].append(
                 {"source": name, "mode": "raw_tar", "workers": 0, **raw, "ratio_to_raw": 1.0}
             )
@@ -178,16 +195,16 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 for w in workers:
                     m = _measure(
                         lambda root=root, cfg=cfg, w=w, col=col: stream_pass(
-                            root, cfg, w, args.batch_size, args.shuffle_buffer, col
+                            root, cfg, w, opts.batch_size, opts.shuffle_buffer, col
                         ),
-                        args.repeats,
+                        opts.repeats,
                     )
                     m["ratio_to_raw"] = round(m["records_per_s"] / raw["records_per_s"], 3)
                     result["results"].append({"source": name, "mode": mode, "workers": w, **m})
                     log_line(result["results"][-1])
     result["padding"] = [
-        padding_pass(local, args.batch_size, args.shuffle_buffer, collate, g)
-        for g in (0, args.length_buckets)
+        padding_pass(local, opts.batch_size, opts.shuffle_buffer, collate, g)
+        for g in (0, opts.length_buckets)
     ]
     off, on = result["padding"]
     result["padding_ratio"] = round(off["padded_tokens"] / on["padded_tokens"], 3)
@@ -244,13 +261,13 @@ def table(result: dict[str, Any]) -> str:
     return stream_table(result) + ("\n\n" + padding_table([result]) if result.get("padding") else "")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(opts: BenchDataOptions) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="seller-bench-data-") as tmp:
-        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        work = Path(opts.work_dir) if opts.work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = run_benchmark(args, work)
-    write_artifact(result, args.out, "bench-data")
+        result = run_benchmark(opts, work)
+    write_artifact(result, opts.out, "bench-data")
     print(json.dumps(result, indent=2))
     print(table(result))
     return 0

@@ -18,7 +18,6 @@ embeddings straight into the LLM): what `cluster/gpu_bench.sh` runs at 8.8B on a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -30,6 +29,25 @@ import torch
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.config import GenerationOptions, ModelConfig
 from seller_dist.version import provenance
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchEvalOptions:
+    """What `seller-dist bench eval` measures (the CLI's flags, dashes for underscores)."""
+
+    data: str | None = None  # prepared dataset (None: synthetic, prepared in `work`)
+    llm: str | None = None  # frozen LLM dir (None: a random-weight Llama in `work`)
+    checkpoint: str | None = None  # trained weights (None: a fresh SELLER init)
+    work: str = ".cache/bench"  # where default inputs are prepared and reused
+    users: int = 300
+    llm_hidden: int = 128
+    llm_layers: int = 2
+    examples: int = 64  # test examples generated per variant
+    batch_sizes: str = "1,16"  # comma-separated
+    max_new_tokens: int = 32
+    repeats: int = 2  # timed passes per variant (best is kept)
+    decodes: str = "dynamic,static"  # eval.generation.decode values timed as seller and seller_static
+    out: str | None = None  # the JSON artifact (None: outputs/bench/bench-eval-<UTC time>.json)
 
 
 def fresh_weights(data: str, llm: str) -> Any:
@@ -94,47 +112,47 @@ def timed(fn: Any, repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(opts: BenchEvalOptions) -> dict[str, Any]:
     from seller_dist.bench.train import bootstrap_llm
     from seller_dist.data.split_batches import plan_batches, read_batches
     from seller_dist.eval.generate import ExplanationGenerator
     from seller_dist.train.export import load_trained
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    work = Path(args.work)
-    data = args.data or str(work / f"data-u{args.users}")
+    work = Path(opts.work)
+    data = opts.data or str(work / f"data-u{opts.users}")
     if not Path(data, "manifest.json").exists():
         from seller_dist.bench.data import prepare_dataset
 
-        prepare_dataset(data, args.users, shard_records=2000)
-    llm = args.llm or str(work / f"llm-h{args.llm_hidden}-l{args.llm_layers}")
+        prepare_dataset(data, opts.users, shard_records=2000)
+    llm = opts.llm or str(work / f"llm-h{opts.llm_hidden}-l{opts.llm_layers}")
     if not Path(llm, "config.json").exists():
-        bootstrap_llm(data, llm, args.llm_hidden, args.llm_layers)
-    trained = load_trained(args.checkpoint) if args.checkpoint else fresh_weights(data, llm)
-    opts = GenerationOptions(max_new_tokens=args.max_new_tokens)
-    gen = ExplanationGenerator(trained, data, "seller", opts, llm_path=llm)
-    decodes = [d.strip() for d in args.decodes.split(",") if d.strip()]
+        bootstrap_llm(data, llm, opts.llm_hidden, opts.llm_layers)
+    trained = load_trained(opts.checkpoint) if opts.checkpoint else fresh_weights(data, llm)
+    gen_opts = GenerationOptions(max_new_tokens=opts.max_new_tokens)
+    gen = ExplanationGenerator(trained, data, "seller", gen_opts, llm_path=llm)
+    decodes = [d.strip() for d in opts.decodes.split(",") if d.strip()]
     static = None
     if "static" in decodes:
-        static_opts = GenerationOptions(max_new_tokens=args.max_new_tokens, decode="static")
+        static_opts = GenerationOptions(max_new_tokens=opts.max_new_tokens, decode="static")
         static = ExplanationGenerator(trained, data, "seller_static", static_opts, llm_path=llm)
-    plan = plan_batches(gen.manifest, "test", args.examples, limit=args.examples)
+    plan = plan_batches(gen.manifest, "test", opts.examples, limit=opts.examples)
     records = [r for _, recs in read_batches(gen.manifest, "test", plan, None) for r in recs]
     n = len(records)
     variants: list[dict[str, Any]] = []
-    for bs in [int(x) for x in args.batch_sizes.split(",")]:
+    for bs in [int(x) for x in opts.batch_sizes.split(",")]:
         chunks = [records[i : i + bs] for i in range(0, n, bs)]
-        t_ours, _ = timed(lambda c=chunks: [gen.generate_batch(i, x) for i, x in enumerate(c)], args.repeats)
+        t_ours, _ = timed(lambda c=chunks: [gen.generate_batch(i, x) for i, x in enumerate(c)], opts.repeats)
         ref = [ids for x in chunks for ids in ours_ids(gen, x)]
         t_hf, hf = timed(
-            lambda c=chunks: [ids for x in c for ids in hf_generate(gen, x, opts.max_new_tokens)],
-            args.repeats,
+            lambda c=chunks: [ids for x in c for ids in hf_generate(gen, x, gen_opts.max_new_tokens)],
+            opts.repeats,
         )
         tokens = sum(len(ids) for ids in ref)
         timings = [("seller", t_ours, n), ("hf_batched" if bs > 1 else "hf_loop", t_hf, None)]
         if static is not None:
             t_static, _ = timed(
-                lambda c=chunks: [static.generate_batch(i, x) for i, x in enumerate(c)], args.repeats
+                lambda c=chunks: [static.generate_batch(i, x) for i, x in enumerate(c)], opts.repeats
             )
             same_static = [ids for x in chunks for ids in ours_ids(static, x)]
             timings.append(
@@ -174,7 +192,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "eval",
         "provenance": provenance(),
         "settings": {
-            k: getattr(args, k)
+            k: getattr(opts, k)
             for k in (
                 "examples",
                 "batch_sizes",
@@ -438,8 +456,8 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join([variants_table(result), *(f"{k}: {v:.2f}x" for k, v in result["ratios"].items())])
 
 
-def run(args: argparse.Namespace) -> int:
-    result = run_benchmark(args)
-    write_artifact(result, args.out, "bench-eval")
+def run(opts: BenchEvalOptions) -> int:
+    result = run_benchmark(opts)
+    write_artifact(result, opts.out, "bench-eval")
     print(table(result))
     return 0

@@ -1,9 +1,9 @@
 """One-GPU benchmarks. Three modes:
 
-    python -m seller_dist.bench.gpu [--tiny]             # training (below): tokens/s and MFU
-    python -m seller_dist.bench.gpu --generate [--tiny]  # the eval job's decoding (run_generate)
-    python -m seller_dist.bench.gpu --suite [--tiny]     # every GPU benchmark, one JSON (run_suite;
-                                                         # what cluster/gpu_bench.sh runs)
+    seller-dist bench gpu [--tiny]             # training (run_train, below): tokens/s and MFU
+    seller-dist bench gpu --generate [--tiny]  # the eval job's decoding (run_generate)
+    seller-dist bench gpu --suite [--tiny]     # every GPU benchmark, one JSON (run_suite; what
+                                               # cluster/gpu_bench.sh runs)
 
 Training: a frozen ~1B Llama-style LLM built from a config (random weights, no hub), the SELLER
 adapter trained on it in bf16 on synthetic batches by the training job's own step
@@ -16,19 +16,20 @@ is needed on a closed machine. The frozen LLM: hidden 2048, 16 layers, 32 heads,
 attention). First a CUDA vs CPU consistency check (loss, gradients, greedy tokens), then each
 variant (eager; full_logits = the LM head over every position, as before `logits_to_keep`;
 compile = torch.compile of each frozen decoder layer) at each micro-batch size in
-`--micro-batches` (warm-up steps, then `--seconds` of measured steps); the best is reported.
+`micro_batches` (warm-up steps, then `seconds` of measured steps); the best is reported.
 MFU = (4 N_frozen * tokens + 6 N_trainable * samples) / time / peak, the accounting of
 seller_dist.train.metrics; "needed FLOPs" leaves out the input-embedding lookup and counts the
 LM head only where a label is scored. BENCHMARKS.md has what it printed on an H200.
+Everything here runs without Ray (the GPU machine has none); the entry is `run(GpuBenchOptions)`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,6 +44,62 @@ if TYPE_CHECKING:
 
 # what every variant's TrainStep runs with: a constant LR, the job's default clip at 1.0
 BENCH_OPTIM = OptimConfig(lr=1e-4, schedule="constant", warmup_steps=0, grad_clip=1.0)
+
+
+@dataclass(frozen=True)
+class GpuBenchOptions:
+    """What `seller-dist bench gpu` runs (its flags, dashes for underscores): the training benchmark
+    by default, the decoding one with `generate`, every section with `suite`; `tiny` shrinks every
+    shape to a CPU smoke test of seconds."""
+
+    tiny: bool = False  # CPU smoke test: a tiny LLM, a few steps
+    hidden: int = 2048  # the frozen LLM's shape (default: 0.953B, TinyLlama-shaped, full MHA)
+    layers: int = 16
+    heads: int = 32
+    intermediate: int = 5632
+    vocab: int = 32000
+    seq_len: int = 1024
+    micro_batches: str = "16,32,64"  # micro-batch sizes to time (OOM ones skipped)
+    variants: str | None = None  # comma-separated, of VARIANTS (None: all; tiny: TINY_VARIANTS)
+    one_micro_batch: int = 32  # size for the single-size variants (SINGLE_SIZE)
+    no_check: bool = False  # skip the CUDA vs CPU consistency check (generate: the fp32 check)
+    d_model: int = 256  # the adapter trained on the LLM
+    soft_tokens: int = 8
+    experts: int = 8
+    expert_hidden: int = 1024
+    attn: str = "sdpa"  # attn_implementation of the LLM (sdpa, eager, ...)
+    warmup: int = 5
+    seconds: float = 20.0  # measured seconds per micro-batch size
+    min_steps: int = 5
+    max_steps: int = 100000
+    chip: str = "h200"  # peak for MFU: a key of CHIP_PEAK_TFLOPS
+    peak_tflops: float | None = None  # overrides chip
+    out: str | None = None  # the JSON result (written as rows come)
+    generate: bool = False  # time decoding variants instead of training (run_generate)
+    gen_batch_sizes: str = "16,64"
+    prompt_len: int = 256  # prompt positions (left-padded)
+    new_tokens: int = 32
+    gen_variants: str | None = None  # None: all of bench.eval.DECODE_VARIANTS (CPU: not static_cudagraphs)
+    gen_repeats: int = 2  # timed calls per variant (best kept)
+    compile_backend: str = "inductor"  # torch.compile backend of static_compiled
+    deadline_seconds: float = 0.0  # skip variants started later (0: none)
+    suite: bool = False  # every GPU benchmark in one run, one JSON (run_suite)
+    budget: float = 460.0  # seconds for the whole suite
+    sections: str | None = None  # comma-separated, in order (None: all of SECTIONS)
+    in_process: bool | None = None  # sections in this process, without timeouts (None: with tiny only)
+
+
+TINY_LLM = {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "vocab": 1000}
+TINY_VARIANTS = "eager,full_logits,checkpointing,deepspeed"
+
+
+def run(opts: GpuBenchOptions) -> int:
+    """The suite, the decoding benchmark or the training benchmark, as `opts` asks."""
+    if opts.suite:
+        return run_suite(opts)
+    if opts.tiny:
+        torch.set_num_threads(1)  # a smoke test on a shared CPU: no thread oversubscription
+    return run_generate(opts) if opts.generate else run_train(opts)
 
 
 def build_llm(
@@ -113,20 +170,20 @@ def make_batches(
     return out
 
 
-def bench_model(args: argparse.Namespace, llm_path: str = "") -> tuple[Any, Any]:
+def bench_model(opts: GpuBenchOptions, llm_path: str = "") -> tuple[Any, Any]:
     """The adapter the benchmark trains: (ModelConfig, ModelVocab)."""
     from seller_dist.config import ModelConfig
     from seller_dist.model.vocab import ModelVocab
 
     vocab = ModelVocab(num_items=5000, attribute_sizes=[12, 30], text_dim=0)
     mcfg = ModelConfig(
-        d_model=args.d_model,
+        d_model=opts.d_model,
         num_layers=2,
         num_heads=4,
-        num_soft_tokens=args.soft_tokens,
-        num_experts=args.experts,
+        num_soft_tokens=opts.soft_tokens,
+        num_experts=opts.experts,
         top_k=2,
-        expert_hidden=args.expert_hidden,
+        expert_hidden=opts.expert_hidden,
         ep_size=1,
         dropout=0.1,
         llm_path=llm_path,
@@ -135,7 +192,7 @@ def bench_model(args: argparse.Namespace, llm_path: str = "") -> tuple[Any, Any]
 
 
 def run_plain(
-    llm: Any, args: argparse.Namespace, micro: int, device: torch.device, variant: str = "eager"
+    llm: Any, opts: GpuBenchOptions, micro: int, device: torch.device, variant: str = "eager"
 ) -> dict[str, Any]:
     """Plain PyTorch (TorchStrategy) over the LLM built here: the SELLER model with its MoE and one
     AdamW over the trainables (fused on a GPU)."""
@@ -145,17 +202,17 @@ def run_plain(
 
     gpu = device.type == "cuda"
     strategy = TorchStrategy(StrategySettings(micro, bf16=gpu, use_gpu=gpu, world_size=1))
-    mcfg, vocab = bench_model(args)
+    mcfg, vocab = bench_model(opts)
     torch.manual_seed(0)
     state = strategy.prepare(SellerModel(mcfg, vocab, llm), lr=BENCH_OPTIM.lr)
     state.train()
     if variant == "checkpointing":
         llm.model.train()  # HF checkpoints layers only in train mode (Llama has no dropout to turn on)
-    return measure(state, vocab, args, micro, device, variant)
+    return measure(state, vocab, opts, micro, device, variant)
 
 
 def run_deepspeed(
-    llm_dir: str, args: argparse.Namespace, micro: int, device: torch.device, variant: str
+    llm_dir: str, opts: GpuBenchOptions, micro: int, device: torch.device, variant: str
 ) -> dict[str, Any]:
     """The training job's own path on one rank: DeepSpeedStrategy (ZeRO-3 engine over the SELLER
     model with the LLM partitioned while loading, the MoE beside it), its StrategySettings as the
@@ -189,7 +246,7 @@ def run_deepspeed(
     strategy = DeepSpeedStrategy(settings)
     if not dist.is_initialized():
         strategy.init_distributed()
-    mcfg, vocab = bench_model(args, llm_dir)
+    mcfg, vocab = bench_model(opts, llm_dir)
     llm = strategy.load_llm(mcfg)
     if variant == "deepspeed_replicated_compile":
         llm.compile_layers()
@@ -201,19 +258,19 @@ def run_deepspeed(
     ):
         state.engine.compile()  # DeepSpeedStrategy.prepare compiles a deepcompile config itself
     state.train()
-    return measure(state, vocab, args, micro, device, variant)
+    return measure(state, vocab, opts, micro, device, variant)
 
 
 def measure(
     state: StrategyState,
     vocab: ModelVocab,
-    args: argparse.Namespace,
+    opts: GpuBenchOptions,
     micro: int,
     device: torch.device,
     variant: str,
 ) -> dict[str, Any]:
     """The training job's step (TrainStep) over `state` on synthetic batches: warm-up steps, then
-    `--seconds` of measured steps; tokens/s, MFU, peak memory."""
+    `seconds` of measured steps; tokens/s, MFU, peak memory."""
     import itertools
 
     from seller_dist.train.metrics import parameter_counts
@@ -224,30 +281,30 @@ def measure(
 
     llm = state.model.llm
     batches = make_batches(
-        4, micro, args.seq_len, llm.model.config.vocab_size, args.soft_tokens, vocab, device.type == "cuda"
+        4, micro, opts.seq_len, llm.model.config.vocab_size, opts.soft_tokens, vocab, device.type == "cuda"
     )
-    train_step = TrainStep(state, BENCH_OPTIM, args.max_steps, 0, itertools.cycle(batches), device)
+    train_step = TrainStep(state, BENCH_OPTIM, opts.max_steps, 0, itertools.cycle(batches), device)
     n_frozen, n_train = parameter_counts(state.model, state.moe)
     n_embed = numel(llm.embedding.weight)
     n_head = numel(llm.model.get_output_embeddings().weight)
     # positions the LM head has to score per row: from the first label on (FrozenLLM.lm_loss)
     first = int((batches[0]["labels"][:, 1:] != -100).any(dim=0).nonzero()[0])
-    head_positions = args.seq_len - first if llm._keeps_logits else args.seq_len
+    head_positions = opts.seq_len - first if llm._keeps_logits else opts.seq_len
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_warm = time.perf_counter()
-    for i in range(args.warmup):
+    for i in range(opts.warmup):
         train_step(i)
     sync()
     warmup_secs = time.perf_counter() - t_warm
     t0, steps, tokens, samples = time.perf_counter(), 0, 0, 0
     loss = math.nan
-    while steps < args.min_steps or time.perf_counter() - t0 < args.seconds:
-        stats = train_step(args.warmup + steps)
+    while steps < opts.min_steps or time.perf_counter() - t0 < opts.seconds:
+        stats = train_step(opts.warmup + steps)
         tokens, samples, loss = tokens + stats.own_tokens, samples + stats.own_samples, stats.loss
         steps += 1
-        if steps >= args.max_steps:
+        if steps >= opts.max_steps:
             break
     sync()
     secs = time.perf_counter() - t0
@@ -260,7 +317,7 @@ def measure(
     return {
         "variant": variant,
         "micro_batch": micro,
-        "seq_len": args.seq_len,
+        "seq_len": opts.seq_len,
         "steps": steps,
         "seconds": round(secs, 3),
         "warmup_seconds": round(warmup_secs, 1),
@@ -268,9 +325,9 @@ def measure(
         "tokens_per_s": tokens / secs,
         "samples_per_s": samples / secs,
         "tflops": flops / secs / 1e12,
-        "mfu": mfu(flops, secs, args.peak_tflops),
-        "mfu_without_input_embedding": mfu(flops_no_embed, secs, args.peak_tflops),
-        "mfu_needed_flops": mfu(flops_needed, secs, args.peak_tflops),
+        "mfu": mfu(flops, secs, opts.peak_tflops),
+        "mfu_without_input_embedding": mfu(flops_no_embed, secs, opts.peak_tflops),
+        "mfu_needed_flops": mfu(flops_needed, secs, opts.peak_tflops),
         "head_positions_per_row": head_positions,
         "frozen_params": n_frozen,
         "trainable_params": n_train,
@@ -316,23 +373,22 @@ def restore_variant(llm: Any, variant: str) -> None:
             layer._compiled_call_impl = None  # back to eager (what nn.Module.compile set)
 
 
-def saved_llm(llm: Any, args: argparse.Namespace) -> str:
-    """The benchmark's LLM written once as a Hugging Face checkpoint, for the DeepSpeed path to load
-    the way the training job does (partitioned while loading)."""
+def saved_llm(llm: Any) -> str:
+    """The benchmark's LLM written as a Hugging Face checkpoint (removed at exit), for the DeepSpeed
+    path to load the way the training job does (partitioned while loading)."""
     import atexit
     import shutil
     import tempfile
 
     from seller_dist.model.bootstrap import TINY_CORPUS, train_tokenizer
 
-    if not getattr(args, "_llm_dir", None):
-        args._llm_dir = tempfile.mkdtemp(prefix="gpu-bench-llm-")
-        atexit.register(shutil.rmtree, args._llm_dir, True)  # 2 GB at 0.95B, 17 GB at 8.8B
-        llm.model.save_pretrained(args._llm_dir)
-        # FrozenLLM.from_pretrained reads the family facts (pad, eos, soft ids) from a tokenizer:
-        # a small one does (its ids are far below the vocab; the batches are token ids already)
-        train_tokenizer(TINY_CORPUS, 300).save_pretrained(args._llm_dir)
-    return args._llm_dir
+    llm_dir = tempfile.mkdtemp(prefix="gpu-bench-llm-")
+    atexit.register(shutil.rmtree, llm_dir, True)  # 2 GB at 0.95B, 17 GB at 8.8B
+    llm.model.save_pretrained(llm_dir)
+    # FrozenLLM.from_pretrained reads the family facts (pad, eos, soft ids) from a tokenizer:
+    # a small one does (its ids are far below the vocab; the batches are token ids already)
+    train_tokenizer(TINY_CORPUS, 300).save_pretrained(llm_dir)
+    return llm_dir
 
 
 def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
@@ -408,21 +464,10 @@ def cuda_consistency_check(gpu: str = "cuda") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ generation section
-SIZE_8B = [
-    "--hidden",
-    "4096",
-    "--layers",
-    "32",
-    "--heads",
-    "32",
-    "--intermediate",
-    "14336",
-    "--vocab",
-    "128256",
-]
+SIZE_8B = {"hidden": 4096, "layers": 32, "heads": 32, "intermediate": 14336, "vocab": 128256}
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def run_generate(opts: GpuBenchOptions) -> int:
     """The eval job's decoding at LLM scale (seller_dist.bench.eval.decode_benchmark): Hugging Face
     generate (default and static cache) against FrozenLLM.generate and the StaticDecoder, eager and
     compiled, on random-weight prompts embedded by the LLM. JSON rows per variant and batch size."""
@@ -433,29 +478,29 @@ def run_generate(args: argparse.Namespace) -> int:
         decode_table,
     )
 
-    if args.tiny:
-        args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
-        args.gen_batch_sizes, args.prompt_len, args.new_tokens, args.gen_repeats = "2,4", 16, 8, 1
-        if args.compile_backend == "inductor":
-            args.compile_backend = "eager"  # dynamo's capture without a C++ build: seconds, not a minute
-    on_gpu = torch.cuda.is_available() and not args.tiny
+    if opts.tiny:
+        opts = replace(opts, **TINY_LLM, gen_batch_sizes="2,4", prompt_len=16, new_tokens=8, gen_repeats=1)
+        if opts.compile_backend == "inductor":
+            # dynamo's capture without a C++ build: seconds, not a minute
+            opts = replace(opts, compile_backend="eager")
+    on_gpu = torch.cuda.is_available() and not opts.tiny
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
     dtype = torch.bfloat16 if on_gpu else torch.float32
     t0 = time.perf_counter()
     llm = build_llm(
-        args.hidden,
-        args.layers,
-        args.heads,
-        args.intermediate,
-        args.vocab,
-        args.prompt_len + args.new_tokens,
+        opts.hidden,
+        opts.layers,
+        opts.heads,
+        opts.intermediate,
+        opts.vocab,
+        opts.prompt_len + opts.new_tokens,
         dtype,
         device,
-        args.attn,
+        opts.attn,
     )
     default = DECODE_VARIANTS if on_gpu else DEFAULT_DECODE_VARIANTS  # cudagraphs needs CUDA
-    variants = [v.strip() for v in (args.gen_variants or ",".join(default)).split(",") if v.strip()]
-    batch_sizes = [int(b) for b in args.gen_batch_sizes.split(",") if b.strip()]
+    variants = [v.strip() for v in (opts.gen_variants or ",".join(default)).split(",") if v.strip()]
+    batch_sizes = [int(b) for b in opts.gen_batch_sizes.split(",") if b.strip()]
     result: dict[str, Any] = {
         "benchmark": "generate",
         "provenance": provenance(),
@@ -463,18 +508,18 @@ def run_generate(args: argparse.Namespace) -> int:
         "dtype": str(dtype),
         "torch": torch.__version__,
         "transformers": _version("transformers"),
-        "llm": {k: getattr(args, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
+        "llm": {k: getattr(opts, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
         "frozen_params": sum(p.numel() for p in llm.parameters()),
         "build_seconds": round(time.perf_counter() - t0, 1),
-        "prompt_len": args.prompt_len,
-        "new_tokens": args.new_tokens,
+        "prompt_len": opts.prompt_len,
+        "new_tokens": opts.new_tokens,
         "batch_sizes": batch_sizes,
-        "compile_backend": args.compile_backend,
+        "compile_backend": opts.compile_backend,
         "rows": [],
     }
     print(
         f"[gpu-bench] generate: {result['device']}, frozen LLM {result['frozen_params'] / 1e9:.3f}B, {dtype}, "
-        f"{args.prompt_len} prompt positions, {args.new_tokens} new tokens, batch sizes {batch_sizes}",
+        f"{opts.prompt_len} prompt positions, {opts.new_tokens} new tokens, batch sizes {batch_sizes}",
         flush=True,
     )
 
@@ -491,25 +536,25 @@ def run_generate(args: argparse.Namespace) -> int:
             )
         )
         print(f"[gpu-bench] generate {row['variant']:15s} batch {row['batch_size']:3d}: {tail}", flush=True)
-        _write(args.out, result)
+        _write(opts.out, result)
 
-    deadline = time.time() + args.deadline_seconds if args.deadline_seconds > 0 else None
-    if not args.no_check:
-        result["fp32_check"] = decode_fp32_check(device, args.compile_backend)
-        _write(args.out, result)
+    deadline = time.time() + opts.deadline_seconds if opts.deadline_seconds > 0 else None
+    if not opts.no_check:
+        result["fp32_check"] = decode_fp32_check(device, opts.compile_backend)
+        _write(opts.out, result)
     res = decode_benchmark(
         llm,
         batch_sizes,
-        args.prompt_len,
-        args.new_tokens,
+        opts.prompt_len,
+        opts.new_tokens,
         variants,
-        args.gen_repeats,
+        opts.gen_repeats,
         deadline=deadline,
-        compile_backend=args.compile_backend,
+        compile_backend=opts.compile_backend,
         on_row=save,
     )
     result["ratios"] = res["ratios"]
-    _write(args.out, result)
+    _write(opts.out, result)
     print(decode_table(result["rows"]))
     print(json.dumps(result["ratios"], indent=2), flush=True)
     return 0 if any("new_tokens_per_s" in r for r in result["rows"]) else 1
@@ -558,59 +603,80 @@ def _write(path: str | None, result: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ the one-run suite
-# name -> (what it runs, nominal timeout s): in priority order; each section is a process of its
-# own (GPU memory, CUDA errors and hung compiles stay inside it) with min(timeout, budget left).
-# "gpu" sections are this module with the arguments given; "cli" ones the project CLI, guarded: a
-# mode that does not exist (yet) or fails is an error in the JSON, not the end of the run.
-SECTIONS: dict[str, tuple[str, list[str], float]] = {
+# name -> (what it runs, how, nominal timeout s): in priority order; each section is a process of
+# its own (GPU memory, CUDA errors and hung compiles stay inside it) with min(timeout, budget left).
+# "gpu" sections are this module's benchmarks with those GpuBenchOptions fields; "cli" ones the
+# project CLI with those arguments, guarded: a mode that does not exist (yet) or fails is an error
+# in the JSON, not the end of the run.
+SECTIONS: dict[str, tuple[str, dict[str, Any] | list[str], float]] = {
     "generate_8.8b": (
         "gpu",
-        ["--generate", *SIZE_8B, "--gen-batch-sizes", "16,64", "--prompt-len", "256", "--new-tokens", "32"],
+        {"generate": True, **SIZE_8B, "gen_batch_sizes": "16,64", "prompt_len": 256, "new_tokens": 32},
         230.0,
     ),
     "train_0.95b": (
         "gpu",
-        ["--variants", "eager,compile,deepspeed,deepspeed_replicated_compile", "--micro-batches", "32"],
+        {"variants": "eager,compile,deepspeed,deepspeed_replicated_compile", "micro_batches": "32"},
         120.0,
     ),
     "deepcompile_0.95b": (
         "gpu",
-        ["--variants", "deepspeed_deepcompile", "--micro-batches", "32", "--no-check"],
+        {"variants": "deepspeed_deepcompile", "micro_batches": "32", "no_check": True},
         60.0,
     ),
     "bench_train_gpu": ("cli", ["bench", "train", "--gpu"], 110.0),  # incl. writing the random 0.95B LLM
     "bench_train_gpu_deepcompile": ("cli", ["bench", "train", "--gpu", "--deepcompile"], 40.0),
-    "train_8.8b": ("gpu", [*SIZE_8B, "--variants", "compile", "--micro-batches", "16", "--no-check"], 75.0),
+    "train_8.8b": ("gpu", {**SIZE_8B, "variants": "compile", "micro_batches": "16", "no_check": True}, 75.0),
     "vllm": ("probe", [], 5.0),
 }
 MIN_SECTION_SECONDS = 20.0  # a section with less budget left is skipped
 
 
-def section_command(name: str, args: argparse.Namespace, out: str) -> list[str]:
-    kind, argv, _ = SECTIONS[name]
-    if kind == "gpu":
-        if args.tiny:
-            return [sys.executable, "-m", "seller_dist.bench.gpu", *tiny_argv(argv), "--tiny", "--out", out]
-        extra = ["--seconds", str(args.seconds), "--chip", args.chip]
-        if "--micro-batches" in argv:
-            extra += ["--one-micro-batch", _micro(argv)]
-        return [sys.executable, "-m", "seller_dist.bench.gpu", *argv, *extra, "--out", out]
-    # the CLI's own modes decide their sizes; --tiny is not passed (it may not exist there)
-    return [sys.executable, "-m", "seller_dist.cli", *argv, "--out", out]
+def section_options(name: str, opts: GpuBenchOptions, out: str) -> dict[str, Any]:
+    """The GpuBenchOptions fields a "gpu" section runs with: its own, at the suite's seconds and
+    chip, its first micro-batch for the single-size variants; with `tiny`, tiny shapes and its
+    variants without inductor compiles (a minute of C++ builds on a small CPU; DeepCompile stays:
+    it is refused on a CPU at once, which the smoke test records)."""
+    own = dict(SECTIONS[name][1])
+    if opts.tiny:
+        if "variants" in own:
+            keep = [
+                v for v in own["variants"].split(",") if "compile" not in v or v == "deepspeed_deepcompile"
+            ]
+            own["variants"] = ",".join(keep or ["eager"])
+        return {**own, "tiny": True, "out": out}
+    extra: dict[str, Any] = {"seconds": opts.seconds, "chip": opts.chip}
+    if "micro_batches" in own:
+        extra["one_micro_batch"] = int(own["micro_batches"].split(",")[0])
+    return {**own, **extra, "out": out}
 
 
-def tiny_argv(argv: list[str]) -> list[str]:
-    """--tiny: the section's variants without inductor compiles (a minute of C++ builds on a small
-    CPU); DeepCompile stays (it is refused on a CPU at once, which the smoke test records)."""
-    if "--variants" not in argv:
-        return list(argv)
-    i = argv.index("--variants") + 1
-    keep = [v for v in argv[i].split(",") if "compile" not in v or v == "deepspeed_deepcompile"]
-    return [*argv[:i], ",".join(keep or ["eager"]), *argv[i + 1 :]]
+CLI = [sys.executable, "-m", "seller_dist.cli"]
 
 
-def _micro(argv: list[str]) -> str:
-    return argv[argv.index("--micro-batches") + 1].split(",")[0]
+def section_command(name: str, opts: GpuBenchOptions, out: str, deadline_s: float = 0.0) -> list[str]:
+    """A section's own process: `seller-dist bench gpu` with its options (decoding variants started
+    after `deadline_s` skipped), or the CLI command it names."""
+    kind, how, _ = SECTIONS[name]
+    if kind == "cli":  # the CLI's own modes decide their sizes; --tiny is not passed (it may not exist there)
+        return [*CLI, *how, "--out", out]
+    fields = section_options(name, opts, out)
+    if deadline_s:
+        fields["deadline_seconds"] = deadline_s
+    return [*CLI, "bench", "gpu", *gpu_flags(fields)]
+
+
+def gpu_flags(fields: dict[str, Any]) -> list[str]:
+    """GpuBenchOptions fields as `seller-dist bench gpu` flags: a flag alone for True, none for
+    False or None (the defaults of the fields a section sets)."""
+    out: list[str] = []
+    for name, value in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is not None and value is not False:
+            out += [flag, str(value)]
+    return out
 
 
 def run_section(command: list[str], timeout: float, out: str) -> dict[str, Any]:
@@ -672,15 +738,16 @@ def _with_errors(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def run_section_in_process(argv: list[str], out: str) -> dict[str, Any]:
-    """--tiny / --in-process: the section's `main` here (no timeout, one interpreter start)."""
+def run_section_in_process(fields: dict[str, Any]) -> dict[str, Any]:
+    """--tiny / --in-process: the section's benchmark here (no timeout, one interpreter start)."""
     t0 = time.perf_counter()
     rec: dict[str, Any] = {
-        "command": "in-process: seller_dist.bench.gpu " + " ".join(argv),
+        "command": "in-process: seller-dist bench gpu " + " ".join(gpu_flags(fields)),
         "timeout_s": None,
     }
+    out = fields["out"]
     try:
-        rc = main(argv)
+        rc = run(GpuBenchOptions(**fields))
         status, err = ("ok" if rc == 0 else "error"), None
     except SystemExit as e:
         rc, status, err = e.code, "error", f"SystemExit: {e.code}"
@@ -741,63 +808,62 @@ def suite_summary(sections: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_suite(args: argparse.Namespace) -> int:
+def run_suite(opts: GpuBenchOptions) -> int:
     """Every GPU benchmark in one run under one time budget, one JSON (docs/bench/ by default)."""
     import datetime
     import shutil
     import tempfile
     from pathlib import Path
 
-    names = [n.strip() for n in (args.sections or ",".join(SECTIONS)).split(",") if n.strip()]
+    names = [n.strip() for n in (opts.sections or ",".join(SECTIONS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise SystemExit(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
-    on_gpu = torch.cuda.is_available() and not args.tiny  # NVML only: no CUDA context in this process
-    in_process = args.tiny if args.in_process is None else args.in_process
-    if args.seconds == 20.0 and not args.tiny:
-        args.seconds = 6.0  # the suite's default per measured row (the training bench alone: 20 s)
+    on_gpu = torch.cuda.is_available() and not opts.tiny  # NVML only: no CUDA context in this process
+    in_process = opts.tiny if opts.in_process is None else opts.in_process
+    if opts.seconds == GpuBenchOptions.seconds and not opts.tiny:
+        # the suite's default per measured row (the training bench alone: 20 s)
+        opts = replace(opts, seconds=6.0)
     day = datetime.date.today().isoformat()
-    out = args.out or (
+    out = opts.out or (
         f"outputs/bench/gpu-suite-tiny-{day}.json"
-        if args.tiny
-        else f"docs/bench/gpu-suite-{args.chip}-{day}.json"
+        if opts.tiny
+        else f"docs/bench/gpu-suite-{opts.chip}-{day}.json"
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix="gpu-suite-")
     t_start = time.perf_counter()
     result: dict[str, Any] = {
         "suite": "gpu",
-        "tiny": bool(args.tiny),
+        "tiny": bool(opts.tiny),
         "provenance": provenance(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "deepspeed": _version("deepspeed"),
         "cuda_available": on_gpu,
-        "budget_s": args.budget,
-        "seconds_per_row": None if args.tiny else args.seconds,
+        "budget_s": opts.budget,
+        "seconds_per_row": None if opts.tiny else opts.seconds,
         "sections": {},
     }
-    print(f"[gpu-suite] sections {names}, budget {args.budget:.0f}s, -> {out}", flush=True)
+    print(f"[gpu-suite] sections {names}, budget {opts.budget:.0f}s, -> {out}", flush=True)
     for name in names:
-        kind, argv, nominal = SECTIONS[name]
-        left = args.budget - (time.perf_counter() - t_start)
+        kind, _, nominal = SECTIONS[name]
+        left = opts.budget - (time.perf_counter() - t_start)
         if kind == "probe":
             rec = probe_vllm()
-        elif left < MIN_SECTION_SECONDS and not args.tiny:
+        elif left < MIN_SECTION_SECONDS and not opts.tiny:
             rec = {"status": "skipped", "error": f"time budget: {left:.0f}s left", "seconds": 0.0}
         else:
             path = str(Path(work) / f"{name}.json")
-            timeout = min(nominal, left) if not args.tiny else 60.0
+            timeout = min(nominal, left) if not opts.tiny else 60.0
             print(f"[gpu-suite] --- {name} (up to {timeout:.0f}s)", flush=True)
             if kind == "gpu" and in_process:
-                rec = run_section_in_process([*tiny_argv(argv), "--tiny", "--out", path], path)
+                rec = run_section_in_process(section_options(name, opts, path))
             else:
-                cmd = section_command(name, args, path)
-                if kind == "gpu" and name.startswith("generate"):
-                    # variants started later are skipped (a compile can take a minute past it)
-                    cmd[-2:-2] = ["--deadline-seconds", str(max(10.0, timeout - 60.0))]
-                rec = run_section(cmd, timeout, path)
+                # decoding variants started later are skipped (a compile can take a minute past it)
+                deadline = max(10.0, timeout - 60.0) if name.startswith("generate") else 0.0
+                rec = run_section(section_command(name, opts, path, deadline), timeout, path)
         result["sections"][name] = rec
         print(f"[gpu-suite] {name}: {rec['status']} in {rec.get('seconds', 0)}s", flush=True)
         result["wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -817,99 +883,44 @@ def run_suite(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny LLM, a few steps")
-    p.add_argument("--hidden", type=int, default=2048)
-    p.add_argument("--layers", type=int, default=16)
-    p.add_argument("--heads", type=int, default=32)
-    p.add_argument("--intermediate", type=int, default=5632)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--micro-batches", default="16,32,64", help="micro-batch sizes to time (OOM ones skipped)")
-    p.add_argument(
-        "--variants",
-        default=None,
-        help="eager: plain PyTorch (TorchStrategy) as the model trains; full_logits: the LM head over every position "
-        "(the old path); compile: torch.compile of each frozen decoder layer (the two largest sizes); "
-        "checkpointing: activation checkpointing in the frozen LLM; deepspeed: the training job's "
-        "DeepSpeedStrategy (ZeRO-3, one rank); deepspeed_compile: plus engine.compile() "
-        "deepspeed_replicated[_compile]: train.llm_layout=replicated [+ train.compile_llm]; "
-        "deepspeed_deepcompile: ZeRO-3 with DeepSpeed's DeepCompile (train.deepcompile, CUDA only) "
-        "(default: all; --tiny: eager,full_logits,checkpointing,deepspeed)",
+def run_train(opts: GpuBenchOptions) -> int:
+    """The training benchmark: the CUDA vs CPU check, then each variant at each micro-batch size;
+    the runs and the best as JSON and a Markdown table (train_table)."""
+    if opts.tiny:
+        opts = replace(
+            opts,
+            **TINY_LLM,
+            seq_len=128,
+            micro_batches="2",
+            d_model=32,
+            expert_hidden=32,
+            warmup=1,
+            seconds=0.0,
+            min_steps=3,
+            variants=opts.variants or TINY_VARIANTS,
+            one_micro_batch=2,
+        )
+    opts = replace(
+        opts,
+        variants=opts.variants or ",".join(VARIANTS),
+        peak_tflops=opts.peak_tflops or CHIP_PEAK_TFLOPS[opts.chip],
     )
-    p.add_argument("--one-micro-batch", type=int, default=32, help="size for the single-size variants")
-    p.add_argument("--no-check", action="store_true", help="skip the CUDA vs CPU consistency check")
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--soft-tokens", type=int, default=8)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--expert-hidden", type=int, default=1024)
-    p.add_argument("--attn", default="sdpa", help="attn_implementation of the LLM (sdpa, eager, ...)")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per micro-batch size")
-    p.add_argument("--min-steps", type=int, default=5)
-    p.add_argument("--max-steps", type=int, default=100000)
-    p.add_argument("--chip", choices=sorted(CHIP_PEAK_TFLOPS), default="h200")
-    p.add_argument("--peak-tflops", type=float, default=None, help="overrides --chip")
-    p.add_argument("--out", default=None, help="write the JSON result here")
-    g = p.add_argument_group("generation (--generate: the eval job's decoding, LLM scale)")
-    g.add_argument("--generate", action="store_true", help="time decoding variants instead of training")
-    g.add_argument("--gen-batch-sizes", default="16,64")
-    g.add_argument("--prompt-len", type=int, default=256, help="prompt positions (left-padded)")
-    g.add_argument("--new-tokens", type=int, default=32)
-    g.add_argument(
-        "--gen-variants",
-        default=None,
-        help="default: all of bench.eval.DECODE_VARIANTS (CPU: not static_cudagraphs)",
-    )
-    g.add_argument("--gen-repeats", type=int, default=2, help="timed calls per variant (best kept)")
-    g.add_argument("--compile-backend", default="inductor", help="torch.compile backend of static_compiled")
-    g.add_argument("--deadline-seconds", type=float, default=0.0, help="skip variants started later")
-    s_ = p.add_argument_group(
-        "suite (--suite: every GPU benchmark in one run, one JSON; cluster/gpu_bench.sh)"
-    )
-    s_.add_argument("--suite", action="store_true", help="run the sections below, each in its own process")
-    s_.add_argument("--budget", type=float, default=460.0, help="seconds for the whole suite")
-    s_.add_argument(
-        "--sections", default=None, help=f"comma-separated, in order (default: {','.join(SECTIONS)})"
-    )
-    s_.add_argument(
-        "--in-process",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="sections in this process, without timeouts (default: with --tiny only)",
-    )
-    args = p.parse_args(argv)
-    if args.suite:
-        return run_suite(args)
-    if args.tiny:
-        torch.set_num_threads(1)  # a smoke test on a shared CPU: no thread oversubscription
-    if args.generate:
-        return run_generate(args)
-    if args.tiny:
-        args.hidden, args.layers, args.heads, args.intermediate, args.vocab = 64, 2, 4, 128, 1000
-        args.seq_len, args.micro_batches, args.d_model, args.expert_hidden = 128, "2", 32, 32
-        args.warmup, args.seconds, args.min_steps = 1, 0.0, 3
-        args.variants = args.variants or "eager,full_logits,checkpointing,deepspeed"
-        args.one_micro_batch = 2
-    args.variants = args.variants or ",".join(VARIANTS)
-    args.peak_tflops = args.peak_tflops or CHIP_PEAK_TFLOPS[args.chip]
-    on_gpu = torch.cuda.is_available() and not args.tiny
+    on_gpu = torch.cuda.is_available() and not opts.tiny
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
     dtype = torch.bfloat16 if on_gpu else torch.float32
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
     t0 = time.perf_counter()
     llm = build_llm(
-        args.hidden,
-        args.layers,
-        args.heads,
-        args.intermediate,
-        args.vocab,
-        args.seq_len,
+        opts.hidden,
+        opts.layers,
+        opts.heads,
+        opts.intermediate,
+        opts.vocab,
+        opts.seq_len,
         dtype,
         device,
-        args.attn,
+        opts.attn,
     )
     result: dict[str, Any] = {
         "benchmark": "gpu-train",
@@ -917,22 +928,23 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "dtype": str(dtype),
         "torch": torch.__version__,
-        "llm": {k: getattr(args, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
+        "llm": {k: getattr(opts, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
         "frozen_params": sum(p.numel() for p in llm.parameters()),
-        "peak_tflops": args.peak_tflops,
-        "chip": args.chip,
+        "peak_tflops": opts.peak_tflops,
+        "chip": opts.chip,
         "build_seconds": round(time.perf_counter() - t0, 1),
         "runs": [],
     }
     print(
         f"[gpu-bench] {result['device']}: frozen LLM {result['frozen_params'] / 1e9:.3f}B params, "
-        f"{dtype}, seq {args.seq_len}, peak {args.peak_tflops} TFLOP/s",
+        f"{dtype}, seq {opts.seq_len}, peak {opts.peak_tflops} TFLOP/s",
         flush=True,
     )
-    if on_gpu and not args.no_check:
+    if on_gpu and not opts.no_check:
         result["cuda_check"] = cuda_consistency_check()
-    micros = [int(m) for m in args.micro_batches.split(",") if m.strip()]
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    micros = [int(m) for m in opts.micro_batches.split(",") if m.strip()]
+    llm_dir = ""  # the LLM saved for the deepspeed variants, once
+    for variant in [v.strip() for v in opts.variants.split(",") if v.strip()]:
         if variant not in VARIANTS:
             raise SystemExit(f"--variants: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         try:
@@ -942,14 +954,15 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("errors", []).append(f"{variant}: {type(e).__name__}: {e}")
             continue
         # compile: the two largest sizes (a compile each); the others at one size
-        sizes = [args.one_micro_batch] if variant in SINGLE_SIZE else micros
+        sizes = [opts.one_micro_batch] if variant in SINGLE_SIZE else micros
         sizes = micros[-2:] if variant == "compile" else sizes
         for micro in sizes:
             try:
                 if variant.startswith("deepspeed"):
-                    r = run_deepspeed(saved_llm(llm, args), args, micro, device, variant)
+                    llm_dir = llm_dir or saved_llm(llm)
+                    r = run_deepspeed(llm_dir, opts, micro, device, variant)
                 else:
-                    r = run_plain(llm, args, micro, device, variant)
+                    r = run_plain(llm, opts, micro, device, variant)
             except torch.OutOfMemoryError:
                 print(f"[gpu-bench] {variant} micro-batch {micro}: out of memory, skipped", flush=True)
                 torch.cuda.empty_cache()
@@ -969,25 +982,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak mem {r['peak_memory_gb'] or 0:.1f} GB",
                 flush=True,
             )
-            if args.out:  # partial results survive a later failure
-                with open(args.out, "w") as f:
-                    f.write(json.dumps(result, indent=2) + "\n")
+            _write(opts.out, result)  # partial results survive a later failure
         restore_variant(llm, variant)
     if not result["runs"]:
         print("[gpu-bench] no variant ran (out of memory, or the errors above)", file=sys.stderr)
-        _write(args.out, result)
+        _write(opts.out, result)
         return 1
     best = max(result["runs"], key=lambda r: r["tokens_per_s"])
     result["best"] = best
     print(
         f"[gpu-bench] best: {best['variant']} micro-batch {best['micro_batch']}, "
         f"{best['tokens_per_s']:.0f} tokens/s, "
-        f"MFU {best['mfu']:.1%} against {args.peak_tflops} TFLOP/s ({args.chip})",
+        f"MFU {best['mfu']:.1%} against {opts.peak_tflops} TFLOP/s ({opts.chip})",
         flush=True,
     )
     text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
+    if opts.out:
+        with open(opts.out, "w") as f:
             f.write(text + "\n")
     print(text)
     print(train_table(result))
@@ -1012,7 +1023,3 @@ def train_table(result: dict[str, Any]) -> str:
             f"{r['step_ms']:.1f} | {vs} | {r['mfu']:.1%} | {r['mfu_needed_flops']:.1%} | {mem} |"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,18 +2,18 @@
 
 In any Markdown file of the repository a generated table sits between
 `<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and `<!-- /table -->`.
-`python -m seller_dist.bench.tables` rewrites every such block from its artifacts; `--check` only
+`seller-dist bench tables` rewrites every such block from its artifacts; `--check` only
 lists the blocks that differ (tests/unit/test_doc_tables.py fails on any). Each block ends with
 one line per artifact saying where its numbers came from: commit, tree, date, machine, command.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -315,11 +315,17 @@ def write_all(root: Path = REPO) -> list[Path]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is stale")
-    args = p.parse_args(argv)
-    if args.check:
+@dataclass(frozen=True)
+class TablesOptions:
+    """What `seller-dist bench tables` does: rewrite every generated block of the repository's
+    Markdown, or with `check` rewrite nothing and list the stale ones."""
+
+    check: bool = False
+
+
+def run(opts: TablesOptions) -> int:
+    """0 when every block is (or now is) its artifacts'; 1 when `check` found a stale one."""
+    if opts.check:
         stale = stale_blocks()
         for line in stale:
             print(f"stale: {line}", file=sys.stderr)
@@ -327,7 +333,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_all():
         print(f"rewrote {path.relative_to(REPO)}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

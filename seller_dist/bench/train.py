@@ -32,7 +32,6 @@ consumes.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -41,6 +40,7 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,35 +58,62 @@ GPU_LLM = {"llm_hidden": 2048, "llm_layers": 16, "llm_heads": 32, "llm_intermedi
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
 
 
+@dataclass(frozen=True)
+class BenchTrainOptions:
+    """What `seller-dist bench train` measures (the CLI's flags, dashes for underscores; `--set` is
+    `overrides`, `--variant` one entry of `variant` each)."""
+
+    config: str | None = None  # train YAML (None: the embedded demo config)
+    overrides: list[str] = field(default_factory=list)  # KEY=VALUE of the train config
+    modes: str = "plain,deepspeed,ray"  # comma-separated, of MODES
+    workers: str = "1,2"  # comma-separated worker counts (plain runs 1 only)
+    warmup: int = 3  # steps run before measuring
+    steps: int = 20  # measured steps
+    repeats: int = 1  # rounds over all modes (median reported)
+    variant: list[str] = field(default_factory=list)  # NAME:KEY=VALUE[,KEY=VALUE] extra deepspeed runs
+    chip: str | None = None  # h100, h200 or cpu: peak for MFU (None: h100 on a GPU, else cpu)
+    peak_tflops: float | None = None  # peak per worker device (overrides chip)
+    users: int = 300  # synthetic users for the prepared dataset
+    llm_hidden: int | None = None  # the frozen LLM's shape (None: llm_shape's default)
+    llm_layers: int | None = None
+    llm_heads: int | None = None
+    llm_intermediate: int | None = None
+    gpu: bool = False  # one GPU: the real loop against its step alone, bf16, ~1B frozen LLM
+    deepcompile: bool = False  # with gpu: DeepSpeed DeepCompile (zero3)
+    stream_batches: int = 200  # batches timed for the stream rate
+    work_dir: str = "outputs/bench/train"  # dataset, LLM and run folders
+    out: str | None = None  # the JSON artifact (None: outputs/bench/bench-train-<UTC time>.json)
+
+
 # ----------------------------------------------------------------------------------- preparation
-def prepare_inputs(args: argparse.Namespace, work: Path) -> tuple[str, str, dict[str, Any]]:
+def prepare_inputs(opts: BenchTrainOptions, work: Path) -> tuple[str, str, dict[str, Any]]:
     """(dataset url, llm dir, info): prepared in `work` (reused when already there) unless given."""
-    given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    given = dict(o.split("=", 1) for o in opts.overrides if "=" in o)
     info: dict[str, Any] = {}
     data = given.get("data.manifest")
     if data is None:
-        data = str(work / f"data-u{args.users}")
+        data = str(work / f"data-u{opts.users}")
         if not Path(data, "manifest.json").exists():
             from seller_dist.bench.data import prepare_dataset
 
             t0 = time.perf_counter()
-            prepare_dataset(data, args.users, shard_records=2000)
+            prepare_dataset(data, opts.users, shard_records=2000)
             info["prep_seconds"] = round(time.perf_counter() - t0, 1)
     llm = given.get("model.llm_path")
     if llm is None:
-        shape = llm_shape(args)
+        shape = llm_shape(opts)
         llm = str(work / ("llm-" + "-".join(f"{k[4]}{v}" for k, v in shape.items() if v)))
         if not Path(llm, "config.json").exists():
             bootstrap_llm(data, llm, **shape)
     return data, llm, info
 
 
-def llm_shape(args: argparse.Namespace) -> dict[str, int]:
+def llm_shape(opts: BenchTrainOptions) -> dict[str, int]:
     """The frozen LLM's shape: the flags, else the CPU default (128 x 2) or, with --gpu, bench.gpu's."""
     default = (
-        GPU_LLM if args.gpu else {"llm_hidden": 128, "llm_layers": 2, "llm_heads": 0, "llm_intermediate": 0}
+        GPU_LLM if opts.gpu else {"llm_hidden": 128, "llm_layers": 2, "llm_heads": 0, "llm_intermediate": 0}
     )
-    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in default.items()}
+    return {k: getattr(opts, k) if getattr(opts, k) is not None else v for k, v in default.items()}
 
 
 def bootstrap_llm(
@@ -436,14 +463,14 @@ def measure_stream(cfg: TrainConfig, batches: int) -> dict[str, Any]:
     }
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
+def plan(opts: BenchTrainOptions) -> list[tuple[str, int, dict[str, Any]]]:
     """(mode label, workers, ds overrides) in run order."""
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"--modes: unknown {bad}, expected some of {list(MODES)}")
-    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
-    variants = [parse_variant(v) for v in args.variant]
+    workers = [int(w) for w in str(opts.workers).split(",") if w.strip()]
+    variants = [parse_variant(v) for v in opts.variant]
     out: list[tuple[str, int, dict[str, Any]]] = []
     for w in workers:
         if "plain" in modes and w == 1:
@@ -458,49 +485,49 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(opts: BenchTrainOptions) -> dict[str, Any]:
     import torch
 
     from seller_dist.train.driver import default_config_path
 
     gpu_sets: list[str] = []
-    if args.gpu:
+    if opts.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("bench train --gpu: no CUDA device is visible (run it on a GPU machine)")
-        args.modes, args.workers = "deepspeed,strategy", "1"
+        opts = replace(opts, modes="deepspeed,strategy", workers="1")
         # micro-batch 32: the strategy-only figure's (seller_dist.bench.gpu at 0.95B); --set wins
         gpu_sets = ["workers.use_gpu=true", "precision=bf16", "workers.num_workers=1", "model.ep_size=1"]
         gpu_sets.append("data.batch_size=32")
-    if args.deepcompile:
+    if opts.deepcompile:
         gpu_sets.append("deepcompile=true")
-    work = Path(args.work_dir).resolve()
+    work = Path(opts.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data, llm, prep_info = prepare_inputs(args, work)
+    data, llm, prep_info = prepare_inputs(opts, work)
     base = load_config(
         TrainConfig,
-        args.config or default_config_path(),
-        [f"data.manifest={data}", f"model.llm_path={llm}", *gpu_sets, *args.overrides],
+        opts.config or default_config_path(),
+        [f"data.manifest={data}", f"model.llm_path={llm}", *gpu_sets, *opts.overrides],
     )
 
     on_gpu = torch.cuda.is_available()
-    chip = args.chip or ("h100" if on_gpu else "cpu")
-    if args.peak_tflops:
-        peak, peak_source = args.peak_tflops, "--peak-tflops"
+    chip = opts.chip or ("h100" if on_gpu else "cpu")
+    if opts.peak_tflops:
+        peak, peak_source = opts.peak_tflops, "--peak-tflops"
     elif chip == "cpu":
         peak, peak_source = measure_cpu_peak_tflops(), "measured single-thread fp32 512x512 matmul"
     else:
         peak, peak_source = CHIP_PEAK_TFLOPS[chip], f"{chip} dense bf16"
     # + 1 cool-down step, not measured: the last step also does end-of-job work (the final log
     # line and, under Ray, the final report's flush: 1.5 s here), a per-job cost kept in job_wall_s
-    steps = args.warmup + args.steps + 1
+    steps = opts.warmup + opts.steps + 1
     runs_root = work / "runs"
     result: dict[str, Any] = {
         "benchmark": "train",
         "provenance": provenance(),
         "settings": {
-            "warmup_steps": args.warmup,
-            "measured_steps": args.steps,
-            "repeats": args.repeats,
+            "warmup_steps": opts.warmup,
+            "measured_steps": opts.steps,
+            "repeats": opts.repeats,
             "chip": chip,
             "peak_tflops_per_worker": peak,
             "peak_source": peak_source,
@@ -511,7 +538,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "config": to_dict(base),
         "results": [],
     }
-    runs = plan(args)
+    runs = plan(opts)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     raw: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
@@ -523,7 +550,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             init_ray(mode_config(base, max(w for _, w, _ in runs), steps, str(runs_root), "ray-start"))
             result["settings"]["ray_start_seconds"] = round(time.perf_counter() - t0, 2)
-        for rep in range(args.repeats):
+        for rep in range(opts.repeats):
             for label, w, ds_set in runs:
                 name = f"bench-{label.replace('[', '-').replace(']', '')}-w{w}-r{rep}-{stamp}"
                 cfg = mode_config(base, w, steps, str(runs_root), name)
@@ -534,7 +561,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     kind = label if label in ("plain", "strategy") else "deepspeed"
                     ranks = run_spawned(kind, cfg, w, out_dir, ds_set)
-                s = summarize(ranks, args.warmup, args.steps, peak)
+                s = summarize(ranks, opts.warmup, opts.steps, peak)
                 s.update(
                     mode=label,
                     ds_overrides=ds_set,
@@ -562,7 +589,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             entry["samples_per_s_repeats"] = [r["samples_per_s"] for r in reps]
         result["results"].append(entry)
     result["ratios"] = ratios(result["results"])
-    stream = measure_stream(mode_config(base, 1, steps, str(runs_root), "stream"), args.stream_batches)
+    stream = measure_stream(mode_config(base, 1, steps, str(runs_root), "stream"), opts.stream_batches)
     result["stream"] = stream_vs_training(stream, result["results"])
     result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -625,14 +652,14 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(opts: BenchTrainOptions) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # DeepSpeed's JIT-built CPU comm op is cached here (rank processes and Ray workers inherit it)
     os.environ.setdefault(
         "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
     )
-    result = run_benchmark(args)
-    write_artifact(result, args.out, "bench-train")
+    result = run_benchmark(opts)
+    write_artifact(result, opts.out, "bench-train")
     print(json.dumps(result, indent=2, default=str))
     print(table(result))
     print("ratios: " + ", ".join(f"{k}={v:.3f}" for k, v in result["ratios"].items()))

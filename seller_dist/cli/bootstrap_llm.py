@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
+from seller_dist.cli.options import options_from
 from seller_dist.model.bootstrap import BootstrapConfig, bootstrap_llm
 
 
@@ -32,13 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def config_of(args: argparse.Namespace) -> BootstrapConfig:
-    return BootstrapConfig(**{f.name: getattr(args, f.name) for f in fields(BootstrapConfig)})
-
-
 def run(args: argparse.Namespace) -> int:
     try:
-        print(bootstrap_llm(config_of(args)))
+        print(bootstrap_llm(options_from(BootstrapConfig, args)))
     except ValueError as e:
         raise SystemExit(f"bootstrap-llm: {e}") from None
     return 0

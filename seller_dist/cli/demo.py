@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from seller_dist.cli.options import add_verbose_argument, wants_quiet
+from seller_dist.cli.options import add_verbose_argument, options_from, wants_quiet
 from seller_dist.demo import (
     DEFAULT_TRAIN_STEPS,
     SMOLLM2_EVAL_LIMIT,
@@ -56,11 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_verbose_argument(p)
 
 
-def options_of(args: argparse.Namespace) -> DemoOptions:
-    names = DemoOptions.__dataclass_fields__
-    return DemoOptions(**{k: v for k, v in vars(args).items() if k in names})
-
-
 def run(args: argparse.Namespace) -> int:
-    run_demo(options_of(args), quiet=wants_quiet(args))
+    run_demo(options_from(DemoOptions, args), quiet=wants_quiet(args))
     return 0

@@ -208,27 +208,19 @@ def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(
     memory must not grow with the log. Private (RssAnon, sampled every 0.2 s), not VmHWM: a worker's
     RSS also counts the object-store pages it wrote or read, and the parsed log lives in the object
     store, so VmHWM grows with the log by design (+30 MiB here with the bounded cut)."""
-    import argparse
-
     from seller_dist.bench import prep as bench_prep
-    from seller_dist.cli.bench import add_prep_arguments
 
-    parser = argparse.ArgumentParser()
-    add_prep_arguments(parser)
-    options = {
-        "--engines": "ray",
-        "--formats": "csv",
-        "--sizes": "100000,400000",
-        "--items": "500",
-        "--max-history": "5",
-        "--timeout": "300",
-        "--workdir": str(tmp_path),
-    }
-    sets = ("partition_max_events=5000", "read_part_bytes=262144")
-    args = parser.parse_args(
-        [a for kv in options.items() for a in kv] + [a for v in sets for a in ("--set", v)]
+    opts = bench_prep.BenchPrepOptions(
+        engines="ray",
+        formats="csv",
+        sizes="100000,400000",
+        items=500,
+        max_history=5,
+        timeout=300.0,
+        workdir=str(tmp_path),
+        prep_set=["partition_max_events=5000", "read_part_bytes=262144"],
     )
-    small, large = bench_prep.run_benchmark(args)["results"]
+    small, large = bench_prep.run_benchmark(opts)["results"]
     for r in (small, large):  # what bench prep measures of an engine=ray run
         assert r["exit_code"] == 0 and r["cpus"] >= 2 and r["examples"] > 0.8 * r["events"], r
         assert r["driver_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1, r

@@ -104,14 +104,8 @@ def test_targets_compare_ray_with_local_per_size():
 
 
 def test_set_passes_prep_settings_to_every_run():
-    import argparse
-
-    from seller_dist.cli.bench import add_prep_arguments
-
-    p = argparse.ArgumentParser()
-    add_prep_arguments(p)
-    args = p.parse_args(["--set", "partition_max_events=5000", "--set", "read_part_bytes=65536"])
-    cmd = bench_prep.prep_command("ray", "events.csv", "items.csv", "out", args)
+    opts = bench_prep.BenchPrepOptions(prep_set=["partition_max_events=5000", "read_part_bytes=65536"])
+    cmd = bench_prep.prep_command("ray", "events.csv", "items.csv", "out", opts)
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
     assert "partition_max_events=5000" in sets and "read_part_bytes=65536" in sets
     assert "engine=ray" in sets and "max_history=20" in sets

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from seller_dist import experiment as ex
 from seller_dist.bench import tables
+from seller_dist.cli import main
 from seller_dist.config import ExperimentConfig, load_config
 from seller_dist.train import driver
 
@@ -18,7 +19,8 @@ ARTIFACTS = sorted((tables.REPO / "docs" / "bench").glob("*.json"))
 
 
 def test_every_generated_table_matches_its_artifact() -> None:
-    assert tables.stale_blocks() == [], "regenerate: python -m seller_dist.bench.tables"
+    assert tables.stale_blocks() == [], "regenerate: seller-dist bench tables"
+    assert main(["bench", "tables", "--check"]) == 0  # what the docs tell a user to run
 
 
 def test_every_committed_artifact_backs_a_table_and_says_where_it_came_from() -> None:
@@ -46,7 +48,7 @@ def _doc(root: Path, artifact: dict, spec: str) -> Path:
 def test_a_table_edited_by_hand_is_stale_and_regenerates(tmp_path: Path) -> None:
     run = {"variant": "eager", "micro_batch": 8, "tokens_per_s": 1000.0, "samples_per_s": 10.0}
     run |= {"step_ms": 800.0, "mfu": 0.3, "mfu_needed_flops": 0.25, "peak_memory_gb": 5.0}
-    prov = {"command": "python -m seller_dist.bench.gpu", "date": "2026-12-06T00:00:00+00:00"}
+    prov = {"command": "seller-dist bench gpu", "date": "2026-12-06T00:00:00+00:00"}
     prov |= {"commit": "0123456789abcdef", "tree": "clean", "machine": {"cpus": 16, "gpus": [{"name": "G"}]}}
     doc = _doc(tmp_path, {"provenance": prov, "runs": [run]}, "gpu-train")
     text = doc.read_text()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from seller_dist.bench import data as bench_data
 
 
 def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
-    args = argparse.Namespace(
+    opts = bench_data.BenchDataOptions(
         users=30,
         shard_records=60,
         batch_size=8,
@@ -20,9 +19,8 @@ def test_data_benchmark_counts_every_record(tmp_path, tiny_tokenizer_dir):
         length_buckets=4,
         no_s3=True,
         work_dir=str(tmp_path),
-        out=None,
     )
-    result = bench_data.run_benchmark(args, tmp_path)
+    result = bench_data.run_benchmark(opts, tmp_path)
     n = result["dataset"]["records"]
     assert n > 60 and result["dataset"]["shards"] == -(-n // 60)
     modes = [(r["source"], r["mode"], r["workers"]) for r in result["results"]]
