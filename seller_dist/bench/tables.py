@@ -226,6 +226,7 @@ DEMO_METRICS = (
     "text/bertscore_f1",
     "grounding/generated/cites_history",
     "grounding/generated/cites_reference_event",
+    "grounding/attention_top_is_cited",
     "retrieval/generated/mrr",
 )
 
