@@ -145,15 +145,18 @@ def _bench_train_comm(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
 def _bench_train_setting(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """The same modes in runs that differ in one config key (`setting=section.key`)."""
     key = opts["setting"]
-    rows = [f"| {key} | mode | workers | samples/s | step ms |", "|---:|---|---:|---:|---:|"]
+    rows = [
+        f"| {key} | mode | workers | LLM tokens/sample | samples/s | step ms |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for art in arts:
         value: Any = art["config"]
         for part in key.split("."):
             value = value[part]
         for r in art["results"]:
             rows.append(
-                f"| {value} | {r['mode']} | {r['workers']} | {r['samples_per_s']:.1f} | "
-                f"{r['step_time_s'] * 1e3:.1f} |"
+                f"| {value} | {r['mode']} | {r['workers']} | {r['llm_tokens'] / r['samples']:.1f} | "
+                f"{r['samples_per_s']:.1f} | {r['step_time_s'] * 1e3:.1f} |"
             )
     return "\n".join(rows)
 
