@@ -223,24 +223,17 @@ def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return f"{art['matched']} examples, every system on the same ones.\n\n" + "\n".join(rows)
 
 
-DEMO_METRICS = (
-    "text/bleu4",
-    "text/rougeL",
-    "text/bertscore_f1",
-    "grounding/generated/cites_history",
-    "grounding/generated/cites_reference_event",
-    "grounding/attention_top_is_cited",
-    "retrieval/generated/mrr",
-)
 
 
 def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """`seller-dist demo`'s side-by-side table from its demo.json, the rows named in `metrics=`
-    (comma-separated; default DEMO_METRICS), each cell mean ± std over the test examples."""
+    (comma-separated; default the experiment tables' HEADLINE_METRICS), each cell mean ± std over the test examples."""
     from seller_dist.eval.report import reports_table
 
     art = arts[0]
-    metrics = opts["metrics"].split(",") if "metrics" in opts else list(DEMO_METRICS)
+    from seller_dist.config.experiment import HEADLINE_METRICS
+
+    metrics = opts["metrics"].split(",") if "metrics" in opts else list(HEADLINE_METRICS)
     runs = art["runs"]
     head = (
         f"LLM `{art['llm']}`, {art['train_steps']} training steps per system, "

@@ -22,6 +22,18 @@ EXPERIMENT_RESERVED_KEYS = (
 )
 
 
+# the rows a results table shows first: text quality, grounding, retrieval (also the demo's table)
+HEADLINE_METRICS = (
+    "text/bleu4",
+    "text/rougeL",
+    "text/bertscore_f1",
+    "grounding/generated/cites_history",
+    "grounding/generated/cites_reference_event",
+    "grounding/attention_top_is_cited",
+    "retrieval/generated/mrr",
+)
+
+
 @dataclass
 class ExperimentLLMConfig:
     """The frozen LLM every system of an experiment shares: a Hugging Face causal LM, or a small one
@@ -92,16 +104,7 @@ class ExperimentConfig:
     eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig keys for every evaluation
     # metrics of the per-seed rows in results.md (results.json holds every metric of every run)
     table_metrics: list[str] = field(
-        default_factory=lambda: [
-            "text/bleu4",
-            "text/rougeL",
-            "text/bertscore_f1",
-            "grounding/generated/cites_history",
-            "grounding/generated/cites_reference_event",
-            "grounding/attention_top_is_cited",
-            "retrieval/generated/mrr",
-            "simulator/exact/acceptance/generated",
-        ]
+        default_factory=lambda: [*HEADLINE_METRICS, "simulator/exact/acceptance/generated"]
     )
     storage: StorageConfig = field(default_factory=StorageConfig)
 
