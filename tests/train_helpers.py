@@ -120,13 +120,12 @@ def spawn_workers(overrides: list[str], out: Path, world: int = 2, **kwargs: Any
     """Run `train_worker` on `world` gloo ranks; the ranks' results, or their error texts if any failed.
     `callbacks=[...]` (picklable TrainerCallbacks) go to each rank's Trainer after the config's own
     `callbacks`; tests/fault_callbacks.py has the fault injectors."""
-    import torch.multiprocessing as mp
-
     from tests.conftest import free_port
+    from tests.ranks import spawn_ranks
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        mp.spawn(_rank_main, args=(world, free_port(), overrides, str(out), kwargs), nprocs=world, join=True)
+        spawn_ranks(_rank_main, (world, free_port(), overrides, str(out), kwargs), world)
     except Exception:
         errs = [p.read_text() for p in sorted(out.glob("rank*.err"))]
         if errs:

@@ -157,11 +157,11 @@ def family_runs(tmp_path_factory, request):
             )
     out = work / "out"
     out.mkdir()
-    import torch.multiprocessing as mp
+    from tests.ranks import spawn_ranks
 
     keyed = [(f"{n}|{layout}", job) for (n, layout), job in jobs]
     with contextlib.suppress(Exception):  # a failed pair's error is in the rank files
-        mp.spawn(_rank_main, args=(2, free_port(), keyed, str(out)), nprocs=2, join=True)
+        spawn_ranks(_rank_main, (2, free_port(), keyed, str(out)), 2)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     return {"data": datas, "llms": llms, "ranks": ranks, "work": work}
 

@@ -93,13 +93,12 @@ def _rank_main(rank: int, world: int, port: int, llm_dir: str, out_dir: str) -> 
 
 @pytest.fixture(scope="module")
 def results(tiny_llm_dir, tmp_path_factory) -> list[dict]:
-    import torch.multiprocessing as mp
-
     from tests.conftest import free_port
+    from tests.ranks import spawn_ranks
 
     out = tmp_path_factory.mktemp("llm_layouts")
     try:
-        mp.spawn(_rank_main, args=(WORLD, free_port(), tiny_llm_dir, str(out)), nprocs=WORLD, join=True)
+        spawn_ranks(_rank_main, (WORLD, free_port(), tiny_llm_dir, str(out)), WORLD)
     except Exception as e:
         errs = "\n".join(p.read_text()[-4000:] for p in sorted(out.glob("*.err")))
         raise AssertionError(f"a rank failed: {e}\n{errs}") from None

@@ -116,13 +116,12 @@ def reference(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[dict]:
-    import torch.multiprocessing as mp
-
     from tests.conftest import free_port
+    from tests.ranks import spawn_ranks
 
     out = tmp_path_factory.mktemp("ep")
     try:
-        mp.spawn(_rank_main, args=(2, free_port(), str(out)), nprocs=2, join=True)
+        spawn_ranks(_rank_main, (2, free_port(), str(out)), 2)
     except Exception as e:
         errs = "\n".join(p.read_text() for p in sorted(out.glob("*.err")))
         raise AssertionError(f"a rank failed: {e}\n{errs}") from None

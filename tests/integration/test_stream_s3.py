@@ -12,12 +12,12 @@ from collections import Counter
 from typing import IO, Any
 
 import pytest
-import torch.multiprocessing as mp
 
 from seller_dist import storage
 from seller_dist.data.shards import Manifest, ShardError
 from seller_dist.data.stream import RankLoader, ShardStream
 from tests.conftest import free_port, make_dataset
+from tests.ranks import spawn_ranks
 
 
 def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[bytes]:
@@ -91,7 +91,7 @@ def test_two_gloo_ranks_stream_disjoint_parts_from_s3(s3_bucket, tmp_path):
     root = f"{s3_bucket}/ds"
     n = 45
     make_dataset(root, n, 3)  # 3 shards < 2 ranks x 2 loader workers
-    mp.spawn(_rank_main, args=(2, free_port(), root, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_rank_main, (2, free_port(), root, str(tmp_path)), 2)
     gathered = json.loads((tmp_path / "gathered.json").read_text())
     assert [g["rank"] for g in gathered] == [0, 1]
     batches = [g["batches"] for g in gathered]
@@ -124,7 +124,7 @@ def test_prep_writes_to_s3_and_two_gloo_ranks_stream_it_back(s3_bucket, tmp_path
     manifest = run_prep(cfg)
     n = manifest["splits"]["train"]["count"]
     assert len(manifest["splits"]["train"]["shards"]) >= 3
-    mp.spawn(_rank_main, args=(2, free_port(), root, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(_rank_main, (2, free_port(), root, str(tmp_path)), 2)
     gathered = json.loads((tmp_path / "gathered.json").read_text())
     batches = [g["batches"] for g in gathered]
     assert len(batches[0]) == len(batches[1]) == math.ceil(math.ceil(n / 2) / 4)

@@ -173,13 +173,12 @@ def reference(llm_dir: str) -> dict:
 
 
 def spawn_ranks(llm_dir: str, out: Path, bf16: bool, fn=None, layout: str = "zero3") -> list[dict]:
-    import torch.multiprocessing as mp
-
     from tests.conftest import free_port
+    from tests.ranks import spawn_ranks
 
     try:
         args = (2, free_port(), llm_dir, str(out), bf16) + ((layout,) if fn is None else ())
-        mp.spawn(fn or _rank_main, args=args, nprocs=2, join=True)
+        spawn_ranks(fn or _rank_main, args, 2)
     except Exception as e:
         errs = "\n".join(p.read_text()[-4000:] for p in sorted(out.glob("*.err")))
         raise AssertionError(f"a rank failed: {e}\n{errs}") from None
