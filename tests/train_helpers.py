@@ -81,7 +81,7 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
             train_config(overrides), timer=kwargs.get("timer"), callbacks=kwargs.get("callbacks", ())
         )
         try:
-            r = trainer.fit(keep_trainable=kwargs.get("keep_trainable", False))
+            r = trainer.fit()
         except NonFiniteError:  # every rank stopped at the same point: the weights as they are now
             weights = {k: v.cpu() for k, v in trainer.state.trainable_state_dict().items()}
             torch.save(weights, Path(out_dir, f"rank{rank}.stopped.pt"))
@@ -94,7 +94,6 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
                 "losses": r.losses,
                 "valid_losses": r.valid_losses,
                 "checkpoint_url": r.checkpoint_url,
-                "trainable": r.trainable,
                 # this rank's validation plan: forward passes, padded ones, examples it counts
                 "validation": None
                 if v is None

@@ -4,8 +4,14 @@ ratio to reading the same tar bytes raw.
 Why a ratio: absolute records/s depend on the machine; the ratio to a plain `tarfile` pass over the
 same bytes (same fetch path) shows what decoding, validation, batching and collation cost on top
 of I/O. One run measures everything: a synthetic dataset is prepared with data_prep (the real
-prep path), copied byte for byte to a moto S3 server this command starts on 127.0.0.1, then each
-(source, mode, loader workers) is timed over full epochs; the median of `--repeats` is reported.
+prep path), copied byte for byte to S3, then each (source, mode, loader workers) is timed over full
+epochs; the median of `--repeats` is reported.
+
+Which S3: by default a moto server this command starts on 127.0.0.1. `--s3-root s3://bucket/prefix`
+measures YOUR object store instead (endpoint from AWS_ENDPOINT_URL, credentials from the
+environment as for every job): the copy goes under that prefix, which must not hold a dataset yet,
+and stays there; no moto server is started. The artifact's `s3` record names the prefix and the
+endpoint's host, never credentials.
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from seller_dist import storage
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.bench.local_services import DUMMY_S3_ENV, local_s3_server, scoped_env
 from seller_dist.config import StorageConfig
 from seller_dist.data.shards import Manifest
+from seller_dist.errors import UserError
 from seller_dist.version import provenance
+
+LOCAL_S3_BUCKET = "bench-data"  # on the moto server the benchmark starts
+LOCAL_S3_ROOT = f"s3://{LOCAL_S3_BUCKET}/ds"
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class BenchDataOptions:
     tokenizer: str | None = None  # local HF tokenizer dir (None: a small BPE trained on the data)
     length_buckets: int = 64  # data.length_buckets compared with 0 in the padding measurement
     no_s3: bool = False  # skip the S3 measurements
+    s3_root: str | None = None  # s3://bucket/prefix of your store (None: a local moto server)
     work_dir: str | None = None  # where the dataset is prepared (None: a temp dir)
     out: str | None = None  # the JSON artifact (None: outputs/bench/bench-data-<UTC time>.json)
 
@@ -148,7 +160,52 @@ def build_collator(root: str, tokenizer_dir: str | None, work: Path) -> Any:
     return SellerCollator.for_dataset(man.data["vocab"], ItemCatalog.load(root, man), tokenizer_dir)
 
 
+def check_s3_root(opts: BenchDataOptions) -> None:
+    """Refuse, before anything is prepared, an --s3-root that is not s3:// or already holds a
+    dataset: the benchmark writes its own copy there and must never overwrite someone's data."""
+    if opts.s3_root is None:
+        return
+    if opts.no_s3:
+        raise UserError("--s3-root and --no-s3 contradict each other: give one of them")
+    root = opts.s3_root.rstrip("/")
+    if not root.startswith("s3://") or not root[len("s3://") :]:
+        raise UserError(f"--s3-root must be an s3://bucket/prefix URL, got {opts.s3_root!r}")
+    if storage.exists(storage.join(root, "manifest.json"), StorageConfig()):
+        raise UserError(
+            f"--s3-root {root} already holds a dataset (manifest.json): give a prefix without one, "
+            "the benchmark copies its own dataset there"
+        )
+
+
+def endpoint_host(cfg: StorageConfig) -> str:
+    """host[:port] of the S3 endpoint `cfg` reaches, for the artifact: never the URL's user info."""
+    endpoint = storage.endpoint_url(cfg)
+    if not endpoint:
+        return "AWS default endpoint"
+    parsed = urlparse(endpoint if "://" in endpoint else f"//{endpoint}")
+    host = parsed.hostname or ""
+    return f"{host}:{parsed.port}" if parsed.port else host
+
+
+@contextlib.contextmanager
+def s3_store(s3_root: str | None) -> Iterator[tuple[str, StorageConfig, bool]]:
+    """(prefix to copy the dataset under, its StorageConfig, whether it is a local moto server).
+    Given a prefix: the user's store as the environment configures it; else moto on 127.0.0.1
+    with dummy credentials for the block."""
+    if s3_root is not None:
+        yield s3_root.rstrip("/"), StorageConfig(), False
+        return
+    with local_s3_server() as endpoint, scoped_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}):
+        import boto3  # with moto in the dev extra
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=LOCAL_S3_BUCKET
+        )
+        yield LOCAL_S3_ROOT, StorageConfig(endpoint_url=endpoint), True
+
+
 def run_benchmark(opts: BenchDataOptions, work: Path) -> dict[str, Any]:
+    check_s3_root(opts)
     workers = [int(w) for w in str(opts.workers).split(",") if w.strip()]
     local = str(work / "ds")
     t0 = time.perf_counter()
@@ -172,20 +229,17 @@ def run_benchmark(opts: BenchDataOptions, work: Path) -> dict[str, Any]:
             "repeats": opts.repeats,
         },
         "results": [],
+        "s3": None,  # which store the s3 rows measured: {"url", "endpoint_host", "local_moto"}
     }
     sources: list[tuple[str, str, StorageConfig | None]] = [("local", local, None)]
     with contextlib.ExitStack() as stack:
         if not opts.no_s3:
-            endpoint = stack.enter_context(local_s3_server())
-            stack.enter_context(scoped_env({**DUMMY_S3_ENV, "AWS_ENDPOINT_URL": endpoint}))
-            s3cfg = StorageConfig(endpoint_url=endpoint)
-            import boto3  # with moto in the dev extra
-
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-                Bucket="bench-data"
-            )
-            copy_dataset(local, "s3://bench-data/ds", s3cfg)
-            sources.append(("s3", "s3://bench-data/ds", s3cfg))
+            s3_root, s3cfg, local_moto = stack.enter_context(s3_store(opts.s3_root))
+            host = endpoint_host(s3cfg)
+            result["s3"] = {"url": s3_root, "endpoint_host": host, "local_moto": local_moto}
+            print(f"  s3: copying the dataset to {s3_root} at {host}", file=sys.stderr, flush=True)
+            copy_dataset(local, s3_root, s3cfg)
+            sources.append(("s3", s3_root, s3cfg))
         for name, root, cfg in sources:
             raw = _measure(lambda root=root, cfg=cfg: raw_tar_pass(root, cfg), opts.repeats)
             result["results"].append(

@@ -18,7 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "data": (
         "seller_dist.bench.data",
         "BenchDataOptions",
-        "records/s of the shard stream (local disk and S3) vs raw tar reads",
+        "records/s of the shard stream (local disk and S3: local moto or --s3-root) vs raw tar reads",
     ),
     "train": ("seller_dist.bench.train", "BenchTrainOptions", "training step throughput and MFU"),
     "eval": ("seller_dist.bench.eval", "BenchEvalOptions", "generation / evaluation throughput"),
@@ -71,6 +71,13 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="data.length_buckets to compare with 0 in the padding measurement (tokens, not time)",
     )
     p.add_argument("--no-s3", action="store_true", help="skip the S3 measurements")
+    p.add_argument(
+        "--s3-root",
+        metavar="s3://BUCKET/PREFIX",
+        help="measure YOUR object store: the dataset is copied under this prefix (which must not hold "
+        "a dataset; the copy stays) and streamed from there, endpoint and credentials from the "
+        "environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); default: a local moto server",
+    )
     p.add_argument("--work-dir", help="where to prepare the dataset (default: a temp dir)")
     p.add_argument("--out", help="the JSON artifact (default: outputs/bench/bench-data-<UTC time>.json)")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seller_dist.config import StorageConfig
-from seller_dist.train import checkpoint as ck
-from seller_dist.train.export import export
+from seller_dist.train.export import committed_checkpoint_url, export
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,12 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = StorageConfig(endpoint_url=args.endpoint_url)
-    url = args.checkpoint.rstrip("/")
-    if not ck.is_step_url(url):
-        latest = ck.latest_committed(url, cfg, verify=False)
-        if latest is None:
-            raise SystemExit(f"no committed checkpoint under {url}")
-        url = latest.url
+    url = committed_checkpoint_url(args.checkpoint, cfg)
     out = export(url, args.out, cfg)
     print(f"exported {url} -> {out}")
     return 0

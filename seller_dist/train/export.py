@@ -145,6 +145,23 @@ def from_export(folder_url: str, storage_cfg: StorageConfig | None = None) -> Tr
     )
 
 
+class NoCommittedCheckpointError(ck.CheckpointError):
+    """A run's checkpoints folder without a committed step (empty, or every step cut off mid-write)."""
+
+
+def committed_checkpoint_url(url: str, storage_cfg: StorageConfig | None = None) -> str:
+    """A checkpoint URL …/step-N as given, or a run's checkpoints folder -> its newest committed
+    step. The one place that resolves "the newest checkpoint of a run" for export, eval and warm
+    starts: a newer step cut off before its COMMITTED marker is skipped, never half-read."""
+    url = url.rstrip("/")
+    if ck.is_step_url(url):
+        return url
+    latest = ck.latest_committed(url, storage_cfg, verify=False)
+    if latest is None:
+        raise NoCommittedCheckpointError(f"no committed checkpoint under {url}")
+    return latest.url
+
+
 def load_trained(url: str, storage_cfg: StorageConfig | None = None) -> TrainedWeights:
     """A committed checkpoint, a run's checkpoints folder (the newest committed one) or an export
     folder. Errors say which was expected and what was found."""
@@ -160,16 +177,18 @@ def load_trained(url: str, storage_cfg: StorageConfig | None = None) -> TrainedW
             f"checkpoint {url} does not exist (expected a committed checkpoint …/step-N, a run's "
             "checkpoints folder or an export folder)"
         )
-    latest = ck.latest_committed(url, storage_cfg, verify=False)
-    if latest is None:
+    try:
+        checkpoint_url = committed_checkpoint_url(url, storage_cfg)
+    except NoCommittedCheckpointError:
         raise ck.CheckpointError(
             f"{url} holds no committed checkpoint and is not an export folder (no {CONFIG_FILE})"
-        )
-    return from_checkpoint(latest.url, storage_cfg)
+        ) from None
+    return from_checkpoint(checkpoint_url, storage_cfg)
 
 
 def export(checkpoint_url: str, out_dir: str | Path, storage_cfg: StorageConfig | None = None) -> Path:
-    """Write trainable.safetensors + seller_config.json for a committed checkpoint (verified first)."""
+    """Write trainable.safetensors + seller_config.json for a committed checkpoint …/step-N (verified
+    first); `committed_checkpoint_url` turns a run's checkpoints folder into one."""
     trained = from_checkpoint(checkpoint_url, storage_cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

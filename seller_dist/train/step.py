@@ -56,7 +56,6 @@ class WorkerResult:
     )  # step -> loss averaged over ranks and micro-batches
     checkpoint_url: str | None = None  # the last committed checkpoint
     valid_losses: dict[int, float] = field(default_factory=dict)  # step -> validation loss
-    trainable: dict[str, torch.Tensor] | None = None  # full trainable weights (with keep_trainable)
 
 
 # ------------------------------------------------------------------------------------------ pieces

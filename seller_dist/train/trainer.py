@@ -181,9 +181,8 @@ class Trainer:
         self._valid_logged: int | None = None
 
     # ------------------------------------------------------------------------------ the loop
-    def fit(self, keep_trainable: bool = False) -> WorkerResult:
-        """Run the remaining steps to `max_steps`; `keep_trainable`: also return the full trainable
-        weights (tests compare runs with them)."""
+    def fit(self) -> WorkerResult:
+        """Run the remaining steps to `max_steps`; the weights a run leaves are its checkpoints."""
         cfg = self.cfg
         self.state.train()
         try:
@@ -204,8 +203,6 @@ class Trainer:
                 if save:
                     self.save(done, stats.lr)
                 self.timer.step_end(stats.own_tokens, stats.own_samples)  # this rank's own counts
-            if keep_trainable:
-                self.result.trainable = {k: v.cpu() for k, v in self.state.trainable_state_dict().items()}
         finally:
             self.logger.close()
             self.batches.close()

@@ -16,16 +16,14 @@ from seller_dist.train.trainer import Trainer
 def train_worker(
     cfg: TrainConfig,
     report: Callable[[dict[str, Any]], None] | None = None,
-    keep_trainable: bool = False,
     timer: Any = None,
 ) -> WorkerResult:
     """Train this rank (torch.distributed env vars or an initialized process group expected).
 
-    `keep_trainable`: also return the full trainable weights (tests compare runs with them).
     `timer`: a seller_dist.train.metrics.StepTimer to split each step's time into phases
     (`seller-dist bench train`); the default measures nothing and changes nothing.
     """
-    return Trainer(cfg, report=report, timer=timer).fit(keep_trainable=keep_trainable)
+    return Trainer(cfg, report=report, timer=timer).fit()
 
 
 def ray_train_loop(loop_config: dict[str, Any]) -> None:

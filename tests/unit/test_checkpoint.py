@@ -11,6 +11,7 @@ from torch import nn
 
 from seller_dist import storage
 from seller_dist.train import checkpoint as ck
+from seller_dist.train.export import committed_checkpoint_url
 
 
 def write_checkpoint(
@@ -83,6 +84,18 @@ def test_checkpoint_cut_off_mid_write_is_ignored_by_resume(tmp_path):
     assert ck.latest_committed(root).step == 20
     with pytest.raises(ck.CheckpointError, match=r"step-00000050 has no COMMITTED marker"):
         ck.Checkpoint.open(f"{root}/step-00000050")
+
+
+def test_a_runs_folder_resolves_to_its_newest_committed_step_not_a_cut_off_newer_one(tmp_path):
+    root = str(tmp_path / "ckpts")
+    assert committed_checkpoint_url(f"{root}/step-00000020/") == f"{root}/step-00000020"  # taken as is
+    with pytest.raises(ck.CheckpointError) as e:
+        committed_checkpoint_url(root)
+    assert str(e.value) == f"no committed checkpoint under {root}"
+    write_checkpoint(root, 20)
+    write_checkpoint(root, 40)
+    write_checkpoint(root, 50, commit=False)  # every file written, killed before the marker
+    assert committed_checkpoint_url(root + "/") == f"{root}/step-00000040"
 
 
 def test_corrupt_checkpoint_is_an_error_naming_it(tmp_path):

@@ -134,6 +134,9 @@ def test_export_reloads_into_plain_pytorch_and_generates_the_same(tmp_path, tiny
     # the checkpoint holds the experts split over 2 expert-parallel ranks; export gathers them
     url = write_trained_checkpoint(str(tmp_path / "ckpts"), 7, model, moe, dense_opt, moe_opt, ep_size=2)
     assert ck.Checkpoint.open(url).load_tensors(ck.moe_file(1))["w1"].shape[0] == 2
+    # a newer step cut off before its marker: never exported
+    cut_off = write_trained_checkpoint(str(tmp_path / "ckpts"), 9, model, moe, dense_opt, moe_opt, 1)
+    Path(cut_off, ck.COMMIT_MARKER).unlink()
     # the CLI, given the run's checkpoints folder, exports the newest committed checkpoint
     assert main(["export", str(tmp_path / "ckpts"), "--out", str(tmp_path / "export")]) == 0
     out = tmp_path / "export"
