@@ -197,6 +197,26 @@ def _experiment(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return text.strip("\n")
 
 
+def _experiment_steps(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """One seed of grids that differ only in their step budget (same data, recipe and test examples),
+    a row per system and budget: what more training changes, metric by metric."""
+    from seller_dist.config.experiment import HEADLINE_METRICS
+    from seller_dist.experiment import fmt_value
+
+    seed = int(opts.get("seed", "0"))
+    systems = [s for s in arts[-1]["systems"] if all(s in a["systems"] for a in arts)]
+    lines = [
+        "| system | steps | " + " | ".join(HEADLINE_METRICS) + " | train s |",
+        "|---|---:|" + "---:|" * (len(HEADLINE_METRICS) + 1),
+    ]
+    for system in systems:
+        for art in arts:
+            run = next(r for r in art["runs"] if r["system"] == system and r["seed"] == seed)
+            cells = " | ".join(fmt_value(run["metrics"].get(m)) for m in HEADLINE_METRICS)
+            lines.append(f"| {system} | {run['step']} | {cells} | {run['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 SIDE_BY_SIDE_METRICS = ("bleu1", "bleu4", "rouge1", "rougeL", "bertscore_f1")
 
 
@@ -255,6 +275,7 @@ RENDERERS: dict[str, Renderer] = {
     "gpu-train": _gpu_train,
     "gpu-decode": _gpu_decode,
     "experiment": _experiment,
+    "experiment_steps": _experiment_steps,
     "text-side-by-side": _text_side_by_side,
 }
 
