@@ -219,12 +219,21 @@ def test_packaged_experiment_configs_load() -> None:
     assert names == [
         "movielens.yaml",
         "movielens_smollm2.yaml",
+        "movielens_smollm2_120.yaml",
         "synthetic.yaml",
         "xrec_yelp.yaml",
         "xrec_yelp_smollm2.yaml",
     ]
     for p in root.glob("*.yaml"):
         cfg = load_config(ExperimentConfig, p)
+        if p.name == "movielens_smollm2_120.yaml":
+            # the step-budget grid: the 40-step grid's chat systems, data and recipe; only the steps differ
+            base = load_config(ExperimentConfig, root / "movielens_smollm2.yaml")
+            assert cfg.data == base.out + "/data" and cfg.llm == base.llm and cfg.train == base.train
+            assert cfg.systems == {k: base.systems[k] for k in ("seller-chat", "bag-chat")}
+            assert cfg.budget.eval_examples == base.budget.eval_examples and cfg.eval == base.eval
+            assert (cfg.budget.max_steps, base.budget.max_steps) == (120, 40)
+            continue
         # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
         # with SELLER and `bag` on the zero-shot's chat template and question too
         if "smollm2" in p.name:
