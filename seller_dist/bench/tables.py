@@ -217,6 +217,20 @@ def _experiment_steps(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _ci(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """Fresh-clone `.ci/run` times (install, lint and the whole suite), one row per run."""
+    lines = [
+        "| commit | passed | failed | install + lint s | tests s | total s | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for a in arts:
+        lines.append(
+            f"| {a['provenance']['commit'][:7]} | {a['passed']} | {a['failed']} | {a['install_and_lint_s']:.0f} "
+            f"| {a['pytest_s']:.0f} | {a['total_s']:.0f} | {a['total_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 SIDE_BY_SIDE_METRICS = ("bleu1", "bleu4", "rouge1", "rougeL", "bertscore_f1")
 
 
@@ -274,6 +288,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench-eval": _bench_eval,
     "gpu-train": _gpu_train,
     "gpu-decode": _gpu_decode,
+    "ci": _ci,
     "experiment": _experiment,
     "experiment_steps": _experiment_steps,
     "text-side-by-side": _text_side_by_side,
