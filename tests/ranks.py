@@ -1,13 +1,11 @@
 """Test ranks forked from a warm server: `spawn_ranks` is `torch.multiprocessing.spawn` for the tests.
 
-A spawned rank starts a fresh interpreter and imports torch, transformers, DeepSpeed and the ~2,300
-modules they load lazily while a Trainer is built: 6.3 s of CPU per rank for a 1-step tiny run, of
-which 4.5 s is importing (measured with getrusage inside the rank). The suite spawns about fifty ranks.
-A forkserver imports all of that once (tests/rank_preload.py) and forks each rank from it: 1.8 s of
-CPU per rank, the same losses. Only imports run in the server (no thread pool, no process group), so
-forking it is safe. A forked rank inherits the server's environment, not the test's; `spawn_ranks`
-hands each rank the environment, stdout and stderr of the moment it is spawned (multiprocessing
-carries sys.path and cwd).
+A spawned rank starts a fresh interpreter and imports torch, transformers, DeepSpeed and the modules
+they load lazily while a Trainer is built: most of a tiny test run's CPU, paid again by every rank
+the suite starts. A forkserver imports all of that once (tests/rank_preload.py) and forks each rank
+from it. Only imports run in the server (no thread pool, no process group), so forking it is safe. A
+forked rank inherits the server's environment, not the test's; `spawn_ranks` hands each rank the
+environment, stdout and stderr of the moment it is spawned (multiprocessing carries sys.path, cwd).
 """
 
 from __future__ import annotations
