@@ -9,6 +9,7 @@ Ray's GCS listened on [::] and its agents on the machine's external address."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from tests.integration.test_local_cluster import LOOPBACK
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,16 +48,47 @@ JOIN = textwrap.dedent(
 )
 
 
-def all_listening() -> set[tuple[str, int]]:
-    """(address hex, port) of every listening TCP socket of this machine."""
-    out = set()
+def listening_sockets() -> dict[int, tuple[str, int]]:
+    """Socket inode -> (address hex, port) of every listening TCP socket of this machine."""
+    out = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             cols = line.split()
             addr, port = cols[1].split(":")
             if cols[3] == "0A":
-                out.add((addr, int(port, 16)))
+                out[int(cols[9])] = (addr, int(port, 16))
     return out
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and every process below it (Ray's GCS, raylet, agents and workers under the driver)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) if d.name.isdigit() else None
+        except OSError:
+            continue
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(d.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def sockets_of(pids: set[int]) -> set[int]:
+    """Inodes of the sockets these processes hold open."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(int(target[8:-1]))
+    return inodes
 
 
 def test_local_ray_refuses_a_process_without_its_token(tmp_path):
@@ -69,14 +101,15 @@ def test_local_ray_refuses_a_process_without_its_token(tmp_path):
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) == 64
     env["PYTHONPATH"] = str(REPO)
-    before = all_listening()
     head = subprocess.Popen(
         [sys.executable, "-c", HEAD], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         gcs = head.stdout.readline().strip()
         assert gcs.startswith("127.0.0.1:"), gcs
-        opened = all_listening() - before
+        # the sockets this Ray listens on, not other processes' (the suite may run beside it)
+        mine = sockets_of(process_tree(head.pid))
+        opened = {a for inode, a in listening_sockets().items() if inode in mine}
         assert opened and {addr for addr, _ in opened} <= LOOPBACK, opened
 
         def join(token_path: Path) -> subprocess.CompletedProcess:
