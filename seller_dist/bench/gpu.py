@@ -204,7 +204,7 @@ def run_plain(
     strategy = TorchStrategy(StrategySettings(micro, bf16=gpu, use_gpu=gpu, world_size=1))
     mcfg, vocab = bench_model(opts)
     torch.manual_seed(0)
-    state = strategy.prepare(SellerModel(mcfg, vocab, llm), lr=BENCH_OPTIM.lr)
+    state = strategy.prepare(SellerModel(mcfg, vocab, llm), BENCH_OPTIM)
     state.train()
     if variant == "checkpointing":
         llm.model.train()  # HF checkpoints layers only in train mode (Llama has no dropout to turn on)
@@ -252,7 +252,7 @@ def run_deepspeed(
         llm.compile_layers()
     torch.manual_seed(0)
     model = SellerModel(mcfg, vocab, llm, register_llm=strategy.registers_llm)
-    state = strategy.prepare(model, lr=BENCH_OPTIM.lr)
+    state = strategy.prepare(model, BENCH_OPTIM)
     if variant == "deepspeed_compile" or (
         variant == "deepspeed_deepcompile" and not getattr(state.engine, "is_compiled", False)
     ):

@@ -232,7 +232,7 @@ def plain_steps(cfg: TrainConfig, timer: StepTimer) -> dict[int, float]:
     torch.manual_seed(cfg.seed)
     model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
     o = cfg.optim
-    state = strategy.prepare(model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps)
+    state = strategy.prepare(model, o)
     state.train()
     timer.set_model_size(*parameter_counts(model, state.moe))
     batches = Prefetcher(loader, cfg.data.prefetch_batches, pin_memory=use_gpu)

@@ -28,7 +28,7 @@ Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu
     strategy.init_distributed()
     llm = strategy.load_llm(model_cfg)                 # partitioned while loading (llm_layout=zero3)
     model = SellerModel(model_cfg, vocab, llm, register_llm=strategy.registers_llm)
-    state = strategy.prepare(model, lr=1e-3)           # engine + MoE + optimizers
+    state = strategy.prepare(model, OptimConfig(lr=1e-3))  # engine + MoE + optimizers
     out = state.forward(batch); state.backward(out["loss"]); state.step()
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from seller_dist.config import ModelConfig, StorageConfig
+from seller_dist.config import ModelConfig, OptimConfig, StorageConfig
 from seller_dist.model.expert_parallel import ExpertParallelGroups, expert_grad_norm_sq, reduce_moe_gradients
 from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.moe import MoEAdapter
@@ -172,6 +172,19 @@ class StrategyState(ABC):
         self.forward_module.train(mode)
         if self.moe is not None:
             self.moe.train(mode)
+
+
+def adamw(params: Any, optim: OptimConfig, fused: bool = False) -> torch.optim.AdamW:
+    """The AdamW every trainable part gets (dense modules, experts), from the job's `optim` settings;
+    the LR is the schedule's to set each step."""
+    return torch.optim.AdamW(
+        params,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        betas=tuple(optim.betas),
+        eps=optim.eps,
+        fused=fused,
+    )
 
 
 @dataclass
@@ -320,14 +333,7 @@ class DeepSpeedStrategy:
         """Whether the SellerModel should hold the LLM as a submodule (inside the engine)."""
         return self.llm_layout != "replicated"
 
-    def prepare(
-        self,
-        model: SellerModel,
-        lr: float,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> TrainState:
+    def prepare(self, model: SellerModel, optim: OptimConfig) -> TrainState:
         """Engine over the model's dense trainables (client AdamW) + this rank's MoE and its AdamW.
         Call on every rank with identically initialised modules (seed before building)."""
         import deepspeed
@@ -335,7 +341,7 @@ class DeepSpeedStrategy:
         groups = ExpertParallelGroups.create(model.cfg.ep_size)
         moe = model.make_moe(groups) if model.cfg.adapter == "moe" else None
         params = dense_trainables(model)
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+        optimizer = adamw(params, optim)
         if self._resharded:
             # DeepSpeed partitions a model's not-yet-ZeRO parameters with the partitioner of its first
             # ZeRO parameter, here a node-partitioned LLM one: partition the trainables over all
@@ -350,9 +356,7 @@ class DeepSpeedStrategy:
         moe_opt = None
         if moe is not None:
             moe.to(engine.device)  # outside the engine, so not moved by it (GPU ranks)
-            moe_opt = torch.optim.AdamW(
-                moe.parameters(), lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
-            )
+            moe_opt = adamw(moe.parameters(), optim)
         return TrainState(engine, moe, moe_opt, groups, self.dtype)
 
 
@@ -433,20 +437,11 @@ class TorchStrategy:
     def load_llm(self, cfg: ModelConfig, storage_cfg: StorageConfig | None = None) -> FrozenLLM:
         return load_frozen_llm(cfg, self.dtype, storage_cfg).to(self.device)
 
-    def prepare(
-        self,
-        model: SellerModel,
-        lr: float,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> TorchTrainState:
+    def prepare(self, model: SellerModel, optim: OptimConfig) -> TorchTrainState:
         """The model on the device, its MoE (every expert: model.ep_size must be 1) and one AdamW over
         both. Seed before building the model: the MoE is initialised here, after it."""
         model.to(self.device)
         moe = model.make_moe().to(self.device) if model.cfg.adapter == "moe" else None
         params = dense_trainables(model) + (list(moe.parameters()) if moe is not None else [])
-        optimizer = torch.optim.AdamW(
-            params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, fused=self.device.type == "cuda"
-        )
+        optimizer = adamw(params, optim, fused=self.device.type == "cuda")
         return TorchTrainState(model, moe, optimizer, self.settings.grad_accum, self.dtype)

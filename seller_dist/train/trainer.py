@@ -148,10 +148,7 @@ class Trainer:
         model = SellerModel(cfg.model, ModelVocab.from_manifest(manifest.data), llm, strategy.registers_llm)
         if warm is not None:  # before DeepSpeed partitions the dense trainables: every rank the same
             warm_start.load_dense(model, warm)
-        o = cfg.optim
-        self.state = strategy.prepare(
-            model, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps
-        )
+        self.state = strategy.prepare(model, cfg.optim)
         if warm is not None:
             warm_start.load_moe(self.state.moe, warm)
             if self.rank == 0:

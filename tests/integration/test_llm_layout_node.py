@@ -25,6 +25,7 @@ LAYOUTS = ("zero3", "node", "replicated", "hpz")
 def _run_layout(layout: str, llm_dir: str, rank: int) -> dict:
     import torch.distributed as dist
 
+    from seller_dist.config import OptimConfig
     from seller_dist.model.seller import SellerModel
     from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
@@ -38,7 +39,7 @@ def _run_layout(layout: str, llm_dir: str, rank: int) -> dict:
     frozen = list(llm.parameters())
     torch.manual_seed(0)
     model = SellerModel(cfg, VOCAB, llm, register_llm=strategy.registers_llm)
-    state = strategy.prepare(model, lr=LR)
+    state = strategy.prepare(model, OptimConfig(lr=LR))
     batch = rank_batch(llm, rank)
     losses, norm = [], 0.0
     for step in range(2):

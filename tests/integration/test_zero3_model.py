@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seller_dist.config import ModelConfig
+from seller_dist.config import ModelConfig, OptimConfig
 from seller_dist.model.vocab import ModelVocab
 from tests.model_helpers import tiny_model_config
 from tests.train_helpers import rank_env
@@ -67,7 +67,7 @@ def _rank_main(
         full_numel = sum(getattr(p, "ds_numel", p.numel()) for p in frozen)
         torch.manual_seed(0)
         model = SellerModel(cfg, VOCAB, llm, register_llm=strategy.registers_llm)
-        state = strategy.prepare(model, lr=LR)
+        state = strategy.prepare(model, OptimConfig(lr=LR))
         with deepspeed.zero.GatheredParameters(frozen):
             frozen_before = [p.detach().clone() for p in frozen]
         before = state.trainable_state_dict()
@@ -141,7 +141,7 @@ def reference(llm_dir: str) -> dict:
     init = {n: p.detach().clone() for n, p in model.trainable_named_parameters()}
     init.update({f"moe.{k}": v.clone() for k, v in moe.state_dict().items()})
     params = [p for _, p in model.trainable_named_parameters()]
-    # weight_decay=0.0 as DeepSpeedStrategy.prepare's default (torch's AdamW default is 0.01)
+    # weight_decay=0.0: OptimConfig's default, which the strategy got (torch's AdamW default is 0.01)
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
     moe_opt = torch.optim.AdamW(moe.parameters(), lr=LR, weight_decay=0.0)
     batches = [rank_batch(llm, r) for r in range(2)]
@@ -299,7 +299,7 @@ def _rank_main_accumulation(rank: int, world: int, port: int, llm_dir: str, out_
         cfg = model_cfg(llm_dir)
         llm = strategy.load_llm(cfg)
         torch.manual_seed(0)
-        state = strategy.prepare(SellerModel(cfg, VOCAB, llm), lr=LR)
+        state = strategy.prepare(SellerModel(cfg, VOCAB, llm), OptimConfig(lr=LR))
         batch = rank_batch(llm, rank)
         boundaries = []
         for micro in halves(batch):

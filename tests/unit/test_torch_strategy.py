@@ -38,7 +38,7 @@ def prepared(
     llm = strategy.load_llm(cfg)
     torch.manual_seed(0)
     model = SellerModel(cfg, VOCAB, llm, strategy.registers_llm)
-    state = strategy.prepare(model, lr=1e-2)
+    state = strategy.prepare(model, OptimConfig(lr=1e-2))
     state.train()
     batches = [
         {**b, "pad": torch.zeros(4, dtype=torch.bool)}
