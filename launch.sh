@@ -2,8 +2,8 @@
 # seller-dist launcher: installs the project into .venv when needed (idempotent), then runs a command.
 #   ./launch.sh demo [--verbose]     prepare the embedded synthetic dataset and run the pipeline end to end
 #                                    (--verbose: Ray's and DeepSpeed's own output on the console, else outputs/demo/demo.log)
-#   ./launch.sh test                 the full test suite (what CI runs)
-#   ./launch.sh test-fast            unit tests only (skips tests marked slow)
+#   ./launch.sh test                 the full test suite (what CI runs), on $TEST_WORKERS pytest workers (default 2)
+#   ./launch.sh test-fast            unit tests only (skips tests marked slow), likewise
 #   ./launch.sh setup                only install
 #   ./launch.sh cli ARGS...          run `seller-dist ARGS...` inside the venv
 #   ./launch.sh submit -- ARGS...    `ray job submit` of `seller-dist ARGS...` to $RAY_ADDRESS (default local head)
@@ -241,13 +241,17 @@ Or keep a RayCluster up and submit to it (the code that runs is the image's):
 NEXT
 }
 
+# Tests run side by side on pytest-xdist workers; the ones that start a Ray cluster (marked `ray`) stay
+# one at a time in one group, each other file is a group (tests/conftest.py). TEST_WORKERS=0: in-process.
+PARALLEL=(-n "${TEST_WORKERS:-2}" --dist loadgroup)
+
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup ;;
   demo) setup; ray_auth; exec "$VENV/bin/seller-dist" demo "$@" ;;
-  test) setup; ray_auth; exec "$PY" -m pytest -q tests "$@" ;;
-  test-fast) setup; ray_auth; exec "$PY" -m pytest -q -m "not slow" tests "$@" ;;
+  test) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" tests "$@" ;;
+  test-fast) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" -m "not slow" tests "$@" ;;
   lint) setup; exec "$VENV/bin/ruff" check seller_dist data_prep tests ;;
   cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;

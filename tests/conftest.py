@@ -27,6 +27,28 @@ from seller_dist.data import shards
 from seller_dist.data.schema import ACTIONS, ExampleRecord, HistoryEvent, ItemRecord
 
 
+# ------------------------------------------------------------------------- running side by side
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For `pytest -n 2 --dist loadgroup` (./launch.sh test): tests marked `ray` form one group, run
+    one at a time (two local Rays on one machine contend for the agents' fixed ports), and each other
+    file is a group of its own (its module fixtures built once). The Ray group is queued first and
+    the other slow files next, so the longest work starts first on the two workers."""
+    for item in items:
+        group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: (not item.get_closest_marker("ray"), not item.get_closest_marker("slow")))
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, bool]:
+    """A folder every xdist worker of this run shares (built once, under a lock, by whoever comes
+    first), else one of this session's; the flag says whether it is this session's own to remove."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return tmp_path_factory.mktemp(name), True
+    return tmp_path_factory.getbasetemp().parent / name, False
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 endpoint (moto server) with AWS_ENDPOINT_URL and dummy credentials set for the session."""
@@ -250,11 +272,18 @@ def small_data(tmp_path_factory) -> str:
 # ---------------------------------------------------------------------------------------- real LLM
 @pytest.fixture(scope="session")
 def real_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SmolLM2-135M-Instruct imported once per session from its packaged GGUF (tests/real_llm_helpers.py)."""
+    """SmolLM2-135M-Instruct imported once per run from its packaged GGUF (tests/real_llm_helpers.py),
+    shared by the run's xdist workers."""
+    from filelock import FileLock
+
     from tests.real_llm_helpers import import_real_llm, real_llm_missing
 
     if (why := real_llm_missing()) is not None:
         pytest.skip(why)
-    d = tmp_path_factory.mktemp("real_llm")
-    yield import_real_llm(d / "smollm2")
-    shutil.rmtree(d, ignore_errors=True)
+    d, own = shared_dir(tmp_path_factory, "real_llm")
+    with FileLock(f"{d}.lock"):
+        done = d / "smollm2" / "config.json"
+        path = str(done.parent) if done.exists() else import_real_llm(d / "smollm2")
+    yield path
+    if own:
+        shutil.rmtree(d, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 from seller_dist.cli import main
 from tests.train_helpers import prep_small
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 PARTS = ("data_wait", "forward", "backward", "optimizer", "communication", "other")
 FIELDS = (

@@ -36,6 +36,7 @@ def comparable(results: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_two_ray_workers_give_the_same_generations_and_numbers_as_one(tmp_path, tiny_llm_dir):
     import ray
 

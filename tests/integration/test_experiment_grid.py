@@ -15,6 +15,7 @@ from tests.train_helpers import prep_small
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_tiny_grid_writes_the_table_of_its_runs(tmp_path: Path, tiny_llm_dir: str, capsys) -> None:
     import ray
 

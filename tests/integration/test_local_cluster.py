@@ -52,6 +52,7 @@ def session_members(sid: int) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_local_cluster_up_submit_down(tmp_path):
     port, dash, client = free_port(), free_port(), free_port()
     env = {

@@ -26,7 +26,7 @@ from tests.prep_sources import (
     write_recbole_inputs,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SMALL = {"num_users": 50, "num_items": 40, "events_per_user_min": 3, "events_per_user_max": 10}
 

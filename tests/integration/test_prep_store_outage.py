@@ -19,7 +19,7 @@ from tests.flaky_proxy import FlakyProxy, flaky_proxy
 from tests.integration.test_prep_ray import records_by_split
 from tests.prep_sources import local_ray_for_prep
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "action": None}
 EVENTS = 8_000

@@ -32,7 +32,7 @@ from tests.conftest import S3_ENV, free_port
 from tests.fault_callbacks import WritePidFile, entry, override
 from tests.train_helpers import REPO, prep_small, small_overrides, spawn_workers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 MAX_STEPS = 12
 EVAL_OVERRIDES = [

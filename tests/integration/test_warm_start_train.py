@@ -26,7 +26,7 @@ from seller_dist.train import checkpoint as ck
 from tests.train_helpers import REPO, TRAIN_DEMO, small_overrides, spawn_workers
 from tests.warm_start_helpers import prep_window, write_windows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 W1_STEPS = 12
 W2_STEPS = 2

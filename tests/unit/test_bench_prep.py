@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+import pytest
 
 from seller_dist.bench import prep as bench_prep
 from seller_dist.cli import main
@@ -69,6 +70,7 @@ def _run_tiny(tmp_path, capsys, engines: str, formats: str = "csv,parquet") -> d
     return json.loads(out.read_text())
 
 
+@pytest.mark.ray
 def test_tiny_local_run_measures_every_size_and_format(tmp_path, capsys):
     result = _run_tiny(tmp_path, capsys, "local")
     rows = [(r["engine"], r["format"], r["events"]) for r in result["results"]]

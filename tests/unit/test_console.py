@@ -108,6 +108,7 @@ def test_quiet_console_routes_every_stream_to_the_log_and_ours_to_the_console(tm
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_quiet_console_with_real_ray_workers(tmp_path):
     """Lines printed in Ray workers reach the driver through Ray's log forwarding: ours show without
     Ray's prefix, the rest only in the log. About 10 s (a local Ray)."""

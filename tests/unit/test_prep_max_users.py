@@ -114,6 +114,7 @@ def test_max_users_config_errors():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_engine_keeps_the_same_users(tmp_path):
     """engine=ray picks its users from the parse tasks' samples: the local engine's users and records."""
     import ray

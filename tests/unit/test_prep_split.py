@@ -253,8 +253,9 @@ def test_split_config_errors_are_one_line_and_name_the_source(kw, message):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_engine_honours_the_source_split(tmp_path):
-    """engine=ray cuts with the same code: the same records as the local engine (run under the heavy lock)."""
+    """engine=ray cuts with the same code: the same records as the local engine."""
     import ray
 
     from seller_dist.ray_cluster import init_ray
