@@ -112,11 +112,14 @@ local_cluster() {
       # Token auth on, always: `ray start` without RAY_AUTH_MODE=token starts an UNAUTHENTICATED head, and
       # with it refuses to start until a token exists: make one on first use (owner-only, never printed)
       ensure_ray_token || return 1
+      # the job agent's HTTP port: Ray's fixed default (52365) is taken by any other Ray on this machine
+      # (a driver's local Ray included), and then the head's job agent never registers and `submit` waits
+      local agent_port="${RAY_DASHBOARD_AGENT_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
       # loopback only: without --node-ip-address Ray binds the external interface and its job API runs code
       RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PATH="$VENV/bin:$PATH" \
         setsid "$VENV/bin/ray" start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
         --num-cpus "${RAY_NUM_CPUS:-2}" --port "$port" --dashboard-port "$dash_port" --temp-dir "$temp" \
-        --ray-client-server-port "${RAY_CLIENT_PORT:-10001}" \
+        --ray-client-server-port "${RAY_CLIENT_PORT:-10001}" --dashboard-agent-listen-port "$agent_port" \
         >"$RAY_LOCAL_STATE/start.log" 2>&1 &
       pgid=$!
       echo "$pgid" >"$pgid_file"
