@@ -28,6 +28,7 @@ from seller_dist.data.schema import ACTIONS, ExampleRecord, HistoryEvent, ItemRe
 
 
 # ------------------------------------------------------------------------- running side by side
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For `pytest -n 2 --dist loadgroup` (./launch.sh test): tests marked `ray` form one group, run
     one at a time (two local Rays on one machine contend for the agents' fixed ports), and each other
@@ -37,6 +38,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: (not item.get_closest_marker("ray"), not item.get_closest_marker("slow")))
+
+
+UNGROUPED: list[str] = []  # tests a `--dist loadgroup` worker was given outside their group
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """pytest-xdist marks a grouped test's node id with `@group`; on pytest 9.2 the mark silently does
+    nothing (pytest-dev/pytest-xdist#1386) and the Ray tests would run side by side: every test then
+    fails at setup with that message rather than the run passing or flaking without its groups."""
+    if session.config.getoption("loadgroup", False):  # set on a worker of `--dist loadgroup`
+        UNGROUPED.extend(item.nodeid for item in session.items if "@" not in item.nodeid)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if UNGROUPED:
+        pytest.fail(
+            f"--dist loadgroup ignored the xdist_group of {len(UNGROUPED)} tests: this pytest and "
+            "pytest-xdist do not group (pytest-dev/pytest-xdist#1386); see pyproject.toml's pytest pin",
+            pytrace=False,
+        )
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, bool]:
