@@ -245,8 +245,10 @@ NEXT
 }
 
 # Tests run side by side on pytest-xdist workers; the ones that start a Ray cluster (marked `ray`) stay
-# one at a time in one group, each other file is a group (tests/conftest.py). TEST_WORKERS=0: in-process.
-PARALLEL=(-n "${TEST_WORKERS:-2}" --dist loadgroup)
+# one at a time in one group, each other file is a group, queued in the order tests/conftest.py gives
+# them (longest first; xdist's own reorder would put the single-test files, the longest, last).
+# TEST_WORKERS=0: in-process.
+PARALLEL=(-n "${TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder)
 
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
