@@ -233,6 +233,7 @@ def test_packaged_experiment_configs_load() -> None:
             assert cfg.systems == {k: base.systems[k] for k in ("seller-chat", "bag-chat")}
             assert cfg.budget.eval_examples == base.budget.eval_examples and cfg.eval == base.eval
             assert (cfg.budget.max_steps, base.budget.max_steps) == (120, 40)
+            assert set(cfg.seeds) <= set(base.seeds)  # each row has its 40-step counterpart
             continue
         # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
         # with SELLER and `bag` on the zero-shot's chat template and question too
