@@ -114,7 +114,7 @@ local_cluster() {
       ensure_ray_token || return 1
       # the job agent's HTTP port: Ray's fixed default (52365) is taken by any other Ray on this machine
       # (a driver's local Ray included), and then the head's job agent never registers and `submit` waits
-      local agent_port="${RAY_DASHBOARD_AGENT_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+      local agent_port="${RAY_DASHBOARD_AGENT_PORT:-$("$PY" -c 'from seller_dist.bench.local_services import free_port; print(free_port())')}"
       # loopback only: without --node-ip-address Ray binds the external interface and its job API runs code
       RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PATH="$VENV/bin:$PATH" \
         setsid "$VENV/bin/ray" start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
