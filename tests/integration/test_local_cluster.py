@@ -23,18 +23,23 @@ REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1 and ::ffff:127.0.0.1
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses (hex, /proc/net/tcp form) of sockets LISTENing on `port`."""
-    out = set()
+def listening_sockets() -> dict[int, tuple[str, int]]:
+    """Socket inode -> (local address hex as in /proc/net/tcp, port) of every LISTENing TCP socket."""
+    out = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not Path(table).exists():
             continue
         for line in Path(table).read_text().splitlines()[1:]:
             cols = line.split()
             addr, hexport = cols[1].split(":")
-            if int(hexport, 16) == port and cols[3] == "0A":
-                out.add(addr)
+            if cols[3] == "0A":
+                out[int(cols[9])] = (addr, int(hexport, 16))
     return out
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets LISTENing on `port`."""
+    return {addr for addr, p in listening_sockets().values() if p == port}
 
 
 def session_members(sid: int) -> list[int]:

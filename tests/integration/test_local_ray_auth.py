@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_local_cluster import LOOPBACK
+from tests.integration.test_local_cluster import LOOPBACK, listening_sockets
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -46,18 +46,6 @@ JOIN = textwrap.dedent(
         print("refused", type(e).__name__)
     """
 )
-
-
-def listening_sockets() -> dict[int, tuple[str, int]]:
-    """Socket inode -> (address hex, port) of every listening TCP socket of this machine."""
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            addr, port = cols[1].split(":")
-            if cols[3] == "0A":
-                out[int(cols[9])] = (addr, int(port, 16))
-    return out
 
 
 def process_tree(root: int) -> set[int]:
