@@ -29,8 +29,8 @@ from seller_dist.data.schema import ACTIONS, ExampleRecord, HistoryEvent, ItemRe
 
 # ------------------------------------------------------------------------- running side by side
 # Ray starts its workers at niceness 15; beside another xdist worker's tests (ranks, bootstraps at
-# niceness 0) the Ray group, the run's longest chain, then got a fraction of a core (the tiny
-# experiment grid: 300 s against 72-86 s alone). The tests' Rays run their workers at 0.
+# niceness 0) the Ray group, the run's longest chain, then gets a fraction of a core. The tests'
+# Rays run their workers at 0.
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 
