@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from seller_dist.bench.local_services import rank_env as local_rank_env
 from seller_dist.config import PrepConfig, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,17 +56,7 @@ def train_config(overrides: list[str]) -> TrainConfig:
 
 def rank_env(rank: int, world: int, port: int) -> None:
     """The torch.distributed environment of a spawned CPU rank (gloo on 127.0.0.1, one thread)."""
-    os.environ.update(
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_WORLD_SIZE=str(world),
-        TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "torch_extensions"),
-    )
+    local_rank_env(rank, world, port, cpu=True)
 
 
 def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: str, kwargs: dict) -> None:

@@ -89,3 +89,27 @@ def scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def rank_env(rank: int, world: int, port: int, cpu: bool | None = None) -> None:
+    """The torch.distributed environment of a rank spawned on this machine outside Ray: rendezvous
+    on 127.0.0.1:`port`, one intra-op thread, DeepSpeed's CPU accelerator when `cpu` (default: when
+    there is no CUDA), its op builds cached under the repository's .cache unless set already."""
+    os.environ.update(
+        OMP_NUM_THREADS="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+    )
+    os.environ.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
+    )
+    if cpu is None:
+        import torch
+
+        cpu = not torch.cuda.is_available()
+    if cpu:
+        os.environ["DS_ACCELERATOR"] = "cpu"

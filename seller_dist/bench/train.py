@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seller_dist.bench.artifact import write_artifact
+from seller_dist.bench.local_services import rank_env
 from seller_dist.config import TrainConfig, from_dict, load_config, to_dict
 from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, StepTimer, flops_per_step, mfu
 from seller_dist.version import provenance
@@ -264,22 +265,7 @@ def _rank_main(
     rank: int, world: int, port: int, mode: str, cfg_dict: dict, out_dir: str, ds_set: dict
 ) -> None:
     """One spawned rank of the plain or deepspeed mode: writes rank-<r>.json (or rank-<r>.err)."""
-    os.environ.update(
-        OMP_NUM_THREADS="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_WORLD_SIZE=str(world),
-    )
-    os.environ.setdefault(
-        "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
-    )
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"
+    rank_env(rank, world, port)
     import torch.distributed as dist
 
     code = 0
