@@ -177,6 +177,3 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    print(markdown(predict()))

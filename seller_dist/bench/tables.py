@@ -257,8 +257,6 @@ def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return f"{art['matched']} examples, every system on the same ones.\n\n" + "\n".join(rows)
 
 
-
-
 def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """`seller-dist demo`'s side-by-side table from its demo.json, the rows named in `metrics=`
     (comma-separated; default the experiment tables' HEADLINE_METRICS), each cell mean ± std over the test examples."""
@@ -295,12 +293,40 @@ RENDERERS: dict[str, Renderer] = {
 }
 
 
+def _checkpoint_parts() -> str:
+    from seller_dist.train.checkpoint_state import markdown_table
+
+    return markdown_table()
+
+
+def _scaling() -> str:
+    from seller_dist.bench.scaling import markdown, predict
+
+    return markdown(predict())
+
+
+# kind -> (the table, from code alone; the line saying which code): tables of what the code IS, not
+# of a measurement, so they name no artifact
+CODE_TABLES: dict[str, tuple[Callable[[], str], str]] = {
+    "checkpoint-parts": (
+        _checkpoint_parts,
+        "Generated from `PARTS` in `seller_dist/train/checkpoint_state.py`.",
+    ),
+    "scaling": (_scaling, "Generated from the cost model, `predict()` in `seller_dist/bench/scaling.py`."),
+}
+
+
 # ------------------------------------------------------------------------------------- the blocks
 def render(spec: str, root: Path = REPO) -> str:
-    """The body of the block `<!-- table: SPEC -->`: the table, then one source line per artifact."""
+    """The body of the block `<!-- table: SPEC -->`: the table, then one source line per artifact
+    (a table of the code itself, CODE_TABLES: the line naming that code)."""
     kind, *rest = spec.split()
+    if kind in CODE_TABLES:
+        table, source = CODE_TABLES[kind]
+        return f"{table()}\n\n{source}\n"
     if kind not in RENDERERS:
-        raise ValueError(f"unknown table kind {kind!r}; known: {', '.join(RENDERERS)}")
+        known = ", ".join([*RENDERERS, *CODE_TABLES])
+        raise ValueError(f"unknown table kind {kind!r}; known: {known}")
     opts = dict(t.split("=", 1) for t in rest if "=" in t)
     paths = [t for t in rest if "=" not in t]
     if not paths:

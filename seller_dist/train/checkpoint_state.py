@@ -2,7 +2,7 @@
 
 Why a registry (torchtitan's `CheckpointManager` keeps its states the same way): save and resume
 walk the same list, so a part cannot be written and forgotten on resume, and docs/checkpoints.md's
-table is generated from `PARTS` (`python -m seller_dist.train.checkpoint_state`) and checked
+table is generated from `PARTS` (`seller-dist bench tables`) and checked
 against it by a test, so the format doc cannot drift from what is written.
 
 Each registered object has `state_dict()` / `load_state_dict()`, except the DeepSpeed engine,
@@ -247,6 +247,3 @@ def markdown_table() -> str:
         rows.append(f"| `{file}` | (commit protocol) | {writer} | {what} | checked |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    print(markdown_table())

@@ -77,8 +77,8 @@ def test_command_line_as_typed() -> None:
     assert version.command_line(["/usr/local/bin/seller-dist", "bench", "eval", "--out", "a b.json"]) == (
         "seller-dist bench eval --out 'a b.json'"
     )
-    scaling = [str(root / "seller_dist" / "bench" / "scaling.py")]
-    assert version.command_line(scaling) == "python -m seller_dist.bench.scaling"
+    learning = [str(root / "tests" / "learning_seller_vs_bag.py"), "--out", "x.json"]
+    assert version.command_line(learning) == "python -m tests.learning_seller_vs_bag --out x.json"
 
 
 def test_provenance_holds_command_date_machine_and_tree(repo: Path) -> None:
