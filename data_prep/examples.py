@@ -1,23 +1,8 @@
-"""One user's events -> (history window, target) examples, split by time. The ONE cutting implementation.
-
-Both engines (local and Ray) call `cut_user_examples` per user, so their records are identical.
-Rules (docs/data.md "Examples and the time split"):
-- identical events (same user, item, timestamp, action) are dropped and counted as "duplicate event";
-- events are sorted by timestamp (stable: ties keep input order);
-- every event with at least `min_history` earlier events is a target; its history is the previous
-  <= `max_history` events, most recent last; `examples_per_user` > 0 keeps only the last N targets;
-- split by time per user: last example -> test, the one before -> valid, the rest -> train.
-  A user with 2 examples gives train + test, a user with 1 example gives train only (no valid/test
-  example would have any training example from that user before it).
-- split=source instead (data_prep.splits): each target keeps its own event's split (the source's,
-  a split column's, or the cut-offs'); its history is the user's events with a STRICTLY earlier
-  timestamp, minus held-out events of a later split (a train history never holds a valid or test
-  event, a valid history no test event), so no train record carries a held-out pair or its text.
-- reference explanation: the target event's text when it has some (explanation_source "review");
-  when the source is templated, a template built from the history and item attributes
-  (explanation_source "template"); a text-bearing source whose target text is blank is a bad record
-  ("empty explanation text"), its event still serves as history for later targets; a source whose
-  text is the exception (`text_optional`) makes only its texted events targets.
+"""One user's events -> (history window, target) examples with their split and reference explanation: the
+ONE cutting implementation, which both engines call per user (`cut_user_examples`, `cut_user_payloads`) so
+their records are identical. The rules (dedup, stable time sort, history window, `split: time` or
+`split: source`, review / template / reference text) are in docs/data.md, "Examples and the split" and
+"Splits".
 """
 
 from __future__ import annotations
@@ -67,12 +52,10 @@ class Catalog:
         parent: ParentVocab | None = None,
     ) -> Catalog:
         """Items from the source (first occurrence wins) plus items seen only in events (no metadata);
-        item_idx follows sorted item_id so the same inputs always give the same indices.
-
-        With `parent` (prep's vocab_from, data_prep.vocab): every parent item keeps its item_idx, also
-        one absent from this window (metadata from this window's items when it has them, else the
-        parent's), and the new items follow after parent.num_items in sorted item_id order, so a
-        warm-started model's item rows keep meaning the same items."""
+        item_idx follows sorted item_id so the same inputs always give the same indices. With `parent`
+        (vocab_from, data_prep.vocab) every parent item keeps its item_idx, also one absent from this window
+        (metadata from this window's items when it has them, else the parent's), and new items follow
+        after parent.num_items in sorted item_id order."""
         by_id: dict[str, RawItem] = {}
         for it in raw_items:
             by_id.setdefault(it.item_id, it)
@@ -205,7 +188,7 @@ def split_for(position: int, n_examples: int) -> str:
         return "train"
     if n_examples == 2:
         return "test" if position == 1 else "train"
-    return "train"
+    return "train"  # a lone example held out would have no train example of its user before it
 
 
 def _history_event(ev: RawEvent, catalog: Catalog) -> HistoryEvent:
@@ -278,11 +261,9 @@ def cut_user_payloads(
     explainer: Explainer | None = None,
     held_out_dropped: dict[str, int] | None = None,
 ) -> list[tuple[ExampleRecord, bytes]]:
-    """cut_user_examples with each record's shard payload (`encode_record`'s bytes).
-
-    An event is in up to max_history histories: its history entry is built, validated and JSON-encoded
-    once per user here, not once per record (the bulk of prep's time otherwise). `held_out_dropped`
-    (split=source) counts valid/test events with fewer than min_history earlier events (no example).
+    """cut_user_examples with each record's shard payload (`encode_record`'s bytes);
+    `held_out_dropped` (split=source) counts valid/test events with fewer than min_history earlier
+    events (no example).
     """
     evs = dedupe_and_sort(user_id, events, report)
     missing = [e for e in evs if e.item_id not in catalog]
@@ -334,6 +315,7 @@ def cut_user_payloads(
         return []
     first = min((h[0] for _, h, *_ in targets if len(h)), default=0)
     last = targets[-1][0]  # history entries are needed for evs[first:last]
+    # an event is in up to max_history histories: build, validate and encode its entry once per user
     entries = [_history_event(h, catalog) for h in evs[first:last]]
     dicts = [dict(h.__dict__) for h in entries]
     problems = [history_event_problem(d) for d in dicts]

@@ -1,10 +1,8 @@
-"""Events as columns, and spilled to user-hash partitions on local disk.
-
-The local engine never holds the whole log: it streams every part of the input once, appending each
-event to the Arrow IPC file of its user's partition (a stable hash of the user id), then reads the
-partitions back one at a time and cuts their users. Memory is bounded by the largest partition (a
-partition over `max_rows` is split again with another hash), not by the input. engine=ray hands
-Ray Data the same columns (`event_columns`), with `seq` carrying input order across tasks.
+"""Events as Arrow columns, spilled to user-hash partitions on local disk, so the local engine's memory is
+bounded by one partition, not by the input: it appends each event to the IPC file of its user's partition
+(a stable hash of the user id) and later cuts one partition at a time (the pipeline splits one over
+`partition_max_events` again with another hash). engine=ray hands Ray Data the same columns, with `seq`
+carrying input order across tasks.
 """
 
 from __future__ import annotations

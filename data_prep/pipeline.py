@@ -1,13 +1,8 @@
-"""`seller-dist prep`: raw logs -> validated WebDataset shards + item catalog + manifest (local engine).
-
-Order of work, chosen so a failed run never publishes anything:
-  1. refuse an output that already holds manifest.json (unless overwrite=true);
-  2. read the source; non-streaming sources are parsed fully, cut into examples and checked against
-     max_error_rate BEFORE any shard is written; streaming sources (synthetic) are cut and written
-     user by user (memory independent of the number of users) and checked at the end;
-  3. write train/ valid/ test/ and items/ shards, prep_report.json, and manifest.json LAST.
-On any failure everything written under the output is deleted and no manifest exists.
-engine=ray runs the same cutting (data_prep.examples) as a Ray Data job (data_prep.ray_pipeline).
+"""`seller-dist prep`: raw logs -> validated WebDataset shards + item catalog + manifest (local engine;
+engine=ray runs data_prep.ray_pipeline), in an order chosen so a failed run never publishes anything: a
+published output is refused unless overwrite, a non-streaming source is parsed in full and checked against
+max_error_rate before any shard is written, manifest.json is written LAST, and on any failure everything
+written under the output is deleted.
 """
 
 from __future__ import annotations

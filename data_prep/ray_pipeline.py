@@ -1,34 +1,9 @@
-"""engine=ray: the prep conversion as a Ray Data job (the same records as the local engine).
-
-  parse    the source's input is split into read parts (data_prep.sources.base.ReadPart: a byte range
-           of a JSONL/CSV/TSV/atomic file, a run of Parquet row groups, a whole .gz file); one Ray task
-           per part runs the source's OWN parser and validation on it and returns event rows (with
-           `seq` = part index and position: input order) plus one report row: its bad records, the
-           item ids it saw and its event count. The item catalog is read the same way. The driver
-           merges the report rows and never holds events.
-  check    the parse's error rate is checked before anything is cut or written
-  cut      repartition(P, keys=[user_id]) (Ray Data's hash shuffle, on disk by default: cfg.ray_shuffle;
-           one output block per partition, every event of a user in the same one) -> map_batches,
-           one call per partition: restore input order by seq, then the local engine's cut phase
-           (data_prep.publish.CutPhase: data_prep.examples is the ONE cutting implementation), which
-           writes the partition's shards and returns one summary row: counts, shard infos, stats and
-           bad-record samples.
-           synthetic: users are generated and cut in the same task (a task holds whole users), no
-           shuffle.
-  check    the summaries are merged (samples in user order, seller_dist.data.bad_records.OrderedSamples) and
-           max_error_rate is checked before the catalog and the manifest: a failed run deletes its
-           shards and publishes nothing. The driver writes items, prep_report.json, manifest LAST.
-
-Why parse tasks and not ray.data.read_csv/read_json: those convert cells to typed columns on their
-own terms (a user id "007" becomes 7, a malformed row is dropped or fails the file without a line
-number), so records and bad-record counts would differ from the local engine's. The parse tasks read
-Parquet with pyarrow and text formats line by line through the same functions as the local engine.
-Shard boundaries differ from the local engine; the records (as a multiset per split) are identical.
-
-Memory: `partition_max_events` bounds what one task of the cut holds, whatever the log's size (see
-`cut_plan`): a parse block, a shuffle map task's input and a partition are each about that many
-events at most (a partition more only by its heaviest users), and P = max(8 per CPU, events /
-partition_max_events) has no other cap, so the cut's task count grows with the log and the cluster.
+"""engine=ray: the prep conversion as a Ray Data job, giving the same records as the local engine with no task
+holding more than about `partition_max_events` events: one task per read part runs the source's own parser,
+a hash shuffle on user_id brings each user's events to one partition, each partition runs the local
+engine's cut phase (data_prep.publish.CutPhase) and writes its shards, and the driver, which never holds
+an event, checks the error rate and writes items, prep_report.json and manifest.json last (docs/data.md,
+"Engines").
 """
 
 from __future__ import annotations
@@ -106,6 +81,9 @@ def _report_table(
     return pa.table(row, schema=schema)
 
 
+# Not ray.data.read_csv/read_json: they type cells on their own terms (user id "007" -> 7; a malformed row
+# dropped, or the file failed without a line number), so records and bad-record counts would differ from
+# the local engine's. Parse tasks run the source's own parser, as the local engine does.
 def parse_event_parts(
     batch: dict[str, np.ndarray],
     source: Source,

@@ -1,14 +1,7 @@
-"""Load a pickled pandas DataFrame without letting the file run code.
-
-A pickle names the callables that rebuild its objects; plain `pickle.load` imports and calls any of
-them (`os.system`, `builtins.eval`, ...). Public releases such as XRec's tst.pkl are pickles, so
-this unpickler resolves only the exact pandas / numpy / pyarrow globals a DataFrame pickle needs
-and refuses everything else before anything is called.
-
-It subclasses pandas' own compatibility unpickler (a subclass of the pure-Python
-`pickle._Unpickler`, i.e. `pickle.Unpickler`'s reference implementation), so DataFrames pickled by
-pandas 1.x / 2.x (renamed classes such as Int64Index, old block constructors) load as
-`pandas.read_pickle` would load them.
+"""Load a pickled pandas DataFrame without letting the file run code: plain `pickle.load` imports and calls
+whatever callables a pickle names (`os.system`, `builtins.eval`, ...), and public releases such as XRec's
+tst.pkl are pickles, so this unpickler resolves only the exact pandas / numpy / pyarrow globals a DataFrame
+pickle needs and refuses everything else before anything is called.
 """
 
 from __future__ import annotations
@@ -22,7 +15,9 @@ import pandas as pd
 from seller_dist import storage
 from seller_dist.errors import UserError
 
-try:  # pandas >= 1.x keeps it here; it maps renamed classes of older pandas versions
+# pandas' compatibility unpickler (a pure-Python pickle._Unpickler) maps renamed classes of older pandas
+# (Int64Index, old block constructors), so old DataFrame pickles load as pandas.read_pickle loads them.
+try:  # pandas >= 1.x keeps it here
     from pandas.compat.pickle_compat import Unpickler as _BaseUnpickler
 except ImportError:  # pragma: no cover - a pandas without the compat module
     _BaseUnpickler = pickle._Unpickler  # type: ignore[misc,assignment]

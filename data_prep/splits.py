@@ -1,10 +1,7 @@
-"""Which split an example goes to: the per-user time split, or the split the data comes with.
-
-`split: time` (default): per user, the last example is test, the one before valid, the rest train
-(data_prep.examples.split_for). `split: source`: every event carries its own split, from the
-source's published split (xrec: trn/val/tst.pkl), from a column of the input (`split_column`), or
-from two global cut-off timestamps (`split_cutoffs`); an example's split is its target event's.
-docs/data.md "Splits" states the rules; data_prep.examples applies them in both engines.
+"""Which split an example goes to: the per-user time split (`split: time`, data_prep.examples.split_for) or,
+with `split: source`, its target event's own split, from the source's published split (xrec), a column of
+the input (`split_column`) or two global cut-offs (`split_cutoffs`). docs/data.md "Splits" states the rules;
+data_prep.examples applies them in both engines.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""Vocabulary carried over from an earlier dataset (`prep --set vocab_from=URL`), for warm starts.
-
-Why: a model trained on yesterday's window has one item-embedding row per item_idx. If today's prep
-numbered items afresh (1-based rank of the sorted item_id), every row would mean another item. With a
-parent, `Catalog.build` keeps every earlier item's item_idx (also items absent from the new window)
-and appends new items after the parent's largest index, in sorted item_id order, so the same inputs
-still give the same indices. Actions are the fixed list `schema.ACTIONS`: the parent's must be that
-list or a prefix of it (actions appended by a newer seller-dist keep the earlier indices).
-
-The child's manifest records `lineage` (`lineage_entry`): the parent URL and the sha256 of the
-parent's manifest.json bytes, which is also what a checkpoint records of its dataset
-(`manifest_sha256`), so a trainer can tell "indices preserved by construction" from "map by item id".
+"""Vocabulary carried over from an earlier dataset (`prep --set vocab_from=URL`), for warm starts: a model
+trained on the earlier window has one item-embedding row per item_idx, so `Catalog.build` keeps every earlier
+item's index and numbers new items after them, and the manifest's `lineage` (`lineage_entry`) names the parent
+by the sha256 of its manifest.json, which a checkpoint records as its dataset's `manifest_sha256`
+(docs/data.md, "Lineage").
 """
 
 from __future__ import annotations
@@ -65,7 +58,6 @@ def dataset_root(url: str) -> str:
 
 def load_parent(url: str, storage_cfg: StorageConfig | None = None) -> ParentVocab:
     """Read the earlier dataset's manifest (its bytes' sha256) and item catalog (shards sha256-checked).
-
     Fails at once, naming the URL, when there is no manifest there, when its actions are not a prefix
     of `schema.ACTIONS`, or when its catalog is not the contiguous 1..num_items prep writes."""
     root = dataset_root(url)

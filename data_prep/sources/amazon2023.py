@@ -1,10 +1,7 @@
-"""Amazon Reviews (McAuley Lab) 2023, 2018 and 2014: review JSON lines + item meta lines, `.gz` or not.
-
-Both files are streamed line by line (they reach tens of GB per category). The format is told per
-record from its keys: 2023 (user_id, parent_asin, rating, timestamp ms), 2018 / 2014 (reviewerID,
-asin, overall, unixReviewTime s; meta with main_cat/category or 2014's categories paths, and 2014
-meta lines are Python dict literals, not JSON). Items are joined on `parent_asin` in 2023 (the
-product, not the colour/size variant `asin`) and on `asin` in the older formats.
+"""Amazon Reviews (McAuley Lab) 2023, 2018 and 2014: review JSON lines + item meta lines, `.gz` or not,
+streamed line by line. The format is told per record from its keys (2014 meta lines are Python dict
+literals, not JSON); items are joined on `parent_asin` in 2023 (the product, not the colour/size variant
+`asin`) and on `asin` in the older formats (docs/sources.md, "amazon2023").
 """
 
 from __future__ import annotations
@@ -226,9 +223,8 @@ def parse_review(rec: dict[str, Any], fmt: str | None = None) -> RawEvent:
 
 
 def parse_meta_line(raw: bytes) -> dict[str, Any]:
-    """One meta line: JSON (2018, 2023) or a Python dict literal with single quotes (2014 meta).
-
-    The literal is read with `ast.literal_eval` after a length cap: literals only, nothing runs.
+    """One meta line: JSON (2018, 2023) or a Python dict literal with single quotes (2014 meta), read with
+    `ast.literal_eval` after a length cap (literals only, nothing runs).
     """
     text = decode_utf8(raw)
     try:
@@ -268,25 +264,10 @@ def iter_meta_part(
 
 
 class Amazon2023Source(Source):
-    """Amazon Reviews 2023, and the 2018 and 2014 releases (told apart per record by their keys).
-
-    inputs:
-      reviews: path or URL of a review file (`<Category>.jsonl[.gz]`, 2018/2014 `<Category>.json.gz`),
-               required
-      meta:    path or URL of the matching meta file (`meta_<Category>.jsonl[.gz]`), optional
-               (without it items come without attributes)
-    options:
-      price_edges: bucket edges for the `price_bucket` attribute (default [10, 25, 50, 100, 250])
-      format: 2023 | 2018 | 2014 to force one format instead of detecting it per record
-
-    Event: action "review", rating = `rating` (`overall`), text = "`title`. `text`" ("`summary`.
-    `reviewText`"; HTML <br> removed), timestamp = `timestamp` in ms -> seconds (`unixReviewTime`
-    seconds, else `reviewTime` "M D, YYYY" at UTC midnight). Item: title, attributes main_category
-    (`main_cat`) / store (`brand`) / price_bucket / category (first of `categories`, 2018 `category`,
-    the first path of 2014 `categories`) / leaf_category (last), text = description + features.
-    Bad records (reported, skipped): malformed JSON (or 2014 Python-literal) lines, missing user /
-    item id / timestamp / rating, rating outside [1, 5], review with neither title nor text, wrong
-    field types, a price that is not a number, "None", null or scraped markup.
+    """Amazon Reviews 2023, and the 2018 and 2014 releases (told apart per record by their keys): inputs
+    `reviews` (required) and `meta` (optional: without it items have no metadata); options `price_edges`
+    (default [10, 25, 50, 100, 250]) and `format` (2023 | 2018 | 2014, to force one). Fields, variants and
+    bad records: docs/sources.md, "amazon2023".
     """
 
     name = "amazon2023"

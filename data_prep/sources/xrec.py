@@ -1,9 +1,6 @@
-"""XRec release (HKUDS): total_{trn,val,tst}.csv interactions + {trn,val,tst}.pkl explanations.
-
-The .pkl files are pickled pandas DataFrames (uid, iid, title, user_summary, item_summary,
-explanation; forks also pickle the same rows as a list of dicts or a dict of column lists). They are
-read only through data_prep.safe_pickle (an allow-listed unpickler): a pickle from the internet can
-run code when loaded with pickle.load. The file a pair comes from is its published split
+"""XRec release (HKUDS): total_{trn,val,tst}.csv interactions + {trn,val,tst}.pkl explanations. The .pkl
+files are pickled tables read only through data_prep.safe_pickle (an allow-listed unpickler: a pickle from
+the internet can run code when loaded with pickle.load); the file a pair comes from is its published split
 (trn -> train, val -> valid, tst -> test), which `split: source` keeps.
 """
 
@@ -40,11 +37,9 @@ _ISO = re.compile(
 
 
 def time_seconds(value: str, column: str = "Time") -> int:
-    """A Time cell -> seconds since the epoch, whatever wrote the csv.
-
-    Epoch seconds or ms ('1449273600', '1449273600000'), an ISO-8601 date or date-time ('2015-12-05',
-    '2015-12-05 10:11:12', '2015-12-05T10:11:12Z'; no zone = UTC) or Amazon's reviewTime 'M D, YYYY'
-    ('12 5, 2015', '01 19, 2014'). Dates are UTC midnight.
+    """A Time cell -> seconds since the epoch, whatever wrote the csv: epoch seconds or ms, an ISO-8601
+    date or date-time (no zone = UTC) or Amazon's reviewTime 'M D, YYYY' ('12 5, 2015'); dates are UTC
+    midnight.
     """
     s = value.strip()
     if not s:
@@ -79,31 +74,11 @@ def _cell_text(value: Any, column: str) -> str:
 
 
 class XRecSource(Source):
-    """XRec data folder (data/amazon, data/google or data/yelp of the XRec repository).
-
-    inputs:
-      dir: folder (or URL prefix) holding total_trn.csv / total_val.csv / total_tst.csv (those
-           present are read, in that order; at least one) and tst.pkl (required) plus trn.pkl /
-           val.pkl when present
-    options:
-      action: action of every interaction (default "review": XRec's interactions are reviews)
-      template_missing_text: interactions without an explanation become targets with a templated
-        reference (default true); false: only explained pairs are targets
-      train_on_test_users: a fraction in [0, 1) (default 0, off): the tst.pkl pairs of that share of
-        its users (by a hash of the user id) become train targets, the other users' stay test. A
-        labelled protocol for a release without trn.pkl (Git LFS content): the model then learns from
-        real explanation text, and no test user's explanation is seen in training (user-disjoint).
-
-    Events: one per csv row (header `user,item[,Time]`). With a Time column it is the timestamp
-    (epoch seconds or ms, ISO-8601 date / date-time, or Amazon's 'M D, YYYY'; dates at UTC
-    midnight). Without one (the published files) the global row number across trn, val, tst is the
-    timestamp, so file order is time order and the pipeline's time split keeps tst last.
-    Explanations: each pkl row's `explanation` is the reference text of its (uid, iid) interaction,
-    and the pkl file is that event's split (RawEvent.split: trn.pkl train, val.pkl valid, tst.pkl
-    test; interactions in no pkl have none), used by `split: source`.
-    Items: iid -> title, text = item_summary (from the pkl files; items only in csv have no
-    metadata). Bad records (reported, skipped): csv rows with missing/non-integer ids or wrong column
-    count, pkl rows with missing ids or empty explanation, explained pairs that no csv row contains.
+    """XRec data folder (data/amazon, data/google or data/yelp of the XRec repository): inputs `dir` with
+    total_*.csv (those present, in trn, val, tst order) and tst.pkl (plus trn.pkl / val.pkl); options
+    `action`, `template_missing_text`, `train_on_test_users`. Each pkl row's explanation is the reference
+    text of its (uid, iid) interaction and its pkl file the event's split (RawEvent.split). Events, items,
+    options and bad records: docs/sources.md, "xrec".
     """
 
     name = "xrec"
@@ -135,10 +110,9 @@ class XRecSource(Source):
         self._rows: list[dict[str, Any]] | None = None
 
     def _pkl_rows(self, report: BadRecordReport | None = None) -> list[dict[str, Any]]:
-        """Valid rows of every pkl file (small: one row per explained interaction), loaded once.
-
-        Their records are counted in `report` (default self.report): the items part counts them; an
-        events part that loads them again in another process counts into a scratch report.
+        """Valid rows of every pkl file (small: one row per explained interaction), loaded once; their
+        records are counted in `report` (default self.report): the items part counts them, and an events part
+        that loads them again in another process counts into a scratch report.
         """
         if self._rows is not None:
             return self._rows

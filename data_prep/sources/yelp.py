@@ -1,10 +1,7 @@
-"""Yelp Open Dataset: business.json (the catalog) and review.json (the events), JSON lines.
-
-Business `attributes` hold Python-literal strings ("True", "u'free'", "{'garage': False, ...}"),
-an artefact of how Yelp exported them. They are parsed with `ast.literal_eval` (literals only: no
-names, calls or attribute access, so nothing in the data can run) after a length cap. Older dumps
-differ: plain words ("full_bar"), real JSON values with "Price Range" (2014-2016), attributes as a
-list of "Name: value" strings and categories as a JSON list (2017-2018); all of them are read.
+"""Yelp Open Dataset: business.json (the catalog) and review.json (the events), JSON lines. Business
+`attributes` hold Python-literal strings ("u'free'", "{'garage': False}"), parsed with `ast.literal_eval`
+after a length cap (literals only: nothing in the data can run); the forms of older dumps are read too
+(docs/sources.md, "yelp").
 """
 
 from __future__ import annotations
@@ -52,11 +49,9 @@ def _check_nested(out: dict[Any, Any], field_name: str) -> dict[str, Any]:
 
 
 def parse_literal(value: Any, field_name: str) -> Any:
-    """One Yelp attribute value -> str, bool, None, int, float or {name: scalar}.
-
-    Current dumps hold Python-literal strings ("True", "u'free'", "{'garage': False}"), read with
-    `ast.literal_eval` (literals only: nothing in the data can run); older dumps hold plain words
-    ("full_bar") or real JSON values (true, 2, {"dessert": false}), kept as they are.
+    """One Yelp attribute value -> str, bool, None, int, float or {name: scalar}: a Python-literal string
+    read with `ast.literal_eval` (nothing in the data can run), a plain word of an older dump ("full_bar")
+    or a real JSON value (true, 2, {"dessert": false}), kept as it is; anything else is a BadField.
     """
     if not isinstance(value, str):
         if isinstance(value, dict):
@@ -94,10 +89,9 @@ def _attribute_entry(entry: Any) -> tuple[str, str]:
 
 
 def parse_attributes(raw: Any) -> dict[str, Any]:
-    """{'WiFi': 'free', 'BusinessParking': {'garage': False, 'lot': True}, 'Caters': True, ...}.
-
-    `raw` is an object of literal strings or JSON values (current and 2014-2016 dumps), a list of
-    'Name: value' strings (2017-2018 dumps) or null.
+    """{'WiFi': 'free', 'BusinessParking': {'garage': False, 'lot': True}, 'Caters': True, ...} from an
+    object of literal strings or JSON values (current and 2014-2016 dumps), a list of 'Name: value'
+    strings (2017-2018 dumps) or null.
     """
     if raw is None:
         return {}
@@ -184,10 +178,8 @@ def parse_business(rec: dict[str, Any]) -> RawItem:
 
 
 def parse_date(raw: Any) -> int:
-    """Yelp review dates are UTC wall-clock strings -> seconds since the epoch.
-
-    'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD' (older dumps) and ISO 'YYYY-MM-DDTHH:MM:SS'
-    (re-exports; a 'Z' or an offset is honoured, no zone = UTC).
+    """A Yelp review date -> seconds since the epoch: 'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD'
+    (older dumps) or ISO 'YYYY-MM-DDTHH:MM:SS' (re-exports; a 'Z' or an offset is honoured, no zone = UTC).
     """
     if raw is None:
         raise BadField("date", "missing")
@@ -218,20 +210,9 @@ def parse_review(rec: dict[str, Any]) -> RawEvent:
 
 
 class YelpSource(Source):
-    """Yelp Open Dataset (yelp_academic_dataset_*.json, JSON lines).
-
-    inputs:
-      business: path or URL of business.json (optional: without it items have no attributes)
-      review:   path or URL of review.json (required)
-    options: none.
-
-    Item (business): title = name, attributes category (first of `categories`), city, state,
-    price_range (attributes.RestaurantsPriceRange2), stars; text = name + categories + a summary of
-    the parsed attributes. Event (review): action "review", rating = stars, text = review text,
-    timestamp = `date` read as UTC. Reviews of businesses missing from business.json are still
-    events (their items get no metadata). Bad records (reported, skipped): malformed or truncated
-    JSON lines (the published review.json ends mid-record), missing ids, unparseable date, stars
-    outside [1, 5], empty text, attribute values that are not Python literals.
+    """Yelp Open Dataset (yelp_academic_dataset_*.json, JSON lines): inputs `review` (required) and
+    `business` (optional: without it items have no metadata); no options. Fields, variants and bad
+    records: docs/sources.md, "yelp".
     """
 
     name = "yelp"
