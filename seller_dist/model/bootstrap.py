@@ -1,8 +1,6 @@
 """`seller-dist bootstrap-llm`: a small tokenizer + Llama-style causal LM trained on a prepared
-dataset's own text, saved as a normal Hugging Face checkpoint.
-
-Why: there is no model hub on closed clusters and in CI. Any real checkpoint path (local or
-object store) works in its place (model.llm_path).
+dataset's own text, saved as a normal Hugging Face checkpoint, because closed clusters and CI have
+no model hub; any real checkpoint (local or object store, `model.llm_path`) works in its place.
 """
 
 from __future__ import annotations
@@ -34,11 +32,9 @@ TINY_CORPUS = [
 
 
 def train_bpe(words: dict[str, int], vocab_size: int, alphabet: list[str]) -> tuple[dict[str, int], list]:
-    """Byte-pair merges learned from pre-tokenized word counts, ties broken by the pair's text.
-
-    Why not `tokenizers.trainers.BpeTrainer`: it breaks frequency ties in hash order, so two runs on
-    the same texts give different token ids and merge orders, hence a different frozen LLM every
-    time; this loop gives the same tokenizer for the same texts on every machine."""
+    """Byte-pair merges learned from pre-tokenized word counts, ties broken by the pair's text, so the
+    same texts give the same tokenizer on every machine (`tokenizers`' BpeTrainer breaks frequency
+    ties in hash order: other token ids, hence another frozen LLM, on every run)."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in sorted(set(alphabet)):
         vocab.setdefault(ch, len(vocab))
@@ -236,19 +232,12 @@ def copy_text(
     history_attrs: list[dict[str, str]] | None = None,
     target_attrs: dict[str, str] | None = None,
 ) -> str:
-    """A prompt in the collate's layout followed by the record's explanation in which the history
-    title it names is replaced by a RANDOM title of the same history, which the prompt's profile also
-    names ("Profile: {title} Explanation:"). Teaches the LM the language of explanations and to cite the
-    title its profile names by copying it from the context, as a pretrained LLM can, without teaching
-    it which event a dataset's explanations cite: the choice is left to the adapter, whose soft prompt
-    sits where the profile is.
-
-    With item attributes (`history_attrs` aligned with the titles, `target_attrs`), the swap keeps the
-    explanation true: only titles whose items relate to the target as the cited one does are drawn
-    (equal or not on each target attribute value the explanation names, e.g. "another garden item
-    from Vopa"), so what the explanation says of the relation follows from the profile's title; and
-    an explanation that cites no history event gets, when one exists, a history title that shares
-    none of those values as its profile (the LM learns not to cite an unrelated profile)."""
+    """A prompt in the collate's layout followed by the record's explanation with the history title it
+    names swapped for a RANDOM title of the same history, which the prompt's profile also names
+    ("Profile: {title} Explanation:"): the LM learns to cite the title its profile names, not which
+    event to cite (docs/model.md, "bootstrap-llm"). With item attributes (`history_attrs` aligned with
+    `history_titles`, `target_attrs`) only titles whose items relate to the target as the cited
+    one does are drawn, so the explanation stays true."""
     cited = next(
         (t for t in sorted(set(history_titles), key=lambda t: (-len(t), t)) if t and t in explanation), None
     )  # longest first, then by text: "Lamp 12" is not mistaken for "Lamp 1"

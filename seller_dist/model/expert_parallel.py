@@ -1,12 +1,7 @@
 """Expert parallelism by hand: process groups, an autograd all-to-all, and the gradient fixups.
-
-Why not DeepSpeed's MoE: it refuses ZeRO stage 3, and ZeRO-3 all-gathers deadlock when ranks route to
-different experts (docs/model.md, "Expert parallelism"). So the experts are plain
-parameters of a module that lives OUTSIDE the ZeRO-3 engine, each rank holding E / ep_size of them.
-
-Rank layout: ranks [i * ep_size, (i + 1) * ep_size) form expert-parallel group i (tokens travel by
-all-to-all inside it); ranks with the same rank % ep_size hold the same experts and form an
-expert-data-parallel group (their expert gradients are all-reduced).
+DeepSpeed's MoE refuses ZeRO-3 and ZeRO-3 all-gathers can deadlock when ranks route to different
+experts, so the experts are plain parameters of a module OUTSIDE the ZeRO-3 engine, E / ep_size per
+rank (docs/model.md, "Expert parallelism", gives the rank layout).
 """
 
 from __future__ import annotations
@@ -104,13 +99,8 @@ def exchange_counts(counts: torch.Tensor, group) -> torch.Tensor:
 
 
 def reduce_moe_gradients(moe: nn.Module, groups: ExpertParallelGroups) -> None:
-    """Call once after `engine.backward(loss)` (before the MoE optimizer steps).
-
-    Experts: the all-to-all backward already SUMMED every rank's contribution into the owner's
-    gradient, so all-reduce over ranks holding the same experts, then divide by the data-parallel
-    world size: the result is the gradient of the mean loss over all ranks, as DeepSpeed gives the
-    dense modules. Router (replicated): all-reduce over the world, divide by the world size.
-    """
+    """Call once after `engine.backward(loss)`, before the MoE optimizer steps: turns the MoE
+    gradients into those of the mean loss over all ranks, as DeepSpeed gives the dense modules."""
     if groups.world_size == 1:
         return
     for p in moe.parameters():
@@ -119,10 +109,11 @@ def reduce_moe_gradients(moe: nn.Module, groups: ExpertParallelGroups) -> None:
         if p.grad is None:  # every rank must join each collective, even with no tokens this step
             p.grad = torch.zeros_like(p)
         if getattr(p, "is_expert", False):
+            # the all-to-all backward already summed every sender's share into the owner's gradient
             if groups.edp_group is not None:
                 dist.all_reduce(p.grad, group=groups.edp_group)
         else:
-            dist.all_reduce(p.grad)
+            dist.all_reduce(p.grad)  # the router is replicated on every rank
         p.grad.div_(groups.world_size)
 
 

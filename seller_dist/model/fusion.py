@@ -1,16 +1,7 @@
-"""Fusion: which past events justify this item (cross-attention) + who the user is now (summary).
-
-The attention logit of event l under head h is
-
-    q(item) . k(state_l) / sqrt(dh)  +  sum_f match[h, f] * [event l shares attribute f with the item]
-                                      +  recency[h, rank_l] + slope[h] * log(1 + rank_l)
-                                                                     (rank 0 = the newest event)
-
-The two bias terms (model.target_match_bias, model.recency_bias) make "the most recent event that
-shares the item's category or brand" one easy-to-learn logit pattern instead of something the
-query/key projections must discover from id embeddings. The bag baseline gets the match bias (it is
-order-free) but never the recency bias. With the match bias on, the attention-weighted match pattern
-(which attributes the supporting events share with the item) is also added to the context.
+"""Fusion: which past events justify this item (cross-attention over the history states, with an
+attribute-match and a recency bias on the logits) + who the user is now (the history summary); the
+attention weights it returns are what evaluation reports as an explanation's supporting events
+(docs/model.md, "Titles, attributes and the fusion's biases", gives the logit).
 """
 
 from __future__ import annotations

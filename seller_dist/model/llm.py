@@ -1,10 +1,7 @@
 """The frozen LLM: load any Hugging Face causal LM, place soft prompts into its input, score, generate.
-
-The LLM's weights never change: requires_grad False, eval mode (dropout off) even while the rest
-trains. Soft positions (`soft_mask`, exactly K per row) first get the pad token's embedding and are
-then overwritten, in order, by the adapter's K vectors. Position ids come from the attention mask
-(cumsum - 1), so left padding (generation) and right padding (training) give the same positions,
-and masked-out soft positions (adapter "none") do not shift the text.
+Its weights never change (no gradient, eval mode even while the rest trains), and position ids come
+from the attention mask so that left and right padding give the same positions (docs/model.md,
+"Frozen LLM").
 """
 
 from __future__ import annotations
@@ -153,11 +150,9 @@ class FrozenLLM(nn.Module):
     def lm_loss(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Mean cross entropy over label tokens (labels != -100), next-token shifted, fp32 logits.
-
-        Logits are computed only from the first position any row has a label at (`logits_to_keep`):
-        the prompt and soft positions predict nothing, and the LM head + fp32 cross entropy over them
-        would be most of the head's time and memory at long prompts (the loss is the same)."""
+        """Mean cross entropy over label tokens (labels != -100), next-token shifted, fp32 logits;
+        computed only from the first position any row has a label at (`logits_to_keep`): the same
+        loss, without the LM head's time and memory over prompt and soft positions."""
         target = labels[:, 1:]
         cols = (target != -100).any(dim=0).nonzero()
         first = int(cols[0]) if len(cols) else target.shape[1] - 1

@@ -1,20 +1,7 @@
 """What differs between LLM families, read from a checkpoint's config and tokenizer in one place.
-
-SELLER feeds the frozen LLM `inputs_embeds` (text embeddings with soft-prompt vectors in place) and
-reads its logits, so it meets each family's conventions at a few points only (docs/model.md,
-"LLM families"):
-
-- special ids: a pad token is missing in Llama 3 and Mistral (the eos id pads; padded positions are
-  masked and never labelled), BOS is missing in Qwen (the collator adds BOS only where the tokenizer
-  does), and the config's `eos_token_id` can be a list (Llama 3 Instruct: end_of_text and eot_id):
-  generation stops at any of them and at the tokenizer's eos;
-- embedding scale: Gemma multiplies token embeddings by sqrt(hidden) inside its embedding module, so
-  the adapter's soft vectors are scaled by the same factor (and title features divided by it): the
-  adapter works in the units of the embedding table whatever the family;
-- logit soft-capping (Gemma 2/3) and sliding-window attention (Mistral, Gemma 2/3) happen inside the
-  model's own forward from its config; position ids come from the attention mask for every family
-  (FrozenLLM.positions). A sliding window shorter than prompt + explanation means later explanation
-  tokens no longer attend to the soft prompt directly: `window_warning` says so.
+SELLER feeds the frozen LLM `inputs_embeds` and reads its logits, so it meets each family's
+conventions at a few points only (special ids, embedding scale, sliding window); `describe` gathers
+them for the loader's log line and the code that handles each (docs/model.md, "LLM families").
 """
 
 from __future__ import annotations

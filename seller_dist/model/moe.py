@@ -1,14 +1,7 @@
 """Mixture-of-experts adapter: fused representation -> K soft-prompt vectors in the LLM hidden size.
-
-Design (docs/model.md): the fused vector is expanded into K query TOKENS (fused + a learned slot
-embedding); each token is routed independently (top-1 or top-2) to E expert MLPs d -> h -> H. So a
-soft prompt can mix experts slot by slot, and the router sees B * K tokens per step, which keeps
-the load-balancing statistics meaningful at small batch sizes.
-
-Router in fp32 (even under bf16 autocast or bf16 parameters): softmax over E logits in low
-precision flips top-k choices between otherwise identical runs. Capacity is per source rank and
-expert: ceil(capacity_factor * tokens * top_k / E); first choices win over second choices, then
-token order; dropped assignments contribute nothing and are counted. capacity_factor = 0 = dropless.
+Each of the K query tokens is routed on its own (top-1 or top-2, router in fp32) to expert MLPs, so a
+soft prompt can mix experts slot by slot and the router sees B * K tokens per step even at small B;
+docs/model.md, "Adapter design (MoE)", gives the load-balancing loss and the capacity rule.
 """
 
 from __future__ import annotations

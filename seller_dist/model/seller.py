@@ -1,19 +1,8 @@
 """SELLER: history + item encoders -> fusion -> K query tokens -> adapter -> soft prompts -> frozen LLM.
-
-Baselines are configurations of this one class (ModelConfig):
-  history_encoder=bag   order-free mean pooling (XRec-like); with history_text=sorted the prompt's
-                        history titles are order-free too (the frozen LLM reads time order otherwise)
-  prompt=ids            soft prompts from the user (or, without a "user" column, the mean of the
-                        history's item-id embeddings) and target item-id embeddings only (PEPLER-like)
-  adapter=dense         one MLP instead of the routed experts
-  adapter=none          prompt text only: the K soft positions are masked out of attention (and get
-                        the pad embedding), nothing is trainable; the frozen LLM's zero-shot score.
-
-The MoE adapter is NOT a submodule: it is created by `make_moe()` and passed to forward/generate
-(`model(batch, moe=moe)`), so a ZeRO-3 engine wrapping this model never partitions the experts
-(docs/model.md, "DeepSpeed (train/strategy.py)"). Everything trainable except the MoE is a submodule here; the
-frozen LLM is `self.llm` (a submodule, or beside the module with `register_llm=False`) and is
-excluded from `trainable_state_dict()`.
+The baselines (`bag`, `gru`, `prompt: ids`, `adapter: dense | none`) are configurations of this one
+class (docs/model.md, "Baselines"). The MoE adapter is NOT a submodule: `make_moe()` builds it and it
+is passed as `model(batch, moe=moe)`, so a ZeRO-3 engine wrapping this model never partitions the
+experts; the frozen LLM (`self.llm`) is never part of `trainable_state_dict()`.
 """
 
 from __future__ import annotations

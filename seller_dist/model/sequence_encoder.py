@@ -1,9 +1,7 @@
 """History encoders: causal Transformer (default), GRU, and an order-free bag (XRec-like baseline).
-
-Input is LEFT-padded (most recent event in the last column). Positions count from the first real
-event, so extra left padding never changes a real event's output. Every encoder returns per-event
-states [B, L, d] (zero at padding) and a pooled user summary [B, d]; a row with no real event gives
-zeros, never NaN.
+Each reads the LEFT-padded history (newest event last) and returns per-event states [B, L, d] (zero at
+padding) and a pooled user summary [B, d]; padding never changes a real event's output, and a row with
+no real event gives zeros, never NaN.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Synthetic model batches in the collate's exact format, for tests and throughput benchmarks.
-
 The explanation tokens are a function of the target item, its first attribute and the most recent
 history event, so a model that reads those through its soft prompts can learn them and a text-only
-prompt cannot. Rows get different history and text lengths, so padding paths are exercised.
+prompt cannot; rows get different history and text lengths, so padding paths are exercised.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from typing import Any
 @dataclass
 class ModelVocab:
     """Sizes of the id spaces. Index 0 is padding/unknown everywhere, so tables have size n + 1.
-
     `attribute_sizes` follows the collate's field order: sorted field names of manifest
     vocab["attribute_fields"]; each field's value index is its position in that list + 1.
     """
