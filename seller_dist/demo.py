@@ -1,17 +1,7 @@
 """`seller-dist demo`: the README's end-to-end run on the embedded synthetic default, offline.
-
-Stages (each prints what it did): prepare the synthetic dataset with the packaged config; stream
-the train split back through the same rank loader the training workers use, as `--ranks` ranks, and
-check that every record arrived exactly once with equal batch counts per rank; bootstrap a small LLM
-on the dataset's text (no hub here); train SELLER and the order-free `bag` baseline with Ray Train +
-DeepSpeed ZeRO-3 on 2 CPU workers (experts split over both) with the packaged train config; export
-SELLER's trainable weights; evaluate SELLER, `bag` and the no-adapter LLM (`zero-shot`) with the
-Ray eval job; score two oracles beside them (perfect explanations citing the most recent related
-event, and the best order-free ones: what each metric can reward, seller_dist/eval/oracles.py);
-print the side-by-side table. `--stages data` stops after the stream check.
-
-The console shows the stage lines, the training progress lines and the table; Ray's, DeepSpeed's and
-the libraries' own output goes to `<out>/demo.log` (`--verbose` shows it on the console instead).
+It prepares the data, streams it back across ranks, bootstraps (or imports) the LLM, trains SELLER and
+`bag` on Ray + DeepSpeed, exports SELLER, evaluates them beside the no-adapter LLM, scores two oracles and
+prints the side-by-side table, so one command shows every stage working (README, "Quick start").
 """
 
 from __future__ import annotations

@@ -1,33 +1,8 @@
 """`seller-dist experiment`: the results table in one command.
-
-    seller-dist experiment --config configs/experiments/synthetic.yaml [--set key=value ...]
-        [--systems seller,bag] [--seeds 0,1] [--table-only]
-
-One prepared dataset, one frozen LLM, a grid of systems x seeds, the same budget for each:
-
-1. data: `data` (a prepared dataset root) is used as it is when it holds a manifest; otherwise it is
-   prepared there (default `<out>/data`) from `prep_config` + `prep`, as `seller-dist prep` would
-   (no `prep_config`: the packaged synthetic prep config for the synthetic source, PrepConfig's
-   defaults for any other source).
-2. LLM: `llm.path`, or a small LLM bootstrapped on the dataset's text under `<out>/llm` (the demo's
-   recipe; `llm.per_seed: true` bootstraps one per seed, `<out>/llm-seed<S>`).
-3. Every (system, seed) cell, seed after seed so that a cut-off grid already holds whole seeds: a
-   system is a set of TrainConfig overrides over `train_config` + `train`. A trained system runs
-   `seller-dist train`'s job (Ray Train, DeepSpeed ZeRO-3; run `<system>-seed<S>` under
-   `<out>/runs`) with `seed` and `data.seed` = S and `max_steps` = `budget.max_steps`; a system with
-   `model.adapter: none` is not trained (zero-shot: the frozen LLM with the text prompt). Then the
-   eval job scores it on the first `budget.eval_examples` test examples (the same ones for every
-   cell) into `<out>/cells/<system>/seed-<S>/eval`, and `<out>/cells/<system>/seed-<S>/result.json`
-   records every flat metric (seller_dist.eval.report.flat_metrics), the step, and the train and
-   eval wall times.
-4. `<out>/results.json` and `<out>/results.md`: per system and metric the mean and the sample
-   standard deviation (n - 1) of the per-seed means, the per-seed rows, and the wall times.
-
-Resumable: a cell whose result.json exists is not run again (a cell made with another config is an
-error naming it: use a new `out` or delete that cell); a trained cell whose training finished but
-whose eval did not is only evaluated. A system that is not trained, with one LLM for every seed and
-greedy decoding, gives the same numbers for every seed: it is evaluated once and its result is
-recorded for each seed (`reused_from`).
+One prepared dataset, one frozen LLM, a grid of systems x seeds with the same budget each: every cell is
+trained by `seller-dist train`'s job (a system with `model.adapter: none` is not) and scored by the eval
+job, and `<out>/results.json` / `results.md` hold the mean ± std over seeds and the per-seed rows; a
+rerun skips finished cells (docs/results.md).
 """
 
 from __future__ import annotations

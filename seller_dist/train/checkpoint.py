@@ -1,20 +1,7 @@
 """The one checkpoint format: trainable state + optimizer + step + data cursor, committed by a marker.
-
-Layout under `<storage_path>/<run_name>/checkpoints/step-<8 digits>/`: the files a training run
-writes are the registry in seller_dist.train.checkpoint_state (PARTS; docs/checkpoints.md's table is
-generated from it), plus this module's own:
-
-    _ranks/rank-<r>.json         sha256 of every file rank r uploaded (written after its files)
-    COMMITTED                    written LAST by rank 0: sha256 of every file in the checkpoint
-
-Why this shape: a writer cut off mid-way leaves no COMMITTED, so resume never sees it; the hashes
-in COMMITTED turn silent corruption into an error that names the checkpoint and the file. Tensors
-are safetensors and everything else JSON/YAML: loading a checkpoint never runs pickle. The API
-only ever receives trainable state, so the frozen LLM can never end up in a checkpoint.
-
-Protocol per checkpoint (every rank): `w = CheckpointWriter(root, step, rank, world)`, write into
-`w.staging_dir` (helpers or any tool), `w.upload()`; then the CALLER's barrier; then rank 0 calls
-`commit(w.url, world)` and, optionally, `prune(root, keep)`.
+Each rank stages and uploads its files, then rank 0 writes COMMITTED last with every file's sha256, so
+a writer cut off mid-way is never resumed from and corruption is an error naming the file; tensors are
+safetensors, the rest JSON/YAML, never pickle (protocol and layout: docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -123,11 +110,9 @@ def sha256_file(path: str | Path) -> str:
 
 # ------------------------------------------------------------------- nested state <-> safetensors
 def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split nested state (an optimizer state_dict, ...) into tensors and a JSON structure.
-
-    Supported: tensors, dicts (any JSON-scalar keys), lists, tuples, int/float/str/bool/None,
-    torch.dtype. Anything else is a TypeError naming its path: we never fall back to pickle.
-    """
+    """Split nested state (an optimizer state_dict, ...) into tensors and a JSON structure: tensors,
+    dicts (JSON-scalar keys), lists, tuples, JSON scalars and torch.dtype; anything else is a TypeError
+    naming its path, never a fallback to pickle."""
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(x: Any, path: str) -> Any:
@@ -179,12 +164,9 @@ def unflatten_state(tensors: dict[str, torch.Tensor], structure: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------ write
 class CheckpointWriter:
-    """One rank's part of one checkpoint: a private local staging folder, then an upload.
-
-    Everything this rank writes goes into `staging_dir` (with the helpers below, or by another tool
-    such as DeepSpeed's `save_checkpoint(str(w.staging_dir / "engine"), ...)`); `upload()` copies it
-    to `url` with retries, then records the sha256 of each file in `_ranks/rank-<r>.json`.
-    """
+    """One rank's part of one checkpoint: everything goes into the private local `staging_dir` (the
+    helpers below, or a tool such as DeepSpeed's `save_checkpoint`), then `upload()` copies it to `url`
+    with retries and records each file's sha256 in `_ranks/rank-<r>.json`."""
 
     def __init__(
         self,

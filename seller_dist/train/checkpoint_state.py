@@ -1,13 +1,6 @@
-"""What a training checkpoint holds, in one place: a registry of stateful parts.
-
-Why a registry (torchtitan's `CheckpointManager` keeps its states the same way): save and resume
-walk the same list, so a part cannot be written and forgotten on resume, and docs/checkpoints.md's
-table is generated from `PARTS` (`seller-dist bench tables`) and checked
-against it by a test, so the format doc cannot drift from what is written.
-
-Each registered object has `state_dict()` / `load_state_dict()`, except the DeepSpeed engine,
-whose partitioned state DeepSpeed itself writes into a folder (`save_into` / `load_from`). The file
-formats are those of seller_dist.train.checkpoint (safetensors, JSON, YAML; no pickle).
+"""What a training checkpoint holds, in one place: a registry of stateful parts (`PARTS`).
+Save and resume walk the same list, so no part is written and forgotten on resume, and the table in
+docs/checkpoints.md is generated from it (`seller-dist bench tables`): it cannot drift.
 """
 
 from __future__ import annotations
@@ -114,6 +107,8 @@ PROTOCOL_FILES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# what a registered part has; the DeepSpeed engine instead has `save_into` / `load_from` (a folder
+# DeepSpeed itself writes its partitioned state into)
 class Stateful(Protocol):
     def state_dict(self) -> Any: ...
 

@@ -1,23 +1,7 @@
 """`seller-dist train`: preflight, then a Ray Train TorchTrainer running seller_dist.train.worker.
-
-Why the order: every check that can fail from the config alone (unknown key, ep_size, a missing
-manifest, unwritable storage, a corrupt newest checkpoint, init_from weights that do not fit the
-model) runs here in the driver, in seconds, before Ray is even contacted; a bad config never costs a
-worker-group allocation.
-
-Ray pieces from the TrainConfig: ScalingConfig(num_workers, use_gpu, CPUs/GPUs per worker),
-RunConfig(name=run_name, storage_path, FailureConfig(max_failures)). Ray's own results land under
-`<storage_path>/<run_name>/` next to our `checkpoints/`; resume does not use Ray's checkpoint
-bookkeeping (the workers find the newest COMMITTED checkpoint themselves), so a restarted driver with
-the same run name, or Ray's restart after a lost worker, continues from the same place.
-
-Console: `seller-dist train` shows the stage lines and rank 0's progress line per logging interval;
-Ray's, DeepSpeed's and the workers' other output goes to `<storage_path>/<run_name>/train.log`
-(`outputs/logs/<run_name>-train.log` here when the storage is an object store); `--verbose` shows it
-on the console instead (seller_dist/console.py, `quiet_console`).
-
-Cluster: `workers.ray_address`, else RAY_ADDRESS (e.g. inside `ray job submit`), else a local Ray on
-127.0.0.1 started here (dashboard off: its job API runs code).
+Every check the config alone can fail (keys, ep_size, manifest, storage, a corrupt checkpoint, init_from
+weights that do not fit) runs here in the driver, in seconds, before Ray is contacted, so a bad config
+never costs a worker-group allocation (docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """`seller-dist export`: a committed checkpoint -> trainable weights for inference without Ray or DeepSpeed.
-
-Output folder:
-    trainable.safetensors   dense trainable weights (SellerModel.trainable_state_dict names) and ALL
-                            experts as "moe.<name>" in the ep_size=1 layout (stacked [E, ...])
-    seller_config.json      {"format_version", "model": ModelConfig (ep_size=1), "vocab": ModelVocab,
-                            "llm_path", "source_checkpoint", "step", "checkpoint_sha256",
-                            "manifest_sha256", "init_from"}
-    dataset.json            the checkpoint's dataset.json (dataset URL, manifest sha256, the item id
-                            of every item-table row), when it has one: warm starts map rows by item id
-
-Why gather: training may shard experts over `ep_size` ranks (moe-rank-<e>.safetensors, each holding
-experts [e*E/ep, (e+1)*E/ep)); inference on one process wants them all in one table. The router is
-replicated on every expert-parallel rank, so rank 0's copy is taken (and the others must match).
-The frozen LLM is never in the checkpoint: `load_exported` reads it from `llm_path` next to the
-exported weights.
+Training may shard the experts over `ep_size` ranks; inference in one process wants them in one table,
+so export gathers them into the ep_size=1 layout beside the dense weights and config (the folder:
+docs/checkpoints.md, "Export"), and `load_exported` rebuilds the model next to the LLM at `llm_path`.
 """
 
 from __future__ import annotations

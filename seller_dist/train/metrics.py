@@ -1,21 +1,7 @@
 """Training metrics: throughput and MFU accounting, and one logger for the console, wandb and Ray reports.
-
-Console (rank 0): one progress line per logging interval, `[train] step=100/500 loss=2.345
-valid_loss=2.401 tokens/s=8862 eta=1m20s` (`progress_line`), on stdout, which Ray forwards to the
-driver; the full metrics line (`format_line`: every scalar, expert load per expert) on stderr, which
-the driver's console keeps in the run's log file (seller_dist/console.py, `quiet_console`).
-
-Cost model (docs/scaling.md, "The terms"): a token through the frozen LLM costs about 4N FLOPs (forward 2N plus
-activation gradients 2N; no weight gradients), a token through the trainable modules about 6N
-(forward 2N, activation and weight gradients 4N). The trainable modules see one "token" per
-sample by default (each trainable parameter is used about once per example; pass
-`trainable_tokens` to count history events instead). MFU = achieved FLOP/s / (peak x devices).
-`flops_per_step`, `mfu` and `parameter_counts` are that accounting's one statement: the Trainer's
-meter, `seller-dist bench train`, seller_dist.bench.gpu and the scaling model all call them.
-
-Secrets: the config logged to wandb goes through `seller_dist.redact.scrub` first (keys that look
-like credentials and values that look like access keys are replaced), and wandb's console capture,
-code/git snapshot and machine metadata are off, so environment-derived values never leave the job.
+`flops_per_step`, `mfu` and `parameter_counts` are the accounting's one statement (4N FLOPs per token through
+the frozen LLM, 6N per sample through the trainables; docs/scaling.md), shared by the Trainer's meter,
+`seller-dist bench` and the scaling model, so every figure counts the same N.
 """
 
 from __future__ import annotations
@@ -72,11 +58,9 @@ def parameter_counts(model: SellerModel, moe: MoEAdapter | None) -> tuple[int, i
 
 @dataclass
 class ThroughputMeter:
-    """Accumulates steps over a logging window; `summary()` returns rates and resets the window.
-
-    Feed it job-wide numbers (tokens and samples summed over ranks) and `num_devices` = workers, or
-    per-rank numbers and `num_devices=1`: MFU comes out the same.
-    """
+    """Accumulates steps over a logging window; `summary()` returns rates and resets the window. Feed
+    it job-wide numbers (summed over ranks) with `num_devices` = workers, or per-rank numbers with
+    `num_devices=1`: MFU comes out the same."""
 
     frozen_params: int
     trainable_params: int
@@ -97,7 +81,8 @@ class ThroughputMeter:
         data_wait_s: float = 0.0,
         trainable_tokens: int | None = None,
     ) -> None:
-        """One optimizer step: `step_time_s` is wall time of the whole step INCLUDING `data_wait_s`."""
+        """One optimizer step: `step_time_s` is wall time of the whole step INCLUDING `data_wait_s`;
+        `trainable_tokens` (default: one per sample) counts what passes the trainable modules."""
         if step_time_s <= 0 or data_wait_s < 0 or data_wait_s > step_time_s:
             raise ValueError(
                 f"need 0 <= data_wait_s <= step_time_s and step_time_s > 0, got {data_wait_s}, {step_time_s}"
@@ -170,13 +155,11 @@ def progress_line(
 
 
 class MetricsLogger:
-    """Console + wandb on rank 0; the Ray report callback (ray.train.report) on every rank, since Ray
-    Train expects each worker to report. Lists (per-expert load) go to wandb as `key/i` scalars.
-
-    Rank 0 prints `progress_line` to `stream` (stdout) and the full `format_line` to
-    `detail_stream` (stderr). The ETA is (max_steps - step) x the wall time per step since the
-    previous line (the window's `step_time_s` for the first line); `max_steps` defaults to the
-    config's."""
+    """Console + wandb on rank 0 (lists such as per-expert load as `key/i` scalars); `ray.train.report`
+    on every rank, since Ray Train expects each worker to report. Rank 0 prints `progress_line` to
+    `stream` (stdout) and the full `format_line` to `detail_stream` (stderr); the ETA is
+    (max_steps - step) x the wall time per step since the previous line (the window's `step_time_s`
+    for the first), `max_steps` by default the config's."""
 
     def __init__(
         self,
@@ -209,6 +192,8 @@ class MetricsLogger:
                 resume="allow",
                 dir=cfg.wandb_dir,
                 mode=cfg.wandb,
+                # credential-like keys and values masked; console capture, code/git and machine
+                # metadata off, so nothing environment-derived leaves the job
                 config=scrub(dict(config or {})),
                 settings=wandb.Settings(
                     console="off",
@@ -288,16 +273,11 @@ _NULL_PHASE = _NullPhase()
 
 
 class StepTimer(NullStepTimer):
-    """Per-step wall time split into phases (`seller-dist bench train`).
-
-    Each step records its total time and, per phase (data_wait, forward, backward, optimizer), the
-    time spent in it MINUS the time spent inside collectives during it; communication is reported
-    as its own part (`comm_clock()` returns cumulative seconds inside collectives, see
-    seller_dist.bench.timing). So data_wait + forward + backward + optimizer + communication +
-    other == step time, where "other" is the loop's own bookkeeping (LR, logging, Ray reports).
-    `sync` (GPU) synchronizes the device at every boundary so kernel time lands in its phase; that
-    removes overlap between phases, so the split is for attribution, the step time for throughput.
-    """
+    """Per-step wall time split into phases for `seller-dist bench train`: data_wait, forward,
+    backward and optimizer, each MINUS its time inside collectives (`comm_clock()`), which is reported
+    as communication, so the parts plus "other" (LR, logging, Ray reports) sum to the step time.
+    `sync` (GPU) synchronizes at every boundary, which removes overlap: the split is for attribution,
+    the step time for throughput."""
 
     enabled = True
 

@@ -1,10 +1,7 @@
 """Checks that run in the driver BEFORE any Ray worker starts, so a bad config costs seconds, not a
-cluster allocation: config consistency, the `callbacks` classes, the dataset manifest, a writable
-storage_path, the LLM path, the run's newest committed checkpoint (a corrupt one is an error naming
-it) and, for a new run with `init_from`, whether every tensor of those weights fits this model and
-dataset (seller_dist.train.warm_start; a misfit names the key).
-
-Every failure is a ConfigError whose message names the key and says what to change.
+cluster allocation: config, the `callbacks` classes, manifest, writable storage_path, LLM path, the run's
+newest committed checkpoint and whether `init_from` weights fit this model and dataset. Every failure is a
+ConfigError whose message names the key and says what to change.
 """
 
 from __future__ import annotations

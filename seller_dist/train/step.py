@@ -1,21 +1,7 @@
 """One training step, written once: `TrainStep` (a whole optimizer step over a strategy's prepared
-state) and the pure pieces it is made of.
-
-The Trainer's `train_step` is a TrainStep over its DeepSpeed state, its stream and its timer;
-`seller-dist bench train` and seller_dist.bench.gpu time TrainSteps over DeepSpeedStrategy and
-TorchStrategy (seller_dist.train.strategy) states, so what they measure is the job's step.
-
-Why the step looks the way it does:
-- Determinism across a restart: dropout and routing noise are seeded per (seed, step, micro-batch,
-  rank), the LR is a pure function of the step, and the data cursor is exact, so a resumed run
-  continues with the very numbers an uninterrupted run would have used.
-- Non-finite values: each micro-batch's loss stays on the device; at the accumulation boundary ONE
-  all-reduce shares every rank's losses and token counts, and the host checks them before the
-  gradient norm and the optimizer step. A NaN on any rank therefore stops every rank at the same
-  point, before any weight moves, without a host sync per micro-batch.
-- Stream pad rows (a rank's range topped up to equal length) get labels -100, so they add nothing to
-  the language-model loss; they still pass through the router, so the MoE aux loss and expert load
-  include them (at most world_size - 1 rows per epoch).
+state) and the pure pieces it is made of. The Trainer's `train_step` is a TrainStep, and `seller-dist bench
+train` and seller_dist.bench.gpu time TrainSteps over either strategy, so what they measure is the job's
+step (its rules: docs/training.md, "One step").
 """
 
 from __future__ import annotations

@@ -1,35 +1,8 @@
 """The training strategies: how the SellerModel, its MoE and their optimizers are laid out, and the
-backward/step over them. `DeepSpeedStrategy` is the job's, and the one place that talks to DeepSpeed
-(OpenRLHF-style): partitioned LLM loading, engine building and the backward/step that also serves
-the expert-parallel MoE kept outside the engine. `TorchStrategy` is plain PyTorch in one process,
-the floor `seller-dist bench` measures DeepSpeed against. Both prepare a `StrategyState`, which
-seller_dist.train.step.TrainStep drives.
-
-Layout (docs/model.md, "DeepSpeed (train/strategy.py)"): the ZeRO-3 engine wraps SellerModel (frozen LLM + dense
-trainable modules); the MoE adapter holds only this rank's experts, is NOT a submodule of the
-engine's model (passed to forward as `moe=`), and has its own torch optimizer. After
-`engine.backward(loss)`, `reduce_moe_gradients` fixes the expert/router gradients, then both step.
-
-Where the frozen LLM lives (`train.llm_layout`, docs/training.md):
-- zero3: partitioned over all ranks while it loads; every micro-batch gathers it over all ranks.
-- node: partitioned over groups of `llm_shard_size` consecutive ranks (one node) and replicated
-  across groups, so its gathers never leave a node (what MiCS did; DeepSpeed 0.19 removed MiCS,
-  so the strategy does it with per-parameter ZeRO-3 partition groups, below).
-- hpz: ZeRO++ hierarchical partitioning (`zero_hpz_partition_size`): primary partition over all
-  ranks plus a node-local secondary copy; a frozen parameter's secondary copy never expires.
-- replicated: a whole copy on each rank, outside the engine (no gathers).
-
-The strategy is made from a StrategySettings (seller_dist/strategy_settings.py: typed, frozen,
-validated once; `from_train_config` for the training job), which builds the DeepSpeed config from
-the JSON files in seller_dist/train/ds_configs/: DeepSpeed's keys only.
-
-Usage inside a worker (torch.distributed env vars set; on CPU DS_ACCELERATOR=cpu):
-    strategy = DeepSpeedStrategy(StrategySettings(micro_batch_size=8))
-    strategy.init_distributed()
-    llm = strategy.load_llm(model_cfg)                 # partitioned while loading (llm_layout=zero3)
-    model = SellerModel(model_cfg, vocab, llm, register_llm=strategy.registers_llm)
-    state = strategy.prepare(model, OptimConfig(lr=1e-3))  # engine + MoE + optimizers
-    out = state.forward(batch); state.backward(out["loss"]); state.step()
+backward/step over them. `DeepSpeedStrategy` is the job's and the one place that talks to DeepSpeed (the LLM
+loaded per `llm_layout`, the ZeRO-3 engine, the expert-parallel MoE kept outside it); `TorchStrategy` is plain
+PyTorch in one process, the floor `seller-dist bench` measures against. Both prepare a `StrategyState` that
+TrainStep drives (docs/model.md, "DeepSpeed (train/strategy.py)"; layouts: docs/training.md).
 """
 
 from __future__ import annotations
@@ -90,14 +63,10 @@ def node_groups(shard_size: int) -> Any:
 
 
 def prefer_environment_ninja() -> None:
-    """Put this interpreter's bin folder first on PATH when it holds `ninja`.
-
-    DeepSpeed JIT-builds its CPU ops (the shared-memory comm op, at `deepspeed.init_distributed`) with
-    torch's cpp_extension, which runs the first `ninja` on PATH. A venv has the pip package's ninja
-    (1.13) and a machine often has the system's (1.11); their build logs hash commands differently, so
-    processes that find different ones rebuild the op whenever they alternate (23 to 34 s on 2 cores
-    each time; a driver started from `launch.sh` has the venv on PATH, a test process may not). Every
-    process of one environment now builds with that environment's ninja."""
+    """Put this interpreter's bin folder first on PATH when it holds `ninja`: DeepSpeed JIT-builds its
+    CPU ops with torch's cpp_extension, which runs the first `ninja` on PATH, and two ninja versions hash
+    build commands differently, so processes that found different ones would rebuild the op whenever
+    they alternate. Every process of one environment builds with that environment's ninja."""
     bindir = os.path.dirname(sys.executable)
     if not os.path.isfile(os.path.join(bindir, "ninja")):
         return
@@ -241,16 +210,14 @@ class TrainState(StrategyState):
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Clip the engine's and the MoE's gradients TOGETHER to `max_norm` (call between backward()
-        and step(), at the accumulation boundary); returns the total norm before clipping.
-
-        The engine alone would clip by its own norm and miss the experts, so: its norm (ZeRO-3
-        partitions, all-reduced by DeepSpeed) and the MoE norm (every expert once + router) combine
-        to the global norm; the MoE grads are scaled here and the engine's optimizer is given the
-        clip threshold that yields the same factor. Uses DeepSpeed 0.19 ZeRO-3 internals
-        (`_get_norm_groups`, `clip_grad`); tests/integration/test_zero3_model.py pins the behaviour.
-        """
+        and step(), at the accumulation boundary); returns the total norm before clipping. The engine
+        alone would miss the experts, so its norm and the MoE's (every expert once + router) combine to
+        the global norm; the MoE grads are scaled here and the engine's optimizer gets the clip
+        threshold that yields the same factor."""
         from deepspeed.runtime.utils import combine_grad_norm_groups
 
+        # DeepSpeed 0.19 ZeRO-3 internals (`_get_norm_groups`, `clip_grad`);
+        # tests/integration/test_zero3_model.py pins the behaviour
         opt = self.engine.optimizer
         engine_norm = float(combine_grad_norm_groups(opt._get_norm_groups())) / float(opt.loss_scale)
         moe_sq = float(expert_grad_norm_sq(self.moe, self.groups)) if self.moe is not None else 0.0
@@ -271,8 +238,8 @@ class TrainState(StrategyState):
 class DeepSpeedStrategy:
     def __init__(self, settings: StrategySettings):
         """The strategy of `settings` (validated when they were made). `ds_config` is
-        `settings.deepspeed_config()`, exactly what DeepSpeed sees. `settings.llm_layout` (module
-        docstring): "zero3" partitions the frozen LLM over all ranks while it loads; "node" over
+        `settings.deepspeed_config()`, exactly what DeepSpeed sees. `settings.llm_layout`
+        (docs/training.md): "zero3" partitions the frozen LLM over all ranks while it loads; "node" over
         groups of `settings.llm_shard_size` ranks; "hpz" adds ZeRO++'s node-local secondary partition
         (`zero_hpz_partition_size`); "replicated" loads a whole copy on this rank's device and keeps
         it outside the engine (no gathers)."""

@@ -1,18 +1,7 @@
-"""One rank's training: `Trainer.train_step` is a whole optimizer step (a TrainStep over this rank's
-state, stream and timer); `fit` runs the loop, with logging, validation and checkpointing apart from
-the step.
-
-Every rank runs the same code (Ray Train calls seller_dist.train.worker.ray_train_loop; tests call
-`train_worker` in spawned processes). `Trainer(cfg)` builds this rank's stream, the frozen LLM
-(partitioned by ZeRO-3 while it loads), the SellerModel and its two optimizers (the DeepSpeed
-engine for the dense trainables, a torch AdamW for this rank's experts), then resumes from the
-newest committed checkpoint of the run if there is one.
-
-Why the step looks the way it does (determinism across a restart, non-finite values stopping every
-rank at once, stream pad rows): seller_dist.train.step, where `TrainStep` is written. What a
-checkpoint holds is the registry in seller_dist.train.checkpoint_state; resume looks up the newest
-COMMITTED checkpoint itself (not Ray's bookkeeping), so a restarted driver with the same run name
-continues exactly.
+"""One rank's training: `Trainer(cfg)` builds this rank's stream, frozen LLM, SellerModel and optimizers and
+resumes from the run's newest committed checkpoint; `train_step` is a whole optimizer step (a TrainStep over
+this rank's state, stream and timer) and `fit` runs the loop, with logging, validation and checkpointing
+apart from the step. Every rank runs the same code (docs/training.md).
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Validation loss during training: the language-model loss on a held-out split, the same number at
-any worker count.
-
-Why it is computed this way: the batches are planned globally from the split's shards
-(seller_dist.data.split_batches.plan_batches, the eval job's plan), each rank takes every W-th batch,
-and the loss is the SUM of token losses over every label token of the split divided by their
-count, both summed over ranks. Which rank saw which example, or how they were batched, then does
-not matter (up to float summation order). Every rank runs the same number of forward passes
-(ZeRO-3 gathers and expert-parallel all-to-alls are collectives): a rank short of a batch runs one
-whose rows are all padding and count nothing. Dropout and routing noise are off (eval mode).
+"""Validation loss during training: the language-model loss on a held-out split, the same number at any
+worker count. The batches are planned globally like the eval job's, each rank takes every W-th, and the loss
+is the sum of token losses over the count of label tokens, both summed over ranks, so neither the batching
+nor which rank saw an example changes it (docs/training.md, "Validation loss").
 """
 
 from __future__ import annotations
@@ -40,7 +34,8 @@ class Validator:
         if not plan:
             raise ValueError(f"{manifest.root}: split '{split}' has no records to validate on")
         self.examples = sum(b.stop - b.start for b in plan)
-        self.rounds = math.ceil(len(plan) / world)  # forward passes per rank
+        # forward passes per rank, the same on every rank (ZeRO-3 gathers, expert all-to-alls are collectives)
+        self.rounds = math.ceil(len(plan) / world)
         mine = worker_share(plan, rank, world)
         self.rank_examples = sum(b.stop - b.start for b in mine)  # the examples this rank counts
         self.padded_rounds = self.rounds - len(mine)  # passes of padding only (count nothing)

@@ -1,29 +1,7 @@
 """Warm start (`train --set init_from=URL`): a NEW run begins from an earlier run's trainable weights.
-
-Platform teams retrain daily on a new log window: new items, new users, later timestamps. The
-earlier model (a committed checkpoint, a run's checkpoints folder = its newest, or an export
-folder) is the better starting point, but its vocabulary tables are indexed by the EARLIER dataset:
-- the item table (`SellerModel.indexed_parameters()` kind "item", rows = item_idx): when the new
-  dataset was prepared with `vocab_from=` the checkpoint's dataset (its manifest `lineage` names
-  that dataset's manifest sha256, which the checkpoint records as `manifest_sha256`), indices are
-  preserved by construction and rows copy by index; otherwise they are mapped by item id, the old
-  ids coming from the checkpoint's dataset.json (or its dataset, if it is still there unchanged)
-  and the new ones from the new catalog. Items new to this window keep their fresh initialization,
-  the same values a cold start with the same seed would have;
-- attribute value tables (kind "attribute", rows = 1-based index of the value in the field's sorted
-  value list) are mapped by value: a new brand sorted in between would shift every later row. The
-  attribute FIELDS must be the same (per-field parameters such as `fusion.match` have one column
-  per field);
-- everything else must have the same name and shape, or the start is refused with a ConfigError
-  naming the key (and the model settings that differ).
-
-Where it runs: `check_init_from` in preflight, on the driver before any Ray worker starts, loads the
-weights (sha256-verified) and plans every tensor against the shapes this config and dataset give (a
-model on the meta device: no LLM weights are loaded). Each worker then builds the same plan and
-copies: dense weights into the SellerModel BEFORE DeepSpeed partitions it (`load_dense`), experts
-into its MoE adapter after (`load_moe`); every rank copies the same values, as ZeRO-3 expects.
-Loading is safetensors only (never pickle). Resuming a run_name with a committed checkpoint takes
-precedence: the worker only warm-starts a run that has none.
+Their vocabulary tables are indexed by the earlier dataset, so item rows copy by index or map by item id,
+attribute rows map by value, and everything else must match by name and shape; preflight plans it on the
+driver and each worker copies the same plan (rules: docs/training.md, "Warm start on a new window").
 """
 
 from __future__ import annotations

@@ -19,10 +19,8 @@ def train_worker(
     timer: Any = None,
 ) -> WorkerResult:
     """Train this rank (torch.distributed env vars or an initialized process group expected).
-
     `timer`: a seller_dist.train.metrics.StepTimer to split each step's time into phases
-    (`seller-dist bench train`); the default measures nothing and changes nothing.
-    """
+    (`seller-dist bench train`); the default measures nothing and changes nothing."""
     return Trainer(cfg, report=report, timer=timer).fit()
 
 
