@@ -1,35 +1,9 @@
 """Eval-time decoding with a preallocated KV cache and an optionally compiled one-token step.
-
-`FrozenLLM.generate` (the default, `eval.generation.decode: dynamic`) grows a DynamicCache by one
-column per step: every step allocates, concatenates and launches each layer's kernels from Python.
-On a GPU a decode step of a large LLM is then bound by kernel launches, not by reading the weights
-(BENCHMARKS.md, "Eval generation on a GPU"). `StaticDecoder` (`decode: static`) keeps the same
-contract and the same tokens, but
-
-- preallocates one `transformers.StaticCache` per (rows, cache length) and reuses it across batches
-  (reset in place: the tensors keep their addresses, which CUDA graphs need);
-- runs the prompt (prefill) eagerly with logits for the last position only (`logits_to_keep=1`:
-  no [B, T, vocab] tensor);
-- runs each new token through one step function with fixed shapes: input ids [B, 1], position ids
-  [B, 1] and a 2-D attention mask over the whole cache [B, L] that is built once per batch (prompt
-  padding 0, every later slot 1: slots not written yet are hidden by the causal mask, which follows
-  the cache's own write position);
-- with `compile=True` that step goes through `torch.compile` (`mode="reduce-overhead"` on CUDA:
-  CUDA graphs, one replay per token). When the first compiled step fails to COMPILE (a torch.compile
-  error: dynamo's or a backend's), decoding goes on eagerly (same tokens) and the reason is kept in
-  `compile_failed` (the eval report's generation.compile_fallback); any other error, an out of
-  memory included, is raised. Batches smaller than `pad_rows_to` are padded with copies of
-  their last row and the cache length only grows (rounded up to `cache_multiple`), so one compiled
-  graph serves the whole split;
-- stops when every real row has produced any of the LLM's eos ids (checked every `check_every`
-  steps, a host sync each; columns after the step where all rows finished are cut, so the result
-  is the same whatever `check_every` is).
-
-Positions come from the attention mask (cumsum - 1), as in FrozenLLM, so left padding gives the
-positions Hugging Face `generate(inputs_embeds=..., attention_mask=...)` gives, and greedy output is
-token-identical to it (tests/unit/test_eval_decode.py, on tiny llama / qwen2 / qwen3 / mistral /
-gemma2 / gemma3 models with left padding, sliding windows, soft-capping and early eos).
-Sampling (`do_sample`) draws exactly as FrozenLLM does (same `generator` calls on the real rows).
+`StaticDecoder` (`eval.generation.decode: static`) keeps `FrozenLLM.generate`'s contract and greedy tokens,
+but reuses one transformers `StaticCache` across batches and runs each new token through one fixed-shape step,
+so a large LLM's decode on a GPU is not bound by per-step allocation and kernel launches and one
+`torch.compile`d graph (CUDA graphs) serves the whole split; a step that fails to compile falls back to eager
+decoding (docs/evaluation.md, "The eval job").
 """
 
 from __future__ import annotations
@@ -132,7 +106,7 @@ class StaticDecoder:
 
         key = self._cache_key
         if key is not None and key[0] == rows and key[1] >= length and key[2:] == (dtype, device):
-            self.cache.reset()
+            self.cache.reset()  # in place: the tensors keep their addresses, which CUDA graphs need
             return self.cache
         if key is not None and key[0] == rows:
             length = max(length, key[1])
@@ -196,11 +170,14 @@ class StaticDecoder:
             extra = rows - b
             embeds = torch.cat([embeds, embeds[-1:].expand(extra, -1, -1)])
             mask = torch.cat([mask, mask[-1:].expand(extra, -1)])
-        pos = self.llm.positions(mask)
+        pos = self.llm.positions(mask)  # cumsum - 1, as FrozenLLM and HF generate(inputs_embeds=...)
         cache = self._get_cache(rows, t + n_new, embeds.dtype, device)
         length = self._cache_key[1]
+        # one mask over the whole cache per batch: prompt padding 0, every later slot 1 (slots not written
+        # yet are hidden by the causal mask, which follows the cache's own write position)
         full = torch.ones((rows, length), dtype=torch.long, device=device)
         full[:, :t] = mask
+        # the prompt runs eagerly; logits of its last position only (no [B, T, vocab] tensor)
         kwargs = {"logits_to_keep": 1} if self.llm._keeps_logits else {}
         out = self.model(
             inputs_embeds=embeds,
@@ -217,11 +194,13 @@ class StaticDecoder:
         done = torch.zeros(rows, dtype=torch.bool, device=device)
         tokens = torch.empty((rows, n_new), dtype=torch.long, device=device)
         last_pos = pos[:, -1:]
+        # eos is checked every `every` steps (a host sync each); the columns after the step where all rows
+        # finished are cut below, so the result does not depend on it
         every = self.check_every or (4 if device.type == "cuda" else 1)
         step_fn = self._step_fn(device)
         steps = 0
         for step in range(n_new):
-            nxt = FrozenLLM._pick(logits[:b], gen, generator)
+            nxt = FrozenLLM._pick(logits[:b], gen, generator)  # FrozenLLM's generator calls, real rows only
             if rows > b:
                 nxt = torch.cat([nxt, nxt[-1:].expand(rows - b)])
             nxt = torch.where(done, pad, nxt)

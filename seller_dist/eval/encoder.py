@@ -1,9 +1,7 @@
 """The offline all-MiniLM-L6-v2 encoder used by evaluation: sentence vectors and token vectors.
-
-Why one object: utility (retrieval, simulator) needs mean-pooled normalized sentence vectors that are
-comparable to the catalog's prep-time item embeddings (seller_dist.data.sentence_embeddings, the same model and pooling),
-and BERTScore needs per-token hidden states of the same transformer. Loading it once (about 90 MB,
-a few seconds on CPU) serves both.
+One object, loaded once, serves both uses of the same transformer: utility (retrieval, simulator) needs
+mean-pooled normalized sentence vectors comparable to the catalog's prep-time item embeddings
+(seller_dist.data.sentence_embeddings, the same model and pooling), and BERTScore needs its per-token states.
 """
 
 from __future__ import annotations

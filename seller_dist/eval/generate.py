@@ -1,14 +1,8 @@
 """One eval worker's job: explanations (and the history events behind them) for its batches.
-
-Why batches are planned globally (seller_dist.data.split_batches): a batch is cut from ONE shard of the split
-(shard order, then record order inside the shard), never from "whatever this worker read", so a
-batch holds the same examples, padded the same way, whatever the worker count. Workers take every
-W-th batch. Greedy decoding of the same batch is then bit-identical on every worker layout, and
-sampling draws from a generator seeded by (seed, batch index): results never depend on how many
-workers ran, only on the data and the config.
-
-`ExplanationGenerator` is plain PyTorch (no Ray): the eval job wraps it in a Ray actor, tests and
-benchmarks call it directly.
+Batches are planned from the manifest alone (seller_dist.data.split_batches: each from one shard, in order)
+and a worker takes every W-th one, so a batch holds the same examples with the same padding whatever the
+worker count and results never depend on W (docs/evaluation.md, "The eval job"). `ExplanationGenerator` is
+plain PyTorch: the eval job wraps it in a Ray actor, tests and benchmarks call it directly.
 """
 
 from __future__ import annotations

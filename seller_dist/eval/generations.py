@@ -1,14 +1,7 @@
 """The generations file: one JSON line per scored example, so any metric can be recomputed later.
-
-Contract (docs/evaluation.md), one UTF-8 JSON object per line:
-  key (str, the record key), user_id (str), item_id (str), reference (str), generated (str, may be
-  empty), supporting_events (list of {offset: int >= 0 with 0 = the last history event, item_id: str,
-  title: str, weight: float >= 0} from the fusion's attention, most attended first or in any order),
-  meta (object: the record's meta, e.g. synthetic cited_item_id / cited_offset), system (str, the
-  run's system name such as "seller" or "bag"); optional: reference_source (str, the record's
-  explanation_source: review, reference or template; files written before it existed lack it).
-Reading validates every line; a bad line is counted and sampled with file, line and field, skipped
-while the bad share stays within `max_error_rate`, and stops the read above it.
+This module writes it and reads it back, checking every line against the contract of docs/evaluation.md ("The
+generations file"): a bad line is counted and sampled with file, line and field, skipped while the bad share
+stays within `max_error_rate`, and stops the read above it.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """Sequence grounding: does an explanation cite what the user actually did, and the right event?
-
-An explanation CITES a history event when the event's normalized title (NFKC, casefold, collapsed
-whitespace) occurs in the normalized explanation as a whole phrase (not inside a longer word or
-number: "Mat 106" is not cited by "Mat 1060"), or when the event's item id occurs as a whole word.
-Rates over examples, each with the std across examples:
-- cites_history: the explanation cites at least one event of the user's history.
-- cites_reference_event (records whose meta names a cited_item_id, e.g. synthetic): the explanation
-  cites the event the reference cites (the most recent related one on the synthetic source).
-- citation_precision: among examples that cite something, the share whose citations include the
-  reference's event.
-- attention_top_is_cited: the fusion's most attended supporting event (generations'
-  supporting_events) is the reference's cited event (same offset, 0 = the last event).
+An explanation cites a history event when the event's normalized title occurs in it as a whole phrase, or its
+item id as a whole word; from those citations and the fusion's supporting events come cites_history,
+cites_reference_event, citation_precision and attention_top_is_cited, as docs/evaluation.md defines them.
 """
 
 from __future__ import annotations

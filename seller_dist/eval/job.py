@@ -1,16 +1,8 @@
 """`seller-dist eval`: Ray workers generate explanations for the test split, the driver scores them.
-
-Order, and why:
-1. Preflight in the driver, before Ray is contacted: the manifest has the split, the checkpoint
-   exists and is committed (sha256-verified), it was trained for this dataset's vocabulary, it fits
-   its own model config and agrees with `expect_model`. A wrong run fails in seconds, not after
-   the workers have loaded an LLM.
-2. Generate: `workers.num_workers` Ray actors each load the frozen LLM and the trained weights once
-   (the small trained weights travel through Ray's object store; the LLM is read from `llm_path`)
-   and take every W-th planned batch (seller_dist.eval.generate: results do not depend on W).
-3. Gather, sort by key, write `<out>/generations.jsonl` (the contract of seller_dist.eval.generations:
-   any metric can be recomputed from it), score it (seller_dist.eval.scoring), add expert load and
-   the run's config, write report.json / report.md / PNGs (+ wandb).
+The driver checks the split, the checkpoint and its fit to the model and the dataset before Ray is contacted,
+so a wrong run fails in seconds, not after the workers have loaded an LLM; the workers then take every W-th
+planned batch (seller_dist.eval.generate), and the driver gathers them by key, writes generations.jsonl,
+scores it (seller_dist.eval.scoring) and writes the report (docs/evaluation.md, "The eval job").
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """Oracle explainers on the synthetic source: how much CAN a metric reward reading the history's order?
-
-The synthetic reference cites the most recent history event sharing the target's category or brand
-(seller_dist/data/synthetic_reference.py). An explainer that reads the history as a bag cannot know which
-related event that is; at best it cites ANOTHER related event, worded correctly for that event. Each
-policy below writes, for every record of a split, the reference template citing the event it picks,
-so a metric can be measured on perfect explanations before any model is trained: where the
-order-free oracles score as well as the reference, no trained sequence-aware model can be expected to
-beat an order-free one on that metric (docs/evaluation.md, "Headroom for order").
-
-  reference       the most recent related event: reproduces every record's reference (checked)
-  random_related  a related event drawn uniformly: an order-free explainer's blind guess
-  max_match       the related event sharing the most attributes with the target (the target item
-                  itself first), ties drawn: what an order-free attention over attribute matches finds
-  oldest_related  the least recent related event
-  no_history      cites nothing: the "new direction" wording, which names the target
-
-    seller-dist oracles --data DATASET --out DIR [--policies reference,max_match] [--set key=value ...]
-
-writes DIR/oracle-<policy>/generations.jsonl (system "oracle-<policy>") and the eval report of each,
-then prints them side by side; `seller-dist report` reads those folders like any evaluated run.
+Each policy writes, for every record of a split, the synthetic reference template citing the history event it
+picks, so a metric is measured on perfect explanations before any model is trained: where the order-free
+oracles score as well as the reference, no sequence-aware model can be expected to beat an order-free one on
+that metric (docs/evaluation.md, "Headroom for order", lists the policies and the command).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Real and templated references, kept apart (docs/evaluation.md, "Reference kinds").
-
-Every record says where its reference explanation comes from (`explanation_source`, schema v1):
-`review` (the target event's own text) and `reference` (a dataset's curated explanation, XRec) are
-REAL references; `template` is a sentence prep built from the history and the item. A system that
-learned the template scores well against templated references without explaining anything, so the
-eval reports every text and grounding metric for the two groups apart (real first), and
-`eval.references` can restrict the whole eval to one group.
+A system that learned prep's template scores well against templated references without explaining anything, so
+this module sorts examples by the kind of their reference (`explanation_source` review or reference: real;
+template: templated) for the eval to report every text and grounding metric per kind, real first, and for
+`eval.references` to restrict the whole eval to one kind.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The evaluation report people read: report.json, report.md, PNG plots, wandb; and
-`seller-dist report RUN_A RUN_B ...`, one side-by-side table of several evaluated runs.
-
-Why one flat metric list (`flat_metrics`): the Markdown report, the multi-run table and wandb all
-show the same numbers under the same names ("retrieval/generated/hr@10"), so a number in a table
+`seller-dist report RUN_A RUN_B ...`, one side-by-side table of several evaluated runs. All of them show one
+flat metric list (`flat_metrics`) under the same names ("retrieval/generated/hr@10"), so a number in a table
 can be found in report.json and in wandb by its name.
 """
 

@@ -1,18 +1,7 @@
 """`seller-dist score-text`: the eval job's text metrics on any system's outputs.
-
-A researcher comparing with a published system usually has that system's predictions and
-references as files (XRec releases `tst_pred.pkl` and `tst_ref.pkl`, other projects a text file per
-side). This command scores such a pair with the same code the eval job uses
-(`text_metrics.text_quality`: BLEU-1/4, ROUGE-1/2/L, USR, BERTScore with the configured encoder), so
-a figure beside ours differs only by the data, not by the metric implementation.
-
-Inputs, one text per example, aligned by position:
-- `.txt`: one text per line;
-- `.json`: a list of strings;
-- `.jsonl`: one JSON string per line, or one object per line with the text in `--field`
-  (e.g. an eval job's generations.jsonl: `--field generated` / `--field reference`);
-- `.pkl` / `.pickle`: a pickled list of strings, read by an unpickler that resolves no global at
-  all, so the file cannot run code (a list of str needs none).
+It scores a published system's predictions and references (XRec releases `tst_pred.pkl` and `tst_ref.pkl`)
+with the code the eval job uses (`text_metrics.text_quality`), so a figure beside ours differs only by the
+data, not by the metric implementation; docs/evaluation.md lists the file formats it reads.
 """
 
 from __future__ import annotations
@@ -61,7 +50,7 @@ def _text_of(value: Any, url: str, index: int, field: str | None) -> str:
 
 
 def read_texts(url: str, field: str | None = None) -> list[str]:
-    """The texts of one file, by the formats in the module docstring; errors name the file and record."""
+    """The texts of one file, by the formats docs/evaluation.md lists; errors name the file and record."""
     name = url.rsplit("/", 1)[-1].lower()
     if not name.endswith(FORMATS):
         raise UserError(f"{url}: unknown format; use .txt, .json, .jsonl, .pkl or .pickle")

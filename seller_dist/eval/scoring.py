@@ -1,11 +1,8 @@
 """Score one generations file against the prepared dataset: text quality, grounding, utility.
-
-`score_generations(generations_url, dataset_root, cfg)` is what the eval job calls after gathering
-generations (and what anyone can call later on a saved file): it needs only the JSONL, the dataset's
-manifest, item catalog and splits, and the offline sentence encoder. Examples are scored in key
-order, so the numbers do not depend on how many workers generated them or in which order. Text and
-grounding are also reported per reference kind (`by_reference`: real, then templated; each kind
-scored alone), and `eval.references=real|template` scores one kind only (seller_dist.eval.references).
+`score_generations(generations_url, dataset_root, cfg)` is what the eval job calls after gathering and what
+anyone can call later on a saved file: it needs only the JSONL, the dataset's manifest, item catalog and
+splits, and the offline sentence encoder, and scores in key order, so the numbers do not depend on how many
+workers generated them; text and grounding also per reference kind (seller_dist.eval.references).
 """
 
 from __future__ import annotations

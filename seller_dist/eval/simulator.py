@@ -1,25 +1,9 @@
 """Utility protocol 2, simulated users: would this user accept this item shown with this explanation?
-
-Learned simulator (any source; docs/evaluation.md). A logistic regression over
-  [h, i, e, h*i, e*i, h*e, has_explanation]
-where h is the user's history vector (recency-weighted mean of the history items' text vectors,
-weights 0.8^offset, normalized), i the item's text vector and e the explanation's sentence vector
-(zeros without explanation). It is trained on the `train_split` split (default `valid`), whose
-interactions the explainer never trained on, minus a hold-out slice of users (crc32 of the user id)
-used only to measure it: each record gives its real next item (accepted, label 1) and
-`negatives_per_positive` sampled items the user never touched (label 0), each shown three ways:
-with the record's reference explanation (which describes the real next item), with no
-explanation, and with the generic one. So the model learns P(accept | history, item) from the
-items, and from the explanation how far it fits the item and the user: a fitting explanation raises
-acceptance, one that describes another item lowers it. Acceptance (simulated CTR) on the scored split
-is the mean P(accept) of the target item shown with each system's explanation.
-
-Exact simulator (synthetic source only): the generator's latent taste (record meta `taste`, in the
-order of manifest source.categories) gives
-  P(accept) = clip(0.1 + 0.6 * taste[category(item)] / max(taste) + g, 0, 1)
-with the grounding bonus g = +0.3 when the explanation cites the most recent history event related
-to the item (same category or brand: the event the reference cites), +0.15 when it cites only older
-related events, -0.2 when everything it cites is unrelated (misleading), 0 when it cites nothing.
+It gives the acceptance (simulated CTR) of each target shown with each explanation by two simulators: a
+learned one for any source (a logistic regression over history, item and explanation vectors, fitted on a
+split the explainer never trained on, each accepted and sampled item shown with the reference, no and the
+generic explanation, so that it learns how far an explanation fits the item), and the synthetic source's
+exact one (the generator's latent taste plus a grounding bonus); docs/evaluation.md defines both.
 """
 
 from __future__ import annotations
@@ -262,7 +246,7 @@ def grounding_bonus(text: str | None, record: ExampleRecord, item_idx: int, cata
 def exact_acceptance(
     record: ExampleRecord, item_idx: int, text: str | None, catalog: ItemCatalog, categories: Sequence[str]
 ) -> float:
-    """P(accept) from the synthetic generator's latent taste (module docstring)."""
+    """P(accept) from the synthetic generator's latent taste (docs/evaluation.md, "Simulated users")."""
     taste = record.meta.get("taste")
     if not isinstance(taste, list) or len(taste) != len(categories) or max(taste) <= 0:
         raise ValueError(

@@ -1,37 +1,7 @@
-"""Text quality of generated explanations against references (docs/evaluation.md).
-
-Exactly which variants (so numbers can be compared and recomputed):
-- Tokenization (`tokenize`): NFKC, casefold, then words (runs of letters/digits), single CJK
-  characters (Han, kana, Hangul) and single symbols (emoji, currency, ...); punctuation is dropped.
-- BLEU-1 / BLEU-4: CORPUS BLEU as in PETER/PEPLER (`compute_bleu` of tensorflow/nmt), computed by
-  sacrebleu: `sacrebleu.metrics.BLEU(max_ngram_order=N, smooth_method="none", tokenize="none")` on
-  the space-joined tokens, one reference per example. Clipped n-gram matches and lengths summed over
-  the corpus (not sentence BLEU averaged), uniform weights over orders 1..N, brevity penalty
-  exp(1 - ref_len / sys_len) when sys_len < ref_len, no smoothing (a corpus with no matching n-gram
-  of some order scores 0), scale 0-100. The bootstrap std rescores resampled corpora from sacrebleu's
-  per-example statistics (the hook its own paired bootstrap uses) with `BLEU.compute_bleu`.
-- ROUGE-1 / ROUGE-2 / ROUGE-L: per example F-measure of `rouge_score.rouge_scorer.RougeScorer(...,
-  tokenizer=MetricTokenizer())` (no stemming, rougeL = sentence-level LCS, 0 when either side is
-  empty), averaged over examples, scale 0-100.
-- BERTScore P/R/F1: BERTScore's algorithm (greedy cosine matching of token embeddings, no idf, no
-  baseline rescaling) with all-MiniLM-L6-v2 hidden states instead of roberta-large, so the numbers
-  are NOT comparable to published BERTScore values; only to each other. 0 for an empty side.
-- USR: unique generated token sequences / number of examples (PETER `unique_sentence_percent`).
-- FMR / FCR / DIV (PETER, over the aspect words of the scored records; None without aspects):
-  FMR = share of examples whose generation contains one of the record's aspects; FCR = distinct
-  aspects generated / aspects in the vocabulary; DIV = mean over pairs of examples of the number of
-  aspects both generations contain (PETER `feature_diversity`: LOWER is more diverse).
-- Std: per-example metrics report the std across examples (population std); corpus metrics (BLEU,
-  USR, FCR, DIV) report the std over `bootstrap_samples` resamples of the examples with a fixed seed.
-
-Speed of the libraries against the hand-written BLEU/ROUGE they replaced (same numbers: every mean
-and std of `text_quality` identical to the last printed digit on 3,000 synthetic pairs, references
-of 8-40 words, generations of 4-50, with accents, CJK and emoji): best of 9 runs on 2 shared cores,
-`text_quality` on 3,000 pairs (200 bootstrap samples, no BERTScore) 0.69 s by hand, 0.89 s now;
-BLEU-1 + BLEU-4 with std 0.24 s vs 0.25 s; ROUGE-1/2/L 0.31 s vs 0.48 s (tokenizing the 6,000
-texts, which RougeScorer does a second time, takes 0.07 s): 0.3 ms per example in all, 0.07 ms more
-than by hand. Script: pairs as above, `time.perf_counter` around
-`text_quality(gen, ref)`, each module in a fresh process.
+"""Text quality of generated explanations against references (docs/evaluation.md, "Text quality").
+One tokenization (`tokenize`) feeds every metric: PETER/PEPLER's corpus BLEU-1/4 computed by sacrebleu,
+ROUGE-1/2/L by rouge-score, BERTScore's algorithm on all-MiniLM-L6-v2 states, USR and PETER's aspect metrics
+FMR, FCR and DIV; each variant is pinned, and named in the docs, so numbers can be compared and recomputed.
 """
 
 from __future__ import annotations
@@ -51,7 +21,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def tokenize(text: str) -> list[str]:
-    """The one tokenization every text metric here uses (see the module docstring)."""
+    """The one tokenization every text metric here uses (docs/evaluation.md, "Text quality")."""
     text = unicodedata.normalize("NFKC", text).casefold()
     out = []
     for m in _TOKEN.finditer(text):

@@ -1,16 +1,8 @@
 """Utility protocol 1, retrieval: does the explanation point at the recommended item?
-
-For each example (docs/evaluation.md): embed the explanation (all-MiniLM-L6-v2, mean pooled,
-L2-normalized), score the target item and `num_negatives` items the user never touched by cosine
-similarity to the items' text embeddings, and rank the target. Negatives are drawn without
-replacement from the catalog minus the user's touched items (every history item and target of that
-user's records in the scored split), with a generator seeded by (seed, crc32(record key)), so the
-same example gets the same candidates whatever the order or the number of workers. Item vectors are
-the catalog's prep-time embeddings, or "title. text" embedded here with the same model when the
-dataset was prepared without them. Ties count against the target (rank = 1 + number of candidates
-scoring >= the target). Per example: HR@1/5/10 (rank <= k), NDCG@10 (1/log2(1 + rank) within the top
-10; one relevant item), MRR (1/rank); each reported as mean and std across examples, for the
-generated, the reference and a generic explanation side by side.
+For each example it ranks the target among `num_negatives` items the user never touched by the cosine
+between the explanation's sentence vector and the items' text vectors, with negatives seeded by the record
+key, so an example gets the same candidates whatever the order or the number of workers; it reports HR@1/5/10,
+NDCG@10 and MRR of the generated, the reference and a generic explanation (docs/evaluation.md, "Retrieval").
 """
 
 from __future__ import annotations
