@@ -63,6 +63,9 @@ def _rank_main(rank: int, world: int, port: int, overrides: list[str], out_dir: 
     rank_env(rank, world, port)
     import torch.distributed as dist
 
+    from seller_dist.logs import setup_logging
+
+    setup_logging()  # the stage lines on this rank's stdout, as train_worker sets them up
     code = 0
     try:
         from seller_dist.train.step import NonFiniteError

@@ -241,4 +241,3 @@ def markdown_table() -> str:
     for file, writer, what in PROTOCOL_FILES:
         rows.append(f"| `{file}` | (commit protocol) | {writer} | {what} | checked |")
     return "\n".join(rows)
-

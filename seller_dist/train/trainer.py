@@ -15,11 +15,14 @@ import torch.distributed as dist
 
 from seller_dist import storage
 from seller_dist.config import TrainConfig, dump_yaml, to_dict
+from seller_dist.logs import stage_log
 from seller_dist.train import checkpoint as ck
 from seller_dist.train import warm_start
 from seller_dist.train.callbacks import CallbackList, TrainerCallback, build_callbacks
 from seller_dist.train.checkpoint_state import CheckpointState, Fixed, TrainProgress
 from seller_dist.train.step import StepStats, TrainStep, WorkerResult, model_inputs, rank_data, setup_rank_env
+
+stage = stage_log(__name__)  # rank 0's stage lines: Ray forwards them to the console (seller_dist/logs.py)
 
 
 class EngineCheckpoint:
@@ -106,9 +109,7 @@ class Trainer:
                     f"'{split}' records: prepare a dataset with that split or set eval.split"
                 )
             if self.rank == 0:
-                print(
-                    f"[train] warning: the dataset has no '{split}' records: no validation loss", flush=True
-                )
+                stage.info("[train] warning: the dataset has no '%s' records: no validation loss", split)
         elif cfg.eval.every_steps:
             from seller_dist.train.validation import Validator
 
@@ -122,11 +123,11 @@ class Trainer:
         if cfg.compile_llm:
             llm.compile_layers()
         if self.rank == 0:
-            print(f"[train] {llm.family.summary() if llm.family else 'LLM loaded'}", flush=True)
+            stage.info("[train] %s", llm.family.summary() if llm.family else "LLM loaded")
             longest = collate.max_prompt_tokens + collate.max_target_tokens + 1  # + eos
             warning = llm.family.window_warning(longest) if llm.family else None
             if warning:
-                print(f"[train] warning: {warning}", flush=True)
+                stage.info("[train] warning: %s", warning)
         # the newest committed checkpoint of this run wins over init_from (a restarted run resumes)
         root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
         latest = ck.latest_committed(root, cfg.storage, verify=True)
@@ -141,7 +142,7 @@ class Trainer:
         if warm is not None:
             warm_start.load_moe(self.state.moe, warm)
             if self.rank == 0:
-                print(f"[train] {warm.summary()}", flush=True)
+                stage.info("[train] %s", warm.summary())
 
         # ---- what a checkpoint holds (seller_dist.train.checkpoint_state.PARTS)
         self.progress = TrainProgress(
@@ -291,4 +292,4 @@ class Trainer:
             start_step=self.progress.step, step=self.progress.step, checkpoint_url=latest.url
         )
         if self.rank == 0:
-            print(f"[train] rank 0 resumed from {latest.url} at step {self.progress.step}", flush=True)
+            stage.info("[train] rank 0 resumed from %s at step %d", latest.url, self.progress.step)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from seller_dist.config import TrainConfig, from_dict
+from seller_dist.logs import setup_logging
 from seller_dist.train.step import WorkerResult
 from seller_dist.train.trainer import Trainer
 
@@ -21,6 +22,7 @@ def train_worker(
     """Train this rank (torch.distributed env vars or an initialized process group expected).
     `timer`: a seller_dist.train.metrics.StepTimer to split each step's time into phases
     (`seller-dist bench train`); the default measures nothing and changes nothing."""
+    setup_logging()  # this process's stage lines on its stdout, as the CLI's are
     return Trainer(cfg, report=report, timer=timer).fit()
 
 
