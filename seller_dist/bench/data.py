@@ -1,18 +1,8 @@
-"""`seller-dist bench data`: records/s of the shard stream, from local disk and from S3, as a
-ratio to reading the same tar bytes raw.
-
-Why a ratio: absolute records/s depend on the machine; the ratio to a plain `tarfile` pass over the
-same bytes (same fetch path) shows what decoding, validation, batching and collation cost on top
-of I/O. One run measures everything: a synthetic dataset is prepared with data_prep (the real
-prep path), copied byte for byte to S3, then each (source, mode, loader workers) is timed over full
-epochs; the median of `--repeats` is reported.
-
-Which S3: by default a moto server this command starts on 127.0.0.1. `--s3-root s3://bucket/prefix`
-measures YOUR object store instead (endpoint from AWS_ENDPOINT_URL, credentials from the
-environment as for every job): the copy goes under that prefix, which must not hold a dataset yet,
-and stays there; no moto server is started. The artifact's `s3` record names the prefix and the
-endpoint's host, never credentials.
-"""
+"""`seller-dist bench data`: records/s of the shard stream, from local disk and from S3 (a moto server
+it starts on 127.0.0.1, or the user's store under `--s3-root`), as a ratio to reading the same tar
+bytes raw: the ratio shows what decoding, validation, batching and collation cost on top of I/O
+whatever the machine. One run prepares the dataset with the real prep path, then times every
+(source, mode, loader workers) over full epochs."""
 
 from __future__ import annotations
 

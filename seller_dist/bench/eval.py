@@ -1,20 +1,9 @@
-"""`seller-dist bench eval`: explanations/s of the eval job's batched generation against a plain
-`transformers` `generate` loop of the same model, measured side by side in one run.
-
-What is compared, on the same examples, the same frozen LLM and the same trained weights:
-- `seller`: seller_dist.eval.generate.ExplanationGenerator.generate_batch, the code the eval workers
-  run (collate, soft prompts, our KV-cache greedy loop, decode, supporting events) at batch size B;
-- `hf_batched`: the same collated batch and soft prompts, then Hugging Face `model.generate(
-  inputs_embeds=..., do_sample=False)` at batch size B, decoded the same way;
-- `hf_loop`: Hugging Face `generate` one example at a time: what a hand-written eval loop does;
-- `seller_static`: `seller` with eval.generation.decode=static (seller_dist.eval.decode).
-The HF variants and seller_static report how many explanations are token-identical to `seller`
-(greedy decoding of the same model should agree; a difference means a masking or position bug on
-one side). Generation length follows the model (eos), so all produce the same number of tokens.
-
-`decode_benchmark` below is the same comparison at LLM scale, without the adapter (prompt
-embeddings straight into the LLM): what `cluster/gpu_bench.sh` runs at 8.8B on a GPU.
-"""
+"""`seller-dist bench eval`: explanations/s of the eval job's batched generation (dynamic and static
+decoding) against Hugging Face `generate` of the same model, batched and one example at a time, on
+the same examples, frozen LLM and weights in one run, with how many explanations each is
+token-identical to ours (greedy decoding must agree; a difference means a masking or position bug on
+one side). `decode_benchmark` is the same comparison at LLM scale without the adapter: what
+`cluster/gpu_bench.sh` runs at 8.8B."""
 
 from __future__ import annotations
 

@@ -1,27 +1,9 @@
-"""One-GPU benchmarks. Three modes:
-
-    seller-dist bench gpu [--tiny]             # training (run_train, below): tokens/s and MFU
-    seller-dist bench gpu --generate [--tiny]  # the eval job's decoding (run_generate)
-    seller-dist bench gpu --suite [--tiny]     # every GPU benchmark, one JSON (run_suite; what
-                                               # cluster/gpu_bench.sh runs)
-
-Training: a frozen ~1B Llama-style LLM built from a config (random weights, no hub), the SELLER
-adapter trained on it in bf16 on synthetic batches by the training job's own step
-(seller_dist.train.step.TrainStep) over TorchStrategy (the plain variants) or DeepSpeedStrategy
-(the deepspeed ones); prints tokens/s and MFU.
-
-Why random weights: throughput does not depend on what the LLM knows, and no checkpoint download
-is needed on a closed machine. The frozen LLM: hidden 2048, 16 layers, 32 heads, intermediate
-5632, vocab 32000, untied embeddings (0.953B parameters, TinyLlama-shaped with full multi-head
-attention). First a CUDA vs CPU consistency check (loss, gradients, greedy tokens), then each
-variant (eager; full_logits = the LM head over every position, as before `logits_to_keep`;
-compile = torch.compile of each frozen decoder layer) at each micro-batch size in
-`micro_batches` (warm-up steps, then `seconds` of measured steps); the best is reported.
-MFU = (4 N_frozen * tokens + 6 N_trainable * samples) / time / peak, the accounting of
-seller_dist.train.metrics; "needed FLOPs" leaves out the input-embedding lookup and counts the
-LM head only where a label is scored. BENCHMARKS.md has what it printed on an H200.
-Everything here runs without Ray (the GPU machine has none); the entry is `run(GpuBenchOptions)`.
-"""
+"""One-GPU benchmarks, `run(GpuBenchOptions)`: `seller-dist bench gpu` trains the SELLER adapter on a
+frozen ~1B Llama-style LLM through the training job's own step (tokens/s, MFU), `--generate` times
+the eval job's decoding, `--suite` runs every GPU benchmark into one JSON (what
+`cluster/gpu_bench.sh` runs); `--tiny` is a CPU smoke test of the same code. The LLMs are built from
+a config with random weights, since throughput does not depend on what the LLM knows and a closed
+GPU machine has no checkpoint to download; nothing here needs Ray, which that machine lacks."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""What a benchmark starts on this machine: a free loopback port, a moto S3 server, scoped environment.
-
-`seller-dist bench data` measures streaming from S3 against a moto server it starts on 127.0.0.1
-(`local_s3_server`, with `DUMMY_S3_ENV` set for the block by `scoped_env`) unless `--s3-root` names
-the user's own store; `bench train` and `bench gpu` rendezvous their torch.distributed ranks on a
-`free_port`. Runtime code of the bench (moto comes with the dev extra); the tests start the same
-server through tests/conftest.py.
-"""
+"""What a benchmark starts on this machine: a free loopback port (`free_port`, where `bench train` and
+`bench gpu` rendezvous their ranks), a moto S3 server on 127.0.0.1 (`local_s3_server`, for `bench
+data` unless `--s3-root` names the user's store) and environment scoped to a block (`scoped_env`).
+Runtime code of the bench; the tests start the same server through tests/conftest.py."""
 
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
 """`seller-dist bench prep`: events/s and peak memory of `seller-dist prep` on a generated event log,
-per engine (local, ray), size and input format, with the scaling targets checked from ONE run.
-
-Why a generated log: the events source is what platform teams feed prep, and its hard cases are
-the shape of real logs: one big time-ordered file (users interleaved, so grouping by user needs
-the whole file or a shuffle), a heavy tail of events per user (a few users with thousands of
-events), an item popularity tail, equal timestamps. The generator is numpy-vectorized (4M events
-in seconds), deterministic by seed (same bytes twice) and cached by its parameters under
-`--workdir`, so reruns time prep only.
-
-Why a subprocess per run: peak RSS must be that of ONE prep, not of this process or earlier runs.
-Each prep is `seller-dist prep --set ...` in its own process (CHILD_MAIN: `python -m
-seller_dist.cli` plus an exit hook that reports the process's own VmHWM), reaped with `os.wait4`.
-wait4's ru_maxrss is kept in the JSON but is not the figure: on Linux it includes the pre-exec
-copy of this benchmark process, so every child would read at least this process's peak. For
-engine=ray a sampler thread (every 0.2 s) reads the VmHWM of every `ray::` worker the run starts,
-and its private memory (RssAnon: VmHWM also counts the object-store pages a worker touched).
-Targets (from ONE run): driver peak RSS at the largest size <= 1.25x at the smallest, per engine;
-events/s per CPU >= 2x the old local engine (10.6k events/s); ray events/s >= local.
-"""
+per engine (local, ray), size and input format, with the scaling targets checked from ONE run. The
+log is generated (deterministic by seed, cached under `--workdir`) with the shape that makes prep
+hard: one time-ordered file with users interleaved, a heavy tail of events per user, equal
+timestamps. Each prep runs in its own process so its peak RSS is that of ONE prep, not of this
+process or of earlier runs."""
 
 from __future__ import annotations
 
@@ -106,13 +92,10 @@ class LogSpec:
 
 
 def generate_events(spec: LogSpec) -> dict[str, np.ndarray]:
-    """Columns of the log, in global time order (users interleaved, as a real log is written).
-
-    Events per user: 1 + a multinomial share of the rest with lognormal(0, 1.5) weights, so the
-    median user has a few events and the top ones thousands (at 4M events). Items: Zipf(0.8)
-    popularity over a shuffled id space. Timestamps: per-user cumulative exponential gaps, 5 %
-    of them zero (equal timestamps), so each user's events are non-decreasing in time.
-    """
+    """Columns of the log, in global time order (users interleaved, as a real log is written): events
+    per user 1 + a multinomial share of the rest with lognormal(0, 1.5) weights (a heavy tail), items
+    of Zipf(0.8) popularity over a shuffled id space, each user's timestamps non-decreasing
+    (cumulative exponential gaps, 5 % of them zero: equal timestamps)."""
     n, u = spec.events, spec.users
     if not 1 <= u <= n:
         raise ValueError(f"users must be in [1, events]; got users={u}, events={n}")
@@ -310,12 +293,10 @@ def run_with_peak_rss(
     cwd: str | None = None,
 ) -> ChildRun:
     """Run `cmd` (which writes its VmHWM to $SELLER_BENCH_PEAK_FILE at exit, as CHILD_MAIN does) in
-    its own process group; reap it with os.wait4; sample Ray workers every `interval_s`.
-
-    Ray workers counted: `ray::` processes that descend from the child and, with
-    `other_ray_workers` (a cluster at ray_address, whose workers are not our descendants), any
-    that started after the child. Their VmHWM is read, so a peak between samples is not missed.
-    """
+    its own process group, reap it with os.wait4, and every `interval_s` read the VmHWM (so a peak
+    between samples is not missed) of the `ray::` processes that descend from the child and, with
+    `other_ray_workers` (a cluster at ray_address, whose workers are not our descendants), of any
+    that started after the child."""
     import psutil
 
     peak_file = log_path.with_suffix(".peak")

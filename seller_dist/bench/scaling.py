@@ -1,26 +1,8 @@
-"""A cost model of one SELLER training step on many GPUs (docs/scaling.md): predicted tokens/s.
-
-Why a model: the multi-node runs that matter (8B and 70B frozen LLMs on 8 to 64 GPUs) cannot be
-measured here; the model says which term dominates and what a layout change buys, and its
-arithmetic is checked against what `seller-dist bench train` measures on one machine (FLOPs per
-token against the measured rate, ZeRO-3 gather bytes per step against the bytes the CommClock
-counted).
-
-Per GPU and micro-batch (b sequences of s tokens, frozen LLM of N_f parameters, p bytes each):
-  compute  = b*s * flops_per_token / (peak * efficiency), flops_per_token = 4 N_f + 6 N_t / s
-             (+ 6*L*s*H causal attention scores, forward and backward)
-  gathers  = passes * N_f * p * (G-1)/G bytes received: ZeRO-3 gathers every frozen layer in the
-             forward and again for the backward (activation gradients need the weights); there is
-             no gradient reduce-scatter for frozen weights
-  all2all  = 2 (dispatch+combine) * 2 (fwd+bwd) * b*A*top_k * (d_adapter + H) * 4 bytes * (ep-1)/ep
-  grads    = dense trainable gradients reduce-scattered + updated weights gathered: 2 * N_t * 4 bytes
-  step     = compute + comm - overlap * min(compute, comm)
-Layouts of the frozen LLM: "zero3" (partitioned over all G GPUs: both passes over the slowest link),
-"hpz" (ZeRO++ hierarchical partitioning: forward over the inter-node link, backward from the
-node-local secondary copy over NVLink), "node" (partitioned inside each node only: both passes over
-NVLink; needs 2*N_f/gpus_per_node bytes per GPU), "replicated" (whole frozen LLM on every GPU: no
-gathers; needs N_f*p bytes per GPU).
-"""
+"""A cost model of one SELLER training step on many GPUs: predicted tokens/s per frozen-LLM layout
+(zero3, hpz, node, replicated), from the compute, gather, all-to-all and gradient terms that
+docs/scaling.md states. It exists because the multi-node runs that matter (8B and 70B frozen LLMs on
+8 to 64 GPUs) cannot be measured here: it says which term dominates and what a layout change buys,
+and its arithmetic is checked against what `seller-dist bench train` measures on one machine."""
 
 from __future__ import annotations
 
@@ -121,6 +103,7 @@ def step_cost(llm: LLMSpec, w: Workload, c: ClusterSpec, layout: str = "zero3") 
 
     ep = min(w.ep_size, g)
     rows = w.micro_batch * w.routed_tokens * w.top_k * w.grad_accum
+    # 2 (dispatch + combine) x 2 (forward + backward) x 4 bytes (fp32)
     a2a_b = 2 * 2 * rows * (w.adapter_dim + llm.hidden) * 4 * (ep - 1) / ep if ep > 1 else 0.0
     a2a_bw = fast_bw if ep <= c.gpus_per_node else slow_bw
     grad_b = 2.0 * w.trainable_params * 4 * (g - 1) / g if g > 1 else 0.0

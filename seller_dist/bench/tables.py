@@ -1,11 +1,9 @@
-"""The docs' figures, generated from committed artifacts (the JSON under docs/bench/).
-
-In any Markdown file of the repository a generated table sits between
-`<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and `<!-- /table -->`.
-`seller-dist bench tables` rewrites every such block from its artifacts; `--check` only
-lists the blocks that differ (tests/unit/test_doc_tables.py fails on any). Each block ends with
-one line per artifact saying where its numbers came from: commit, tree, date, machine, command.
-"""
+"""The docs' figures, generated from committed artifacts (the JSON under docs/bench/), so that a table
+and the run it reports cannot disagree unnoticed. In any Markdown file of the repository a generated table
+sits between `<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and
+`<!-- /table -->`, and ends with one line per artifact saying where its numbers came from (commit,
+tree, date, machine, command); `seller-dist bench tables` rewrites every block, `--check` only lists
+the stale ones (tests/unit/test_doc_tables.py fails on any)."""
 
 from __future__ import annotations
 

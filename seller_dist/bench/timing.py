@@ -1,17 +1,9 @@
-"""Time spent inside collectives, per operation, for the step-time split of `seller-dist bench train`.
-
-Why patch torch.distributed instead of DeepSpeed's comms logger: the logger times the *call*, and
-ZeRO-3 issues its parameter all-gathers with `async_op=True` and waits later, so on gloo it would
-report launch time only. Here every collective entry point of torch.distributed is wrapped; a
-synchronous call is timed whole, an asynchronous one returns a handle whose `wait()` is timed. The
-sum is the communication time the rank actually waited for (exposed, not overlapped with compute),
-which is what a step-time split needs. Bytes are counted per call (the tensor payload this rank
-sends or receives), for the scaling model (docs/scaling.md).
-
-`install()` must run before DeepSpeed builds its comm backend (`deepspeed.init_distributed`), which
-keeps references to torch.distributed's functions; the benchmark installs it first thing in every
-rank process. It changes no results: the wrapped functions are called with the same arguments.
-"""
+"""Time spent inside collectives, per operation, for the step-time split of `seller-dist bench train`:
+every collective entry point of torch.distributed is wrapped (a synchronous call timed whole, an
+asynchronous one through its handle's `wait()`), so the sum is the communication a rank actually
+waited for, which DeepSpeed's comms logger cannot give (it times the call, and ZeRO-3 launches its
+all-gathers with `async_op=True`). Bytes are counted per call for docs/scaling.md; the wrapped
+functions get the same arguments, so no result changes."""
 
 from __future__ import annotations
 
@@ -141,7 +133,8 @@ class CommClock:
         return timed
 
     def install(self) -> CommClock:
-        """Wrap the collectives in torch.distributed and torch.distributed.distributed_c10d."""
+        """Wrap the collectives in torch.distributed and torch.distributed.distributed_c10d; call it
+        before `deepspeed.init_distributed`, which keeps references to the functions it finds."""
         import torch.distributed as dist
         import torch.distributed.distributed_c10d as c10d
 

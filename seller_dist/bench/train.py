@@ -1,34 +1,9 @@
-"""`seller-dist bench train`: training-step throughput, step-time split and MFU, side by side.
-
-Why side by side in one run: on a shared machine absolute numbers drift by tens of percent between
-runs; the same model, data, batch size and seed pushed through every mode in one invocation gives
-ratios that hold. Every mode runs the job's own step (seller_dist.train.step.TrainStep, which
-`Trainer.train_step` is); they differ in the strategy under it and in what feeds and surrounds it.
-Modes:
-
-- `plain`: one process, the step over TorchStrategy (the SellerModel + MoE with torch AdamW, no
-  DeepSpeed, no process group, no Ray) fed by the worker's stream: the floor.
-- `deepspeed`: DeepSpeed ZeRO-3 without Ray: gloo ranks on 127.0.0.1 spawned here, each running
-  the real worker (`seller_dist.train.worker.train_worker`).
-- `ray`: the full Ray Train job (`seller_dist.train.driver`: preflight, local Ray on 127.0.0.1,
-  TorchTrainer with the driver's ScalingConfig/RunConfig) running the same worker.
-- `deepspeed[<name>]`: DeepSpeed with DeepSpeed-config overrides (`--variant`), for speed work.
-- `strategy`: the same Trainer's step fed 8 batches taken from its stream once and reused (no
-  stream, collate, prefetch thread, logging, validation or checkpoints): the step alone.
-  deepspeed / strategy at the same worker count is what the real loop costs beyond its step.
-
-`--gpu`: the loop against its step alone on one GPU (bf16, a ~1B random-weight Llama as in
-seller_dist.bench.gpu unless `--llm-*` say otherwise), one spawned rank, no Ray; `--deepcompile`
-switches on DeepSpeed DeepCompile for both.
-
-Each mode runs `--warmup` steps then `--steps` measured ones with a StepTimer (the worker's timing
-hooks) and a CommClock (time waited in collectives, seller_dist.bench.timing) in every rank. Reported
-per mode: samples/s, tokens/s per worker, the step-time split (data wait, forward, backward,
-optimizer, communication, other), peak memory per rank, MFU (4N frozen + 6N trainable, against
-`--peak-tflops` or the `--chip`'s), and the ratios that matter: ray/deepspeed per-sample cost at the
-same worker count and deepspeed/plain; plus the data stream's records/s against what training
-consumes.
-"""
+"""`seller-dist bench train`: training-step throughput, step-time split and MFU of every mode (`plain`,
+`deepspeed`, `ray`, `deepspeed[<name>]`, `strategy`; `--gpu`: the loop against its step alone on
+one GPU) side by side in ONE run on the same model, data, batch size and seed, because on a shared
+machine absolute numbers drift between runs while ratios within one run hold.
+Every mode runs the job's own step (seller_dist.train.step.TrainStep) and differs only in the
+strategy under it and what feeds and surrounds it; BENCHMARKS.md ("Training") describes each."""
 
 from __future__ import annotations
 
