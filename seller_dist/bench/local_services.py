@@ -1,7 +1,8 @@
 """What a benchmark starts on this machine: a free loopback port (`free_port`, where `bench train` and
-`bench gpu` rendezvous their ranks), a moto S3 server on 127.0.0.1 (`local_s3_server`, for `bench
-data` unless `--s3-root` names the user's store) and environment scoped to a block (`scoped_env`).
-Runtime code of the bench; the tests start the same server through tests/conftest.py."""
+`bench gpu` rendezvous their ranks), the environment of a rank spawned outside Ray (`rank_env`), a
+moto S3 server on 127.0.0.1 (`local_s3_server`, for `bench data` unless `--s3-root` names the user's
+store) and environment scoped to a block (`scoped_env`). Runtime code of the bench; the tests start
+the same server and spawn their ranks through it."""
 
 from __future__ import annotations
 

@@ -159,4 +159,3 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['mfu']:.1%} | {r['frozen_weights_gb_per_gpu']:.1f}{fits} |"
         )
     return "\n".join(lines)
-

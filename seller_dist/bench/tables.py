@@ -2,8 +2,9 @@
 and the run it reports cannot disagree unnoticed. In any Markdown file of the repository a generated table
 sits between `<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and
 `<!-- /table -->`, and ends with one line per artifact saying where its numbers came from (commit,
-tree, date, machine, command); `seller-dist bench tables` rewrites every block, `--check` only lists
-the stale ones (tests/unit/test_doc_tables.py fails on any)."""
+tree, date, machine, command; a table of the code itself, CODE_TABLES, names that code instead);
+`seller-dist bench tables` rewrites every block, `--check` only lists the stale ones
+(tests/unit/test_doc_tables.py fails on any)."""
 
 from __future__ import annotations
 
