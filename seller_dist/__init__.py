@@ -1,5 +1,4 @@
 """seller-dist: train and evaluate SELLER on GPU clusters (Ray Train + DeepSpeed ZeRO-3).
-
 `seller_dist.__version__` is the installed package's version; `seller-dist --version` adds the git
 commit when run from a checkout (seller_dist/version.py)."""
 

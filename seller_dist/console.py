@@ -1,13 +1,8 @@
 """What a person sees of a job: stage lines and our workers' progress lines on the console, the rest
 (Ray's and DeepSpeed's own output, library warnings) in the run's log file; `--verbose` shows it all.
-`stage_console` is what train, demo and experiment run inside.
-
-Why more than logging (seller_dist/logs.py): what must stay off the console never passes through
-this process's loggers. C-level output (DeepSpeed's op builds, gloo, a local Ray's processes) is
-written to file descriptors 1 and 2; a library prints at import (transformers' "[INFO] Running in
-WANDB offline mode"); and Ray's log monitor prints every line of every worker, ours and its own
-(Ray Train's controller, the raylet), to sys.stdout/sys.stderr with a "(... pid=N)" prefix, with no
-public per-line hook (`log_to_driver=False` would drop our workers' progress lines too).
+`stage_console` is what train, demo and experiment run inside. More than logging (logs.py), since
+most of what must stay off the console never passes this process's loggers: C-level writes to file
+descriptors 1 and 2, libraries' prints at import, and every worker's lines that Ray forwards.
 """
 
 from __future__ import annotations
@@ -25,8 +20,10 @@ from pathlib import Path
 from seller_dist.logs import stage_log
 
 CONSOLE_TAGS = ("[train]", "[eval]")  # worker lines a person sees (rank 0's progress and stage lines)
-# the prefix Ray puts on every line it forwards from a worker or actor: "(RayTrainWorker pid=7681) ",
-# "(pid=7681, ip=10.0.0.2) ", "(raylet) ", "(autoscaler +2s) ", colored unless RAY_COLOR_PREFIX=0
+# Ray has no public per-line hook (log_to_driver=False would drop our workers' progress lines too), so
+# lines are routed by the prefix Ray puts on every line it forwards from a worker or actor:
+# "(RayTrainWorker pid=7681) ", "(pid=7681, ip=10.0.0.2) ", "(raylet) ", "(autoscaler +2s) ", colored
+# unless RAY_COLOR_PREFIX=0
 _RAY_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\(([^()\n]*)\)(?:\x1b\[[0-9;]*m)? ?")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # a library's own tagged print on the driver, e.g. transformers' "[INFO] Running in WANDB offline mode"

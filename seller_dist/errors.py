@@ -1,12 +1,7 @@
-"""Errors the user can fix, and how the CLI words them.
-
-Raise a `UserError` (or a subclass) for a mistake in what the user gave: a config key, an input file,
-an output that must not be overwritten. `seller-dist` prints its message on ONE line,
-`seller-dist <command>: error: <message>`, and exits 2; `--debug` or SELLER_DEBUG=1 shows the
-traceback instead. Anything else is a bug: it keeps its traceback and a non-2 exit.
-
-Existing error classes keep their old base too (e.g. `ConfigError(UserError, ValueError)`), so code
-and tests that catch the old base still work.
+"""Errors the user can fix, and how the CLI words them: raise a `UserError` (or a subclass) for a
+mistake in what the user gave (a config key, an input file, an output that must not be overwritten);
+`seller-dist` prints `seller-dist <command>: error: <message>` on ONE line and exits 2 (`--debug` or
+SELLER_DEBUG=1: the traceback instead). Anything else is a bug: it keeps its traceback and a non-2 exit.
 """
 
 from __future__ import annotations
@@ -24,17 +19,14 @@ class UserError(Exception):
     """An error the user can fix; the CLI prints its message on one line and exits 2."""
 
 
-class ConfigError(UserError, ValueError):
+class ConfigError(UserError, ValueError):  # also a ValueError: code that catches ValueError still works
     """A config the user must change; the message names the key (seller_dist.config)."""
 
 
 def user_error_of(e: BaseException) -> BaseException | None:
-    """The user error behind `e`, or None when `e` is a bug (or anything else unexpected).
-
-    Ray re-raises a worker's exception in the driver as a RayTaskError that is also an instance of
-    the worker's exception class; its text holds the remote traceback, so the worker's own
-    exception (`.cause`) is the one to word.
-    """
+    """The user error behind `e`, or None when `e` is a bug (or anything else unexpected); for a
+    worker's exception that Ray re-raised in the driver (a RayTaskError, whose text holds the remote
+    traceback), the worker's own exception, `.cause`."""
     expected = (UserError, *OS_USER_ERRORS)
     cause = getattr(e, "cause", None)
     if cause is not e and isinstance(cause, expected):

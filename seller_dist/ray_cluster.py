@@ -1,13 +1,8 @@
 """Connect to the Ray cluster a job runs on: the configured address, else RAY_ADDRESS (set inside
 `ray job submit`), else a local Ray started here on 127.0.0.1 with the dashboard off (its job API
-runs code) and token auth on. Used by every Ray driver (training, evaluation, benchmarks, Ray Data).
-
-Ray reads its environment when it is IMPORTED: a local Ray binds the machine's external interface
-(GCS on [::], agents on the host's address) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set
-before `import ray`, and RAY_AUTH_MODE likewise (token auth: `ray.init` defaults to it, `ray start`
-does not). The seller-dist CLI and tests/__init__.py call `prepare_ray_environment()` before anything
-imports ray, and launch.sh exports the same variables; `init_ray` checks the result and refuses a
-local Ray that is not on loopback.
+runs code) and token auth on. Ray reads its environment when it is imported, so the seller-dist CLI
+and tests/__init__.py call `prepare_ray_environment()` before anything imports ray (launch.sh exports
+the same variables), and `init_ray` refuses a local Ray that is not on loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +14,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# read when ray is IMPORTED: without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 a local Ray binds the host's
+# external interface (GCS on [::], agents on the host's address); `ray.init` defaults to token auth,
+# `ray start` does not
 RAY_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # with _node_ip_address: every socket on 127.0.0.1

@@ -1,21 +1,7 @@
 """The one secret scrubber: what a config or results dict looks like before it is logged (stdout,
-wandb) or written to a report (seller_dist.train.metrics, seller_dist.eval.report).
-
-A key is a secret when, split into words (at non-alphanumerics and camelCase humps, lowercased),
-- one word is secret, secrets, password, passwd, passphrase, credential, credentials, auth or
-  apikey (aws_secret_access_key, db_password, gcp_credentials, auth_mode), or
-- two adjacent words are api/access/private/session/secret + key (WANDB_API_KEY,
-  aws_access_key_id, private_key), or
-- the LAST word is token (access_token, hf_token, AWS_SESSION_TOKEN, token).
-So max_new_tokens, num_soft_tokens, tokens_per_s (the word is "tokens"), token_count (token is not
-last), tokenizer and author (not whole words) are kept. Such a key keeps its name and its value
-becomes "***" (an unset value, None or "", is kept, so a report shows the field was unset).
-
-Values, under any key: an access key id (AKIA/ASIA + 16) becomes "***", and the user:password of
-a URL (s3://KEY:SECRET@host/..., https://user:pass@host) becomes "***" with the rest of the URL
-kept. tests/unit/test_secrets.py holds the cases, checked here and through both callers.
-
-(Not named `secrets.py`: that would shadow the standard library's `secrets` module.)
+wandb) or written to a report (seller_dist.train.metrics, seller_dist.eval.report), with the rule in
+docs/training.md ("One step", logging) and its cases in tests/unit/test_secrets.py. Not named
+`secrets.py`: that would shadow the standard library's `secrets` module.
 """
 
 from __future__ import annotations
@@ -26,6 +12,10 @@ from typing import Any
 
 REDACTED = "***"
 
+# A key is a secret when, split into lowercased words (`_words`: at non-alphanumerics and camelCase
+# humps), one word is in _SECRET_WORDS (db_password, gcp_credentials, auth_mode), two adjacent words
+# are a _SECRET_PAIRS pair (WANDB_API_KEY, aws_access_key_id) or the LAST word is token (hf_token).
+# So max_new_tokens and tokens_per_s ("tokens"), token_count (not last), tokenizer and author are kept.
 _SECRET_WORDS = frozenset(
     {"secret", "secrets", "password", "passwd", "passphrase", "credential", "credentials", "auth", "apikey"}
 )
@@ -43,7 +33,7 @@ def _words(key: str) -> list[str]:
 
 
 def is_secret_key(key: str) -> bool:
-    """True for keys whose value is a credential (see the module docstring for the rule)."""
+    """True for keys whose value is a credential (the rule: the comment above _SECRET_WORDS)."""
     words = _words(key)
     if not words:
         return False

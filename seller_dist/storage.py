@@ -1,9 +1,7 @@
-"""One way to reach every URL: local paths, s3://, gs://, through fsspec.
-
-S3 endpoint comes from the config or `AWS_ENDPOINT_URL`; credentials only from the environment or
-the cloud role (never from configs). Transient errors are retried with exponential backoff.
-Publishing is "data first, marker last": readers trust a dataset or checkpoint only once its
-marker (manifest.json, COMMITTED) exists.
+"""One way to reach every URL: local paths, s3://, gs://, through fsspec. The S3 endpoint comes from
+the config or `AWS_ENDPOINT_URL`, credentials only from the environment or the cloud role (never from
+configs); transient errors are retried with exponential backoff. Publishing is "data first, marker
+last": readers trust a dataset or checkpoint only once its marker (manifest.json, COMMITTED) exists.
 """
 
 from __future__ import annotations

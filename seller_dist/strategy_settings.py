@@ -1,12 +1,8 @@
 """The training strategy's settings: one typed, frozen record, validated once when it is made, from
 which the DeepSpeed config is built (OpenRLHF's strategy attributes + `get_train_ds_config`).
-
-`StrategySettings.from_train_config` maps a TrainConfig onto it (the worker, and the train config's
-own validation); `DeepSpeedStrategy(settings)` (seller_dist/train/strategy.py) runs it. The DeepSpeed
-config starts from the JSON files in seller_dist/train/ds_configs/ (package data; the repo's
-ds_configs/ links to them) and holds DeepSpeed's keys only. No torch import at module level: the
-train config validates through this module on the driver, and seller_dist/config/train.py imports it
-(so the TrainConfig argument of `from_train_config` is typed Any here: no import back up).
+`StrategySettings.from_train_config` maps a TrainConfig onto it and `DeepSpeedStrategy(settings)`
+(seller_dist/train/strategy.py) runs it. The train config validates through this module on the
+driver, so it imports no torch at module level and nothing back from seller_dist.config (`cfg: Any`).
 """
 
 from __future__ import annotations
@@ -81,20 +77,17 @@ def _env_world_size() -> int:
 @dataclass(frozen=True)
 class StrategySettings:
     """What the strategy needs to know, checked in `__post_init__` (each refusal one ConfigError line).
-
-    `use_gpu` defaults to what this process sees (CUDA and DS_ACCELERATOR != cpu), `world_size` to
-    WORLD_SIZE. `llm_shard_size`: the ranks one copy of the frozen LLM is partitioned over under
-    `llm_layout` node/hpz, given or (0) resolved here to `ranks_per_node` (default: LOCAL_WORLD_SIZE,
-    else the visible GPUs, else the world); 0 under zero3 and replicated. `offload_params` takes the
-    offload file on GPU, unpinned CPU partitions on CPU. `persistence_threshold`: the file's unless
-    given (tests use 0 to partition every parameter). `deepspeed`: the user's DeepSpeed settings
-    over the file, nested or dotted keys, none of OWNED_KEYS."""
+    `use_gpu` defaults to what this process sees, `world_size` to WORLD_SIZE; `llm_shard_size` (node
+    and hpz only) is given or, at 0, resolved to `ranks_per_node` (default: LOCAL_WORLD_SIZE, else the
+    visible GPUs, else the world). `offload_params`: the offload file on GPU, unpinned CPU partitions
+    on CPU; `persistence_threshold`: the file's unless given; `deepspeed`: the user's settings over
+    the file, nested or dotted keys, none of OWNED_KEYS."""
 
     micro_batch_size: int
     grad_accum: int = 1
     bf16: bool = False
     offload_params: bool = False
-    persistence_threshold: int | None = None
+    persistence_threshold: int | None = None  # tests use 0: every parameter partitioned
     use_gpu: bool = field(default_factory=on_gpu)
     llm_layout: LLMLayout = "zero3"
     llm_shard_size: int = 0

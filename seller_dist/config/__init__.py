@@ -1,7 +1,6 @@
 """Every seller-dist config as typed dataclasses, one module per job (prep, train, eval, experiment)
-and per shared part (storage, workers, stream, model), and how a config is loaded (loading.py).
-
-Load with `load_config(PrepConfig, "prep.yaml", ["output=s3://b/x"])`; each `validate()` raises a
+and per shared part (storage, workers, stream, model), and how a config is loaded (loading.py):
+`load_config(PrepConfig, "prep.yaml", ["output=s3://b/x"])`, where each `validate()` raises a
 one-line `ConfigError` that names the key and what to change.
 """
 

@@ -1,8 +1,7 @@
 """Loading a config: YAML, `--set key=value` overrides, type coercion and validation.
-
-Every config in seller-dist is a tree of dataclasses. `load_config(Cls, path, ["a.b=3"])` reads YAML,
-applies `--set`-style overrides, builds the dataclasses with type checks, and runs each dataclass's
-`validate()`; every error is one line that names the key and says what to change.
+`load_config(Cls, path, ["a.b=3"])` reads YAML, applies the overrides, builds the tree of dataclasses
+with type checks and runs each one's `validate()`; every error is one line that names the key and
+says what to change.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Bad-input accounting: every rejected input record is counted by reason and sampled.
-
-Shared by prep (input records of a source: a prep run fails before publishing anything when
-bad / seen exceeds `max_error_rate`) and evaluation (lines of a generations file, which fail the
-scoring the same way), so it lives here and `data_prep` imports it (tests/unit/test_boundaries.py).
+"""Bad-input accounting: every rejected input record is counted by reason and sampled. Prep (a
+source's input records) and evaluation (a generations file's lines) both stop when bad / seen
+exceeds their `max_error_rate`, so it lives here and `data_prep` imports it (tests/unit/test_boundaries.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The item catalog in memory: item idx -> title, attributes, text, text embedding.
-
-Why a dense table: the collator looks up the target item's text embedding for every sample, and
-the model's item vocabulary is indexed by `item_idx` (1-based; row 0 is padding and stays zero).
+"""The item catalog in memory: item idx -> title, attributes, text, text embedding. A dense table
+because the collator looks up the target item's text embedding for every sample and the model's
+item vocabulary is indexed by `item_idx` (1-based; row 0 is padding and stays zero).
 """
 
 from __future__ import annotations

@@ -1,34 +1,6 @@
-"""ExampleRecords -> padded tensors for SELLER (the contract the model codes against).
-
-Shapes (B batch, L max_history, F attribute fields sorted by name, D text-embedding dim, T text):
-  hist_item, hist_action, hist_gap, hist_target_gap  long [B, L]  LEFT-padded with 0 (newest last)
-  hist_rating float [B, L] (0.0 when None), hist_mask bool [B, L] (True = real event)
-  hist_attrs long [B, L, F] each event's item attributes from the catalog (indexed like item_attrs)
-  item long [B], item_attrs long [B, F] (1-based index in the field's sorted vocab, 0 = unknown),
-  item_text_emb float [B, D]
-  hist_title_ids long [B, L, N], item_title_ids long [B, N]: each title's first N tokens
-            (N = the batch's longest title, at most max_title_tokens), -1 after a title's end and
-            at padded events; a model reads titles through the frozen LLM's own token embeddings
-  train:    input_ids, attention_mask, labels long [B, T] (right padded; labels -100 except the
-            explanation tokens and the final eos), soft_mask bool [B, T] (exactly K True per row)
-  generate: input_ids, attention_mask long [B, T] (LEFT padded, prompt only), soft_mask bool [B, T]
-  keys list[str], references list[str], pad bool [B] (stream padding), meta list[dict]
-
-Prompt: "User history: {t1}; ...; {tn}. Recommended: {target}. Profile:" + K x "<|soft|>" +
-" Explanation:" then " {explanation}" + eos. The text is tokenized in units, each starting with a
-space where it continues the text: "User history:", " {t};" per history title but the newest,
-" {tn}. Recommended:", " {target}. Profile:", " Explanation:", " {explanation}"
-(seller_dist.data.text_encoding: no special token from data, no prefix marker inside the text). The
-ids equal those of the whole prompt tokenized at once, with byte-level BPE (GPT-2, Llama 3, Qwen)
-and SentencePiece-style (Llama 2, Mistral, Gemma) tokenizers alike, as the LLM read such text in
-training (tested in test_collate and test_llm_families), and truncation is exact in tokens. A
-title's own ids (" {t}") are the ones an explanation that names it uses (what the title pointer
-copies from). History titles are dropped from the OLDEST side to fit max_prompt_tokens (then the
-target title is cut if it alone is too long; history_text="sorted" lists the kept titles by token
-ids, so the text carries no order); the explanation keeps its first max_target_tokens tokens, then
-eos. BOS is placed where the tokenizer places it (none for Qwen). The "<|soft|>" token marks where
-the adapter's soft prompt vectors go; its id may lie beyond the LLM's embedding table (the model
-overwrites those positions, use `soft_mask`).
+"""ExampleRecords -> padded tensors for SELLER: the batch contract the model codes against (every key
+and shape: docs/streaming.md, "Collate"). The prompt is tokenized in units whose ids equal the whole
+prompt's (docs/model.md, "Prompt tokens are the text's tokens"), so truncation is exact in tokens.
 """
 
 from __future__ import annotations
@@ -81,7 +53,7 @@ def load_tokenizer(path_or_tokenizer: Any) -> Any:
 
 
 class TitleUnits(NamedTuple):
-    """One title's ids as each prompt unit holds it (see the module docstring)."""
+    """One title's ids as each prompt unit holds it (docs/model.md, "Prompt tokens are the text's tokens")."""
 
     own: list[int]  # " {t}": the title pointer's ids, as an explanation naming it has them
     sep: list[int]  # " {t};": a history title followed by another

@@ -1,9 +1,6 @@
-"""`seller-dist inspect URL`: read a prepared dataset back in full and print a summary.
-
-Reads the manifest, fetches every shard through the training stream's reader (sha256 and record
-count checked against the manifest), validates every record against schema v1, and reports counts per split, history-length statistics, explanation
-sources and one sample record. Any corrupt shard or invalid record stops it with the shard, record
-and field named, so it doubles as an integrity check after copying a dataset between stores.
+"""`seller-dist inspect URL`: read a prepared dataset back in full and print a summary. Every shard
+goes through the training stream's reader and every record is validated, so a corrupt shard or an
+invalid record stops it naming the shard, record and field: an integrity check after a copy.
 """
 
 from __future__ import annotations

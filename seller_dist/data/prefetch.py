@@ -1,10 +1,7 @@
-"""Batches collated ahead in a background thread while the current step runs.
-
-Why a thread and not more DataLoader workers: with `data.num_workers: 0` (the default; workers
-cost a process each) collation ran between steps, on the critical path. The thread reads and
-collates the next `depth` batches (pinning them for asynchronous host-to-device copies on a GPU)
-while the step computes. The order is the loader's, and `state_dict()` is the cursor of the
-batches HANDED OUT, not of those read ahead, so a checkpoint resumes at the very next batch.
+"""Batches collated ahead in a background thread while the current step runs: a thread, not more
+DataLoader workers (a process each), takes collation off the critical path at `data.num_workers: 0`.
+The order is the loader's, and `state_dict()` is the cursor of the batches HANDED OUT, not of those
+read ahead, so a checkpoint resumes at the very next batch.
 """
 
 from __future__ import annotations

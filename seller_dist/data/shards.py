@@ -1,14 +1,6 @@
-"""WebDataset shard files and the manifest that publishes them.
-
-Layout of a prepared dataset at URL ROOT:
-    ROOT/train/shard-000000.tar ...   example records (schema.ExampleRecord as "<key>.json")
-    ROOT/valid/..., ROOT/test/...
-    ROOT/items/shard-000000.tar       item catalog ("<item_id>.json" + "<item_id>.emb.npy")
-    ROOT/prep_report.json             bad-record report
-    ROOT/manifest.json                written LAST: without it the dataset does not exist
-
-A shard is built in memory (bounded by shard_max_bytes) and uploaded in one PUT, so object stores
-never show half a shard; its sha256 goes into the manifest and is checked on read.
+"""WebDataset shard files and the manifest that publishes them (the layout: docs/data.md). A shard is
+built in memory and uploaded in one PUT, so an object store never shows half a shard; its sha256
+goes into the manifest, which is written last, and is checked on read.
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
-"""Deterministic, exactly-once, resumable streaming of a split's shards into one rank.
-
-Why this shape: ranks that see different numbers of batches hang collectives, WebDataset's
-`split_by_node` leaves ranks empty when there are fewer shards than ranks x workers, and a data
-cursor must be tiny and exact to resume. So the order is a pure function of (seed, epoch, position):
-
-1. Global epoch order: shards permuted by rng(seed, epoch); the records of each shard permuted by
-   rng(seed, epoch, shard). Concatenated, this numbers every record 0..N-1.
-2. Rank r of W owns the contiguous range [r*P, (r+1)*P) of that order, P = ceil(N/W). Ranges cut
-   through shards, so any shard count works; a rank fetches only the shards its range overlaps.
-   A range that runs past N is PADDED to P by repeating records of its own range (or, when it is
-   empty, records from the start of the global order); padded samples carry pad=True so metrics
-   and evaluation drop them. Every rank therefore has P samples and the same number of batches.
-3. Window shuffle: the rank's P positions are cut into windows of `shuffle_buffer`; each window is
-   emitted in the order rng(seed, epoch, rank, window). This mixes records across shard boundaries
-   like a shuffle buffer while staying a pure function of position.
-4. Batches are consecutive slices of that emitted sequence. Loader workers build whole batches
-   (batching in workers is what made 2 workers scale); consecutive batches are grouped in chunks and
-   chunk c goes to worker c % num_workers, which is exactly torch DataLoader's round-robin, so the
-   combined order does not depend on the number of workers (uneven splits included).
-
-`RankLoader` counts the batches the trainer has taken; its `state_dict()` (epoch, batches done, and
-the layout that produced them) is all a checkpoint needs to continue with the very next batch.
+"""Deterministic, exactly-once, resumable streaming of a split's shards into one rank: ranks that see
+different numbers of batches hang collectives, and a resume cursor must be tiny and exact, so the
+order is a pure function of (seed, epoch, position) and every rank gets the same number of batches
+(the order, padding and guarantees: docs/streaming.md). `RankLoader` is the entry point.
 """
 
 from __future__ import annotations
@@ -185,10 +166,8 @@ class _WorkerFailure:
 
 @dataclass
 class _PackedBatch:
-    """A collated batch on its way out of a loader worker, tensors as numpy arrays.
-
-    Why: torch moves every tensor a worker returns into its own shared-memory segment (about 1 ms
-    each here); a batch has a dozen small tensors, so plain pickled arrays are ~3x faster overall."""
+    """A collated batch on its way out of a loader worker, tensors as numpy arrays: torch would move
+    each of a batch's dozen small tensors into a shared-memory segment of its own, which costs more."""
 
     data: dict[str, Any]
     tensor_keys: list[str]
@@ -228,11 +207,9 @@ class _ShardCache:
 
 
 class ShardStream(IterableDataset):
-    """One rank's batches of a manifest split; see the module docstring for the order it produces.
-
-    Iterating it yields chunks (lists) of consecutive batches: `RecordBatch`es, or whatever
-    `collate_fn(records, pad)` returns. Use `RankLoader` to get single batches with resume state.
-    """
+    """One rank's batches of a manifest split, in the order docs/streaming.md describes. Iterating it
+    yields chunks (lists) of consecutive batches: `RecordBatch`es, or whatever `collate_fn(records,
+    pad)` returns. Use `RankLoader` to get single batches with resume state."""
 
     def __init__(
         self,
@@ -464,13 +441,10 @@ def _identity(x: Any) -> Any:
 
 
 class RankLoader:
-    """Single batches for one rank through a torch DataLoader, with an exact resume cursor.
-
-    Iterating yields batches forever, rolling into the next epoch (new shard order) automatically;
-    `epoch_iter()` yields only the rest of the current epoch. A batch counts as consumed when it is
-    handed out, so `state_dict()` taken after a training step resumes at the next batch.
-    `num_workers` may differ on resume: the order does not depend on it.
-    """
+    """Single batches for one rank through a torch DataLoader, with an exact resume cursor. Iterating
+    yields batches forever, rolling into the next epoch (new shard order); `epoch_iter()` yields only
+    the rest of the current epoch. A batch counts as consumed when it is handed out, so `state_dict()`
+    taken after a training step resumes at the next batch; `num_workers` may differ on resume."""
 
     def __init__(
         self,

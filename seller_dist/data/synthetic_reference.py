@@ -1,14 +1,7 @@
 """The synthetic source's reference template: which history event a reference cites, and its wording.
-
-Prep writes every synthetic record's reference with `order_dependent_explanation`
-(data_prep/sources/synthetic.py); evaluation's oracles (seller_dist/eval/oracles.py) re-run
-`explanation_citing` on prepared records to cite other events. Both read it from here, so the
-template has one definition and `seller_dist` needs nothing from `data_prep`
-(tests/unit/test_boundaries.py).
-
-The template reads only what both sides have: an event's item_id, timestamp and action (prep's
-RawEvent, a prepared ExampleRecord or HistoryEvent), and a catalog that maps an item_id to its title
-and attributes (prep's Catalog, or `PreparedItems` built from a prepared ItemCatalog).
+Prep writes every synthetic reference with it (`order_dependent_explanation`) and evaluation's oracles
+re-run it on prepared records (`explanation_citing`), so it has one definition and `seller_dist` needs
+nothing from `data_prep`; it reads only an event's item_id, timestamp and action and an item catalog.
 """
 
 from __future__ import annotations

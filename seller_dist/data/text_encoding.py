@@ -1,21 +1,7 @@
 """Text from data -> token ids, as plain text: the one way record text reaches the LLM's tokenizer.
-
-Two rules (docs/model.md, "Tokenizers"):
-
-1. **No special token from data.** A review, title or explanation holding the literal text of a
-   special or added token ("<|eos|>", "<|soft|>", "</s>", "<|eot_id|>", "<|im_start|>") is encoded
-   as those characters, never as that token: a Hugging Face tokenizer matches added tokens in the
-   input even with `add_special_tokens=False` (that flag only controls the BOS/EOS template). Here
-   every added token is marked special in a private copy of the Rust tokenizer and
-   `encode_special_tokens` is on, so none is matched. Only the collator places BOS/EOS/pad/soft ids.
-2. **Units continue the text.** The collator tokenizes the prompt in units (a title with its
-   separator, the explanation) and concatenates them; each unit after the first starts with a space
-   and the one before ends with a non-space, so unit boundaries are word boundaries for byte-level
-   BPE and for SentencePiece-style tokenizers alike. What differs is the prefix rule: a
-   SentencePiece-style tokenizer puts "▁" before the START of a text (Metaspace
-   `prepend_scheme`, a `Prepend("▁")` normalizer, ByteLevel `add_prefix_space`), which would put a
-   second word marker before every unit. `encode(texts, at_start=False)` uses a copy with those
-   rules off: a unit gets the ids it has inside the whole text.
+Its two rules are docs/model.md's "Tokenizers": no special token from data (a review holding "<|eos|>"
+stays text), and a prompt unit that continues the text gets no start-of-text prefix marker
+(`encode(texts, at_start=False)`), so it has the ids it has inside the whole text.
 """
 
 from __future__ import annotations
