@@ -251,11 +251,6 @@ def _python_literal_line(text: str, e: json.JSONDecodeError) -> Any:
         raise BadField("line", "malformed Python-literal record") from None
 
 
-def iter_meta_records(url: str, report: BadRecordReport) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """(line number, record) of a whole meta file (see iter_meta_part)."""
-    return iter_meta_part(ReadPart(0, "items", url), report)
-
-
 def iter_meta_part(
     part: ReadPart, report: BadRecordReport, cfg: StorageConfig | None = None
 ) -> Iterator[tuple[int | str, dict[str, Any]]]:

@@ -54,13 +54,6 @@ def parse_header(line: str, url: str) -> list[tuple[str, str]]:
     return fields
 
 
-def iter_atomic(
-    url: str, report: BadRecordReport, cfg: StorageConfig | None = None
-) -> tuple[list[tuple[str, str]], Iterator[tuple[int | str, dict]]]:
-    """(header fields, iterator of (line number, {field name: raw string})) for one atomic file."""
-    return iter_atomic_part(ReadPart(0, "", url), report, cfg)
-
-
 def read_atomic_header(url: str, cfg: StorageConfig | None = None) -> list[tuple[str, str]]:
     first = read_first_line(url, cfg).rstrip(b"\r\n")
     if not first.strip():

@@ -98,12 +98,6 @@ def iter_part_lines(
             )
 
 
-def iter_raw_lines(url: str, report: BadRecordReport, cfg: StorageConfig | None = None) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line bytes without the newline) of a whole file."""
-    for n, line in iter_part_lines(ReadPart(0, "", url), report, cfg=cfg):
-        yield int(n), line
-
-
 def read_first_line(url: str, cfg: StorageConfig | None = None) -> bytes:
     """A file's first line (a CSV or atomic-file header), for parts that start later in the file."""
     with storage.open_input(url, cfg, buffer_size=64 * 1024) as raw:
@@ -123,13 +117,6 @@ def json_error_reason(e: json.JSONDecodeError, text: str) -> str:
     if e.msg.startswith("Unterminated string") or e.pos >= len(text.rstrip()):
         return "truncated JSON record (the line ends mid-record)"
     return f"malformed JSON ({e.msg})"
-
-
-def iter_json_lines(
-    url: str, report: BadRecordReport, cfg: StorageConfig | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each JSON-object line of a whole file; blank lines are not records."""
-    yield from iter_json_part(ReadPart(0, "", url), report, cfg=cfg)  # type: ignore[misc]
 
 
 def json_object_line(raw: bytes) -> dict[str, Any]:
