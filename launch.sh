@@ -257,7 +257,7 @@ case "$cmd" in
   demo) setup; ray_auth; exec "$VENV/bin/seller-dist" demo "$@" ;;
   test) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" tests "$@" ;;
   test-fast) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" -m "not slow" tests "$@" ;;
-  lint) setup; exec "$VENV/bin/ruff" check seller_dist data_prep tests ;;
+  lint) setup; "$VENV/bin/ruff" check seller_dist data_prep tests && exec "$VENV/bin/ruff" format --check seller_dist data_prep tests ;;
   cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;
   local-cluster) local_cluster "$@" ;;

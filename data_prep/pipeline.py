@@ -200,7 +200,9 @@ def _run_local(
 
 def run_prep(cfg: PrepConfig) -> dict[str, Any]:
     """Convert the configured source into a published dataset at cfg.output; returns the manifest."""
-    report = BadRecordReport(max_samples=cfg.bad_record_samples, allow_damaged=tuple(cfg.allow_damaged_inputs))
+    report = BadRecordReport(
+        max_samples=cfg.bad_record_samples, allow_damaged=tuple(cfg.allow_damaged_inputs)
+    )
     # the source checks its options first: a typo must not unpublish an existing dataset
     source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
     source.storage_cfg = cfg.storage

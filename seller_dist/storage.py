@@ -259,7 +259,9 @@ class ResumableReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = with_retries(lambda: self._read_once(len(view)), f"read {self.url} at byte {self._pos}", self.cfg)
+        data = with_retries(
+            lambda: self._read_once(len(view)), f"read {self.url} at byte {self._pos}", self.cfg
+        )
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)

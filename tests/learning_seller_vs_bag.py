@@ -79,7 +79,10 @@ def run_seed(root: Path, seed: int, steps: int, boot_steps: int, extra: list[str
     # generates and is scored on a thread of its own (torch ops release the GIL: a core each)
     gens = {
         name: ExplanationGenerator(
-            load_trained(runs[encoder]), str(data), encoder, GenerationOptions(batch_size=16, max_new_tokens=40)
+            load_trained(runs[encoder]),
+            str(data),
+            encoder,
+            GenerationOptions(batch_size=16, max_new_tokens=40),
         )
         for name, encoder in ENCODERS.items()
     }

@@ -35,5 +35,9 @@ def spawn_ranks(fn: Callable[..., Any], args: tuple = (), nprocs: int = 2) -> No
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(["tests.rank_preload"])
     mp.start_processes(
-        _rank, args=(fn, os.getpid(), dict(os.environ), *args), nprocs=nprocs, join=True, start_method="forkserver"
+        _rank,
+        args=(fn, os.getpid(), dict(os.environ), *args),
+        nprocs=nprocs,
+        join=True,
+        start_method="forkserver",
     )

@@ -239,7 +239,14 @@ class EventsSource(Source):
         fmt = self._fmt(part.url)
         wanted = named + list(attrs or [])
         for n, row in iter_part_rows(
-            part, fmt, wanted, self.report, self.batch_size, "item_columns", attrs is not None, self.storage_cfg
+            part,
+            fmt,
+            wanted,
+            self.report,
+            self.batch_size,
+            "item_columns",
+            attrs is not None,
+            self.storage_cfg,
         ):
             try:
                 yield self.parse_item(row, named, attrs)
@@ -443,7 +450,14 @@ def _csv_rows(
             spanned = max(1, consumed[0] - before)  # a stray quote reads on into the next lines
             report.saw(url, spanned)
             got = f"expected {len(header)} fields, got {len(values)}"
-            report.reject(url, where[0], "line", got + (f" across {spanned} lines" if spanned > 1 else ""), values, spanned)
+            report.reject(
+                url,
+                where[0],
+                "line",
+                got + (f" across {spanned} lines" if spanned > 1 else ""),
+                values,
+                spanned,
+            )
             continue
         report.saw(url)
         yield where[0], dict(zip(header, values, strict=True))

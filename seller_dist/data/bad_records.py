@@ -55,7 +55,13 @@ class BadRecordReport:
         self.seen[where] += n
 
     def reject(
-        self, where: str, line: int | str | None, field_name: str, reason: str, raw: Any = None, count: int = 1
+        self,
+        where: str,
+        line: int | str | None,
+        field_name: str,
+        reason: str,
+        raw: Any = None,
+        count: int = 1,
     ) -> None:
         """Count bad records (one, or `count` for a malformed record that swallowed that many input
         lines), sampled once. `where` is the input file, `line` the line number or record key."""

@@ -403,9 +403,7 @@ def comparison_table(runs: list[str]) -> str:
     return reports_table(reports, labels)
 
 
-def reports_table(
-    reports: list[dict[str, Any]], labels: list[str], metrics: list[str] | None = None
-) -> str:
+def reports_table(reports: list[dict[str, Any]], labels: list[str], metrics: list[str] | None = None) -> str:
     """`comparison_table` of loaded reports; `metrics` keeps only those rows, in that order."""
     flats = [flat_metrics(rep) for rep in reports]
     names = metrics or list(dict.fromkeys(n for f in flats for n in f))

@@ -132,5 +132,7 @@ def test_damaged_files_fail_on_the_ray_engine_too_and_allowed_ones_lose_the_same
             run_prep(prep_cfg(log, out, engine="ray"))
         assert not (out / "manifest.json").exists()
         local = run_prep(prep_cfg(log, tmp_path / f"local-{log.name}", allow_damaged_inputs=[log.name]))
-        on_ray = run_prep(prep_cfg(log, tmp_path / f"ray-{log.name}", allow_damaged_inputs=[log.name], engine="ray"))
+        on_ray = run_prep(
+            prep_cfg(log, tmp_path / f"ray-{log.name}", allow_damaged_inputs=[log.name], engine="ray")
+        )
         assert on_ray["damaged_inputs"] == local["damaged_inputs"] and on_ray["stats"] == local["stats"]

@@ -294,7 +294,9 @@ def _rank_main_accumulation(rank: int, world: int, port: int, llm_dir: str, out_
         from seller_dist.model.seller import SellerModel
         from seller_dist.train.strategy import DeepSpeedStrategy, StrategySettings
 
-        strategy = DeepSpeedStrategy(StrategySettings(micro_batch_size=2, grad_accum=2, persistence_threshold=0))
+        strategy = DeepSpeedStrategy(
+            StrategySettings(micro_batch_size=2, grad_accum=2, persistence_threshold=0)
+        )
         strategy.init_distributed("gloo")
         cfg = model_cfg(llm_dir)
         llm = strategy.load_llm(cfg)

@@ -218,7 +218,9 @@ def test_train_and_eval_share_one_workers_config():
     assert (train.workers.num_workers, evaluation.workers.num_workers) == (2, 1)  # each job's default
     with pytest.raises(ConfigError, match=r"^workers.num_workers must be >= 1, got 0$"):
         from_dict(EvalConfig, {}, ["workers.num_workers=0"])
-    with pytest.raises(ConfigError, match=r"^workers.max_failures=2: the eval job does not restart lost workers"):
+    with pytest.raises(
+        ConfigError, match=r"^workers.max_failures=2: the eval job does not restart lost workers"
+    ):
         from_dict(EvalConfig, {}, ["workers.max_failures=2"])
 
 

@@ -175,7 +175,9 @@ def test_llm_layout_options_that_cannot_work_together_are_refused(dataset, tiny_
     with pytest.raises(ConfigError) as e:
         train_cfg(dataset, tiny_llm_dir, str(tmp_path), "llm_layout=replicated", "zero_offload_params=true")
     assert str(e.value).startswith("zero_offload_params=true offloads ZeRO-3 partitions, but llm_layout=")
-    with pytest.raises(ConfigError, match=r"llm_layout: 'sharded' is not one of \['zero3', 'replicated', 'node', 'hpz'\]"):
+    with pytest.raises(
+        ConfigError, match=r"llm_layout: 'sharded' is not one of \['zero3', 'replicated', 'node', 'hpz'\]"
+    ):
         train_cfg(dataset, tiny_llm_dir, str(tmp_path), "llm_layout=sharded")
     cfg = train_cfg(dataset, tiny_llm_dir, str(tmp_path), "llm_layout=replicated", "compile_llm=true")
     assert (cfg.llm_layout, cfg.compile_llm) == ("replicated", True)

@@ -26,7 +26,9 @@ COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "acti
 
 
 def event_rows(n: int) -> list[dict]:
-    return [{"user_id": f"u{i % 97}", "item_id": f"i{i % 211}", "timestamp": 1_700_000_000 + i} for i in range(n)]
+    return [
+        {"user_id": f"u{i % 97}", "item_id": f"i{i % 211}", "timestamp": 1_700_000_000 + i} for i in range(n)
+    ]
 
 
 def truncated_csv_gz(path: Path, n: int = 24_000) -> int:
@@ -67,8 +69,14 @@ def test_truncated_gz_is_one_line_from_the_cli(tmp_path):
     truncated_csv_gz(log)
     cfg = tmp_path / "prep.yaml"
     cfg.write_text(
-        json.dumps({"source": "events", "inputs": {"path": str(log)}, "source_options": {"columns": COLUMNS},
-                    "output": str(tmp_path / "out")})  # fmt: skip
+        json.dumps(
+            {
+                "source": "events",
+                "inputs": {"path": str(log)},
+                "source_options": {"columns": COLUMNS},
+                "output": str(tmp_path / "out"),
+            }
+        )  # fmt: skip
     )
     run = seller_dist("prep", "--config", str(cfg), cwd=tmp_path)
     assert_one_line_error(run, "prep", f"{log}: cannot be read past line", "Nothing was published")
@@ -104,7 +112,9 @@ def write_parquet_with_corrupt_group(path: Path, corrupt: int, groups: int = 4, 
 def test_corrupt_parquet_row_group_fails_the_prep_naming_the_row_group(tmp_path):
     log = tmp_path / "events.parquet"
     write_parquet_with_corrupt_group(log, corrupt=2)
-    with pytest.raises(DamagedInputError, match=r"events\.parquet: cannot be read past row group 2 \(rows 501-750\)"):
+    with pytest.raises(
+        DamagedInputError, match=r"events\.parquet: cannot be read past row group 2 \(rows 501-750\)"
+    ):
         run_prep(prep_cfg(log, tmp_path / "out"))
     assert not (tmp_path / "out" / "manifest.json").exists()
 

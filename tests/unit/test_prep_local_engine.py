@@ -36,9 +36,19 @@ def records(root: str) -> dict[str, list[bytes]]:
 
 def run(tmp_path: Path, name: str, path: str, **cfg) -> dict:
     return pipeline.run_prep(
-        from_dict(PrepConfig, {"source": "events", "inputs": {"path": path}, "events_columns": COLUMNS,
-                               "source_options": OPTIONS, "output": str(tmp_path / name), "max_history": 4,
-                               "max_error_rate": 0.2, **cfg})  # fmt: skip
+        from_dict(
+            PrepConfig,
+            {
+                "source": "events",
+                "inputs": {"path": path},
+                "events_columns": COLUMNS,
+                "source_options": OPTIONS,
+                "output": str(tmp_path / name),
+                "max_history": 4,
+                "max_error_rate": 0.2,
+                **cfg,
+            },
+        )  # fmt: skip
     )
 
 

@@ -118,7 +118,9 @@ def test_amazon_truncated_gz_fails_unless_allowed_and_is_never_one_bad_record(tm
     blob = gzip.compress(b"\n".join(lines) + b"\n")
     path = tmp_path / "reviews.jsonl.gz"
     path.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(DamagedInputError, match=r"reviews\.jsonl\.gz: cannot be read past line \d+ \(byte \d+"):
+    with pytest.raises(
+        DamagedInputError, match=r"reviews\.jsonl\.gz: cannot be read past line \d+ \(byte \d+"
+    ):
         list(Amazon2023Source({"reviews": str(path)}, {}, BadRecordReport()).events())
     report = BadRecordReport(allow_damaged=("reviews.jsonl.gz",))
     events = list(Amazon2023Source({"reviews": str(path)}, {}, report).events())

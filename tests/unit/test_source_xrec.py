@@ -292,15 +292,22 @@ def test_train_on_test_users_trains_on_real_explanations_of_half_the_users_and_t
     d = tmp_path / "yelp"
     d.mkdir()
     users = range(40)
-    (d / "total_trn.csv").write_text("user,item\n" + "".join(f"{u},{100 + u}\n{u},{200 + u}\n" for u in users))
-    (d / "total_tst.csv").write_text("user,item\n" + "".join(f"{u},{300 + u}\n" for u in users))
-    _frame([(u, 300 + u, f"Place {u}", "Likes places.", "A place.", f"You would enjoy place {u}.") for u in users]).to_pickle(
-        d / "tst.pkl"
+    (d / "total_trn.csv").write_text(
+        "user,item\n" + "".join(f"{u},{100 + u}\n{u},{200 + u}\n" for u in users)
     )
+    (d / "total_tst.csv").write_text("user,item\n" + "".join(f"{u},{300 + u}\n" for u in users))
+    _frame(
+        [
+            (u, 300 + u, f"Place {u}", "Likes places.", "A place.", f"You would enjoy place {u}.")
+            for u in users
+        ]
+    ).to_pickle(d / "tst.pkl")
     out = tmp_path / "prep"
     options = {"template_missing_text": False, "train_on_test_users": 0.5}
     manifest = run_prep(
-        PrepConfig(source="xrec", inputs={"dir": str(d)}, source_options=options, split="source", output=str(out))
+        PrepConfig(
+            source="xrec", inputs={"dir": str(d)}, source_options=options, split="source", output=str(out)
+        )
     )
     _, records, _ = read_dataset(str(out))
     assert manifest["stats"]["bad_records"] == 0
