@@ -277,7 +277,7 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Hugging Face checkpoint: random tiny Llama (hidden 64, 2 layers) + byte-level BPE
     tokenizer with <|pad|> <|bos|> <|eos|> <|soft|>, built once per session (seller_dist.model.bootstrap)."""
-    from seller_dist.model.bootstrap import build_tiny_llm
+    from tests.tiny_llm import build_tiny_llm
 
     d = tmp_path_factory.mktemp("tiny_llm")
     yield build_tiny_llm(d / "llm", init_std=0.15)

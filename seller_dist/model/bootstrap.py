@@ -205,25 +205,6 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path) -> str:
     return str(out)
 
 
-def build_tiny_llm(
-    out_dir: str | Path,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    vocab_size: int = 400,
-    train_steps: int = 0,
-    seed: int = 0,
-    init_std: float = 0.02,
-) -> str:
-    """A random (or briefly trained) tiny Llama + tokenizer from a few built-in sentences; no data.
-    A larger `init_std` gives a random model logits wide enough to be steered by soft prompts
-    (at 0.02 the tied output embeddings cap every logit near 1: loss cannot drop far below ln V)."""
-    tok = train_tokenizer(TINY_CORPUS * 4, vocab_size)
-    model = build_llama(tok, hidden, layers, heads, max_positions=512, seed=seed, init_std=init_std)
-    train_lm(model, tok, TINY_CORPUS, train_steps, batch_size=4, max_len=64, seed=seed)
-    return save_checkpoint(model, tok, out_dir)
-
-
 def copy_text(
     history_titles: list[str],
     target: str,

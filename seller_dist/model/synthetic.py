@@ -110,13 +110,3 @@ def synthetic_batch(
     if mode == "train":
         batch["labels"] = lab
     return batch
-
-
-def token_ids_of(llm) -> TokenIds:
-    """TokenIds for a FrozenLLM built by bootstrap (needs its <|soft|> token)."""
-    if llm.soft_id is None:
-        raise ValueError(
-            "this LLM's tokenizer has no <|soft|> token; build it with seller-dist bootstrap-llm"
-        )
-    cfg = llm.model.config
-    return TokenIds(int(cfg.vocab_size), llm.pad_id, int(cfg.bos_token_id), int(llm.eos_id), llm.soft_id)

@@ -34,7 +34,8 @@ def model_cfg(llm_dir: str) -> ModelConfig:
 
 
 def rank_batch(llm, rank: int) -> dict[str, torch.Tensor]:
-    from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+    from seller_dist.model.synthetic import synthetic_batch
+    from tests.tiny_llm import token_ids_of
 
     return synthetic_batch(VOCAB, token_ids_of(llm), 8, 4, 6, seed=100 + rank)
 

@@ -16,16 +16,16 @@ from safetensors.torch import load_file
 
 from seller_dist.cli import main
 from seller_dist.config import ModelConfig
-from seller_dist.model.bootstrap import build_tiny_llm
 from seller_dist.model.expert_parallel import ExpertParallelGroups
 from seller_dist.model.llm import FrozenLLM, GenerationConfig
 from seller_dist.model.moe import MoEAdapter
 from seller_dist.model.seller import SellerModel
-from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+from seller_dist.model.synthetic import synthetic_batch
 from seller_dist.model.vocab import ModelVocab
 from seller_dist.train import checkpoint as ck
 from seller_dist.train import export as ex
 from tests.model_helpers import tiny_model_config
+from tests.tiny_llm import build_tiny_llm, token_ids_of
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches, worker_share
 from seller_dist.eval import job
 from seller_dist.eval.generate import ExplanationGenerator, supporting_events
-from seller_dist.model.bootstrap import build_tiny_llm
 from seller_dist.train.export import export, load_trained
 from tests.eval_job_helpers import write_checkpoint_for
+from tests.tiny_llm import build_tiny_llm
 from tests.train_helpers import prep_small
 
 

@@ -38,7 +38,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Llama checkpoint whose weights are an index + several safetensors shards."""
     from transformers import AutoModelForCausalLM
 
-    from seller_dist.model.bootstrap import build_tiny_llm
+    from tests.tiny_llm import build_tiny_llm
 
     d = build_tiny_llm(tmp_path_factory.mktemp("ckpt") / "tiny", hidden=32, layers=1, heads=2, vocab_size=300)
     model = AutoModelForCausalLM.from_pretrained(d)

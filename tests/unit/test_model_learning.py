@@ -12,8 +12,9 @@ import torch
 from seller_dist.config import ModelConfig
 from seller_dist.model.llm import FrozenLLM
 from seller_dist.model.seller import SellerModel
-from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+from seller_dist.model.synthetic import synthetic_batch
 from seller_dist.model.vocab import ModelVocab
+from tests.tiny_llm import token_ids_of
 
 VOCAB = ModelVocab(num_items=20, attribute_sizes=[4, 3], text_dim=8)
 

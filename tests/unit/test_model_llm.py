@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from seller_dist.config import ModelConfig
 from seller_dist.model.llm import FrozenLLM, GenerationConfig, resolve_llm_path
 from seller_dist.model.seller import SellerModel
-from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+from seller_dist.model.synthetic import synthetic_batch
 from seller_dist.model.vocab import ModelVocab
 from tests.model_helpers import left_pad, pad_left, tiny_model_config
+from tests.tiny_llm import token_ids_of
 
 VOCAB = ModelVocab(num_items=30, attribute_sizes=[5, 4], text_dim=8, num_users=10)
 

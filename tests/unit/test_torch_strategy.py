@@ -14,7 +14,7 @@ import torch
 
 from seller_dist.config import OptimConfig
 from seller_dist.model.seller import SellerModel
-from seller_dist.model.synthetic import synthetic_batch, token_ids_of
+from seller_dist.model.synthetic import synthetic_batch
 from seller_dist.model.vocab import ModelVocab
 from seller_dist.strategy_settings import StrategySettings
 from seller_dist.train.callbacks import CallbackList
@@ -22,6 +22,7 @@ from seller_dist.train.step import NonFiniteError, TrainStep, step_seed
 from seller_dist.train.strategy import TorchStrategy, TorchTrainState
 from tests.fault_callbacks import NanInputs
 from tests.model_helpers import tiny_model_config
+from tests.tiny_llm import token_ids_of
 
 VOCAB = ModelVocab(num_items=20, attribute_sizes=[4, 3], text_dim=8)
 
