@@ -86,13 +86,6 @@ def _bleu_from_stats(stats: np.ndarray, max_order: int) -> float:
     ).score
 
 
-def corpus_bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_order: int) -> float:
-    """Corpus BLEU-`max_order` (0-100) of tokenized generations against tokenized references."""
-    if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} generations but {len(refs)} references")
-    return _bleu_from_stats(_bleu_stats(hyps, refs, max_order).sum(0), max_order)
-
-
 def bleu_with_std(
     hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_order: int, boot: np.ndarray
 ) -> dict[str, float]:
@@ -115,24 +108,6 @@ def rouge_scores(generated: Sequence[str], references: Sequence[str]) -> np.ndar
         s = scorer.score(r, g)  # rouge_score takes (target, prediction)
         out[i] = [s[t].fmeasure for t in ROUGE_TYPES]
     return out
-
-
-def _rouge_tokens(hyp: Sequence[str], ref: Sequence[str], rouge_type: str) -> tuple[float, float, float]:
-    # `tokenize` gives the same tokens back from its own space-joined output (NFKC and casefold are
-    # already applied, tokens hold no whitespace; checked for every code point, see the tests), so
-    # this is the score of the original texts
-    s = _rouge_scorer([rouge_type]).score(" ".join(ref), " ".join(hyp))[rouge_type]
-    return s.precision, s.recall, s.fmeasure
-
-
-def rouge_n(hyp: Sequence[str], ref: Sequence[str], n: int) -> tuple[float, float, float]:
-    """(precision, recall, F) of tokenized texts, rouge_score's rouge{n}."""
-    return _rouge_tokens(hyp, ref, f"rouge{n}")
-
-
-def rouge_l(hyp: Sequence[str], ref: Sequence[str]) -> tuple[float, float, float]:
-    """(precision, recall, F) of tokenized texts, rouge_score's rougeL (sentence-level LCS)."""
-    return _rouge_tokens(hyp, ref, "rougeL")
 
 
 # ------------------------------------------------------------------------------------- BERTScore
