@@ -261,7 +261,7 @@ def cut_user_payloads(
     explainer: Explainer | None = None,
     held_out_dropped: dict[str, int] | None = None,
 ) -> list[tuple[ExampleRecord, bytes]]:
-    """cut_user_examples with each record's shard payload (`encode_record`'s bytes);
+    """cut_user_examples with each record's shard payload (the bytes of `rec.to_json()`);
     `held_out_dropped` (split=source) counts valid/test events with fewer than min_history earlier
     events (no example).
     """
@@ -396,11 +396,6 @@ def record_dict(rec: ExampleRecord) -> dict[str, Any]:
     d = dict(rec.__dict__)
     d["history"] = [dict(h.__dict__) for h in rec.history]
     return d
-
-
-def encode_record(rec: ExampleRecord) -> bytes:
-    """The shard payload: byte-identical to rec.to_json(), without its slow asdict."""
-    return json.dumps(record_dict(rec), ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
 # ------------------------------------------------------------------------ user subsample (max_users)
