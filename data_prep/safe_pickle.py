@@ -113,21 +113,6 @@ def _validate_arrow_columns(df: pd.DataFrame, where: str) -> None:
                 raise UnsafePickleError(f"{where}: column {col!r} holds invalid Arrow data: {e}") from None
 
 
-def loads_dataframe(data: bytes, where: str) -> pd.DataFrame:
-    try:
-        obj = DataFrameUnpickler(io.BytesIO(data), where).load()
-    except UnsafePickleError:
-        raise
-    except Exception as e:
-        raise UnreadablePickleError(
-            f"{where}: not a readable DataFrame pickle: {type(e).__name__}: {e}"
-        ) from None
-    if not isinstance(obj, pd.DataFrame):
-        raise UnreadablePickleError(f"{where}: expected a pickled pandas DataFrame, got {type(obj).__name__}")
-    _validate_arrow_columns(obj, where)
-    return obj
-
-
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
@@ -143,11 +128,6 @@ def _read_pickle_bytes(url: str, max_bytes: int) -> bytes:
             "the file itself)"
         )
     return data
-
-
-def load_dataframe(url: str, max_bytes: int = MAX_PICKLE_BYTES) -> pd.DataFrame:
-    """A DataFrame from a pickle file at a local path or URL, through the allow-listed unpickler."""
-    return loads_dataframe(_read_pickle_bytes(url, max_bytes), url)
 
 
 def loads_table(data: bytes, where: str) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from data_prep.pipeline import run_prep
-from data_prep.safe_pickle import UnsafePickleError, load_dataframe, loads_dataframe
+from data_prep.safe_pickle import UnsafePickleError, load_table, loads_table
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.xrec import XRecSource
 from seller_dist.config import PrepConfig
@@ -200,11 +200,11 @@ def test_dataframe_pickles_round_trip_through_the_allow_list(tmp_path):
         }
     )
     for protocol in (2, 3, 4, 5):
-        pd.testing.assert_frame_equal(loads_dataframe(pickle.dumps(df, protocol=protocol), "mem"), df)
+        pd.testing.assert_frame_equal(loads_table(pickle.dumps(df, protocol=protocol), "mem"), df)
     df.to_pickle(tmp_path / "tst.pkl")
-    pd.testing.assert_frame_equal(load_dataframe(str(tmp_path / "tst.pkl")), df)
+    pd.testing.assert_frame_equal(load_table(str(tmp_path / "tst.pkl")), df)
     py = df.astype({"title": pd.StringDtype("python")})
-    pd.testing.assert_frame_equal(loads_dataframe(pickle.dumps(py), "mem"), py)
+    pd.testing.assert_frame_equal(loads_table(pickle.dumps(py), "mem"), py)
 
 
 @pytest.mark.parametrize("where", ["top", "cell"])
@@ -214,7 +214,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, where):
     path = tmp_path / "tst.pkl"
     path.write_bytes(pickle.dumps(evil))
     with pytest.raises(UnsafePickleError) as err:
-        load_dataframe(str(path))
+        load_table(str(path))
     assert str(err.value).startswith(f"{path}: refused to unpickle global 'posix.system'")
     assert not marker.exists()
 
@@ -230,10 +230,13 @@ def test_xrec_refuses_a_malicious_tst_pkl(tmp_path):
 
 
 def test_not_a_dataframe_and_garbage_are_clear_errors(tmp_path):
-    with pytest.raises(pickle.UnpicklingError, match="mem: expected a pickled pandas DataFrame, got dict"):
-        loads_dataframe(pickle.dumps({"a": 1}), "mem")
-    with pytest.raises(pickle.UnpicklingError, match="mem: not a readable DataFrame pickle"):
-        loads_dataframe(pickle.dumps(pd.DataFrame({"a": [1]}))[:40], "mem")
+    with pytest.raises(
+        pickle.UnpicklingError,
+        match="mem: expected a pickled DataFrame, list of row dicts or dict of column lists, got dict",
+    ):
+        loads_table(pickle.dumps({"a": 1}), "mem")
+    with pytest.raises(pickle.UnpicklingError, match="mem: not a readable pickle"):
+        loads_table(pickle.dumps(pd.DataFrame({"a": [1]}))[:40], "mem")
     with pytest.raises(
         FileNotFoundError, match=r"none of \['total_trn.csv', 'total_val.csv', 'total_tst.csv'\]"
     ):
