@@ -5,7 +5,6 @@ item vocabulary is indexed by `item_idx` (1-based; row 0 is padding and stays ze
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from seller_dist.config import StorageConfig
 from seller_dist.data.schema import RecordError
+from seller_dist.data.sentence_embeddings import npy_load
 from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
 
 
@@ -71,7 +71,7 @@ class ItemCatalog:
                 if dim:
                     if "emb.npy" not in s:
                         raise RecordError("emb.npy", f"missing ({dim}-d embedding expected)", key, url)
-                    vec = np.load(io.BytesIO(s["emb.npy"]), allow_pickle=False)
+                    vec = npy_load(s["emb.npy"])
                     if vec.shape != (dim,):
                         raise RecordError("emb.npy", f"shape {vec.shape}, expected ({dim},)", key, url)
                     emb[idx] = vec.astype(np.float32)
