@@ -277,13 +277,3 @@ def open_input(
     """How prep reads its inputs: a buffered ResumableReader (a transient store error never ends a
     read early; a persistent one raises StorageError with the offset)."""
     return io.BufferedReader(ResumableReader(url, cfg, block_size), buffer_size=buffer_size)
-
-
-def open_url(url: str, mode: str = "rb", cfg: StorageConfig | None = None):
-    """An fsspec file object (context manager) for streaming reads/writes."""
-    fs, path = filesystem(url, cfg)
-    if "w" in mode and protocol_of(url) == "file":
-        parent = path.rsplit("/", 1)[0]
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-    return fs.open(path, mode)

@@ -26,7 +26,8 @@ def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> IO[b
     if mode == "rb":
         return io.BytesIO(storage.read_bytes(url))
     if mode == "wb":
-        return storage.open_url(url, "wb")
+        fs, path = storage.filesystem(url)
+        return fs.open(path, "wb")
     raise ValueError(f"{url}: mode {mode!r} is not supported by the s3 opener (use 'rb' or 'wb')")
 
 
