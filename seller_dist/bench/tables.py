@@ -197,13 +197,29 @@ def _experiment(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
 
 
 def _experiment_steps(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
-    """One seed of grids that differ only in their step budget (same data, recipe and test examples),
-    a row per system and budget: what more training changes, metric by metric."""
+    """Grids that differ only in their step budget (same data, recipe and test examples), a row per
+    system and budget: what more training changes, metric by metric. `seed=N`: that seed's runs;
+    `seed=mean`: the mean ± std over the seeds every grid ran (the sample std, as results.md's)."""
     from seller_dist.config.experiment import HEADLINE_METRICS
-    from seller_dist.experiment import fmt_value
+    from seller_dist.experiment import fmt_stat, fmt_value, summarize
 
-    seed = int(opts.get("seed", "0"))
     systems = [s for s in arts[-1]["systems"] if all(s in a["systems"] for a in arts)]
+    if opts.get("seed", "0") == "mean":
+        seeds = sorted(set.intersection(*({r["seed"] for r in a["runs"]} for a in arts)))
+        lines = [
+            f"Mean ± std over seeds {', '.join(map(str, seeds))}.",
+            "",
+            "| system | steps | " + " | ".join(HEADLINE_METRICS) + " |",
+            "|---|---:|" + "---:|" * len(HEADLINE_METRICS),
+        ]
+        for system in systems:
+            for art in arts:
+                runs = [r for r in art["runs"] if r["system"] == system and r["seed"] in seeds]
+                stats = summarize(runs, [system])[system]
+                cells = " | ".join(fmt_stat(stats.get(m)) for m in HEADLINE_METRICS)
+                lines.append(f"| {system} | {runs[0]['step']} | {cells} |")
+        return "\n".join(lines)
+    seed = int(opts.get("seed", "0"))
     lines = [
         "| system | steps | " + " | ".join(HEADLINE_METRICS) + " | train s |",
         "|---|---:|" + "---:|" * (len(HEADLINE_METRICS) + 1),

@@ -154,3 +154,44 @@ def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> No
     assert "| text/rougeL | — | — |" in text_md  # a row asked for that no run has says so
     full = comparison_table(folders)  # the same cells as `seller-dist report` prints
     assert "| text/bleu4 | 3.5000 ± 1.0000 | 2.0000 ± 1.0000 |" in full
+
+
+def test_experiment_steps_mean_is_over_the_seeds_every_grid_ran(tmp_path: Path) -> None:
+    """Two budgets of one grid, the longer one run on fewer seeds: `seed=mean` averages each budget
+    over the seeds both ran (here 0 and 1, not the 40-step grid's seed 2), `seed=1` shows one seed."""
+    from seller_dist.config.experiment import HEADLINE_METRICS
+
+    def art(steps: int, seeds: list[int], bleu: dict[int, float]) -> dict:
+        runs = [
+            {
+                "system": "s",
+                "seed": s,
+                "step": steps,
+                "train_seconds": 10.0,
+                "metrics": {"text/bleu4": bleu[s]},
+            }
+            for s in seeds
+        ]
+        prov = {"command": "seller-dist experiment", "date": "2026-12-06T00:00:00+00:00", "commit": "0123abc"}
+        return {
+            "systems": ["s"],
+            "runs": runs,
+            "provenance": prov | {"tree": "clean", "machine": {"cpus": 2}},
+        }
+
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "bench" / "a.json").write_text(
+        json.dumps(art(40, [0, 1, 2], {0: 1.0, 1: 3.0, 2: 50.0}))
+    )
+    (tmp_path / "docs" / "bench" / "b.json").write_text(json.dumps(art(120, [0, 1], {0: 4.0, 1: 6.0})))
+    specs = (
+        "experiment_steps seed=mean docs/bench/a.json docs/bench/b.json",
+        "experiment_steps seed=1 docs/bench/a.json docs/bench/b.json",
+    )
+    mean, one = (tables.render(spec, tmp_path) for spec in specs)
+    dashes = " | —" * (len(HEADLINE_METRICS) - 1)
+    assert mean.startswith("Mean ± std over seeds 0, 1.\n")
+    assert (
+        f"| s | 40 | 2.0000 ± 1.4142{dashes} |" in mean and f"| s | 120 | 5.0000 ± 1.4142{dashes} |" in mean
+    )
+    assert f"| s | 40 | 3.0000{dashes} | 10 |" in one and f"| s | 120 | 6.0000{dashes} | 10 |" in one
