@@ -247,7 +247,7 @@ def cut_block(
     hash of the partition's smallest user id: distinct partitions hold distinct users."""
     if block.num_rows == 0:
         return {"summary": pa.array([], pa.string())}
-    cols = block.to_pydict()  # Python lists: per-element access to numpy arrays is ~5x slower
+    cols = block.to_pydict()  # Python lists: per-element access to numpy arrays is slower
     by_user = events_by_user(cols)
     del cols
     uids = sorted(by_user)

@@ -135,8 +135,8 @@ def read_bytes(url: str, cfg: StorageConfig | None = None) -> bytes:
     return with_retries(lambda: fs.cat_file(path), f"read {url}", cfg)
 
 
-# one filesystem (S3 client) per process and endpoint: creating a client costs 0.1-0.4 s, a GET of a
-# small object ~15 ms. Keyed by pid so a forked loader worker never reuses its parent's client.
+# one filesystem (S3 client) per process and endpoint: creating a client costs far more than a GET of
+# a small object. Keyed by pid so a forked loader worker never reuses its parent's client.
 _filesystems: dict[tuple[int, str, str], fsspec.AbstractFileSystem] = {}
 
 

@@ -479,7 +479,7 @@ def run_benchmark(opts: BenchTrainOptions) -> dict[str, Any]:
     else:
         peak, peak_source = CHIP_PEAK_TFLOPS[chip], f"{chip} dense bf16"
     # + 1 cool-down step, not measured: the last step also does end-of-job work (the final log
-    # line and, under Ray, the final report's flush: 1.5 s here), a per-job cost kept in job_wall_s
+    # line and, under Ray, the final report's flush), a per-job cost kept in job_wall_s
     steps = opts.warmup + opts.steps + 1
     runs_root = work / "runs"
     result: dict[str, Any] = {

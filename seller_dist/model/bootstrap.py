@@ -143,9 +143,9 @@ PROMPT_END = " Explanation:"  # where copy_text's prompt ends and its explanatio
 def lm_batch(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
     """`bos + text + eos` rows (cut to max_len), right-padded, with their labels: padding ignored,
     and in a copy text (one holding PROMPT_END) the prompt too: the LM must READ the history titles,
-    not learn to predict them. With a loss on them, a small LM spent its capacity on a popularity prior
-    over titles and, given the right title in the profile, cited it 60 % of the time; without, 94 %
-    (docs/model.md). Texts are data: encoded as plain text (no special token from their content)."""
+    not learn to predict them (with a loss on them, a small LM spends its capacity on a popularity
+    prior over titles: docs/model.md). Texts are data: encoded as plain text (no special token from
+    their content)."""
     from seller_dist.data.text_encoding import PlainTextEncoder
 
     plain = PlainTextEncoder(tokenizer)

@@ -107,8 +107,8 @@ class FrozenLLM(nn.Module):
 
     def compile_layers(self) -> None:
         """torch.compile each decoder layer: fuses the norms, rotary and activation kernels that an
-        activation-gradient-only backward leaves as a third of the step (1.6x on an H200,
-        BENCHMARKS.md). Identical layers share one compiled graph."""
+        activation-gradient-only backward leaves as a large share of the step (BENCHMARKS.md).
+        Identical layers share one compiled graph."""
         for layer in self.model.get_decoder().layers:
             layer.compile()
 

@@ -47,7 +47,7 @@ class WorkerResult:
 # ------------------------------------------------------------------------------------------ pieces
 def setup_rank_env() -> bool:
     """DS_ACCELERATOR=cpu without a GPU (before deepspeed is imported), one intra-op thread per rank
-    on CPU (3.4x slower steps otherwise). Returns whether this rank uses a GPU."""
+    on CPU (ranks sharing cores otherwise oversubscribe them). Returns whether this rank uses a GPU."""
     use_gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
