@@ -289,8 +289,25 @@ def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
 
 
+def _oracles(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """`seller-dist oracles --artifact`'s reports side by side, the rows named in `metrics=`
+    (comma-separated; default every metric), each cell mean ± std over the test examples."""
+    from seller_dist.eval.report import reports_table
+
+    art = arts[0]
+    runs = art["runs"]
+    n = runs[0]["report"].get("num_examples")
+    head = (
+        f"{n} '{art['split']}' examples of the synthetic source's dataset "
+        f"(manifest sha256 {art['dataset_manifest_sha256'][:12]}), draws seeded {art['seed']}.\n\n"
+    )
+    metrics = opts["metrics"].split(",") if "metrics" in opts else None
+    return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
+
+
 RENDERERS: dict[str, Renderer] = {
     "demo": _demo,
+    "oracles": _oracles,
     "bench-data": _bench_data,
     "bench-data-padding": _bench_data_padding,
     "bench-train": _bench_train,

@@ -134,3 +134,22 @@ def run_oracles(
         results[policy] = score_generations(url, cfg.data, cfg, encoder=encoder)
         write_report(results[policy], storage.join(out, f"oracle-{policy}"), storage_cfg=cfg.storage)
     return results
+
+
+def oracles_artifact(cfg: EvalConfig, out: str, policies: Sequence[str], seed: int) -> dict[str, Any]:
+    """What docs/evaluation.md's oracle table is generated from (seller_dist.bench.tables, kind
+    `oracles`): each policy's report beside the dataset's identity and the run's provenance."""
+    from seller_dist.eval.report import load_run
+    from seller_dist.version import provenance
+
+    manifest = Manifest.load(cfg.data, cfg.storage)
+    return {
+        "provenance": provenance(),
+        "dataset_manifest_sha256": manifest.sha256(),
+        "split": cfg.split,
+        "limit": cfg.limit,
+        "seed": seed,
+        "runs": [
+            {"label": f"oracle-{p}", "report": load_run(storage.join(out, f"oracle-{p}"))} for p in policies
+        ],
+    }

@@ -115,9 +115,25 @@ def test_cli_prints_the_oracles_side_by_side_on_the_first_limit_records(packaged
     out = tmp_path / "cli"
     argv = ["oracles", "--data", data, "--out", str(out), "--policies", "reference,no_history"]
     argv += ["--set", "text.bertscore=false", "--set", "simulator.learned=false", "--set", "limit=20"]
-    assert main(argv) == 0
+    assert main([*argv, "--artifact", str(tmp_path / "oracles.json")]) == 0
     table = capsys.readouterr().out
     assert "| metric | oracle-reference (oracle-reference) | oracle-no_history (oracle-no_history) |" in table
     assert "| retrieval/generated/mrr |" in table
     for policy in ("reference", "no_history"):
         assert len((out / f"oracle-{policy}" / "generations.jsonl").read_text().splitlines()) == 20
+    # --artifact: the reports the table showed, the dataset's identity and the run's provenance, which
+    # `seller-dist bench tables` renders as the same rows (kind `oracles`)
+    from seller_dist.bench import tables
+    from seller_dist.data.shards import Manifest
+
+    art = json.loads((tmp_path / "oracles.json").read_text())
+    assert [r["label"] for r in art["runs"]] == ["oracle-reference", "oracle-no_history"]
+    assert art["runs"][0]["report"] == json.loads((out / "oracle-reference" / "report.json").read_text())
+    assert art["dataset_manifest_sha256"] == Manifest.load(data).sha256() and art["limit"] == 20
+    assert {"commit", "tree", "command", "machine"} <= set(art["provenance"])
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "bench" / "o.json").write_text(json.dumps(art))
+    rendered = tables.render("oracles metrics=retrieval/generated/mrr docs/bench/o.json", tmp_path)
+    assert rendered.startswith("20 'test' examples of the synthetic source's dataset (manifest sha256 ")
+    mrr = [line for line in table.splitlines() if line.startswith("| retrieval/generated/mrr |")]
+    assert mrr and mrr[0].replace(" (oracle-reference)", "").replace(" (oracle-no_history)", "") in rendered
