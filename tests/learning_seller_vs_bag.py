@@ -4,7 +4,8 @@ Not collected by pytest (a research run, 5-14 min per seed on 2 cores). Every pa
 for a seed: the packaged synthetic prep, `bootstrap-llm --seed S` (copy practice, 800 steps; the
 tokenizer no longer depends on hash order), one DeepSpeed ZeRO-3 gloo rank per system trained with
 `seed=S` (the two in parallel), greedy generation for the whole test split, then the eval job's
-scoring. Results are appended to ROOT/summaries.jsonl; docs/evaluation.md records what it printed.
+scoring. Results are appended to ROOT/summaries.jsonl and, with `--artifact`, written with the run's
+provenance to the JSON docs/evaluation.md's table is generated from (`seller-dist bench tables`).
 
     .venv/bin/python -m tests.learning_seller_vs_bag ROOT --seeds 0,1,2,3 [--steps 1500]
         [--bootstrap-steps 800] [--set model.KEY=VALUE ...]
@@ -126,12 +127,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--bootstrap-steps", type=int, default=800)
     p.add_argument("--set", action="append", default=[], help="train config override for both systems")
+    p.add_argument("--artifact", default=None, help="also write every seed's summary and the provenance here")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
+    summaries = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        print(json.dumps(run_seed(root, seed, args.steps, args.bootstrap_steps, args.set)), flush=True)
+        summaries.append(run_seed(root, seed, args.steps, args.bootstrap_steps, args.set))
+        print(json.dumps(summaries[-1]), flush=True)
+    if args.artifact:
+        from seller_dist.version import provenance
+
+        art = {"kind": "learning", "provenance": provenance(), "steps": args.steps}
+        art |= {"bootstrap_steps": args.bootstrap_steps, "overrides": args.set, "runs": summaries}
+        Path(args.artifact).write_text(json.dumps(art, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -305,8 +305,33 @@ def _oracles(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
 
 
+def _learning(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """tests/learning_seller_vs_bag.py's artifact: a row per seed, each cell SELLER / `bag`, then the
+    references' own MRR and exact acceptance (the same for both systems)."""
+    cols = [
+        ("attention top = cited", "attention_top_is_cited"),
+        ("cites_reference_event", "cites_reference_event"),
+        ("MRR", "mrr"),
+        ("HR@10", "hr@10"),
+        ("cites_history", "cites_history"),
+        ("exact acceptance", "exact_acceptance"),
+    ]
+    lines = ["| seed | " + " | ".join(c for c, _ in cols) + " |", "|---:|" + "---|" * len(cols)]
+    for r in arts[0]["runs"]:
+        cells = " | ".join(f"{r['seller'][k]:.3f} / {r['bag'][k]:.3f}" for _, k in cols)
+        lines.append(f"| {r['seed']} | {cells} |")
+    first = arts[0]["runs"][0]
+    lines += [
+        "",
+        f"(The references: MRR {first['reference_mrr']:.3f}, exact acceptance "
+        f"{first['reference_exact_acceptance']:.3f}.)",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Renderer] = {
     "demo": _demo,
+    "learning": _learning,
     "oracles": _oracles,
     "bench-data": _bench_data,
     "bench-data-padding": _bench_data_padding,

@@ -195,3 +195,37 @@ def test_experiment_steps_mean_is_over_the_seeds_every_grid_ran(tmp_path: Path) 
         f"| s | 40 | 2.0000 ± 1.4142{dashes} |" in mean and f"| s | 120 | 5.0000 ± 1.4142{dashes} |" in mean
     )
     assert f"| s | 40 | 3.0000{dashes} | 10 |" in one and f"| s | 120 | 6.0000{dashes} | 10 |" in one
+
+
+def test_the_learning_table_is_seller_over_bag_per_seed(tmp_path: Path) -> None:
+    """tests/learning_seller_vs_bag.py --artifact: a row per seed, each cell SELLER / bag."""
+    keys = (
+        "attention_top_is_cited",
+        "cites_reference_event",
+        "mrr",
+        "hr@10",
+        "cites_history",
+        "exact_acceptance",
+    )
+
+    def system(x: float) -> dict:
+        return {k: x + i / 100 for i, k in enumerate(keys)}
+
+    run = {
+        "seed": 3,
+        "seller": system(0.8),
+        "bag": system(0.3),
+        "reference_mrr": 0.9,
+        "reference_exact_acceptance": 0.77,
+    }
+    prov = {
+        "command": "python -m tests.learning_seller_vs_bag r --artifact a.json",
+        "date": "2026-12-07T00:00:00+00:00",
+    }
+    prov |= {"commit": "0123456789abcdef", "tree": "clean", "machine": {"cpus": 2}}
+    text = _doc(tmp_path, {"kind": "learning", "provenance": prov, "runs": [run]}, "learning").read_text()
+    assert (
+        "| 3 | 0.800 / 0.300 | 0.810 / 0.310 | 0.820 / 0.320 | 0.830 / 0.330 | 0.840 / 0.340 | 0.850 / 0.350 |"
+        in text
+    )
+    assert "(The references: MRR 0.900, exact acceptance 0.770.)" in text
