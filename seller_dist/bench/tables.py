@@ -272,37 +272,37 @@ def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return f"{art['matched']} examples, every system on the same ones.\n\n" + "\n".join(rows)
 
 
-def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
-    """`seller-dist demo`'s side-by-side table from its demo.json, the rows named in `metrics=`
-    (comma-separated; default the experiment tables' HEADLINE_METRICS), each cell mean ± std over the test examples."""
+def _runs_side_by_side(art: dict[str, Any], opts: dict[str, str], default: list[str] | None) -> str:
+    """An artifact's `runs` ({label, report}) side by side, the rows named in `metrics=`
+    (comma-separated; else `default`, None = every metric), each cell mean ± std over the test examples."""
     from seller_dist.eval.report import reports_table
 
-    art = arts[0]
+    metrics = opts["metrics"].split(",") if "metrics" in opts else default
+    runs = art["runs"]
+    return reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
+
+
+def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """`seller-dist demo`'s side-by-side table from its demo.json (default rows: HEADLINE_METRICS)."""
     from seller_dist.config.experiment import HEADLINE_METRICS
 
-    metrics = opts["metrics"].split(",") if "metrics" in opts else list(HEADLINE_METRICS)
-    runs = art["runs"]
+    art = arts[0]
     head = (
         f"LLM `{art['llm']}`, {art['train_steps']} training steps per system, "
         f"{art['eval_limit'] or 'all'} test examples.\n\n"
     )
-    return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
+    return head + _runs_side_by_side(art, opts, list(HEADLINE_METRICS))
 
 
 def _oracles(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
-    """`seller-dist oracles --artifact`'s reports side by side, the rows named in `metrics=`
-    (comma-separated; default every metric), each cell mean ± std over the test examples."""
-    from seller_dist.eval.report import reports_table
-
+    """`seller-dist oracles --artifact`'s reports side by side (default rows: every metric)."""
     art = arts[0]
-    runs = art["runs"]
-    n = runs[0]["report"].get("num_examples")
+    n = art["runs"][0]["report"].get("num_examples")
     head = (
         f"{n} '{art['split']}' examples of the synthetic source's dataset "
         f"(manifest sha256 {art['dataset_manifest_sha256'][:12]}), draws seeded {art['seed']}.\n\n"
     )
-    metrics = opts["metrics"].split(",") if "metrics" in opts else None
-    return head + reports_table([r["report"] for r in runs], [r["label"] for r in runs], metrics)
+    return head + _runs_side_by_side(art, opts, None)
 
 
 def _learning(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
