@@ -29,7 +29,7 @@ LLAMA_70B = LLMSpec("llama-70b", 70.6e9, 80, 8192)
 
 @dataclass(frozen=True)
 class Workload:
-    seq_len: int = 1024
+    seq_len: float = 1024  # tokens per sequence (a mean where the lengths vary)
     micro_batch: int = 8  # sequences per GPU per micro-batch
     grad_accum: int = 1
     trainable_params: float = 30e6  # N_t: encoders + fusion + router + experts (SELLER adapter)

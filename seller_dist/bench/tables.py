@@ -329,6 +329,108 @@ def _learning(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _scaling_train_check(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """The cost model's terms on a `seller-dist bench train` run: per mode the FLOPs per token by
+    `flops_per_token` (the bench's 4N + 6N accounting, no attention term) and the efficiency it
+    reached against the measured peak; per multi-worker mode the all-gathered bytes the model gives
+    against the CommClock's; and, for `mode=` (default every mode), each collective's calls and waits."""
+    from seller_dist.bench.scaling import ClusterSpec, LLMSpec, Workload, flops_per_token, step_cost
+
+    art = arts[0]
+    s = art["settings"]
+    peak = s["peak_tflops_per_worker"]
+    steps = s["warmup_steps"] + s["measured_steps"] + 1  # the CommClock counts setup and every step run
+    lines = [
+        f"Peak per worker {peak:.3f} TFLOP/s ({s['peak_source']}).",
+        "",
+        "| mode | workers | N_f | N_t | LLM tokens/sample | F MFLOP/token | tokens/s/worker | TFLOP/s/worker "
+        "| efficiency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in art["results"]:
+        per_sample = r["llm_tokens"] / r["samples"]
+        w = Workload(seq_len=per_sample, trainable_params=r["trainable_params"], attention=False)
+        f = flops_per_token(LLMSpec(r["mode"], r["frozen_params"], 0, 0), w)
+        tflops = r["tokens_per_s_per_worker"] * f / 1e12
+        lines.append(
+            f"| {r['mode']} | {r['workers']} | {r['frozen_params']:,} | {r['trainable_params']:,} | {per_sample:.1f} | "
+            f"{f / 1e6:.3f} | {r['tokens_per_s_per_worker']:,.0f} | {tflops:.4f} | {tflops / peak:.3f} |"
+        )
+    multi = [r for r in art["results"] if r["workers"] > 1 and r["comm_total_by_kind"]]
+    lines += [
+        "",
+        f"| mode | workers | model: all-gathered MB per step | measured: all-gather MB / {steps} steps run "
+        "| measured / model | collectives per step run | all-gather wait ms per step run "
+        "| exposed comm ms per step | step ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in multi:
+        g = r["workers"]
+        # the frozen LLM in fp32 gathered for the forward and the backward, the trainables likewise;
+        # the model counts the (G-1)/G received, the CommClock the whole gathered tensor
+        w = Workload(param_bytes=4, trainable_params=r["trainable_params"], grad_accum=1)
+        cost = step_cost(LLMSpec(r["mode"], r["frozen_params"], 0, 0), w, ClusterSpec(gpus=g), "zero3")
+        model_mb = (cost["gather_bytes"] + cost["grad_bytes"]) * g / (g - 1) / 1e6
+        comm = r["comm_total_by_kind"]
+        gathers = comm.get("all_gather", {"bytes": 0, "seconds": 0.0})
+        measured_mb = gathers["bytes"] / steps / 1e6
+        calls = sum(v["calls"] for v in comm.values())
+        lines.append(
+            f"| {r['mode']} | {g} | {model_mb:.2f} | {measured_mb:.2f} | {measured_mb / model_mb:.2f} | "
+            f"{calls / steps:.0f} | {gathers['seconds'] / steps * 1e3:.1f} | "
+            f"{r['split_s']['communication'] * 1e3:.1f} | {r['step_time_s'] * 1e3:.1f} |"
+        )
+    lines += [
+        "",
+        "| mode | workers | collective | calls | waited s | MB | MB/s | ms per call |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in multi:
+        if opts.get("mode", r["mode"]) != r["mode"]:
+            continue
+        for kind, v in sorted(r["comm_total_by_kind"].items()):
+            if not v["calls"]:
+                continue
+            rate = f"{v['bytes'] / v['seconds'] / 1e6:.1f}" if v["seconds"] and v["bytes"] else ""
+            lines.append(
+                f"| {r['mode']} | {r['workers']} | {kind} | {v['calls']:.0f} | {v['seconds']:.3f} | "
+                f"{v['bytes'] / 1e6:.2f} | {rate} | {v['seconds'] / v['calls'] * 1e3:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def _scaling_gpu_check(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """GPU benchmark runs through the cost model: FLOPs per token by `flops_per_token` (attention
+    included), the TFLOP/s and efficiency each run reached, and that efficiency over the one the
+    predictions assume (the factor a compute-bound prediction row would move by). Artifacts are
+    numbered in the order of their source lines."""
+    from seller_dist.bench.scaling import ClusterSpec, LLMSpec, Workload, flops_per_token
+
+    assumed = ClusterSpec(gpus=1).efficiency
+    heads, rows = [], []
+    for i, art in enumerate(arts, 1):
+        llm = LLMSpec(art["device"], art["frozen_params"], art["llm"]["layers"], art["llm"]["hidden"])
+        peak = art["peak_tflops"]
+        heads.append(
+            f"Artifact {i}: {llm.name}, peak {peak:.0f} TFLOP/s; frozen LLM N_f = {llm.params:,}, "
+            f"L = {llm.layers}, H = {llm.hidden}."
+        )
+        for r in art["runs"]:
+            f = flops_per_token(llm, Workload(seq_len=r["seq_len"], trainable_params=r["trainable_params"]))
+            tflops = r["tokens_per_s"] * f / 1e12
+            rows.append(
+                f"| {i} | {r['variant']} | {r['micro_batch']} | {r['seq_len']} | {r['trainable_params']:,} | "
+                f"{f / 1e9:.2f} | {r['tokens_per_s']:,.0f} | {tflops:.0f} | {tflops / peak:.3f} | "
+                f"{tflops / peak / assumed:.2f} |"
+            )
+    table = [
+        "| artifact | variant | micro-batch | s | N_t | F GFLOP/token | tokens/s | TFLOP/s | efficiency "
+        f"| over the assumed {assumed} |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    return "\n".join([*heads, "", *table, *rows])
+
+
 RENDERERS: dict[str, Renderer] = {
     "demo": _demo,
     "learning": _learning,
@@ -343,6 +445,8 @@ RENDERERS: dict[str, Renderer] = {
     "bench-eval": _bench_eval,
     "gpu-train": _gpu_train,
     "gpu-decode": _gpu_decode,
+    "scaling-train-check": _scaling_train_check,
+    "scaling-gpu-check": _scaling_gpu_check,
     "ci": _ci,
     "experiment": _experiment,
     "experiment_steps": _experiment_steps,

@@ -229,3 +229,74 @@ def test_the_learning_table_is_seller_over_bag_per_seed(tmp_path: Path) -> None:
         in text
     )
     assert "(The references: MRR 0.900, exact acceptance 0.770.)" in text
+
+
+PROV = {
+    "command": "seller-dist bench",
+    "date": "2026-12-07T00:00:00+00:00",
+    "commit": "0123456789abcdef",
+    "tree": "clean",
+    "machine": {"cpus": 2},
+}
+
+
+def test_scaling_train_check_puts_the_models_terms_beside_a_bench_train_run(tmp_path: Path) -> None:
+    """docs/scaling.md's CPU check: F = 4 N_f + 6 N_t / (tokens per sample) by the model's
+    `flops_per_token`, the efficiency against the run's measured peak, the model's all-gathered bytes
+    per step (whole tensors: 2 N_f x 4 B + 2 N_t x 4 B) against the CommClock's over the steps run."""
+
+    def result(mode: str, workers: int, comm: dict) -> dict:
+        return {
+            "mode": mode,
+            "workers": workers,
+            "samples": 10,
+            "llm_tokens": 100,
+            "frozen_params": 250_000,
+            "trainable_params": 100_000,
+            "tokens_per_s_per_worker": 10_000.0,
+            "step_time_s": 0.1,
+            "split_s": {"communication": 0.03},
+            "comm_total_by_kind": comm,
+        }
+
+    comm = {
+        "all_gather": {"seconds": 0.2, "calls": 40.0, "bytes": 5_600_000.0},
+        "all_to_all": {"seconds": 0.0, "calls": 8.0, "bytes": 0.0},
+    }
+    settings = {
+        "warmup_steps": 1,
+        "measured_steps": 2,
+        "peak_tflops_per_worker": 0.1,
+        "peak_source": "a matmul",
+    }
+    art = {
+        "provenance": PROV,
+        "settings": settings,
+        "results": [result("plain", 1, {}), result("ds", 2, comm)],
+    }
+    text = _doc(tmp_path, art, "scaling-train-check mode=ds").read_text()
+    assert "Peak per worker 0.100 TFLOP/s (a matmul)." in text
+    # F = 4 x 250,000 + 6 x 100,000 / 10 = 1.06 MFLOP; 10,000 tokens/s x F = 0.0106 TFLOP/s, 0.106 of peak
+    assert "| plain | 1 | 250,000 | 100,000 | 10.0 | 1.060 | 10,000 | 0.0106 | 0.106 |" in text
+    # model 2.8 MB per step; measured 5.6 MB over 1 + 2 + 1 steps run; 48 calls / 4; 0.2 s / 4
+    assert "| ds | 2 | 2.80 | 1.40 | 0.50 | 12 | 50.0 | 30.0 | 100.0 |" in text
+    assert "| ds | 2 | all_gather | 40 | 0.200 | 5.60 | 28.0 | 5.00 |" in text
+    assert "| ds | 2 | all_to_all | 8 | 0.000 | 0.00 |  | 0.00 |" in text
+
+
+def test_scaling_gpu_check_gives_each_runs_efficiency_by_the_models_flops(tmp_path: Path) -> None:
+    """F = 4 N_f + 6 N_t / s + 6 L s H (attention included) times tokens/s over the peak, and that
+    efficiency over the 0.45 the predictions assume."""
+    run = {"variant": "eager", "micro_batch": 1, "seq_len": 100, "trainable_params": 1_000_000}
+    art = {
+        "device": "G",
+        "frozen_params": 1_000_000_000,
+        "llm": {"layers": 10, "hidden": 1000},
+        "peak_tflops": 100.0,
+        "runs": [run | {"tokens_per_s": 10_000.0}],
+        "provenance_from_git_history": {"commit_that_added_this_file": "0123abc", "committed": "2026-11-29"},
+    }
+    text = _doc(tmp_path, art, "scaling-gpu-check").read_text()
+    assert "Artifact 1: G, peak 100 TFLOP/s; frozen LLM N_f = 1,000,000,000, L = 10, H = 1000." in text
+    # F = 4e9 + 6e6 / 100 + 6 x 10 x 100 x 1000 = 4.00606e9; x 10,000 tokens/s = 40.06 TFLOP/s
+    assert "| 1 | eager | 1 | 100 | 1,000,000 | 4.01 | 10,000 | 40 | 0.401 | 0.89 |" in text
