@@ -1,8 +1,9 @@
 """A cost model of one SELLER training step on many GPUs: predicted tokens/s per frozen-LLM layout
 (zero3, hpz, node, replicated), from the compute, gather, all-to-all and gradient terms that
-docs/scaling.md states. It exists because the multi-node runs that matter (8B and 70B frozen LLMs on
-8 to 64 GPUs) cannot be measured here: it says which term dominates and what a layout change buys,
-and its arithmetic is checked against what `seller-dist bench train` measures on one machine."""
+docs/scaling.md states; and of `seller-dist prep` with engine=ray on many nodes. It exists because
+the multi-node runs that matter (8B and 70B frozen LLMs on 8 to 64 GPUs, 1B events) cannot be
+measured here: it says which term dominates and what a layout change buys, and its arithmetic is
+checked against what `seller-dist bench train` and `seller-dist bench prep` measure on one machine."""
 
 from __future__ import annotations
 
@@ -159,3 +160,56 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['mfu']:.1%} | {r['frozen_weights_gb_per_gpu']:.1f}{fits} |"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PrepCluster:
+    """engine=ray `seller-dist prep` on `nodes` nodes: the CPU cost and the records per event come from
+    a measured run (`fit_wall`), the byte sizes and the upload rate are assumptions."""
+
+    nodes: int
+    cpu_s_per_event: float  # CPU seconds per event: a fit's k x the CPUs it ran on
+    records_per_event: float  # examples written per event
+    cpus_per_node: int = 32
+    partition_max_events: int = 250_000  # PrepConfig's default
+    parsed_bytes_per_event: float = 80.0  # assumed: one parsed event as Arrow in the object store
+    bytes_per_record: float = 3200.0  # assumed: one output record (JSON with a 20-event history)
+    upload_gbs_per_node: float = 1.0  # assumed: shard upload rate of a node, GB/s
+    shuffle_index_bytes: int = 32  # Ray Data's disk shuffle: 4 int64 per (map task, partition)
+
+
+def fit_wall(runs: list[tuple[int, float]]) -> tuple[float, float]:
+    """(T0 seconds, k seconds per event) of `wall = T0 + E * k` through two (events, wall seconds) runs."""
+    (e1, w1), (e2, w2) = sorted(runs)
+    if e1 == e2:
+        raise ValueError(f"two different sizes are needed, got {e1} twice")
+    k = (w2 - w1) / (e2 - e1)
+    return w1 - e1 * k, k
+
+
+def prep_cost(events: int, c: PrepCluster) -> dict[str, Any]:
+    """What engine=ray does with `events` on the cluster (cut tasks as data_prep.ray_pipeline.cut_plan
+    makes them, shuffle map tasks of about partition_max_events events each) and the wall time as the
+    CPU term plus the output upload, no overlap."""
+    from data_prep.ray_pipeline import cut_plan
+    from seller_dist.config import PrepConfig
+
+    cpus = c.nodes * c.cpus_per_node
+    partitions, _ = cut_plan(events, 0, cpus, PrepConfig(partition_max_events=c.partition_max_events))
+    map_tasks = -(-events // c.partition_max_events)
+    cpu_s = c.cpu_s_per_event * events / cpus
+    output_bytes = events * c.records_per_event * c.bytes_per_record
+    upload_s = output_bytes / (c.nodes * c.upload_gbs_per_node * 1e9)
+    return {
+        "nodes": c.nodes,
+        "cpus": cpus,
+        "cut_tasks": partitions,
+        "events_per_cut_task": events / partitions,
+        "map_tasks": map_tasks,
+        "cpu_s": cpu_s,
+        "parsed_bytes_per_node": events * c.parsed_bytes_per_event / c.nodes,
+        "driver_shuffle_index_bytes": map_tasks * partitions * c.shuffle_index_bytes,
+        "output_bytes": output_bytes,
+        "upload_s": upload_s,
+        "wall_s": cpu_s + upload_s,
+    }

@@ -431,6 +431,133 @@ def _scaling_gpu_check(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join([*heads, "", *table, *rows])
 
 
+def _prep_runs(art: dict[str, Any], opts: dict[str, str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The artifact's successful runs per (engine, format), restricted to `engine=` and `format=` when
+    given, each list the two sizes of `sizes=A,B` (default: the two largest that ran)."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in art["results"]:
+        wanted = (
+            opts.get("engine", r["engine"]) == r["engine"] and opts.get("format", r["format"]) == r["format"]
+        )
+        if r["exit_code"] == 0 and wanted:
+            by.setdefault((r["engine"], r["format"]), []).append(r)
+    sizes = [int(x) for x in opts["sizes"].split(",")] if "sizes" in opts else None
+    out = {}
+    for key, runs in by.items():
+        runs = sorted(runs, key=lambda r: r["events"])
+        picked = [r for r in runs if r["events"] in sizes] if sizes else runs[-2:]
+        if len(picked) == 2:
+            out[key] = picked
+    return out
+
+
+def _prep_fit(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """`wall = T0 + E * k` through two sizes of each engine and format (`fit_wall`; `sizes=A,B`,
+    default the two largest), k times the CPUs the runs had = CPU seconds per event, and the records
+    written per event; a row per artifact (named by its commit), engine and format."""
+    from seller_dist.bench.scaling import fit_wall
+
+    lines = [
+        "| commit | engine | format | CPUs | events | wall s | k us/event | T0 s | CPU us/event (k x CPUs) "
+        "| records/event |",
+        "|---|---|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for art in arts:
+        commit = (provenance_of(art).get("commit") or "unknown")[:7]
+        for (engine, fmt), (a, b) in _prep_runs(art, opts).items():
+            t0, k = fit_wall([(a["events"], a["wall_s"]), (b["events"], b["wall_s"])])
+            lines.append(
+                f"| {commit} | {engine} | {fmt} | {b['cpus']} | {a['events']:,} / {b['events']:,} | "
+                f"{a['wall_s']:.1f} / {b['wall_s']:.1f} | {k * 1e6:.1f} | {t0:.1f} | {k * b['cpus'] * 1e6:.1f} | "
+                f"{b['examples'] / b['events']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def _prep_setting(art: dict[str, Any], key: str) -> Any:
+    """A PrepConfig field as the run set it (`--set key=value`), else its default."""
+    from seller_dist.config import PrepConfig
+
+    for item in art["settings"].get("prep_set") or []:
+        name, _, value = item.partition("=")
+        if name == key:
+            return value
+    return getattr(PrepConfig(), key)
+
+
+def _prep_memory(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """Every engine=ray run's memory beside what bounds it: the cut's partitions P, the shuffle map
+    tasks M = E / partition_max_events and the M x P shuffle shards the driver indexes."""
+    lines = [
+        "| commit | partition_max_events | ray_shuffle | events | cut partitions P | M x P | driver peak RSS MiB "
+        "| largest worker VmHWM MiB | largest worker private MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for art in arts:
+        commit = (provenance_of(art).get("commit") or "unknown")[:7]
+        pme = int(_prep_setting(art, "partition_max_events"))
+        shuffle = _prep_setting(art, "ray_shuffle")
+        for r in art["results"]:
+            if r["engine"] != "ray":
+                continue
+            p = r.get("cut_partitions")
+            shards = f"{-(-r['events'] // pme) * p:,}" if p else ""
+            lines.append(
+                f"| {commit} | {pme:,} | {shuffle} | {r['events']:,} | {_or_blank(p)} | {shards} | "
+                f"{r['driver_peak_rss_mib']} | {_or_blank(r['ray_worker_peak_rss_mib'])} | "
+                f"{_or_blank(r.get('ray_worker_private_mib'))} |"
+            )
+    return "\n".join(lines)
+
+
+def _or_blank(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _prep_1b(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
+    """`prep_cost` for `events=` (default 1e9) on `nodes=` (default 1,4,16,64), its CPU term and
+    records per event from the fit of one engine and format of the artifact (`engine=` default ray,
+    `format=` default csv, `sizes=`), the rest the model's stated assumptions (PrepCluster)."""
+    from seller_dist.bench.scaling import PrepCluster, fit_wall, prep_cost
+
+    events = int(float(opts.get("events", "1e9")))
+    fit_opts = {"engine": "ray", "format": "csv", **opts}
+    fits = _prep_runs(arts[0], fit_opts)
+    if not fits:
+        raise ValueError(
+            f"prep-1b: no two {fit_opts['engine']}/{fit_opts['format']} runs to fit in the artifact"
+        )
+    (engine, fmt), (a, b) = next(iter(fits.items()))
+    _, k = fit_wall([(a["events"], a["wall_s"]), (b["events"], b["wall_s"])])
+    cpu_s, records = k * b["cpus"], b["examples"] / b["events"]
+    base = PrepCluster(nodes=1, cpu_s_per_event=cpu_s, records_per_event=records)
+    lines = [
+        f"From the fit ({engine}, {fmt}, {a['events']:,} and {b['events']:,} events): {cpu_s * 1e6:.1f} us of CPU "
+        f"and {records:.3f} records per event. Assumed: {base.cpus_per_node} CPUs per node, partition_max_events "
+        f"{base.partition_max_events:,}, {base.parsed_bytes_per_event:.0f} B per parsed event, "
+        f"{base.bytes_per_record:,.0f} B per output record, {base.upload_gbs_per_node:g} GB/s of upload per node.",
+        "",
+        f"| nodes | CPUs | cut tasks P | events per cut task | CPU term | object store + local-disk shuffle per node "
+        f"| driver's shuffle index (M x P x {base.shuffle_index_bytes} B) | output upload | wall, the terms added |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for nodes in (int(n) for n in opts.get("nodes", "1,4,16,64").split(",")):
+        c = prep_cost(events, PrepCluster(nodes=nodes, cpu_s_per_event=cpu_s, records_per_event=records))
+        per_node = f"{c['parsed_bytes_per_node'] / 1e9:.3g} GB"
+        lines.append(
+            f"| {nodes} | {c['cpus']:,} | {c['cut_tasks']:,} | {c['events_per_cut_task']:,.0f} | "
+            f"{_duration(c['cpu_s'])} | {per_node} + {per_node} | "
+            f"{c['driver_shuffle_index_bytes'] / 1e9:.1f} GB | {_duration(c['upload_s'])} | {_duration(c['wall_s'])} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Renderer] = {
     "demo": _demo,
     "learning": _learning,
@@ -442,6 +569,9 @@ RENDERERS: dict[str, Renderer] = {
     "bench-train-comm": _bench_train_comm,
     "bench-train-setting": _bench_train_setting,
     "bench-prep": _bench_prep,
+    "prep-fit": _prep_fit,
+    "prep-memory": _prep_memory,
+    "prep-1b": _prep_1b,
     "bench-eval": _bench_eval,
     "gpu-train": _gpu_train,
     "gpu-decode": _gpu_decode,

@@ -300,3 +300,47 @@ def test_scaling_gpu_check_gives_each_runs_efficiency_by_the_models_flops(tmp_pa
     assert "Artifact 1: G, peak 100 TFLOP/s; frozen LLM N_f = 1,000,000,000, L = 10, H = 1000." in text
     # F = 4e9 + 6e6 / 100 + 6 x 10 x 100 x 1000 = 4.00606e9; x 10,000 tokens/s = 40.06 TFLOP/s
     assert "| 1 | eager | 1 | 100 | 1,000,000 | 4.01 | 10,000 | 40 | 0.401 | 0.89 |" in text
+
+
+def _prep_artifact() -> dict:
+    def run(events: int, wall: float) -> dict:
+        return {
+            "engine": "ray",
+            "format": "csv",
+            "events": events,
+            "wall_s": wall,
+            "cpus": 2,
+            "exit_code": 0,
+            "examples": events * 9 // 10,
+            "cut_partitions": 16,
+            "driver_peak_rss_mib": 250.0,
+            "ray_worker_peak_rss_mib": 300.0,
+            "ray_worker_private_mib": 150.0,
+        }
+
+    return {
+        "provenance": PROV,
+        "settings": {"prep_set": ["partition_max_events=1000"]},
+        "results": [run(1000, 11.0), run(2000, 12.0), run(3000, 14.0)],
+    }
+
+
+def test_prep_fit_memory_and_1b_tables_from_a_bench_prep_run(tmp_path: Path) -> None:
+    """`prep-fit`: wall = T0 + E k through the two largest sizes (k = 2 s / 1000 events, T0 = 8 s),
+    k x 2 CPUs per event and the records per event; `prep-memory`: M = E / pme map tasks times P;
+    `prep-1b`: `prep_cost` with that fit's CPU and records per event."""
+    art = _prep_artifact()
+    fit = _doc(tmp_path / "fit", art, "prep-fit").read_text()
+    assert "| 0123456 | ray | csv | 2 | 2,000 / 3,000 | 12.0 / 14.0 | 2000.0 | 8.0 | 4000.0 | 0.900 |" in fit
+    first_two = tables.render("prep-fit sizes=1000,2000 docs/bench/a.json", tmp_path / "fit")
+    assert "| 1,000 / 2,000 | 11.0 / 12.0 | 1000.0 | 10.0 | 2000.0 |" in first_two
+
+    memory = _doc(tmp_path / "memory", art, "prep-memory").read_text()
+    assert "| 0123456 | 1,000 | disk | 3,000 | 16 | 48 | 250.0 | 300.0 | 150.0 |" in memory
+
+    one_b = _doc(tmp_path / "1b", art, "prep-1b events=1e6 nodes=1,2").read_text()
+    assert "4000.0 us of CPU and 0.900 records per event." in one_b
+    # 1 node of 32 CPUs: P = max(8 x 32, 1e6 / 250,000) = 256; 0.004 s x 1e6 / 32 = 125 s of CPU;
+    # 1e6 x 0.9 x 3,200 B at 1 GB/s = 2.9 s of upload; M x P x 32 B = 4 x 256 x 32 B
+    assert "| 1 | 32 | 256 | 3,906 | 2.1 min | 0.08 GB + 0.08 GB | 0.0 GB | 3 s | 2.1 min |" in one_b
+    assert "| 2 | 64 | 512 | 1,953 | 62 s | 0.04 GB + 0.04 GB | 0.0 GB | 1 s | 64 s |" in one_b

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from seller_dist.bench.scaling import (
@@ -9,9 +11,12 @@ from seller_dist.bench.scaling import (
     LLAMA_70B,
     ClusterSpec,
     LLMSpec,
+    PrepCluster,
     Workload,
+    fit_wall,
     flops_per_token,
     predict,
+    prep_cost,
     step_cost,
 )
 
@@ -67,3 +72,26 @@ def test_predict_covers_8b_and_70b_on_8_to_64_gpus():
     assert (
         seventy[(16, "zero3")]["tokens_per_s_per_gpu"] < 0.7 * seventy[(8, "zero3")]["tokens_per_s_per_gpu"]
     )
+
+
+def test_fit_wall_is_the_line_through_two_runs():
+    assert fit_wall([(4000, 14.0), (2000, 10.0)]) == pytest.approx((6.0, 0.002))
+    with pytest.raises(ValueError, match="two different sizes"):
+        fit_wall([(1000, 1.0), (1000, 2.0)])
+
+
+def test_prep_cost_by_hand():
+    """P = max(8 per CPU, E / pme) (the code's cut_plan), M = E / pme map tasks, the CPU term spread
+    over every CPU, the output (records x bytes per record) uploaded at the nodes' rate."""
+    c = PrepCluster(nodes=2, cpu_s_per_event=1e-4, records_per_event=0.5, cpus_per_node=4)
+    c = replace(c, partition_max_events=1000, bytes_per_record=2000.0, upload_gbs_per_node=0.5)
+    r = prep_cost(100_000, c)
+    assert r["cpus"] == 8 and r["cut_tasks"] == 100 and r["map_tasks"] == 100  # E / pme > 8 x 8
+    assert r["events_per_cut_task"] == 1000
+    assert r["cpu_s"] == pytest.approx(1e-4 * 100_000 / 8)
+    assert r["parsed_bytes_per_node"] == pytest.approx(100_000 * 80.0 / 2)
+    assert r["driver_shuffle_index_bytes"] == 100 * 100 * 32
+    assert r["upload_s"] == pytest.approx(100_000 * 0.5 * 2000 / (2 * 0.5e9))
+    assert r["wall_s"] == pytest.approx(r["cpu_s"] + r["upload_s"])
+    small = prep_cost(10_000, c)
+    assert small["cut_tasks"] == 64 and small["map_tasks"] == 10  # the 8-per-CPU floor
