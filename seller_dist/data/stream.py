@@ -266,32 +266,6 @@ class ShardStream(IterableDataset):
         # where iteration starts / stops; RankLoader sets these before each DataLoader pass
         self.start_epoch, self.start_batch, self.end_epoch = 0, 0, None
 
-    @staticmethod
-    def from_config(
-        cfg: StreamConfig,
-        rank: int | None = None,
-        world_size: int | None = None,
-        collate_fn: Callable[[list[ExampleRecord], list[bool]], Any] | None = None,
-        shuffle: bool = True,
-        drop_last: bool = False,
-    ) -> ShardStream:
-        cfg.validate()
-        return ShardStream(
-            Manifest.load(cfg.manifest, cfg.storage),
-            split=cfg.split,
-            batch_size=cfg.batch_size,
-            shuffle_buffer=cfg.shuffle_buffer,
-            seed=cfg.seed,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            verify_checksums=cfg.verify_checksums,
-            storage_cfg=cfg.storage,
-            collate_fn=collate_fn,
-            length_buckets=cfg.length_buckets,
-        )
-
     # ---------------------------------------------------------------------------------- reading
     def shard_url(self, shard: int) -> str:
         return storage.join(self.manifest.root, self.shard_infos[shard]["path"])
@@ -467,10 +441,21 @@ class RankLoader:
         rank: int | None = None,
         world_size: int | None = None,
         collate_fn: Callable[[list[ExampleRecord], list[bool]], Any] | None = None,
-        shuffle: bool = True,
-        drop_last: bool = False,
     ) -> RankLoader:
-        stream = ShardStream.from_config(cfg, rank, world_size, collate_fn, shuffle, drop_last)
+        cfg.validate()
+        stream = ShardStream(
+            Manifest.load(cfg.manifest, cfg.storage),
+            split=cfg.split,
+            batch_size=cfg.batch_size,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+            verify_checksums=cfg.verify_checksums,
+            storage_cfg=cfg.storage,
+            collate_fn=collate_fn,
+            length_buckets=cfg.length_buckets,
+        )
         return RankLoader(stream, num_workers=cfg.num_workers)
 
     @property
