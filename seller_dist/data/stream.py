@@ -132,14 +132,6 @@ class EpochPlan:
             rec[sel] = self.record_perm(int(s))[offset[sel]]
         return shard, rec, pad
 
-    def shards_of_range(self) -> list[int]:
-        """Shards overlapping this rank's (unpadded) range, in reading order."""
-        if self.real == 0:
-            return []
-        lo = np.searchsorted(self.cum, self.start, side="right") - 1
-        hi = np.searchsorted(self.cum, self.start + self.real - 1, side="right") - 1
-        return [int(s) for s in self.shard_order[lo : hi + 1]]
-
 
 @dataclass
 class _WorkerFailure:
@@ -464,10 +456,6 @@ class RankLoader:
 
     def __len__(self) -> int:
         return self.batches_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.batches_done = int(epoch), 0
-        self._generation += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {
