@@ -1,6 +1,6 @@
 """One user's events -> (history window, target) examples with their split and reference explanation: the
-ONE cutting implementation, which both engines call per user (`cut_user_examples`, `cut_user_payloads`) so
-their records are identical. The rules (dedup, stable time sort, history window, `split: time` or
+ONE cutting implementation, which both engines call per user (`cut_user_payloads`) so their records
+are identical. The rules (dedup, stable time sort, history window, `split: time` or
 `split: source`, review / template / reference text) are in docs/data.md, "Examples and the split" and
 "Splits".
 """
@@ -204,18 +204,6 @@ def _history_event(ev: RawEvent, catalog: Catalog) -> HistoryEvent:
     )
 
 
-def cut_user_examples(
-    user_id: str,
-    events: Sequence[RawEvent],
-    catalog: Catalog,
-    params: CutParams,
-    report: BadRecordReport,
-    explainer: Explainer | None = None,
-) -> list[ExampleRecord]:
-    """All examples of one user, split and validated (bad ones reported and skipped)."""
-    return [rec for rec, _ in cut_user_payloads(user_id, events, catalog, params, report, explainer)]
-
-
 def event_splits(evs: Sequence[RawEvent], params: CutParams) -> list[str]:
     """split=source: each event's split (by the cut-offs, else its own; an event without one is train)."""
     if params.cutoffs is not None:
@@ -261,9 +249,9 @@ def cut_user_payloads(
     explainer: Explainer | None = None,
     held_out_dropped: dict[str, int] | None = None,
 ) -> list[tuple[ExampleRecord, bytes]]:
-    """cut_user_examples with each record's shard payload (the bytes of `rec.to_json()`);
-    `held_out_dropped` (split=source) counts valid/test events with fewer than min_history earlier
-    events (no example).
+    """All examples of one user, split and validated (bad ones reported and skipped), each with its
+    shard payload (the bytes of `rec.to_json()`); `held_out_dropped` (split=source) counts valid/test
+    events with fewer than min_history earlier events (no example).
     """
     evs = dedupe_and_sort(user_id, events, report)
     missing = [e for e in evs if e.item_id not in catalog]
