@@ -63,27 +63,16 @@ class Catalog:
         start = 1
         if parent is not None:
             for pit in sorted(parent.items.values(), key=lambda p: p.item_idx):
-                raw = by_id.get(pit.item_id)
+                meta = by_id.get(pit.item_id, pit)
+                has_metadata = pit.item_id in by_id or pit.has_metadata
                 cat.items[pit.item_id] = CatalogItem(
-                    item_id=pit.item_id,
-                    item_idx=pit.item_idx,
-                    title=raw.title if raw else pit.title,
-                    attributes=dict(raw.attributes if raw else pit.attributes),
-                    text=raw.text if raw else pit.text,
-                    has_metadata=raw is not None or pit.has_metadata,
+                    pit.item_id, pit.item_idx, meta.title, dict(meta.attributes), meta.text, has_metadata
                 )
             start = parent.num_items + 1
         ids = sorted((set(by_id) | set(event_item_ids)) - set(cat.items))
         for idx, iid in enumerate(ids, start=start):
-            raw = by_id.get(iid)
-            cat.items[iid] = CatalogItem(
-                item_id=iid,
-                item_idx=idx,
-                title=raw.title if raw else "",
-                attributes=dict(raw.attributes) if raw else {},
-                text=raw.text if raw else "",
-                has_metadata=raw is not None,
-            )
+            raw = by_id.get(iid, RawItem(iid))
+            cat.items[iid] = CatalogItem(iid, idx, raw.title, dict(raw.attributes), raw.text, iid in by_id)
         return cat
 
     def __contains__(self, item_id: str) -> bool:
