@@ -31,7 +31,7 @@ from data_prep.publish import REPORT_NAME, CutPhase, finish_manifest, write_item
 from data_prep.ray_pipeline import run_ray
 from data_prep.sources import Source, get_source
 from data_prep.sources.base import RawEvent, RawItem
-from data_prep.vocab import ParentVocab, parent_of
+from data_prep.vocab import ParentVocab, load_parent
 from seller_dist import storage
 from seller_dist.config import PrepConfig
 from seller_dist.data import shards
@@ -206,7 +206,8 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
     # the source checks its options first: a typo must not unpublish an existing dataset
     source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
     source.storage_cfg = cfg.storage
-    parent = parent_of(cfg.vocab_from, cfg.storage)  # a bad vocab_from fails before the output is touched
+    # a bad vocab_from fails before the output is touched
+    parent = load_parent(cfg.vocab_from, cfg.storage) if cfg.vocab_from else None
     root = prepare_output(cfg)
     try:
         if cfg.engine == "ray":
