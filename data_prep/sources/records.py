@@ -12,6 +12,7 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -292,6 +293,24 @@ def timestamp_seconds(v: Any, field_name: str) -> int:
         # keep the counted reason free of the value (the record itself goes into the sample)
         reason = "negative timestamp" if e.reason.startswith("negative") else "expected epoch seconds or ms"
         raise BadField(field_name, reason) from None
+
+
+# What datetime.fromisoformat reads on Python 3.10 too (3 or 6 fraction digits, offsets with a colon).
+ISO_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
+)
+
+
+def iso_seconds(text: str) -> float | None:
+    """Seconds since the epoch of an ISO-8601 date or date-time ('Z' or an offset honoured, no zone =
+    UTC, a date = UTC midnight), or None when `text` is not one."""
+    if not ISO_DATE.fullmatch(text):
+        return None
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def join_title_text(title: str, text: str) -> str:

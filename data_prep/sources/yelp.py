@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-from datetime import datetime, timezone
 from typing import Any
 
 from data_prep.sources.base import RawEvent, RawItem
@@ -17,6 +16,7 @@ from data_prep.sources.records import (
     JsonLinesSource,
     check_utf8,
     clean_text,
+    iso_seconds,
     optional_str,
     rating_in_range,
     require_id,
@@ -29,10 +29,6 @@ MAX_PLAIN_CHARS = 200  # a plain (unquoted) attribute word: 'full_bar', 'casual'
 # quotes, brackets or parentheses, so a broken literal ("{'garage': Fals") or code stays a bad record.
 _PLAIN_WORDS = re.compile(r"\w(?:[\w .,&/+-]*\w)?")
 _SCALARS = (str, bool, int, float, type(None))
-# 'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD' (older dumps), ISO with 'T' / 'Z' / an offset.
-_ISO_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
-)
 # The 2014-2016 academic dataset named the price attribute "Price Range" (a JSON number).
 PRICE_KEYS = ("RestaurantsPriceRange2", "Price Range")
 
@@ -182,15 +178,10 @@ def parse_date(raw: Any) -> int:
         raise BadField("date", "missing")
     if not isinstance(raw, str):
         raise BadField("date", f"expected 'YYYY-MM-DD HH:MM:SS', got {type(raw).__name__}")
-    s = raw.strip()
-    if _ISO_DATE.fullmatch(s):
-        try:
-            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-        except ValueError:
-            pass
-        else:
-            return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
-    raise BadField("date", "expected 'YYYY-MM-DD HH:MM:SS'")
+    seconds = iso_seconds(raw.strip())
+    if seconds is None:
+        raise BadField("date", "expected 'YYYY-MM-DD HH:MM:SS'")
+    return int(seconds)
 
 
 def parse_review(rec: dict[str, Any]) -> RawEvent:
