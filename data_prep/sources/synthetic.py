@@ -177,10 +177,7 @@ class SyntheticSource(Source):
         return rng.choices(range(len(taste)), taste)[0]
 
     def events_by_user(self) -> Iterator[tuple[str, list[RawEvent]]]:
-        for u in range(self.cfg.num_users):
-            evs = self.user_events(u)
-            self.report.saw("synthetic events", len(evs))
-            yield f"user{u:07d}", evs
+        return self.events_for_users(0, self.cfg.num_users)
 
     def events_for_users(self, start: int, stop: int) -> Iterator[tuple[str, list[RawEvent]]]:
         """Users [start, stop): lets parallel workers generate disjoint slices of the population."""
