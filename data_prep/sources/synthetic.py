@@ -53,10 +53,6 @@ def brand_name(b: int) -> str:
     return f"{name}{b}" if b >= len(SYLLABLES) ** 2 else name
 
 
-def parse_options(options: dict[str, Any]) -> SyntheticSourceConfig:
-    return from_dict(SyntheticSourceConfig, options, key="source_options")
-
-
 class SyntheticSource(Source):
     name = "synthetic"
     templated = True  # references come from the order-dependent template below
@@ -65,7 +61,7 @@ class SyntheticSource(Source):
         super().__init__(inputs, options, report)
         if inputs:
             raise ConfigError(f"inputs: the synthetic source reads no files, got {sorted(inputs)}")
-        self.cfg = parse_options(options)
+        self.cfg = from_dict(SyntheticSourceConfig, options, key="source_options")
         self._catalog = self._make_catalog()
         self._by_category: dict[int, list[int]] = {}
         self._by_brand: dict[int, list[int]] = {}
