@@ -27,6 +27,12 @@ def load_encoder(path: str = "", device: str = "cpu"):
     return model
 
 
+def item_text(title: str, text: str, item_id: str) -> str:
+    """What an item's text vector embeds: "title. text", or its id when it has neither (prep embeds the
+    catalog with it; evaluation embeds a catalog prepared without vectors the same way)."""
+    return ". ".join(p for p in (title, text) if p) or item_id
+
+
 def embed_texts(texts: Sequence[str], batch_size: int = 64, encoder=None) -> np.ndarray:
     """(len(texts), dim) float32, L2-normalised; batched so the catalog never sits in one forward."""
     model = encoder or load_encoder()
