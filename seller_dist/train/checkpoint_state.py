@@ -150,14 +150,11 @@ class Fixed:
     def state_dict(self) -> Any:
         return self.value
 
-    def load_state_dict(self, state: Any) -> None:  # noqa: ARG002 - nothing to restore by design
-        return None
-
 
 class CheckpointState:
     """The stateful parts of one rank, by PARTS name; `save` / `load` walk them in PARTS order. A part
-    has `state_dict` / `load_state_dict`; the DeepSpeed engine instead has `save_into` / `load_from` (a
-    folder DeepSpeed itself writes its partitioned state into)."""
+    has `state_dict` (and `load_state_dict` when PARTS restores it); the DeepSpeed engine instead has
+    `save_into` / `load_from` (a folder DeepSpeed itself writes its partitioned state into)."""
 
     def __init__(self, rank: int, ep_rank: int = 0, expert_holder: bool = False):
         self.rank, self.ep_rank, self.expert_holder = rank, ep_rank, expert_holder
