@@ -137,10 +137,6 @@ def template_explanation(
     return text, {"cited_item_id": ev.item_id, "cited_offset": len(history) - 1 - cited}
 
 
-def event_key(user_id: str, ev: RawEvent) -> tuple[str, str, int, str]:
-    return (user_id, ev.item_id, ev.timestamp, ev.action)
-
-
 def dedupe_and_sort(
     user_id: str, events: Sequence[RawEvent], report: BadRecordReport | None = None
 ) -> list[RawEvent]:
@@ -148,7 +144,7 @@ def dedupe_and_sort(
     seen: set[tuple[str, str, int, str]] = set()
     out: list[RawEvent] = []
     for ev in events:
-        k = event_key(user_id, ev)
+        k = (user_id, ev.item_id, ev.timestamp, ev.action)
         if k in seen:
             if report is not None:
                 report.reject(
