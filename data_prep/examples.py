@@ -1,6 +1,6 @@
 """One user's events -> (history window, target) examples with their split and reference explanation: the
-ONE cutting implementation, which both engines call per user (`cut_user_examples`, `cut_user_payloads`) so
-their records are identical. The rules (dedup, stable time sort, history window, `split: time` or
+ONE cutting implementation, which both engines call per user (`cut_user_payloads`) so their records
+are identical. The rules (dedup, stable time sort, history window, `split: time` or
 `split: source`, review / template / reference text) are in docs/data.md, "Examples and the split" and
 "Splits".
 """
@@ -63,27 +63,16 @@ class Catalog:
         start = 1
         if parent is not None:
             for pit in sorted(parent.items.values(), key=lambda p: p.item_idx):
-                raw = by_id.get(pit.item_id)
+                meta = by_id.get(pit.item_id, pit)
+                has_metadata = pit.item_id in by_id or pit.has_metadata
                 cat.items[pit.item_id] = CatalogItem(
-                    item_id=pit.item_id,
-                    item_idx=pit.item_idx,
-                    title=raw.title if raw else pit.title,
-                    attributes=dict(raw.attributes if raw else pit.attributes),
-                    text=raw.text if raw else pit.text,
-                    has_metadata=raw is not None or pit.has_metadata,
+                    pit.item_id, pit.item_idx, meta.title, dict(meta.attributes), meta.text, has_metadata
                 )
             start = parent.num_items + 1
         ids = sorted((set(by_id) | set(event_item_ids)) - set(cat.items))
         for idx, iid in enumerate(ids, start=start):
-            raw = by_id.get(iid)
-            cat.items[iid] = CatalogItem(
-                item_id=iid,
-                item_idx=idx,
-                title=raw.title if raw else "",
-                attributes=dict(raw.attributes) if raw else {},
-                text=raw.text if raw else "",
-                has_metadata=raw is not None,
-            )
+            raw = by_id.get(iid, RawItem(iid))
+            cat.items[iid] = CatalogItem(iid, idx, raw.title, dict(raw.attributes), raw.text, iid in by_id)
         return cat
 
     def __contains__(self, item_id: str) -> bool:
@@ -148,10 +137,6 @@ def template_explanation(
     return text, {"cited_item_id": ev.item_id, "cited_offset": len(history) - 1 - cited}
 
 
-def event_key(user_id: str, ev: RawEvent) -> tuple[str, str, int, str]:
-    return (user_id, ev.item_id, ev.timestamp, ev.action)
-
-
 def dedupe_and_sort(
     user_id: str, events: Sequence[RawEvent], report: BadRecordReport | None = None
 ) -> list[RawEvent]:
@@ -159,7 +144,7 @@ def dedupe_and_sort(
     seen: set[tuple[str, str, int, str]] = set()
     out: list[RawEvent] = []
     for ev in events:
-        k = event_key(user_id, ev)
+        k = (user_id, ev.item_id, ev.timestamp, ev.action)
         if k in seen:
             if report is not None:
                 report.reject(
@@ -202,18 +187,6 @@ def _history_event(ev: RawEvent, catalog: Catalog) -> HistoryEvent:
         title=it.title,
         review=ev.text if ev.text and ev.text.strip() else None,
     )
-
-
-def cut_user_examples(
-    user_id: str,
-    events: Sequence[RawEvent],
-    catalog: Catalog,
-    params: CutParams,
-    report: BadRecordReport,
-    explainer: Explainer | None = None,
-) -> list[ExampleRecord]:
-    """All examples of one user, split and validated (bad ones reported and skipped)."""
-    return [rec for rec, _ in cut_user_payloads(user_id, events, catalog, params, report, explainer)]
 
 
 def event_splits(evs: Sequence[RawEvent], params: CutParams) -> list[str]:
@@ -261,9 +234,9 @@ def cut_user_payloads(
     explainer: Explainer | None = None,
     held_out_dropped: dict[str, int] | None = None,
 ) -> list[tuple[ExampleRecord, bytes]]:
-    """cut_user_examples with each record's shard payload (the bytes of `rec.to_json()`);
-    `held_out_dropped` (split=source) counts valid/test events with fewer than min_history earlier
-    events (no example).
+    """All examples of one user, split and validated (bad ones reported and skipped), each with its
+    shard payload (the bytes of `rec.to_json()`); `held_out_dropped` (split=source) counts valid/test
+    events with fewer than min_history earlier events (no example).
     """
     evs = dedupe_and_sort(user_id, events, report)
     missing = [e for e in evs if e.item_id not in catalog]

@@ -30,8 +30,8 @@ from data_prep.partitions import (
 from data_prep.publish import REPORT_NAME, CutPhase, finish_manifest, write_items
 from data_prep.ray_pipeline import run_ray
 from data_prep.sources import Source, get_source
-from data_prep.sources.base import RawEvent, RawItem
-from data_prep.vocab import ParentVocab, parent_of
+from data_prep.sources.base import RawEvent
+from data_prep.vocab import ParentVocab, load_parent
 from seller_dist import storage
 from seller_dist.config import PrepConfig
 from seller_dist.data import shards
@@ -87,10 +87,6 @@ def _check_early(report: BadRecordReport, cfg: PrepConfig, last_checked: list[in
     if report.total_seen - last_checked[0] >= EARLY_CHECK_EVERY:
         last_checked[0] = report.total_seen
         report.check(cfg.max_error_rate)
-
-
-def read_items_local(source: Source, cfg: PrepConfig) -> list[RawItem]:
-    return [it for part in source.item_parts(cfg.read_part_bytes) for it in source.read_items(part)]
 
 
 def user_sample(cfg: PrepConfig) -> UserSample | None:
@@ -158,7 +154,7 @@ def users_of_partitions(
 def _run_local(
     root: str, cfg: PrepConfig, source: Source, report: BadRecordReport, parent: ParentVocab | None = None
 ) -> dict[str, Any]:
-    raw_items = read_items_local(source, cfg)
+    raw_items = [it for part in source.item_parts(cfg.read_part_bytes) for it in source.read_items(part)]
     streamed = source.events_by_user()
     if streamed is None:
         # Parse every part into user-hash partitions on local disk (flat memory), check the parse's
@@ -206,7 +202,8 @@ def run_prep(cfg: PrepConfig) -> dict[str, Any]:
     # the source checks its options first: a typo must not unpublish an existing dataset
     source = get_source(cfg.source, cfg.inputs, source_options(cfg), report)
     source.storage_cfg = cfg.storage
-    parent = parent_of(cfg.vocab_from, cfg.storage)  # a bad vocab_from fails before the output is touched
+    # a bad vocab_from fails before the output is touched
+    parent = load_parent(cfg.vocab_from, cfg.storage) if cfg.vocab_from else None
     root = prepare_output(cfg)
     try:
         if cfg.engine == "ray":

@@ -67,9 +67,9 @@ def write_items(root: str, catalog: Catalog, cfg: PrepConfig) -> dict[str, Any]:
     vectors = None
     dim = 0
     if cfg.embed_item_text:
-        from seller_dist.data.sentence_embeddings import embed_texts, npy_bytes
+        from seller_dist.data.sentence_embeddings import embed_texts, item_text, npy_bytes
 
-        texts = [". ".join(p for p in (it.title, it.text) if p) or it.item_id for it in ordered]
+        texts = [item_text(it.title, it.text, it.item_id) for it in ordered]
         log.info("embedding %d item texts with all-MiniLM-L6-v2", len(texts))
         vectors = embed_texts(texts, cfg.embed_batch_size)
         dim = int(vectors.shape[1]) if len(texts) else 0

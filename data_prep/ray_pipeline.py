@@ -88,7 +88,6 @@ def parse_event_parts(
     batch: dict[str, np.ndarray],
     source: Source,
     parts: list[ReadPart],
-    max_samples: int,
     max_users: tuple[int, int] | None = None,
     block_rows: int = ROWS_PER_BLOCK,
 ) -> Iterator[pa.Table]:
@@ -136,7 +135,7 @@ def _event_table(cols: dict[str, list]) -> pa.Table:
 
 
 def parse_item_parts(
-    batch: dict[str, np.ndarray], source: Source, parts: list[ReadPart], max_samples: int
+    batch: dict[str, np.ndarray], source: Source, parts: list[ReadPart]
 ) -> Iterator[pa.Table]:
     """map_batches UDF: part indices -> that part's catalog rows and its report row."""
     for p in batch["part"]:
@@ -195,7 +194,7 @@ def _parse_parts(
     """(materialized rows of one task per part, the parts' merged extras); their reports into `report`."""
     from ray.data.expressions import col
 
-    args = (source, parts, cfg.bad_record_samples, *extra_args)
+    args = (source, parts, *extra_args)
     rows = (
         _parts_dataset(len(parts))
         .map_batches(udf, fn_args=args, batch_size=1, batch_format="numpy")

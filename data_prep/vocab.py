@@ -117,11 +117,6 @@ def load_parent(url: str, storage_cfg: StorageConfig | None = None) -> ParentVoc
     )
 
 
-def parent_of(vocab_from: str | None, storage_cfg: StorageConfig | None = None) -> ParentVocab | None:
-    """`load_parent` when a prep config sets vocab_from, else None (one line for each engine)."""
-    return load_parent(vocab_from, storage_cfg) if vocab_from else None
-
-
 def lineage_entry(parent: ParentVocab) -> dict[str, Any]:
     """The manifest's `lineage` key: which dataset this one keeps the vocabulary of."""
     return {

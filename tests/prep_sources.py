@@ -7,16 +7,30 @@ import contextlib
 import gzip
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from data_prep.examples import Catalog, CutParams, Explainer, cut_user_payloads
 from data_prep.sources.base import RawEvent, RawItem, ReadPart, Source
 from seller_dist.data.bad_records import BadRecordReport
+from seller_dist.data.schema import ExampleRecord
 
 # the real Yelp sample: /work/shared/data/yelp from /work/main; CI keeps shared/ beside the clone
 REAL_YELP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "yelp"
+
+
+def cut_user_examples(
+    user_id: str,
+    events: Sequence[RawEvent],
+    catalog: Catalog,
+    params: CutParams,
+    report: BadRecordReport,
+    explainer: Explainer | None = None,
+) -> list[ExampleRecord]:
+    """All examples of one user, split and validated (bad ones reported and skipped)."""
+    return [rec for rec, _ in cut_user_payloads(user_id, events, catalog, params, report, explainer)]
 
 
 def real_yelp() -> Path:

@@ -10,29 +10,24 @@ import ast
 import html
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
+from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import (
     BadField,
+    JsonLinesSource,
     check_utf8,
     clean_text,
     decode_utf8,
-    iter_json_part,
     join_title_text,
     json_error_reason,
-    line_parts,
     optional_str,
     optional_str_list,
     rating_in_range,
     require_id,
     timestamp_seconds,
 )
-from data_prep.splits import split_value
-from seller_dist.config import StorageConfig
-from seller_dist.data.bad_records import BadRecordReport
 
 DEFAULT_PRICE_EDGES = (10.0, 25.0, 50.0, 100.0, 250.0)
 FORMATS = ("2023", "2018", "2014")
@@ -251,14 +246,7 @@ def _python_literal_line(text: str, e: json.JSONDecodeError) -> Any:
         raise BadField("line", "malformed Python-literal record") from None
 
 
-def iter_meta_part(
-    part: ReadPart, report: BadRecordReport, cfg: StorageConfig | None = None
-) -> Iterator[tuple[int | str, dict[str, Any]]]:
-    """(record locator, record) of one part of a meta file, JSON or 2014 Python-literal lines."""
-    return iter_json_part(part, report, parse_meta_line, cfg)
-
-
-class Amazon2023Source(Source):
+class Amazon2023Source(JsonLinesSource):
     """Amazon Reviews 2023, and the 2018 and 2014 releases (told apart per record by their keys): inputs
     `reviews` (required) and `meta` (optional: without it items have no metadata); options `price_edges`
     (default [10, 25, 50, 100, 250]) and `format` (2023 | 2018 | 2014, to force one). Fields, variants and
@@ -266,6 +254,8 @@ class Amazon2023Source(Source):
     """
 
     name = "amazon2023"
+    events_input, items_input = "reviews", "meta"
+    decode_item_line = staticmethod(parse_meta_line)
 
     def __init__(self, inputs, options, report):
         super().__init__(inputs, options, report)
@@ -279,27 +269,8 @@ class Amazon2023Source(Source):
         if self.format is not None and self.format not in FORMATS:
             raise ValueError(f"amazon2023: options.format must be one of {list(FORMATS)}, got {fmt!r}")
 
-    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        url = self.inputs.get("meta")
-        return line_parts([url], "items", part_bytes, cfg=self.storage_cfg) if url else []
+    def parse_item(self, rec: dict[str, Any]) -> RawItem:
+        return parse_meta(rec, self.edges, self.format)
 
-    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        return line_parts([self.inputs["reviews"]], "events", part_bytes, cfg=self.storage_cfg)
-
-    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
-        for n, rec in iter_meta_part(part, self.report, self.storage_cfg):
-            try:
-                yield parse_meta(rec, self.edges, self.format)
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, rec)
-
-    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
-        column = self.options.get("split_column")  # split=source: the record field naming its split
-        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
-            try:
-                ev = parse_review(rec, self.format)
-                if column:
-                    ev.split = split_value(rec.get(column), column)
-                yield ev
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, rec)
+    def parse_event(self, rec: dict[str, Any]) -> RawEvent:
+        return parse_review(rec, self.format)

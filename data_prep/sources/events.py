@@ -22,11 +22,12 @@ from data_prep.sources.records import (
     iter_json_part,
     iter_part_lines,
     line_parts,
+    parse_each,
     read_first_line,
+    split_value,
     timestamp_seconds,
     to_float,
 )
-from data_prep.splits import split_value
 from seller_dist import storage
 from seller_dist.config import EventsColumnsConfig, StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
@@ -225,11 +226,7 @@ class EventsSource(Source):
             "events_columns",
             cfg=self.storage_cfg,
         )
-        for n, row in rows:
-            try:
-                yield self.parse_row(row)
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, row)
+        yield from parse_each(part.url, rows, self.parse_row, self.report)
 
     def read_items(self, part: ReadPart) -> Iterator[RawItem]:
         """The optional catalog table (inputs.items); without it items come without metadata."""
@@ -238,7 +235,7 @@ class EventsSource(Source):
         attrs = ic["attributes"]
         fmt = self._fmt(part.url)
         wanted = named + list(attrs or [])
-        for n, row in iter_part_rows(
+        rows = iter_part_rows(
             part,
             fmt,
             wanted,
@@ -247,11 +244,8 @@ class EventsSource(Source):
             "item_columns",
             attrs is not None,
             self.storage_cfg,
-        ):
-            try:
-                yield self.parse_item(row, named, attrs)
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, row)
+        )
+        yield from parse_each(part.url, rows, lambda row: self.parse_item(row, named, attrs), self.report)
 
     def parse_item(self, row: dict[str, Any], named: list[str], attrs: list[str] | None) -> RawItem:
         ic = self.item_columns

@@ -22,6 +22,7 @@ from data_prep.sources.records import (
     decode_utf8,
     iter_part_lines,
     line_parts,
+    parse_each,
     read_first_line,
     timestamp_seconds,
     to_float,
@@ -158,17 +159,16 @@ class RecBoleSource(Source):
         attr_fields = [n for n in names if n not in (self.item_field, title_field)]
         if wanted is not None:
             attr_fields = [n for n in attr_fields if n in wanted]
-        for n, row in rows:
-            try:
-                item_id = _token(row, self.item_field)
-                title = check_utf8(row.get(title_field, ""), title_field) if title_field else ""
-                attrs = {f: check_utf8(row[f], f) for f in attr_fields if row[f]}
-            except BadField as e:
-                self.report.reject(self.item_url, n, e.field, e.reason, row)
-                continue
+
+        def parse(row: dict[str, str]) -> RawItem:
+            item_id = _token(row, self.item_field)
+            title = check_utf8(row.get(title_field, ""), title_field) if title_field else ""
+            attrs = {f: check_utf8(row[f], f) for f in attr_fields if row[f]}
             desc = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in attrs.items())
             text = f"{title} ({desc})" if title and desc else title or desc
-            yield RawItem(item_id=item_id, title=title, attributes=attrs, text=text)
+            return RawItem(item_id=item_id, title=title, attributes=attrs, text=text)
+
+        yield from parse_each(self.item_url, rows, parse, self.report)
 
     def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
         url = self.inter_url

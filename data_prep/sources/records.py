@@ -11,11 +11,12 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from data_prep.sources.base import ReadPart
+from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
 from seller_dist import storage
 from seller_dist.config import StorageConfig
 from seller_dist.data.bad_records import BadRecordReport
@@ -31,6 +32,8 @@ class BadField(ValueError):
         self.reason = reason
         self.sample = sample  # what the report keeps of the record (default: the raw line)
 
+
+T = TypeVar("T")
 
 # What a damaged file raises while it is decoded. A store outage is not among them: the reader
 # retries it (storage.ResumableReader) and raises StorageError once the retries are spent.
@@ -153,6 +156,53 @@ def iter_json_part(
         yield n, rec
 
 
+def parse_each(
+    url: str, records: Iterable[tuple[int | str, Any]], parse: Callable[[Any], T], report: BadRecordReport
+) -> Iterator[T]:
+    """`parse(record)` of each (record locator, record); a record it rejects with BadField is reported
+    (with the record as its sample) and skipped."""
+    for n, rec in records:
+        try:
+            yield parse(rec)
+        except BadField as e:
+            report.reject(url, n, e.field, e.reason, rec)
+
+
+class JsonLinesSource(Source):
+    """A source of JSON-lines files: the events input named `events_input` (required) and the optional
+    items input named `items_input`, whose records the subclass's `parse_event(rec)` / `parse_item(rec)`
+    convert (BadField for a bad one); under split=source the record field `options.split_column` names
+    an event's split.
+    """
+
+    events_input = items_input = ""
+    decode_item_line = staticmethod(json_object_line)  # Amazon's meta: JSON or Python-literal lines
+
+    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        url = self.inputs.get(self.items_input)
+        return line_parts([url], "items", part_bytes, cfg=self.storage_cfg) if url else []
+
+    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
+        return line_parts([self.inputs[self.events_input]], "events", part_bytes, cfg=self.storage_cfg)
+
+    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
+        records = iter_json_part(part, self.report, self.decode_item_line, self.storage_cfg)
+        yield from parse_each(part.url, records, self.parse_item, self.report)
+
+    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
+        column = self.options.get("split_column")
+
+        def parse(rec: dict[str, Any]) -> RawEvent:
+            ev = self.parse_event(rec)
+            if column:
+                ev.split = split_value(rec.get(column), column)
+            return ev
+
+        yield from parse_each(
+            part.url, iter_json_part(part, self.report, cfg=self.storage_cfg), parse, self.report
+        )
+
+
 # ------------------------------------------------------------------------------ field checks
 _WS = re.compile(r"\s+")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -245,9 +295,52 @@ def timestamp_seconds(v: Any, field_name: str) -> int:
         raise BadField(field_name, reason) from None
 
 
+# What datetime.fromisoformat reads on Python 3.10 too (3 or 6 fraction digits, offsets with a colon).
+ISO_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
+)
+
+
+def iso_seconds(text: str) -> float | None:
+    """Seconds since the epoch of an ISO-8601 date or date-time ('Z' or an offset honoured, no zone =
+    UTC, a date = UTC midnight), or None when `text` is not one."""
+    if not ISO_DATE.fullmatch(text):
+        return None
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def join_title_text(title: str, text: str) -> str:
     """'Title. Body' for review title + body (the title alone or the body alone when one is empty)."""
     title, text = clean_text(title), clean_text(text)
     if title and text:
         return f"{title}{'' if title[-1] in '.!?' else '.'} {text}"
     return title or text
+
+
+# the values a split column may hold (case-insensitive) -> the dataset's split names
+SPLIT_VALUES = {
+    "train": "train",
+    "trn": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "dev": "valid",
+    "test": "test",
+    "tst": "test",
+    "testing": "test",
+}
+
+
+def split_value(value: Any, column: str) -> str:
+    """A split cell -> "train" / "valid" / "test"; anything else is a bad record (value-free reason)."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        raise BadField(column, "missing split")
+    split = SPLIT_VALUES.get(str(value).strip().lower())
+    if split is None:
+        raise BadField(column, "expected a split: train, valid or test (also trn/val/tst, validation, dev)")
+    return split

@@ -53,10 +53,6 @@ def brand_name(b: int) -> str:
     return f"{name}{b}" if b >= len(SYLLABLES) ** 2 else name
 
 
-def parse_options(options: dict[str, Any]) -> SyntheticSourceConfig:
-    return from_dict(SyntheticSourceConfig, options, key="source_options")
-
-
 class SyntheticSource(Source):
     name = "synthetic"
     templated = True  # references come from the order-dependent template below
@@ -65,7 +61,7 @@ class SyntheticSource(Source):
         super().__init__(inputs, options, report)
         if inputs:
             raise ConfigError(f"inputs: the synthetic source reads no files, got {sorted(inputs)}")
-        self.cfg = parse_options(options)
+        self.cfg = from_dict(SyntheticSourceConfig, options, key="source_options")
         self._catalog = self._make_catalog()
         self._by_category: dict[int, list[int]] = {}
         self._by_brand: dict[int, list[int]] = {}
@@ -177,10 +173,7 @@ class SyntheticSource(Source):
         return rng.choices(range(len(taste)), taste)[0]
 
     def events_by_user(self) -> Iterator[tuple[str, list[RawEvent]]]:
-        for u in range(self.cfg.num_users):
-            evs = self.user_events(u)
-            self.report.saw("synthetic events", len(evs))
-            yield f"user{u:07d}", evs
+        return self.events_for_users(0, self.cfg.num_users)
 
     def events_for_users(self, start: int, stop: int) -> Iterator[tuple[str, list[RawEvent]]]:
         """Users [start, stop): lets parallel workers generate disjoint slices of the population."""

@@ -10,7 +10,6 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 from data_prep.examples import user_rank
@@ -18,7 +17,14 @@ from data_prep.safe_pickle import load_table
 from data_prep.sources import SourceConfigError
 from data_prep.sources.amazon2023 import review_time_seconds
 from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
-from data_prep.sources.records import BadField, check_utf8, clean_text, require_id, timestamp_seconds
+from data_prep.sources.records import (
+    BadField,
+    check_utf8,
+    clean_text,
+    iso_seconds,
+    require_id,
+    timestamp_seconds,
+)
 from seller_dist import storage
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
@@ -30,10 +36,6 @@ TEST_USERS_SEED = 20240601  # train_on_test_users: which users' test pairs train
 PKL_COLUMNS = ("uid", "iid", "explanation")
 TIME_REASON = "expected epoch seconds/ms, an ISO-8601 date or 'M D, YYYY'"
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
-# What datetime.fromisoformat reads on Python 3.10 too (3 or 6 fraction digits, offsets with a colon).
-_ISO = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
-)
 
 
 def time_seconds(value: str, column: str = "Time") -> int:
@@ -49,12 +51,9 @@ def time_seconds(value: str, column: str = "Time") -> int:
             return timestamp_seconds(s, column)
         except BadField as e:  # '1e400' overflows to inf
             raise BadField(column, e.reason if e.reason.startswith("negative") else TIME_REASON) from None
-    if _ISO.fullmatch(s):
-        try:
-            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-        except ValueError:
-            raise BadField(column, TIME_REASON) from None
-        return timestamp_seconds((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp(), column)
+    seconds = iso_seconds(s)  # None also for an ISO-shaped string that is no date: not 'M D, YYYY' either
+    if seconds is not None:
+        return timestamp_seconds(seconds, column)
     try:
         return review_time_seconds(s, column)
     except BadField:

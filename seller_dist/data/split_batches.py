@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from seller_dist.config import StorageConfig
 from seller_dist.data.schema import ExampleRecord, RecordError
@@ -39,6 +40,19 @@ def plan_batches(manifest: Manifest, split: str, batch_size: int, limit: int = 0
     return plan
 
 
+def shard_records(
+    manifest: Manifest, info: dict[str, Any], storage_cfg: StorageConfig | None
+) -> list[ExampleRecord]:
+    """The validated records of one shard of the manifest (its sha256 checked), in shard order."""
+    url = f"{manifest.root}/{info['path']}"
+    out = []
+    for sample in iter_tar_samples(read_shard_bytes(manifest.root, info, storage_cfg, verify=True), url):
+        if "json" not in sample:
+            raise RecordError("json", "no .json member in the shard", sample["__key__"], url)
+        out.append(ExampleRecord.from_json(sample["json"], where=url, key=sample["__key__"]))
+    return out
+
+
 def worker_share(plan: Sequence[PlannedBatch], rank: int, world: int) -> list[PlannedBatch]:
     return list(plan[rank::world])
 
@@ -51,15 +65,7 @@ def read_batches(
     by_shard: dict[int, list[ExampleRecord]] = {}
     out = []
     for b in batches:
-        if b.shard not in by_shard:
-            info = infos[b.shard]
-            url = f"{manifest.root}/{info['path']}"
-            data = read_shard_bytes(manifest.root, info, storage_cfg, verify=True)
-            recs = []
-            for sample in iter_tar_samples(data, url):
-                if "json" not in sample:
-                    raise RecordError("json", "no .json member in the shard", sample["__key__"], url)
-                recs.append(ExampleRecord.from_json(sample["json"], where=url, key=sample["__key__"]))
-            by_shard = {b.shard: recs}  # batches come in shard order: keep one shard in memory
+        if b.shard not in by_shard:  # batches come in shard order: keep one shard in memory
+            by_shard = {b.shard: shard_records(manifest, infos[b.shard], storage_cfg)}
         out.append((b, by_shard[b.shard][b.start : b.stop]))
     return out

@@ -132,14 +132,6 @@ class EpochPlan:
             rec[sel] = self.record_perm(int(s))[offset[sel]]
         return shard, rec, pad
 
-    def shards_of_range(self) -> list[int]:
-        """Shards overlapping this rank's (unpadded) range, in reading order."""
-        if self.real == 0:
-            return []
-        lo = np.searchsorted(self.cum, self.start, side="right") - 1
-        hi = np.searchsorted(self.cum, self.start + self.real - 1, side="right") - 1
-        return [int(s) for s in self.shard_order[lo : hi + 1]]
-
 
 @dataclass
 class _WorkerFailure:
@@ -265,32 +257,6 @@ class ShardStream(IterableDataset):
         self.batches_per_chunk = batches_per_chunk
         # where iteration starts / stops; RankLoader sets these before each DataLoader pass
         self.start_epoch, self.start_batch, self.end_epoch = 0, 0, None
-
-    @staticmethod
-    def from_config(
-        cfg: StreamConfig,
-        rank: int | None = None,
-        world_size: int | None = None,
-        collate_fn: Callable[[list[ExampleRecord], list[bool]], Any] | None = None,
-        shuffle: bool = True,
-        drop_last: bool = False,
-    ) -> ShardStream:
-        cfg.validate()
-        return ShardStream(
-            Manifest.load(cfg.manifest, cfg.storage),
-            split=cfg.split,
-            batch_size=cfg.batch_size,
-            shuffle_buffer=cfg.shuffle_buffer,
-            seed=cfg.seed,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            verify_checksums=cfg.verify_checksums,
-            storage_cfg=cfg.storage,
-            collate_fn=collate_fn,
-            length_buckets=cfg.length_buckets,
-        )
 
     # ---------------------------------------------------------------------------------- reading
     def shard_url(self, shard: int) -> str:
@@ -467,10 +433,21 @@ class RankLoader:
         rank: int | None = None,
         world_size: int | None = None,
         collate_fn: Callable[[list[ExampleRecord], list[bool]], Any] | None = None,
-        shuffle: bool = True,
-        drop_last: bool = False,
     ) -> RankLoader:
-        stream = ShardStream.from_config(cfg, rank, world_size, collate_fn, shuffle, drop_last)
+        cfg.validate()
+        stream = ShardStream(
+            Manifest.load(cfg.manifest, cfg.storage),
+            split=cfg.split,
+            batch_size=cfg.batch_size,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+            verify_checksums=cfg.verify_checksums,
+            storage_cfg=cfg.storage,
+            collate_fn=collate_fn,
+            length_buckets=cfg.length_buckets,
+        )
         return RankLoader(stream, num_workers=cfg.num_workers)
 
     @property
@@ -479,10 +456,6 @@ class RankLoader:
 
     def __len__(self) -> int:
         return self.batches_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.batches_done = int(epoch), 0
-        self._generation += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -47,7 +47,6 @@ class PlainTextEncoder:
         spec = json.loads(backend.to_str())
         spec["padding"] = None  # a saved tokenizer.json may carry them: they would pad and cut silently
         spec["truncation"] = None
-        self.added_ids = frozenset(int(t["id"]) for t in spec.get("added_tokens", []))
         for token in spec.get("added_tokens", []):
             token["special"] = True  # encode_special_tokens skips special added tokens only
         self._start = self._backend(spec)
@@ -56,7 +55,6 @@ class PlainTextEncoder:
             spec["normalizer"] = None
         spec["pre_tokenizer"] = _without_prefix_rules(spec.get("pre_tokenizer"))
         self._continue = self._backend(spec)
-        self.has_prefix_rule = self._start.to_str() != self._continue.to_str()
 
     @staticmethod
     def _backend(spec: dict[str, Any]) -> Tokenizer:

@@ -68,10 +68,6 @@ def compiler_failure(e: BaseException) -> str | None:
     return f"{what}: {line}"[:300] if line else what
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 class StaticDecoder:
     """Decodes for one FrozenLLM; `generate` has FrozenLLM.generate's signature and result."""
 
@@ -110,7 +106,7 @@ class StaticDecoder:
             return self.cache
         if key is not None and key[0] == rows:
             length = max(length, key[1])
-        length = _round_up(length, self.cache_multiple)
+        length = -(-length // self.cache_multiple) * self.cache_multiple  # rounded up
         self.cache = None  # free the old tensors before allocating the new ones
         self.cache = StaticCache(config=self.model.config, max_cache_len=length)
         self._cache_key = (rows, length, dtype, device)

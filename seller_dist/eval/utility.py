@@ -15,14 +15,10 @@ import numpy as np
 
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.schema import ExampleRecord
+from seller_dist.data.sentence_embeddings import item_text
 from seller_dist.eval.text_metrics import summary
 
 KS = (1, 5, 10)
-
-
-def item_text(catalog: ItemCatalog, idx: int) -> str:
-    """The text prep embeds for an item (data_prep.publish.write_items)."""
-    return ". ".join(p for p in (catalog.titles[idx], catalog.texts[idx]) if p) or catalog.item_ids[idx]
 
 
 def item_vectors(catalog: ItemCatalog, encoder: Any, batch_size: int = 64) -> np.ndarray:
@@ -30,7 +26,8 @@ def item_vectors(catalog: ItemCatalog, encoder: Any, batch_size: int = 64) -> np
     if catalog.embedding_dim:
         emb = catalog.embeddings.astype(np.float32)
     else:
-        texts = [item_text(catalog, i) for i in range(1, catalog.num_items + 1)]
+        c = catalog
+        texts = [item_text(c.titles[i], c.texts[i], c.item_ids[i]) for i in range(1, c.num_items + 1)]
         emb = np.concatenate([np.zeros((1, encoder.dim), np.float32), encoder.sentences(texts, batch_size)])
     norm = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.where(norm > 0, norm, 1.0)

@@ -27,6 +27,7 @@ from typing import Any
 
 from seller_dist.errors import UserError
 from seller_dist.model.llm_family import TESTED_MODEL_TYPES
+from seller_dist.model.llm_source import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +107,6 @@ def _versions() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- source
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _pick(names: list[str], where: str, member: str | None) -> str:
     """The one GGUF among `names` (or the one called `member`)."""
     if member is not None:

@@ -198,7 +198,7 @@ def _download(url: str, dest: Path, storage_cfg: StorageConfig | None, locked: b
             entry: dict[str, Any] = {
                 "path": rel,
                 "size": size,
-                "sha256": _sha256(target),
+                "sha256": sha256_of(target),
                 "remote_size": info["size"],
             }
             if info.get("etag"):
@@ -270,7 +270,7 @@ def _remote_listing(
     return out
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from seller_dist.train import checkpoint as ck
 
@@ -107,14 +107,6 @@ PROTOCOL_FILES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-# what a registered part has; the DeepSpeed engine instead has `save_into` / `load_from` (a folder
-# DeepSpeed itself writes its partitioned state into)
-class Stateful(Protocol):
-    def state_dict(self) -> Any: ...
-
-    def load_state_dict(self, state: Any) -> None: ...
-
-
 @dataclass
 class TrainProgress:
     """train_state.json. The LR is a pure function of the step and the per-step seeds are derived
@@ -158,12 +150,11 @@ class Fixed:
     def state_dict(self) -> Any:
         return self.value
 
-    def load_state_dict(self, state: Any) -> None:  # noqa: ARG002 - nothing to restore by design
-        return None
-
 
 class CheckpointState:
-    """The stateful parts of one rank, by PARTS name; `save` / `load` walk them in PARTS order."""
+    """The stateful parts of one rank, by PARTS name; `save` / `load` walk them in PARTS order. A part
+    has `state_dict` (and `load_state_dict` when PARTS restores it); the DeepSpeed engine instead has
+    `save_into` / `load_from` (a folder DeepSpeed itself writes its partitioned state into)."""
 
     def __init__(self, rank: int, ep_rank: int = 0, expert_holder: bool = False):
         self.rank, self.ep_rank, self.expert_holder = rank, ep_rank, expert_holder

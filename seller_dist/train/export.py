@@ -222,23 +222,17 @@ def build_seller(
 ) -> ExportedSeller:
     """SellerModel + MoE with the trained weights, on the CPU in eval mode. `llm`: an already
     loaded FrozenLLM, else it is read from `llm_path` (default: the path it was trained with)."""
-    from seller_dist.model.llm import FrozenLLM
     from seller_dist.model.seller import SellerModel
     from seller_dist.model.vocab import ModelVocab
+    from seller_dist.train.strategy import load_frozen_llm
 
     model_cfg = trained.model
     if llm is None:
         path = llm_path or model_cfg.llm_path
         if not path:
             raise ValueError(f"{trained.source} names no llm_path: pass llm_path= (the base LLM)")
-        llm = FrozenLLM.from_pretrained(
-            path,
-            model_cfg.llm_dtype,
-            model_cfg.llm_cache_dir,
-            storage_cfg,
-            model_cfg.trust_remote_code,
-            model_cfg.allow_pickle_weights,
-        )
+        # as for a strategy that does not train in bf16: the config's llm_dtype
+        llm = load_frozen_llm(dataclasses.replace(model_cfg, llm_path=path), torch.float32, storage_cfg)
     model = SellerModel(model_cfg, ModelVocab(**trained.vocab), llm).eval()
     weights = trained.weights
     model.load_trainable_state_dict({k: v for k, v in weights.items() if not k.startswith(MOE_PREFIX)})

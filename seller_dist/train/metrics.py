@@ -6,6 +6,7 @@ the frozen LLM, 6N per sample through the trainables; docs/scaling.md), shared b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -116,11 +117,8 @@ class ThroughputMeter:
 def format_line(step: int, metrics: Mapping[str, Any]) -> str:
     parts = [f"step={step}"]
     for k in sorted(metrics):
-        v = metrics[k]
-        if isinstance(v, float):
-            parts.append(f"{k}={v:.4g}" if math.isfinite(v) else f"{k}={v}")
-        elif isinstance(v, (int, str, bool)):
-            parts.append(f"{k}={v}")
+        if isinstance(metrics[k], (float, int, str, bool)):
+            parts.append(f"{k}={_num(metrics[k])}")
     return " ".join(parts)
 
 
@@ -254,22 +252,11 @@ class NullStepTimer:
     def step_begin(self) -> None:
         pass
 
-    def phase(self, name: str) -> _NullPhase:
-        return _NULL_PHASE
+    def phase(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def step_end(self, llm_tokens: int, samples: int) -> None:
         pass
-
-
-class _NullPhase:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NULL_PHASE = _NullPhase()
 
 
 class StepTimer(NullStepTimer):
@@ -287,8 +274,6 @@ class StepTimer(NullStepTimer):
         sync: Callable[[], None] | None = None,
         clock: Callable[[], float] | None = None,
     ):
-        import time
-
         self.comm_clock = comm_clock or (lambda: 0.0)
         self.sync = sync or (lambda: None)
         self.clock = clock or time.perf_counter

@@ -17,12 +17,11 @@ import fsspec
 
 from seller_dist import storage
 from seller_dist.config import ConfigError, StorageConfig, TrainConfig, validate_tree
+from seller_dist.data.shards import MANIFEST_NAME
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.callbacks import check_callbacks
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass

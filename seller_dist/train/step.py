@@ -37,9 +37,7 @@ class NonFiniteError(RuntimeError):
 class WorkerResult:
     start_step: int  # 0 for a fresh run, else the step of the checkpoint resumed from
     step: int  # the last completed optimizer step (== max_steps)
-    losses: dict[int, float] = field(
-        default_factory=dict
-    )  # step -> loss averaged over ranks and micro-batches
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss (mean of ranks and micro-batches)
     checkpoint_url: str | None = None  # the last committed checkpoint
     valid_losses: dict[int, float] = field(default_factory=dict)  # step -> validation loss
 

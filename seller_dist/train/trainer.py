@@ -49,16 +49,14 @@ class EngineCheckpoint:
 
 
 class DenseWeights:
-    """model.safetensors: the full dense trainables, gathered from their partitions (collective)."""
+    """model.safetensors: the full dense trainables, gathered from their partitions (collective);
+    written, never restored (resume reads engine/)."""
 
     def __init__(self, state: Any):
         self.state = state
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state.trainable_state_dict().items() if not k.startswith("moe.")}
-
-    def load_state_dict(self, state: Any) -> None:  # noqa: ARG002 - resume reads engine/
-        return None
 
 
 class Trainer:

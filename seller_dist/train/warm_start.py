@@ -20,7 +20,7 @@ import yaml
 from seller_dist import storage
 from seller_dist.config import ConfigError, ModelConfig, StorageConfig, TrainConfig
 from seller_dist.data.catalog import ItemCatalog
-from seller_dist.data.shards import Manifest
+from seller_dist.data.shards import MANIFEST_NAME, Manifest
 from seller_dist.train import checkpoint as ck
 from seller_dist.train.export import CONFIG_FILE as EXPORT_CONFIG_FILE
 from seller_dist.train.export import MOE_PREFIX, TrainedWeights, load_trained
@@ -28,16 +28,14 @@ from seller_dist.train.weights_fit import expected_shapes, misfit
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 # model settings that name files or placement, not shapes: never reported as "differs"
 _NOT_SHAPE_KEYS = ("llm_path", "llm_cache_dir", "llm_dtype", "ep_size")
 
 
 @dataclass
 class RowMap:
-    """Rows of one vocabulary table: new row r takes old row src[r] of `old_key`; -1 keeps the fresh init."""
+    """Rows of one vocabulary table: new row r takes the checkpoint's row src[r]; -1 keeps the fresh init."""
 
-    old_key: str
     src: torch.Tensor  # long [new rows]
     old_rows: int  # rows the checkpoint's table must have
 
@@ -225,7 +223,7 @@ def plan(
     rows: dict[str, RowMap] = {}
     for key in item_keys:
         assert item_src is not None
-        rows[key] = RowMap(key, item_src, old_n + 1)
+        rows[key] = RowMap(item_src, old_n + 1)
     carried = int((item_src[1:] >= 0).sum()) if item_src is not None else 0
 
     # --- attribute value rows: by value, the fields themselves must agree
@@ -245,7 +243,7 @@ def plan(
             old_values = old.attribute_fields[names[f]]
             old_pos = {v: i for i, v in enumerate(old_values, start=1)}
             src = [0] + [old_pos.get(v, -1) for v in new_fields[names[f]]]
-            rows[key] = RowMap(key, torch.tensor(src, dtype=torch.long), len(old_values) + 1)
+            rows[key] = RowMap(torch.tensor(src, dtype=torch.long), len(old_values) + 1)
 
     # --- every tensor must now fit
     def fits(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> bool:

@@ -18,6 +18,7 @@ import pytest
 from seller_dist.config import EvalConfig, load_config
 from seller_dist.data.catalog import ItemCatalog
 from seller_dist.data.shards import Manifest
+from seller_dist.data.synthetic_reference import PreparedItems
 from seller_dist.eval import oracles
 from seller_dist.eval.scoring import load_split
 from tests.eval_helpers import shared_encoder
@@ -87,7 +88,7 @@ def test_errors_name_the_policy_the_source_and_the_record(packaged, tmp_path):
         oracles.run_oracles(cfg, str(tmp_path), ["reference", "latest"])
     manifest = Manifest.load(data)
     records = load_split(manifest, "test", cfg, limit=3)
-    catalog = oracles.template_catalog(ItemCatalog.load(data, manifest))
+    catalog = PreparedItems.from_catalog(ItemCatalog.load(data, manifest))
     tampered = [records[0], dataclasses.replace(records[1], explanation="Because you like it.")]
     with pytest.raises(ValueError, match=rf"record {records[1].key}: .*field 'explanation'"):
         oracles.oracle_generations(tampered, catalog, "reference")

@@ -7,7 +7,6 @@ import re
 from data_prep.examples import (
     Catalog,
     CutParams,
-    cut_user_examples,
     cut_user_payloads,
     dedupe_and_sort,
     split_for,
@@ -15,6 +14,7 @@ from data_prep.examples import (
 from data_prep.sources.base import RawEvent, RawItem
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.schema import ACTIONS
+from tests.prep_sources import cut_user_examples
 
 ITEMS = [
     RawItem("a", "Alpha Lamp", {"category": "home", "brand": "acme"}),

@@ -12,7 +12,7 @@ import pytest
 
 import data_prep.pipeline as pipeline
 import data_prep.publish as publish
-from data_prep.examples import Catalog, cut_user_examples
+from data_prep.examples import Catalog
 from data_prep.sources.base import RawEvent, RawItem, Source
 from data_prep.sources.synthetic import SyntheticSource
 from seller_dist import cli
@@ -21,6 +21,7 @@ from seller_dist.data import shards
 from seller_dist.data.bad_records import BadRecordReport, TooManyBadRecords
 from seller_dist.data.inspect import summarize
 from seller_dist.data.schema import SPLITS, ExampleRecord
+from tests.prep_sources import cut_user_examples
 
 SMALL = {"num_users": 60, "num_items": 40, "events_per_user_min": 3, "events_per_user_max": 12}
 

@@ -282,8 +282,9 @@ def test_ray_engine_honours_the_source_split(tmp_path):
 
 
 def test_examples_per_user_keeps_the_last_train_targets_and_every_held_out_one():
-    from data_prep.examples import Catalog, CutParams, cut_user_examples
+    from data_prep.examples import Catalog, CutParams
     from data_prep.sources.base import RawEvent, RawItem
+    from tests.prep_sources import cut_user_examples
 
     evs = [RawEvent("u", f"i{n}", 10 * n, "review", text=f"t{n}", split=s)
            for n, s in enumerate(["train", "test", "train", "valid", "train", "train"])]  # fmt: skip

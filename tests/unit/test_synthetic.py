@@ -7,11 +7,12 @@ import tracemalloc
 
 import pytest
 
-from data_prep.examples import Catalog, CutParams, cut_user_examples
+from data_prep.examples import Catalog, CutParams
 from data_prep.sources.synthetic import SyntheticSource
 from seller_dist.config import ConfigError
 from seller_dist.data.bad_records import BadRecordReport
 from seller_dist.data.synthetic_reference import most_recent_related, order_dependent_explanation
+from tests.prep_sources import cut_user_examples
 
 
 def make_source(**opts) -> SyntheticSource:
