@@ -8,6 +8,7 @@ tree, date, machine, command; a table of the code itself, CODE_TABLES, names tha
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import sys
@@ -88,22 +89,16 @@ def ratios_table(ratios: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-def _bench_data(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
-    from seller_dist.bench.data import stream_table
-
-    return stream_table(arts[0])
+def _of_first(module: str, name: str) -> Renderer:
+    """A renderer that is `module.name` of the first artifact, imported when a table needs it (a
+    benchmark module may import torch)."""
+    return lambda arts, _: getattr(importlib.import_module(module), name)(arts[0])
 
 
 def _bench_data_padding(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     from seller_dist.bench.data import padding_table
 
     return padding_table(arts)
-
-
-def _bench_train(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
-    from seller_dist.bench.train import table
-
-    return table(arts[0])
 
 
 def _bench_train_ratios(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
@@ -160,22 +155,10 @@ def _bench_train_setting(arts: list[dict[str, Any]], opts: dict[str, str]) -> st
     return "\n".join(rows)
 
 
-def _bench_prep(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
-    from seller_dist.bench.prep import table
-
-    return table(arts[0])
-
-
 def _bench_eval(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     from seller_dist.bench.eval import variants_table
 
     return variants_table(arts[0]) + "\n\n" + ratios_table(arts[0]["ratios"])
-
-
-def _gpu_train(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
-    from seller_dist.bench.gpu import train_table
-
-    return train_table(arts[0])
 
 
 def _gpu_decode(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
@@ -562,18 +545,18 @@ RENDERERS: dict[str, Renderer] = {
     "demo": _demo,
     "learning": _learning,
     "oracles": _oracles,
-    "bench-data": _bench_data,
+    "bench-data": _of_first("seller_dist.bench.data", "stream_table"),
     "bench-data-padding": _bench_data_padding,
-    "bench-train": _bench_train,
+    "bench-train": _of_first("seller_dist.bench.train", "table"),
     "bench-train-ratios": _bench_train_ratios,
     "bench-train-comm": _bench_train_comm,
     "bench-train-setting": _bench_train_setting,
-    "bench-prep": _bench_prep,
+    "bench-prep": _of_first("seller_dist.bench.prep", "table"),
     "prep-fit": _prep_fit,
     "prep-memory": _prep_memory,
     "prep-1b": _prep_1b,
     "bench-eval": _bench_eval,
-    "gpu-train": _gpu_train,
+    "gpu-train": _of_first("seller_dist.bench.gpu", "train_table"),
     "gpu-decode": _gpu_decode,
     "scaling-train-check": _scaling_train_check,
     "scaling-gpu-check": _scaling_gpu_check,
@@ -643,14 +626,6 @@ def stale_blocks(root: Path = REPO) -> list[str]:
             if m["body"] != render(m["spec"], root):
                 out.append(f"{path.relative_to(root)}: {m['spec']}")
     return out
-
-
-def artifacts_used(root: Path = REPO) -> set[str]:
-    used: set[str] = set()
-    for path in markdown_files(root):
-        for m in BLOCK.finditer(path.read_text(encoding="utf-8")):
-            used.update(t for t in m["spec"].split()[1:] if "=" not in t)
-    return used
 
 
 def write_all(root: Path = REPO) -> list[Path]:
