@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PUBLISHED = "docs/bench"  # the committed artifacts the docs' tables are generated from
-
 
 def default_path(name: str) -> Path:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M%S")

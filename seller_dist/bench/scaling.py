@@ -23,7 +23,6 @@ class LLMSpec:
     hidden: int
 
 
-LLAMA_1B = LLMSpec("llama-1b", 0.953e9, 16, 2048)  # the GPU benchmark's config (cluster/gpu_bench.sh)
 LLAMA_8B = LLMSpec("llama-8b", 8.03e9, 32, 4096)
 LLAMA_70B = LLMSpec("llama-70b", 70.6e9, 80, 8192)
 

@@ -87,7 +87,6 @@ class CommClock:
     bytes: dict[str, int] = field(default_factory=dict)
     total: float = 0.0
     _depth: int = 0
-    _saved: list[tuple[Any, str, Any]] = field(default_factory=list)
 
     def __call__(self) -> float:
         return self.total
@@ -141,13 +140,6 @@ class CommClock:
         for mod in (dist, c10d):
             for name in OPS:
                 fn = getattr(mod, name, None)
-                if fn is None or getattr(fn, "__wrapped_comm_clock__", False):
-                    continue
-                self._saved.append((mod, name, fn))
-                setattr(mod, name, self._wrap(name, fn))
+                if fn is not None and not getattr(fn, "__wrapped_comm_clock__", False):
+                    setattr(mod, name, self._wrap(name, fn))
         return self
-
-    def uninstall(self) -> None:
-        for mod, name, fn in reversed(self._saved):
-            setattr(mod, name, fn)
-        self._saved.clear()
