@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +31,6 @@ SMOLLM2_EVAL_LIMIT = 50
 CHAT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
 DEMO_ARTIFACT = "demo.json"  # <out>/demo.json: the table's reports and the run's provenance
 ORACLES = ("reference", "max_match")  # the perfect sequence-aware and the best order-free explanations
-
-
-def default_prep_config_path() -> Path:
-    return Path(str(resources.files("seller_dist") / "configs" / "prep_synthetic.yaml"))
 
 
 @dataclass
@@ -104,11 +99,11 @@ def run_demo(options: DemoOptions, quiet: bool = False) -> None:
 def run_stages(opts: DemoOptions) -> None:
     t0 = time.time()
     data_url = storage.join(opts.out, "data")
-    prep_cfg = load_config(
-        PrepConfig, default_prep_config_path(), [f"output={data_url}", "overwrite=true", *opts.prep_overrides]
-    )
-    from data_prep.pipeline import run_prep
+    from data_prep.pipeline import DEFAULT_CONFIG, run_prep
 
+    prep_cfg = load_config(
+        PrepConfig, DEFAULT_CONFIG, [f"output={data_url}", "overwrite=true", *opts.prep_overrides]
+    )
     n_stages = 2 if opts.stages == "data" else 8
     stage.info(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
     manifest = run_prep(prep_cfg)

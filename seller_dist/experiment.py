@@ -16,7 +16,6 @@ import os
 import shutil
 import statistics
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +75,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def default_prep_config() -> str:
-    return str(resources.files("seller_dist") / "configs" / "prep_synthetic.yaml")
-
-
-def default_train_config() -> str:
-    return str(resources.files("seller_dist") / "configs" / "train_demo.yaml")
-
-
 # ------------------------------------------------------------------------------------------ cells
 @dataclasses.dataclass
 class Cell:
@@ -124,6 +115,8 @@ def grid(
 
 def train_config_for(cfg: ExperimentConfig, cell: Cell, data: str, llm: str) -> TrainConfig:
     """The cell's TrainConfig: the experiment's defaults < `train` < the system < the grid's own keys."""
+    from seller_dist.train.driver import default_config_path
+
     steps = cfg.budget.max_steps
     overrides = [
         "checkpoint.every_steps=0",  # one checkpoint, at the end
@@ -141,7 +134,7 @@ def train_config_for(cfg: ExperimentConfig, cell: Cell, data: str, llm: str) -> 
         f"data.seed={cell.seed}",
     ]
     try:
-        return load_config(TrainConfig, cfg.train_config or default_train_config(), overrides)
+        return load_config(TrainConfig, cfg.train_config or default_config_path(), overrides)
     except ConfigError as e:
         raise ConfigError(f"systems.{cell.system}: {e}") from None
 
@@ -177,7 +170,9 @@ def fingerprint(
     the LLM and the dataset. Not where things are written, nor how many eval workers generate (the
     eval's results do not depend on it); a config key added to the code later with its default does
     not change it either (the code's version is in each result instead)."""
-    train_yaml = Path(cfg.train_config or default_train_config()).read_bytes()
+    from seller_dist.train.driver import default_config_path
+
+    train_yaml = Path(cfg.train_config or default_config_path()).read_bytes()
     parts = {
         "train_yaml_sha256": hashlib.sha256(train_yaml).hexdigest(),
         "train": dotted_items(cfg.train),
@@ -339,12 +334,12 @@ def prepare_data(cfg: ExperimentConfig) -> tuple[str, float | None]:
         if cfg.prep and cfg.data:
             stage.info(f"[experiment] {data} is prepared already: the `prep` keys are not used")
         return data, None
-    from data_prep.pipeline import run_prep
+    from data_prep.pipeline import DEFAULT_CONFIG, run_prep
 
     # the packaged prep config is the synthetic source's: another source starts from PrepConfig's
     # defaults, so the synthetic generator's source_options are not handed to (and recorded for) it
     base = cfg.prep_config or (
-        default_prep_config() if cfg.prep.get("source", "synthetic") == "synthetic" else None
+        str(DEFAULT_CONFIG) if cfg.prep.get("source", "synthetic") == "synthetic" else None
     )
     prep_cfg = load_config(PrepConfig, base, [*overrides_of(cfg.prep), _kv("output", data)])
     stage.info(f"[experiment] prepare {prep_cfg.source} -> {data}")
