@@ -230,11 +230,6 @@ runpy.run_module('seller_dist.cli', run_name='__main__', alter_sys=True)
 """
 
 
-def vm_hwm_kib(pid: int | str) -> int | None:
-    """A process's own peak RSS so far (VmHWM, KiB); None when it is gone or unreadable."""
-    return _status_kib(pid).get("VmHWM")
-
-
 def _status_kib(pid: int | str) -> dict[str, int]:
     """The KiB fields of /proc/PID/status (VmHWM, VmRSS, RssAnon, RssShmem, ...); {} when gone."""
     out: dict[str, int] = {}
@@ -316,7 +311,7 @@ def run_with_peak_rss(
     def sample() -> None:
         me = psutil.Process(proc.pid)
         while not stop.is_set():
-            hwm = vm_hwm_kib(proc.pid)
+            hwm = _status_kib(proc.pid).get("VmHWM")  # the child's own peak RSS so far
             if hwm is not None:
                 state["hwm"] = max(hwm, state["hwm"] or 0)
             if sample_ray:
@@ -517,6 +512,14 @@ def _ok(row: dict[str, Any] | None) -> bool:
     return row is not None and row["exit_code"] == 0
 
 
+def _check(
+    target: str, engine: str, fmt: str, value: float | None, limit: float, at_most: bool = False
+) -> dict[str, Any]:
+    """One target's row: PASS when `value` was measured and is at least (`at_most`: at most) `limit`."""
+    passed = value is not None and (value <= limit if at_most else value >= limit)
+    return {"target": target, "engine": engine, "format": fmt, "value": value, "pass": passed}
+
+
 def targets(rows: list[dict[str, Any]], baseline: float) -> dict[str, Any]:
     """The ratios the targets need, from this run's rows, and PASS/FAIL per target and (engine, format)."""
     by = {(r["engine"], r["format"], r["events"]): r for r in rows}
@@ -537,26 +540,12 @@ def targets(rows: list[dict[str, Any]], baseline: float) -> dict[str, Any]:
             if len(sizes) > 1 and _ok(lo) and _ok(hi):
                 ratio = round(hi["driver_peak_rss_mib"] / lo["driver_peak_rss_mib"], 3)
             ratios["rss_largest_over_smallest"][f"{e}/{f}"] = ratio
-            checks.append(
-                {
-                    "target": f"driver peak RSS at {large} <= {RSS_TARGET}x at {small}",
-                    "engine": e,
-                    "format": f,
-                    "value": ratio,
-                    "pass": ratio is not None and ratio <= RSS_TARGET,
-                }
-            )
+            rss_target = f"driver peak RSS at {large} <= {RSS_TARGET}x at {small}"
+            checks.append(_check(rss_target, e, f, ratio, RSS_TARGET, at_most=True))
             per_cpu = round(hi["events_per_s_per_cpu"] / baseline, 3) if _ok(hi) else None
             ratios["per_cpu_over_baseline"][f"{e}/{f}"] = per_cpu
-            checks.append(
-                {
-                    "target": f"events/s per CPU at {large} >= {SPEED_TARGET}x {baseline:.0f}",
-                    "engine": e,
-                    "format": f,
-                    "value": per_cpu,
-                    "pass": per_cpu is not None and per_cpu >= SPEED_TARGET,
-                }
-            )
+            speed_target = f"events/s per CPU at {large} >= {SPEED_TARGET}x {baseline:.0f}"
+            checks.append(_check(speed_target, e, f, per_cpu, SPEED_TARGET))
     if {"local", "ray"} <= set(engines):
         for f in formats:
             per_size = {}
@@ -567,15 +556,8 @@ def targets(rows: list[dict[str, Any]], baseline: float) -> dict[str, Any]:
                 )
             ratios["ray_over_local"][f] = per_size
             cpus = by.get(("ray", f, large), {}).get("cpus")
-            checks.append(
-                {
-                    "target": f"ray events/s >= local at {large} (ray on {cpus} CPUs)",
-                    "engine": "ray",
-                    "format": f,
-                    "value": per_size[str(large)],
-                    "pass": per_size[str(large)] is not None and per_size[str(large)] >= RAY_VS_LOCAL_TARGET,
-                }
-            )
+            ray_target = f"ray events/s >= local at {large} (ray on {cpus} CPUs)"
+            checks.append(_check(ray_target, "ray", f, per_size[str(large)], RAY_VS_LOCAL_TARGET))
     return {"ratios": ratios, "checks": checks}
 
 
