@@ -20,13 +20,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATED_COMMIT_ENV = "SELLER_SOURCE_COMMIT"
 
 
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
+def installed_version(package: str) -> str | None:
+    """The installed version of a distribution; None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("seller-dist")
-    except Exception:
-        return "0.1.0"
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def package_version() -> str:
+    return installed_version("seller-dist") or "0.1.0"
 
 
 def git_commit() -> str:
@@ -35,13 +40,7 @@ def git_commit() -> str:
     if not (REPO_ROOT / ".git").exists():
         return ""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        return _git(REPO_ROOT, "rev-parse", "--short=12", "HEAD").strip()
     except Exception:
         return ""
 
@@ -134,14 +133,7 @@ def _gpus() -> list[dict[str, Any]]:
 def machine() -> dict[str, Any]:
     """The machine a run measured: CPU model and count, memory, GPUs, OS, Python and the versions
     of the libraries that set the speed (no host name)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str | None] = {}
-    for pkg in ("torch", "deepspeed", "ray", "transformers"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
+    versions = {pkg: installed_version(pkg) for pkg in ("torch", "deepspeed", "ray", "transformers")}
     return {
         "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),

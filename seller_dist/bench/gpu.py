@@ -18,7 +18,7 @@ import torch
 
 from seller_dist.config import OptimConfig
 from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, flops_per_step, mfu
-from seller_dist.version import provenance
+from seller_dist.version import installed_version, provenance
 
 if TYPE_CHECKING:
     from seller_dist.model.vocab import ModelVocab
@@ -489,7 +489,7 @@ def run_generate(opts: GpuBenchOptions) -> int:
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "dtype": str(dtype),
         "torch": torch.__version__,
-        "transformers": _version("transformers"),
+        "transformers": installed_version("transformers"),
         "llm": {k: getattr(opts, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab")},
         "frozen_params": sum(p.numel() for p in llm.parameters()),
         "build_seconds": round(time.perf_counter() - t0, 1),
@@ -567,15 +567,6 @@ def decode_fp32_check(device: torch.device, compile_backend: str = "inductor") -
         flush=True,
     )
     return out
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def _write(path: str | None, result: dict[str, Any]) -> None:
@@ -762,7 +753,7 @@ def probe_vllm() -> dict[str, Any]:
         return {"status": "skipped", "error": "vllm is not installed here", "seconds": 0.0}
     return {
         "status": "skipped",
-        "result": {"vllm": _version("vllm")},
+        "result": {"vllm": installed_version("vllm")},
         "error": "vllm is installed but not run by this suite (it would need the 8.8B LLM saved: ~17 GB)",
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -821,8 +812,8 @@ def run_suite(opts: GpuBenchOptions) -> int:
         "provenance": provenance(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "transformers": _version("transformers"),
-        "deepspeed": _version("deepspeed"),
+        "transformers": installed_version("transformers"),
+        "deepspeed": installed_version("deepspeed"),
         "cuda_available": on_gpu,
         "budget_s": opts.budget,
         "seconds_per_row": None if opts.tiny else opts.seconds,
