@@ -124,6 +124,18 @@ def build_llm(
     return FrozenLLM(model, pad_id=0, eos_id=2, soft_id=3)
 
 
+def bench_llm(opts: GpuBenchOptions, seq_len: int) -> tuple[Any, torch.device, torch.dtype]:
+    """The frozen LLM of `opts`' shape for `seq_len` positions, with its device and dtype: bf16 on a
+    GPU, fp32 on the CPU (where `tiny` always runs)."""
+    on_gpu = torch.cuda.is_available() and not opts.tiny
+    device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    llm = build_llm(
+        opts.hidden, opts.layers, opts.heads, opts.intermediate, opts.vocab, seq_len, dtype, device, opts.attn
+    )
+    return llm, device, dtype
+
+
 def make_batches(
     n: int, micro: int, seq_len: int, vocab_size: int, num_soft: int, model_vocab: Any, pin_memory: bool
 ) -> list[dict[str, torch.Tensor]]:
@@ -465,21 +477,9 @@ def run_generate(opts: GpuBenchOptions) -> int:
         if opts.compile_backend == "inductor":
             # dynamo's capture without a C++ build: seconds, not a minute
             opts = replace(opts, compile_backend="eager")
-    on_gpu = torch.cuda.is_available() and not opts.tiny
-    device = torch.device("cuda") if on_gpu else torch.device("cpu")
-    dtype = torch.bfloat16 if on_gpu else torch.float32
     t0 = time.perf_counter()
-    llm = build_llm(
-        opts.hidden,
-        opts.layers,
-        opts.heads,
-        opts.intermediate,
-        opts.vocab,
-        opts.prompt_len + opts.new_tokens,
-        dtype,
-        device,
-        opts.attn,
-    )
+    llm, device, dtype = bench_llm(opts, opts.prompt_len + opts.new_tokens)
+    on_gpu = device.type == "cuda"
     default = DECODE_VARIANTS if on_gpu else DEFAULT_DECODE_VARIANTS  # cudagraphs needs CUDA
     variants = [v.strip() for v in (opts.gen_variants or ",".join(default)).split(",") if v.strip()]
     batch_sizes = [int(b) for b in opts.gen_batch_sizes.split(",") if b.strip()]
@@ -878,23 +878,11 @@ def run_train(opts: GpuBenchOptions) -> int:
         variants=opts.variants or ",".join(VARIANTS),
         peak_tflops=opts.peak_tflops or CHIP_PEAK_TFLOPS[opts.chip],
     )
-    on_gpu = torch.cuda.is_available() and not opts.tiny
-    device = torch.device("cuda") if on_gpu else torch.device("cpu")
-    dtype = torch.bfloat16 if on_gpu else torch.float32
-    if on_gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
     t0 = time.perf_counter()
-    llm = build_llm(
-        opts.hidden,
-        opts.layers,
-        opts.heads,
-        opts.intermediate,
-        opts.vocab,
-        opts.seq_len,
-        dtype,
-        device,
-        opts.attn,
-    )
+    llm, device, dtype = bench_llm(opts, opts.seq_len)
+    on_gpu = device.type == "cuda"
+    if on_gpu:  # TF32 for the measured steps (building the LLM ran no matmul)
+        torch.backends.cuda.matmul.allow_tf32 = True
     result: dict[str, Any] = {
         "benchmark": "gpu-train",
         "provenance": provenance(),
@@ -969,11 +957,8 @@ def run_train(opts: GpuBenchOptions) -> int:
         f"MFU {best['mfu']:.1%} against {opts.peak_tflops} TFLOP/s ({opts.chip})",
         flush=True,
     )
-    text = json.dumps(result, indent=2)
-    if opts.out:
-        with open(opts.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    _write(opts.out, result)
+    print(json.dumps(result, indent=2))
     print(train_table(result))
     return 0
 
