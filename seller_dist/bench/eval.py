@@ -73,12 +73,12 @@ def hf_generate(gen: Any, records: list, max_new_tokens: int) -> list[list[int]]
         pad_token_id=model.llm.pad_id,
         eos_token_id=list(model.llm.eos_ids),
     )
-    return [to_eos(gen, ids) for ids in out.tolist()]
+    return [to_eos(ids, gen.eos_ids) for ids in out.tolist()]
 
 
-def to_eos(gen: Any, ids: list[int]) -> list[int]:
-    """`ids` through the first of the generator's eos ids."""
-    cut = next((i for i, t in enumerate(ids) if t in gen.eos_ids), None)
+def to_eos(ids: list[int], eos_ids: Any) -> list[int]:
+    """`ids` through the first of `eos_ids`."""
+    cut = next((i for i, t in enumerate(ids) if t in eos_ids), None)
     return ids if cut is None else ids[: cut + 1]
 
 
@@ -89,7 +89,7 @@ def ours_ids(gen: Any, records: list) -> list[list[int]]:
 
     config = GenerationConfig(max_new_tokens=gen.gen.max_new_tokens, pointer=gen.gen.pointer)
     out = gen.seller.generate(inputs, gen=config)
-    return [to_eos(gen, ids) for ids in out["tokens"].tolist()]
+    return [to_eos(ids, gen.eos_ids) for ids in out["tokens"].tolist()]
 
 
 def timed(fn: Any, repeats: int) -> tuple[float, Any]:
@@ -239,14 +239,6 @@ def decode_prompts(llm: Any, batch: int, prompt_len: int, seed: int = 0) -> tupl
         return llm.embedding(ids), mask
 
 
-def _cut(tokens: torch.Tensor, eos_ids: Any) -> list[list[int]]:
-    out = []
-    for row in tokens.tolist():
-        k = next((i for i, t in enumerate(row) if t in eos_ids), None)
-        out.append(row if k is None else row[: k + 1])
-    return out
-
-
 def decode_benchmark(
     llm: Any,
     batch_sizes: Any = (16, 64),
@@ -342,7 +334,7 @@ def decode_benchmark(
         except Exception as e:  # an OOM or a compile this stack cannot do is a result, not a crash
             row["error"] = f"{type(e).__name__}: {e}"[:500]
         else:
-            cut = _cut(tokens, eos)
+            cut = [to_eos(row, eos) for row in tokens.tolist()]
             outputs[(b, v)] = cut
             steps = max(len(r) for r in cut)
             n = sum(len(r) for r in cut)
