@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from seller_dist.bench.artifact import write_artifact
 from seller_dist.bench.local_services import rank_env
 from seller_dist.config import TrainConfig, from_dict, load_config, to_dict
+from seller_dist.strategy_settings import on_gpu
 from seller_dist.train.metrics import CHIP_PEAK_TFLOPS, StepTimer, flops_per_step, mfu
 from seller_dist.version import provenance
 
@@ -144,9 +145,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------ rank side
 def peak_memory_mb() -> float:
-    import torch
+    if on_gpu():
+        import torch
 
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -156,8 +157,7 @@ def _timers() -> tuple[CommClock, StepTimer]:
 
     from seller_dist.bench.timing import CommClock
 
-    gpu = torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu"
-    sync = torch.cuda.synchronize if gpu else None
+    sync = torch.cuda.synchronize if on_gpu() else None
     comm = CommClock(sync=sync or (lambda: None)).install()
     return comm, StepTimer(comm_clock=comm, sync=sync)
 
