@@ -259,7 +259,6 @@ def run_benchmark(opts: BenchDataOptions, work: Path) -> dict[str, Any]:
         file=sys.stderr,
         flush=True,
     )
-    result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 

@@ -655,7 +655,6 @@ def run_benchmark(opts: BenchPrepOptions) -> dict[str, Any]:
             for fmt in formats:
                 result["results"].append(measure_one(engine, fmt, n, log, opts, work, cpus[engine]))
     result["targets"] = targets(result["results"], opts.baseline_eps)
-    result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 

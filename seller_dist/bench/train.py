@@ -552,7 +552,6 @@ def run_benchmark(opts: BenchTrainOptions) -> dict[str, Any]:
     result["ratios"] = ratios(result["results"])
     stream = measure_stream(mode_config(base, 1, steps, str(runs_root), "stream"), opts.stream_batches)
     result["stream"] = stream_vs_training(stream, result["results"])
-    result["provenance"]["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
