@@ -58,10 +58,6 @@ def overrides_of(tree: dict[str, Any]) -> list[str]:
     return [_kv(k, v) for k, v in dotted_items(tree).items()]
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _drop(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     flat = dotted_items(d)
     return {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in keys)}
@@ -184,7 +180,7 @@ def fingerprint(
         "llm": llm_id,
         "manifest_sha256": manifest_sha,
     }
-    return _sha(parts)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------ train and evaluate

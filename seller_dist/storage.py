@@ -87,8 +87,7 @@ def storage_options(url: str, cfg: StorageConfig | None = None) -> dict[str, Any
 
 def filesystem(url: str, cfg: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path inside it) for a URL."""
-    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, cfg))
-    return fs, path
+    return fsspec.core.url_to_fs(url, **storage_options(url, cfg))
 
 
 def is_transient(exc: BaseException) -> bool:
