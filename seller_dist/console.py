@@ -106,8 +106,7 @@ def local_log_path(folder_url: str, name: str) -> Path:
     from seller_dist import storage
 
     if storage.protocol_of(folder_url) == "file":
-        local = folder_url[len("file://") :] if folder_url.startswith("file://") else folder_url
-        return Path(local).absolute() / name
+        return Path(folder_url.removeprefix("file://")).absolute() / name
     return Path("outputs", "logs", name).absolute()
 
 

@@ -151,13 +151,7 @@ def add_prep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-history", type=int)
     p.add_argument("--ray-address", help="run engine=ray on this cluster (default: a local Ray)")
-    p.add_argument(
-        "--set",
-        dest="prep_set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a prep setting for every run (repeatable), e.g. partition_max_events=5000",
-    )
+    add_override_argument(p, "--set partition_max_events=5000", "prep_set", "a prep setting of every run")
     p.add_argument("--baseline-eps", type=float, help="events/s per CPU baseline")
     p.add_argument("--timeout", type=float, help="seconds before one prep run is killed")
     p.add_argument("--workdir", help="generated logs (cached), outputs, prep logs")

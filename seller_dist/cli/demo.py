@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from seller_dist.cli.options import add_verbose_argument, options_from, wants_quiet
+from seller_dist.cli.options import add_override_argument, add_verbose_argument, options_from, wants_quiet
 from seller_dist.demo import (
     DEFAULT_TRAIN_STEPS,
     SMOLLM2_EVAL_LIMIT,
@@ -45,14 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--eval-set", dest="eval_overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(
-        "--set",
-        dest="prep_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a prep config key, e.g. --set source_options.num_users=1000",
-    )
+    add_override_argument(p, "--set source_options.num_users=1000", "prep_overrides", "a prep config key")
     add_verbose_argument(p)
 
 

@@ -12,15 +12,17 @@ T = TypeVar("T")
 VERBOSE_HELP = "show Ray's and DeepSpeed's own output on the console (otherwise in the run's log file)"
 
 
-def add_override_argument(parser: argparse.ArgumentParser, example: str) -> None:
+def add_override_argument(
+    parser: argparse.ArgumentParser, example: str, dest: str = "overrides", what: str = "a config key"
+) -> None:
     """The `--set KEY=VALUE` option every config-driven command takes (repeatable, dotted keys)."""
     parser.add_argument(
         "--set",
-        dest="overrides",
+        dest=dest,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override a config key (dotted, repeatable), e.g. {example}",
+        help=f"override {what} (dotted, repeatable), e.g. {example}",
     )
 
 
