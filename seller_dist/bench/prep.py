@@ -244,19 +244,13 @@ def _status_kib(pid: int | str) -> dict[str, int]:
     return out
 
 
-def _task_title(p: Any) -> str:
-    """What a Ray worker runs now: its process title (`ray::HashShuffleReduce(...)->MapBatches(...)`)."""
-    try:
-        return " ".join(p.cmdline()).strip()[:120]
-    except Exception:  # gone
-        return ""
-
-
-def _is_ray_worker(p: Any) -> bool:
-    try:
-        return p.name().startswith("ray::") or any("ray::" in a for a in p.cmdline())
-    except Exception:  # gone, or not ours to read
-        return False
+def _ray_task(p: Any) -> str | None:
+    """What a Ray worker runs now: its process title (`ray::HashShuffleReduce(...)->MapBatches(...)`);
+    None for a process that is not a `ray::` worker, is gone or is not ours to read."""
+    with contextlib.suppress(Exception):
+        if p.name().startswith("ray::") or any("ray::" in a for a in p.cmdline()):
+            return " ".join(p.cmdline()).strip()[:120]
+    return None
 
 
 @dataclass
@@ -322,12 +316,12 @@ def run_with_peak_rss(
                 if other_ray_workers:
                     procs += [p for p in psutil.process_iter() if _created_after(p, started)]
                 for p in procs:
-                    if not _is_ray_worker(p) or "VmHWM" not in (st := _status_kib(p.pid)):
+                    if (task := _ray_task(p)) is None or "VmHWM" not in (st := _status_kib(p.pid)):
                         continue
                     state["workers"].add(p.pid)
                     state["worker"] = max(st["VmHWM"], state["worker"] or 0)
                     if st.get("RssAnon", 0) > (state["private"] or 0):
-                        state["private"], state["task"] = st["RssAnon"], _task_title(p)
+                        state["private"], state["task"] = st["RssAnon"], task
             if timeout_s is not None and time.perf_counter() - t0 > timeout_s and not state["timed_out"]:
                 state["timed_out"] = True
                 _kill_group(proc.pid, signal.SIGKILL)
