@@ -276,13 +276,12 @@ def run_with_peak_rss(
     *,
     sample_ray: bool = False,
     other_ray_workers: bool = False,
-    interval_s: float = 0.2,
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
 ) -> ChildRun:
     """Run `cmd` (which writes its VmHWM to $SELLER_BENCH_PEAK_FILE at exit, as CHILD_MAIN does) in
-    its own process group, reap it with os.wait4, and every `interval_s` read the VmHWM (so a peak
+    its own process group, reap it with os.wait4, and every 0.2 s read the VmHWM (so a peak
     between samples is not missed) of the `ray::` processes that descend from the child and, with
     `other_ray_workers` (a cluster at ray_address, whose workers are not our descendants), of any
     that started after the child."""
@@ -325,7 +324,7 @@ def run_with_peak_rss(
             if timeout_s is not None and time.perf_counter() - t0 > timeout_s and not state["timed_out"]:
                 state["timed_out"] = True
                 _kill_group(proc.pid, signal.SIGKILL)
-            stop.wait(interval_s)
+            stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
     sampler.start()
@@ -569,12 +568,11 @@ def table(result: dict[str, Any]) -> str:
         + "---:|---:|---:|",
     ]
     for r in result["results"]:
-        worker = r["ray_worker_peak_rss_mib"] if r["ray_worker_peak_rss_mib"] is not None else ""
         priv = f"{_blank(r.get('ray_worker_private_mib'))} | " if private else ""
         lines.append(
             f"| {r['engine']} | {r['format']} | {r['events']:,} | {r['wall_s']:.1f} | {r['events_per_s']:,.0f} | "
             f"{r['cpus']} | {r['events_per_s_per_cpu']:,.0f} | {r['x_baseline_per_cpu']:.2f} | "
-            f"{r['driver_peak_rss_mib']} | {worker} | {priv}{_blank(r['examples'])} | "
+            f"{r['driver_peak_rss_mib']} | {_blank(r['ray_worker_peak_rss_mib'])} | {priv}{_blank(r['examples'])} | "
             f"{_blank(r['bad_records'])} | {r['exit_code']} |"
         )
     ray_local = result["targets"]["ratios"]["ray_over_local"]
