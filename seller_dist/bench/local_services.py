@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from seller_dist.strategy_settings import on_gpu
+
 DUMMY_S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -104,9 +106,5 @@ def rank_env(rank: int, world: int, port: int, cpu: bool | None = None) -> None:
     os.environ.setdefault(
         "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "torch_extensions")
     )
-    if cpu is None:
-        import torch
-
-        cpu = not torch.cuda.is_available()
-    if cpu:
+    if cpu or (cpu is None and not on_gpu()):
         os.environ["DS_ACCELERATOR"] = "cpu"
