@@ -643,9 +643,7 @@ def _run_grid(
         )
         done.setdefault(rec["fingerprint"], rec)
         records.append(rec)
-    llm = cfg.llm.path or (
-        storage.join(cfg.out, "llm-seed<S>") if cfg.llm.per_seed else storage.join(cfg.out, "llm")
-    )
+    llm = cfg.llm.path or storage.join(cfg.out, "llm-seed<S>" if cfg.llm.per_seed else "llm")
     invocation = time.monotonic() - t0
     if table_only:  # keep the time of the last invocation that ran cells
         prev = _read_json(storage.join(cfg.out, RESULTS_JSON), cfg) or {}

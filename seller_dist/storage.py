@@ -144,10 +144,8 @@ def read_bytes_reusing_client(url: str, cfg: StorageConfig | None = None) -> byt
     stream fetches shards (seller_dist/data/stream.py), one GET each without a new S3 client."""
     opts = storage_options(url, cfg)
     key = (os.getpid(), protocol_of(url), json.dumps(opts, sort_keys=True, default=str))
-    fs = _filesystems.get(key)
     fresh, path = filesystem(url, cfg)
-    if fs is None:
-        fs = _filesystems[key] = fresh
+    fs = _filesystems.setdefault(key, fresh)
     return with_retries(lambda: fs.cat_file(path), f"read {url}", cfg)
 
 
