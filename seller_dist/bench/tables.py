@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from seller_dist.bench import scaling
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".git", ".venv", "outputs", ".cache", "node_modules", "build", "dist"}
@@ -235,8 +238,6 @@ SIDE_BY_SIDE_METRICS = ("bleu1", "bleu4", "rouge1", "rougeL", "bertscore_f1")
 def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     """Systems scored by the same text metrics on the same examples (tests/xrec_released_subset.py):
     per system the mean over its seeds' scores ± their sample std; a system with one run, its score."""
-    import statistics
-
     from seller_dist.experiment import fmt_stat
 
     art = arts[0]
@@ -573,12 +574,6 @@ def _checkpoint_parts() -> str:
     return markdown_table()
 
 
-def _scaling() -> str:
-    from seller_dist.bench.scaling import markdown, predict
-
-    return markdown(predict())
-
-
 # kind -> (the table, from code alone; the line saying which code): tables of what the code IS, not
 # of a measurement, so they name no artifact
 CODE_TABLES: dict[str, tuple[Callable[[], str], str]] = {
@@ -586,7 +581,10 @@ CODE_TABLES: dict[str, tuple[Callable[[], str], str]] = {
         _checkpoint_parts,
         "Generated from `PARTS` in `seller_dist/train/checkpoint_state.py`.",
     ),
-    "scaling": (_scaling, "Generated from the cost model, `predict()` in `seller_dist/bench/scaling.py`."),
+    "scaling": (
+        lambda: scaling.markdown(scaling.predict()),
+        "Generated from the cost model, `predict()` in `seller_dist/bench/scaling.py`.",
+    ),
 }
 
 
