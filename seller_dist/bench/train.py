@@ -543,9 +543,8 @@ def run_benchmark(opts: BenchTrainOptions) -> dict[str, Any]:
 
             if ray.is_initialized():
                 ray.shutdown()
-    for (_label, _w), reps in raw.items():
-        med = sorted(reps, key=lambda s: s["samples_per_s"])[len(reps) // 2]
-        entry = dict(med)
+    for reps in raw.values():
+        entry = sorted(reps, key=lambda s: s["samples_per_s"])[len(reps) // 2]  # the median repeat
         if len(reps) > 1:
             entry["samples_per_s_repeats"] = [r["samples_per_s"] for r in reps]
         result["results"].append(entry)
