@@ -221,6 +221,7 @@ def test_packaged_experiment_configs_load() -> None:
         "movielens_smollm2.yaml",
         "movielens_smollm2_120.yaml",
         "synthetic.yaml",
+        "synthetic_smollm2.yaml",
         "xrec_yelp.yaml",
         "xrec_yelp_smollm2.yaml",
     ]
