@@ -4,6 +4,8 @@
 #                                    (--verbose: Ray's and DeepSpeed's own output on the console, else outputs/demo/demo.log)
 #   ./launch.sh test                 the full test suite (what CI runs), on $TEST_WORKERS pytest workers (default 2)
 #   ./launch.sh test-fast            unit tests only (skips tests marked slow), likewise
+#   ./launch.sh tables [--check]     rewrite the docs' generated tables from their artifacts (docs/bench/)
+#   ./launch.sh lint                 ruff check and ruff format --check
 #   ./launch.sh setup                only install
 #   ./launch.sh cli ARGS...          run `seller-dist ARGS...` inside the venv
 #   ./launch.sh submit -- ARGS...    `ray job submit` of `seller-dist ARGS...` to $RAY_ADDRESS (default local head)
@@ -257,11 +259,12 @@ case "$cmd" in
   demo) setup; ray_auth; exec "$VENV/bin/seller-dist" demo "$@" ;;
   test) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" tests "$@" ;;
   test-fast) setup; ray_auth; exec "$PY" -m pytest -q "${PARALLEL[@]}" -m "not slow" tests "$@" ;;
-  lint) setup; "$VENV/bin/ruff" check seller_dist data_prep tests && exec "$VENV/bin/ruff" format --check seller_dist data_prep tests ;;
+  tables) setup; cd "$ROOT"; exec "$PY" -m tools.doc_tables "$@" ;;
+  lint) setup; "$VENV/bin/ruff" check seller_dist data_prep tests tools && exec "$VENV/bin/ruff" format --check seller_dist data_prep tests tools ;;
   cli) setup; ray_auth; exec "$VENV/bin/seller-dist" "$@" ;;
   submit) submit_job "$@" ;;
   local-cluster) local_cluster "$@" ;;
   image) build_image "$@" ;;
-  help|-h|--help) sed -n '2,11p' "$0" ;;
+  help|-h|--help) sed -n '2,13p' "$0" ;;
   *) echo "unknown command '$cmd'; see ./launch.sh help" >&2; exit 2 ;;
 esac

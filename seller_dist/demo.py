@@ -218,7 +218,7 @@ def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
 
 
 def demo_artifact(opts: DemoOptions, reports: list[str]) -> dict[str, Any]:
-    """What the README's demo table is generated from (seller_dist.bench.tables, kind `demo`): every
+    """What the README's demo table is generated from (tools.doc_tables, kind `demo`): every
     evaluated run's report beside the run's provenance and the demo's own settings."""
     from seller_dist.eval.report import load_run
     from seller_dist.version import provenance

@@ -5,7 +5,7 @@ for a seed: the packaged synthetic prep, `bootstrap-llm --seed S` (copy practice
 tokenizer no longer depends on hash order), one DeepSpeed ZeRO-3 gloo rank per system trained with
 `seed=S` (the two in parallel), greedy generation for the whole test split, then the eval job's
 scoring. Results are appended to ROOT/summaries.jsonl and, with `--artifact`, written with the run's
-provenance to the JSON docs/evaluation.md's table is generated from (`seller-dist bench tables`).
+provenance to the JSON docs/evaluation.md's table is generated from (`./launch.sh tables`).
 
     .venv/bin/python -m tests.learning_seller_vs_bag ROOT --seeds 0,1,2,3 [--steps 1500]
         [--bootstrap-steps 800] [--set model.KEY=VALUE ...]

@@ -7,7 +7,7 @@ with each other but carry no (uid, iid), so an example of ours is matched by its
 grid and OUT/xrec-released.jsonl, all on the same matched examples in the same order, as
 {"generated", "reference"} JSON lines that `seller-dist score-text` reads; with --artifact, scores
 every file with the eval job's text metrics and writes one JSON artifact (provenance, the matched
-count, each run's metrics) that `seller-dist bench tables` turns into the docs' table:
+count, each run's metrics) that `./launch.sh tables` turns into the docs' table:
 
     .venv/bin/python -m tests.xrec_released_subset XREC_DATA_DIR GRID_OUT OUT --artifact A.json
 """

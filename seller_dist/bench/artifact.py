@@ -1,6 +1,6 @@
 """A benchmark's JSON artifact: its results beside the run's provenance (seller_dist.version), written
 to `--out` or to a dated file under outputs/bench/. The docs' tables are generated only from
-artifacts committed under docs/bench/ (seller_dist.bench.tables)."""
+artifacts committed under docs/bench/ (tools.doc_tables)."""
 
 from __future__ import annotations
 

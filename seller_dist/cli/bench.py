@@ -1,6 +1,5 @@
-"""`seller-dist bench data|train|eval|prep|gpu|tables`: the benchmarks' arguments (`tables` rewrites the
-docs' tables from the committed artifacts), parsed into each bench module's typed options for its
-`run(options)`. The defaults are the dataclasses' alone (an option not given is left out:
+"""`seller-dist bench data|train|eval|prep|gpu`: the benchmarks' arguments, parsed into each bench
+module's typed options for its `run(options)`. The defaults are the dataclasses' alone (an option not given is left out:
 argparse.SUPPRESS), so building the parser imports no benchmark module; `bench gpu` runs on a GPU
 machine without Ray, which neither this module nor seller_dist.bench.gpu imports."""
 
@@ -29,11 +28,6 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "seller_dist.bench.gpu",
         "GpuBenchOptions",
         "one GPU: training tokens/s and MFU at 0.95B, --generate decoding, --suite every GPU benchmark",
-    ),
-    "tables": (
-        "seller_dist.bench.tables",
-        "TablesOptions",
-        "rewrite the docs' generated tables from their artifacts (docs/bench/)",
     ),
 }
 
@@ -216,15 +210,10 @@ def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_tables_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is stale")
-
-
 ARGUMENTS = {
     "data": add_data_arguments,
     "train": add_train_arguments,
     "eval": add_eval_arguments,
     "prep": add_prep_arguments,
     "gpu": add_gpu_arguments,
-    "tables": add_tables_arguments,
 }

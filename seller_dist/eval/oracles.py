@@ -132,7 +132,7 @@ def run_oracles(
 
 
 def oracles_artifact(cfg: EvalConfig, out: str, policies: Sequence[str], seed: int) -> dict[str, Any]:
-    """What docs/evaluation.md's oracle table is generated from (seller_dist.bench.tables, kind
+    """What docs/evaluation.md's oracle table is generated from (tools.doc_tables, kind
     `oracles`): each policy's report beside the dataset's identity and the run's provenance."""
     from seller_dist.eval.report import load_run
     from seller_dist.version import provenance

@@ -1,6 +1,6 @@
 """What a training checkpoint holds, in one place: a registry of stateful parts (`PARTS`).
 Save and resume walk the same list, so no part is written and forgotten on resume, and the table in
-docs/checkpoints.md is generated from it (`seller-dist bench tables`): it cannot drift.
+docs/checkpoints.md is generated from it (`./launch.sh tables`): it cannot drift.
 """
 
 from __future__ import annotations

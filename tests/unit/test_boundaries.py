@@ -106,14 +106,15 @@ def test_the_checker_sees_lazy_and_eager_imports(tmp_path):
     ]
 
 
-def test_the_product_never_imports_the_tests():
-    """Test models, the moto helper and fault injectors live under tests/; the product reaches them only
-    through configuration (e.g. a `callbacks` entry naming a tests/ class), never by an import."""
+def test_the_product_never_imports_the_tests_or_the_repository_tools():
+    """Test models, the moto helper and fault injectors live under tests/, the docs' table generator and
+    the cost model under tools/; the product reaches tests/ only through configuration (e.g. a
+    `callbacks` entry naming a tests/ class), never by an import."""
     bad = [
         f"{path.relative_to(ROOT).as_posix()}:{line} imports {module}"
         for package in ("seller_dist", "data_prep")
         for path in _modules(package)
         for module, line, _ in _imports(path)
-        if _is_under(module, "tests")
+        if _is_under(module, "tests") or _is_under(module, "tools")
     ]
-    assert not bad, "the product package imports the tests:\n  " + "\n  ".join(bad)
+    assert not bad, "the product package imports the tests or tools/:\n  " + "\n  ".join(bad)

@@ -18,7 +18,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "checkpoints.md"
 def test_docs_table_is_the_registry():
     block = re.search(r"<!-- table: checkpoint-parts -->\n(.*?)\n\n", DOC.read_text(), re.S)
     assert block is not None, "docs/checkpoints.md lost its generated parts table"
-    assert block.group(1) == markdown_table(), "regenerate: seller-dist bench tables"
+    assert block.group(1) == markdown_table(), "regenerate: ./launch.sh tables"
 
 
 class Tensors:

@@ -123,9 +123,9 @@ def test_cli_prints_the_oracles_side_by_side_on_the_first_limit_records(packaged
     for policy in ("reference", "no_history"):
         assert len((out / f"oracle-{policy}" / "generations.jsonl").read_text().splitlines()) == 20
     # --artifact: the reports the table showed, the dataset's identity and the run's provenance, which
-    # `seller-dist bench tables` renders as the same rows (kind `oracles`)
-    from seller_dist.bench import tables
+    # `./launch.sh tables` renders as the same rows (kind `oracles`)
     from seller_dist.data.shards import Manifest
+    from tools import doc_tables as tables
 
     art = json.loads((tmp_path / "oracles.json").read_text())
     assert [r["label"] for r in art["runs"]] == ["oracle-reference", "oracle-no_history"]

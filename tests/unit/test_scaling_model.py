@@ -1,4 +1,4 @@
-"""The multi-node cost model (seller_dist.bench.scaling, docs/scaling.md): its arithmetic by hand."""
+"""The multi-node cost model (tools.scaling_model, docs/scaling.md): its arithmetic by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from seller_dist.bench.scaling import (
+from tools.scaling_model import (
     LLAMA_8B,
     LLAMA_70B,
     ClusterSpec,

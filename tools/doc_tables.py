@@ -3,24 +3,25 @@ and the run it reports cannot disagree unnoticed. In any Markdown file of the re
 sits between `<!-- table: KIND [OPTION=VALUE ...] ARTIFACT [ARTIFACT ...] -->` and
 `<!-- /table -->`, and ends with one line per artifact saying where its numbers came from (commit,
 tree, date, machine, command; a table of the code itself, CODE_TABLES, names that code instead);
-`seller-dist bench tables` rewrites every block, `--check` only lists the stale ones
+`./launch.sh tables` (`python -m tools.doc_tables`) rewrites every block, `--check` only lists the
+stale ones
 (tests/unit/test_doc_tables.py fails on any)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import re
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seller_dist.bench import scaling
+from tools import scaling_model as scaling
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", "outputs", ".cache", "node_modules", "build", "dist"}
 BLOCK = re.compile(r"<!-- table: (?P<spec>[^\n]*?) -->\n(?P<body>.*?)<!-- /table -->", re.S)
 
@@ -318,7 +319,7 @@ def _scaling_train_check(arts: list[dict[str, Any]], opts: dict[str, str]) -> st
     `flops_per_token` (the bench's 4N + 6N accounting, no attention term) and the efficiency it
     reached against the measured peak; per multi-worker mode the all-gathered bytes the model gives
     against the CommClock's; and, for `mode=` (default every mode), each collective's calls and waits."""
-    from seller_dist.bench.scaling import ClusterSpec, LLMSpec, Workload, flops_per_token, step_cost
+    from tools.scaling_model import ClusterSpec, LLMSpec, Workload, flops_per_token, step_cost
 
     art = arts[0]
     s = art["settings"]
@@ -388,7 +389,7 @@ def _scaling_gpu_check(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     included), the TFLOP/s and efficiency each run reached, and that efficiency over the one the
     predictions assume (the factor a compute-bound prediction row would move by). Artifacts are
     numbered in the order of their source lines."""
-    from seller_dist.bench.scaling import ClusterSpec, LLMSpec, Workload, flops_per_token
+    from tools.scaling_model import ClusterSpec, LLMSpec, Workload, flops_per_token
 
     assumed = ClusterSpec(gpus=1).efficiency
     heads, rows = [], []
@@ -439,7 +440,7 @@ def _prep_fit(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """`wall = T0 + E * k` through two sizes of each engine and format (`fit_wall`; `sizes=A,B`,
     default the two largest), k times the CPUs the runs had = CPU seconds per event, and the records
     written per event; a row per artifact (named by its commit), engine and format."""
-    from seller_dist.bench.scaling import fit_wall
+    from tools.scaling_model import fit_wall
 
     lines = [
         "| commit | engine | format | CPUs | events | wall s | k us/event | T0 s | CPU us/event (k x CPUs) "
@@ -508,7 +509,7 @@ def _prep_1b(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """`prep_cost` for `events=` (default 1e9) on `nodes=` (default 1,4,16,64), its CPU term and
     records per event from the fit of one engine and format of the artifact (`engine=` default ray,
     `format=` default csv, `sizes=`), the rest the model's stated assumptions (PrepCluster)."""
-    from seller_dist.bench.scaling import PrepCluster, fit_wall, prep_cost
+    from tools.scaling_model import PrepCluster, fit_wall, prep_cost
 
     events = int(float(opts.get("events", "1e9")))
     fit_opts = {"engine": "ray", "format": "csv", **opts}
@@ -583,7 +584,7 @@ CODE_TABLES: dict[str, tuple[Callable[[], str], str]] = {
     ),
     "scaling": (
         lambda: scaling.markdown(scaling.predict()),
-        "Generated from the cost model, `predict()` in `seller_dist/bench/scaling.py`.",
+        "Generated from the cost model, `predict()` in `tools/scaling_model.py`.",
     ),
 }
 
@@ -638,17 +639,12 @@ def write_all(root: Path = REPO) -> list[Path]:
     return changed
 
 
-@dataclass(frozen=True)
-class TablesOptions:
-    """What `seller-dist bench tables` does: rewrite every generated block of the repository's
-    Markdown, or with `check` rewrite nothing and list the stale ones."""
-
-    check: bool = False
-
-
-def run(opts: TablesOptions) -> int:
-    """0 when every block is (or now is) its artifacts'; 1 when `check` found a stale one."""
-    if opts.check:
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.doc_tables [--check]`: rewrite every generated block; with --check rewrite
+    nothing and exit 1 when a block is stale."""
+    parser = argparse.ArgumentParser(prog="python -m tools.doc_tables", description=main.__doc__)
+    parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is stale")
+    if parser.parse_args(argv).check:
         stale = stale_blocks()
         for line in stale:
             print(f"stale: {line}", file=sys.stderr)
@@ -656,3 +652,7 @@ def run(opts: TablesOptions) -> int:
     for path in write_all():
         print(f"rewrote {path.relative_to(REPO)}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
