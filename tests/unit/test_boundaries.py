@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # seller_dist module -> why it may import data_prep (lazily, inside a function)
 PREP_ENTRY_POINTS = {
     "seller_dist/cli/prep.py": "`seller-dist prep` runs data_prep.pipeline with the config it is given",
+    "seller_dist/cli/fetch_movielens.py": "`seller-dist fetch-movielens` fetches the recbole source's input",
     "seller_dist/demo.py": "`seller-dist demo` prepares the synthetic dataset it trains on",
     "seller_dist/experiment.py": "`seller-dist experiment` prepares each experiment's dataset",
     "seller_dist/bench/data.py": "`seller-dist bench data` (and bench train/eval) prepare the dataset they time",

@@ -9,6 +9,7 @@ import pytest
 
 from data_prep.sources.base import RawEvent, RawItem
 from data_prep.sources.recbole import AtomicFileError, RecBoleSource, fetch_movielens_100k
+from seller_dist.cli import main
 from seller_dist.data.bad_records import BadRecordReport
 from tests.source_roundtrip import prep_round_trip
 
@@ -20,9 +21,11 @@ def ml100k() -> Path:
     return fetch_movielens_100k(CACHE)
 
 
-def test_fetch_is_idempotent(ml100k):
+def test_fetch_is_idempotent(ml100k, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in ml100k.iterdir()}
     assert fetch_movielens_100k(CACHE) == ml100k
+    assert main(["fetch-movielens", "--dest", str(CACHE)]) == 0  # what the docs tell a user to run
+    assert capsys.readouterr().out.strip() == str(ml100k)
     assert {p.name: p.stat().st_mtime_ns for p in ml100k.iterdir()} == before
     assert sorted(before) == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]
 
