@@ -201,6 +201,11 @@ def test_the_ray_driver_never_parses_an_event(tmp_path, local_ray, monkeypatch):
 WORKER_GROWTH_MIB = 25.0
 
 
+def _tail(log_path: str, chars: int = 4000) -> str:
+    """The end of a child run's log: a failed prep says why in the assertion, not in a deleted tmp dir."""
+    return Path(log_path).read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
 def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(tmp_path):
     """Two generated logs 4x apart, each prepped by `bench prep` in its own process and local Ray,
     with partition_max_events=5000 (both logs over the 8-partitions-per-CPU floor) and 256 KiB read
@@ -222,7 +227,8 @@ def test_a_ray_workers_memory_is_bounded_by_partition_max_events_not_by_the_log(
     )
     small, large = bench_prep.run_benchmark(opts)["results"]
     for r in (small, large):  # what bench prep measures of an engine=ray run
-        assert r["exit_code"] == 0 and r["cpus"] >= 2 and r["examples"] > 0.8 * r["events"], r
+        assert r["exit_code"] == 0, f"{r['prep_command']} exited {r['exit_code']}: {_tail(r['log'])}"
+        assert r["cpus"] >= 2 and r["examples"] > 0.8 * r["events"], r
         assert r["driver_peak_rss_mib"] > 0 and r["ray_workers_seen"] >= 1, r
         assert 0 < r["ray_worker_private_mib"] <= r["ray_worker_peak_rss_mib"], r
         assert r["ray_worker_private_task"].startswith("ray::"), r
