@@ -31,6 +31,7 @@ from seller_dist.config import (
     to_dict,
 )
 from seller_dist.console import local_log_path, stage_console
+from seller_dist.data.shards import Manifest
 from seller_dist.eval.report import markdown_table
 from seller_dist.logs import stage_log
 from seller_dist.version import code_version, provenance
@@ -163,7 +164,8 @@ def fingerprint(
     cfg: ExperimentConfig, cell: Cell, ecfg: EvalConfig, llm_id: dict[str, Any], manifest_sha: str
 ) -> str:
     """What decides a cell's numbers, as given: the train YAML's text, every key the experiment sets,
-    the LLM and the dataset. Not where things are written, nor how many eval workers generate (the
+    the LLM and the dataset (`Manifest.sha256`: its shards, not when or by which commit they were
+    written). Not where things are written, nor how many eval workers generate (the
     eval's results do not depend on it); a config key added to the code later with its default does
     not change it either (the code's version is in each result instead)."""
     from seller_dist.train.driver import default_config_path
@@ -621,9 +623,9 @@ def _run_grid(
         if prep_s is not None:
             stages["prep_seconds"] = prep_s
             storage.write_json(stages_url, stages, cfg.storage)
-    manifest_sha = hashlib.sha256(
-        storage.read_bytes(storage.join(data, "manifest.json"), cfg.storage)
-    ).hexdigest()
+    # the dataset's identity as a resumed stream checks it (its shards' sha256s and counts): a prep rerun
+    # that writes the same shards at another time or commit keeps every finished cell
+    manifest_sha = Manifest.load(data, cfg.storage).sha256()
     records: list[dict[str, Any]] = []
     done: dict[str, dict[str, Any]] = {}
     llm_paths: dict[int, str] = {}

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from seller_dist import experiment as ex
 from seller_dist.config import ExperimentConfig, load_config
+from seller_dist.data.shards import SCHEMA_VERSION
 from seller_dist.train import driver
 from tools import doc_tables as tables
 
@@ -86,7 +87,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
     monkeypatch.setattr(ex, "_evaluate", evaluate)
     data = tmp_path / "data"
     data.mkdir()
-    (data / "manifest.json").write_text("{}")
+    (data / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "splits": {}}))
     overrides = [f"out={tmp_path / 'exp'}", f"data={data}", "llm.path=/models/x", "seeds=[0, 1]"]
     cfg = load_config(
         ExperimentConfig, None, [*overrides, "table_metrics=[text/meteor, retrieval/generated/ndcg@5]"]

@@ -16,6 +16,7 @@ import pytest
 
 from seller_dist import experiment as ex
 from seller_dist.config import ConfigError, ExperimentConfig, load_config
+from seller_dist.data.shards import SCHEMA_VERSION
 from seller_dist.train import driver
 
 # (system, seed) -> (bleu4, mrr) the fake eval reports; zero-shot does not depend on the seed
@@ -65,12 +66,21 @@ def fakes(monkeypatch) -> Fakes:
     return f
 
 
+def fake_manifest(created_unix: int, code: str, shard_sha: str = "ab" * 32) -> dict:
+    shard = {"path": "train/shard-000000.tar", "count": 3, "bytes": 10, "sha256": shard_sha}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_unix": created_unix,
+        "code_version": code,
+        "splits": {"train": {"count": 3, "shards": [shard]}},
+    }
+
+
 def config(tmp_path: Path, *extra: str) -> ExperimentConfig:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
-    (data / "manifest.json").write_text(
-        json.dumps({"format": "fake"})
-    )  # a prepared dataset, as far as it goes
+    if not (data / "manifest.json").exists():  # a prepared dataset, as far as the grid reads it
+        (data / "manifest.json").write_text(json.dumps(fake_manifest(created_unix=1, code="0.1.0+aaaa")))
     overrides = [
         f"out={tmp_path / 'exp'}",
         f"data={data}",
@@ -196,6 +206,23 @@ def test_a_cell_made_with_another_config_is_an_error(tmp_path: Path, fakes: Fake
         ex.run_experiment(config(tmp_path, "budget.max_steps=8"), systems=["seller"], seeds=[0])
     # where results are written and how many eval workers run change nothing
     ex.run_experiment(config(tmp_path, "eval={workers.num_workers: 2}"), systems=["seller"], seeds=[0])
+
+
+def test_the_same_shards_prepared_again_keep_the_cells_other_shards_do_not(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    """The dataset in a cell's fingerprint is its shards (Manifest.sha256), not the manifest's bytes:
+    prep rerun at another time and commit writes the same shards, and the finished cells stay."""
+    cfg = config(tmp_path)
+    ex.run_experiment(cfg, systems=["seller"], seeds=[0])
+    manifest = tmp_path / "data" / "manifest.json"
+    manifest.write_text(json.dumps(fake_manifest(created_unix=2, code="0.1.0+bbbb")))
+    fakes.trained.clear()
+    ex.run_experiment(cfg, systems=["seller"], seeds=[0])
+    assert fakes.trained == []
+    manifest.write_text(json.dumps(fake_manifest(created_unix=2, code="0.1.0+bbbb", shard_sha="cd" * 32)))
+    with pytest.raises(ex.StaleCellError, match=r"cells/seller/seed-0/result.json was made with another"):
+        ex.run_experiment(cfg, systems=["seller"], seeds=[0])
 
 
 def test_config_errors(tmp_path: Path) -> None:

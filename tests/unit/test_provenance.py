@@ -14,6 +14,7 @@ import pytest
 from seller_dist import experiment as ex
 from seller_dist import version
 from seller_dist.config import ExperimentConfig, load_config
+from seller_dist.data.shards import SCHEMA_VERSION
 from seller_dist.train import driver
 
 
@@ -102,7 +103,7 @@ def _experiment(tmp_path: Path, monkeypatch) -> dict:
     monkeypatch.setattr(ex, "_evaluate", evaluate)
     data = tmp_path / "data"
     data.mkdir()
-    (data / "manifest.json").write_text("{}")
+    (data / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "splits": {}}))
     cfg = load_config(
         ExperimentConfig,
         None,
