@@ -24,7 +24,7 @@ from seller_dist.config import GenerationOptions
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches, read_batches
 from seller_dist.eval.generate import ExplanationGenerator
-from seller_dist.eval.grounding import cited_item_ids, grounding_rates, reference_event
+from seller_dist.eval.grounding import cited_item_ids, grounding_rates, mentions, normalize, reference_event
 from seller_dist.train.export import load_trained
 from seller_dist.version import provenance
 
@@ -71,6 +71,13 @@ def norms(gen: ExplanationGenerator, records: Sequence[Any]) -> dict[str, list[f
     return out
 
 
+def spelled_title(tokenizer: Any, title: str, pointer_tokens: int) -> str:
+    """The title's first `pointer_tokens` tokens as text: what the title pointer puts in front of
+    the LLM (the whole title when it is that short)."""
+    ids = tokenizer(" " + title, add_special_tokens=False)["input_ids"][:pointer_tokens]
+    return tokenizer.decode(ids).strip()
+
+
 def probe(checkpoint: str, data: str, llm: str, limit: int, split: str = "test") -> dict[str, Any]:
     trained = load_trained(checkpoint)
     options = GenerationOptions()
@@ -82,6 +89,8 @@ def probe(checkpoint: str, data: str, llm: str, limit: int, split: str = "test")
     collate = gen.collate
     variants: dict[str, Any] = {}
     pointed: list[str | None] = []
+    spelled: list[str] = []  # the pointed title as far as the pointer's positions spell it
+    p = trained.model.num_soft_tokens - a
     for hide in HIDE:
         gen.collate = hiding(collate, a, hide)
         texts, t0 = [], time.perf_counter()
@@ -89,16 +98,22 @@ def probe(checkpoint: str, data: str, llm: str, limit: int, split: str = "test")
             gens, _, _ = gen.generate_batch(planned.index, rs)
             texts += [g.generated for g in gens]
             if hide == "none":  # the event the hard pointer names: the top supporting event
-                pointed += [g.supporting_events[0].item_id if g.supporting_events else None for g in gens]
+                tops = [g.supporting_events[0] if g.supporting_events else None for g in gens]
+                pointed += [t.item_id if t else None for t in tops]
+                spelled += [spelled_title(gen.tokenizer, t.title, p) if t and p else "" for t in tops]
         rates = grounding_rates(texts, records)
         names_pointed = [
             float(p is not None and p in cited_item_ids(t, r.history))
             for t, r, p in zip(texts, records, pointed, strict=True)
         ]
+        writes_spelled = [
+            float(bool(w) and mentions(normalize(t), w)) for t, w in zip(texts, spelled, strict=True)
+        ]
         variants[f"hide_{hide}"] = {
             "cites_history": rates["cites_history"]["mean"],
             "cites_reference_event": rates.get("cites_reference_event", {}).get("mean"),
             "names_pointed_event": statistics.fmean(names_pointed),
+            "writes_pointer_prefix": statistics.fmean(writes_spelled),
             "seconds": round(time.perf_counter() - t0, 1),
             "samples": texts[:4],
         }
@@ -109,6 +124,10 @@ def probe(checkpoint: str, data: str, llm: str, limit: int, split: str = "test")
     for _, rs in batches:
         for k, v in norms(gen, rs).items():
             n[k] += v
+    whole = [
+        float(bool(w) and normalize(w) != normalize(t))
+        for w, t in zip(spelled, pointed_titles(batches, pointed), strict=True)
+    ]
     return {
         "checkpoint": checkpoint,
         "step": trained.step,
@@ -123,9 +142,16 @@ def probe(checkpoint: str, data: str, llm: str, limit: int, split: str = "test")
         "data": data,
         "examples": len(records),
         "pointer_on_reference_event": statistics.fmean(on_ref),
+        "pointer_cuts_title": statistics.fmean(whole) if whole else None,
+        "spelled_samples": spelled[:4],
         "variants": variants,
         "norm_mean": {k: (statistics.fmean(v) if v else None) for k, v in n.items()},
     }
+
+
+def pointed_titles(batches: Sequence[Any], pointed: Sequence[str | None]) -> list[str]:
+    titles = {ev.item_id: ev.title for _, rs in batches for r in rs for ev in r.history}
+    return [titles.get(p, "") if p else "" for p in pointed]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
