@@ -195,6 +195,12 @@ class SellerCollator:
             raise ValueError("manifest vocab has no max_history: re-run `seller-dist prep`")
         return SellerCollator(tokenizer, catalog, int(manifest_vocab["max_history"]), **kw)
 
+    def title_token_counts(self, limit: int = 10_000) -> list[int]:
+        """Token counts of the catalog's titles as the prompt and the title pointer hold them (the
+        first `limit` items: a sample of a large catalog)."""
+        titles = [t for t in self.catalog.titles[1 : limit + 1] if t]
+        return [len(u.own) for u in self._title_units(titles)]
+
     def _encode(self, texts: list[str]) -> list[list[int]]:
         """Ids of texts that continue the prompt (no prefix marker, no special token from data)."""
         return self._plain.encode(texts)

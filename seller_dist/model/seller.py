@@ -22,6 +22,24 @@ from seller_dist.model.sequence_encoder import EventEmbedding, build_history_enc
 from seller_dist.model.vocab import ModelVocab
 
 
+def pointer_cut_warning(title_token_counts: list[int], pointer_tokens: int) -> str | None:
+    """A line for the user when the title pointer's positions cut many titles: an explanation that
+    copies a cut title names no history item (docs/model.md, "Title pointer")."""
+    if not title_token_counts:
+        return None
+    counts = sorted(title_token_counts)
+    cut = sum(1 for n in counts if n > pointer_tokens) / len(counts)
+    if cut < 0.1:
+        return None
+    p95 = counts[min(len(counts) - 1, int(0.95 * len(counts)))]
+    return (
+        f"{cut:.0%} of this dataset's titles are longer than model.pointer_tokens={pointer_tokens} "
+        f"tokens (95th percentile {p95}, longest {counts[-1]}): the title pointer spells them cut and "
+        f"an explanation that copies it names no item; set model.pointer_tokens={p95} and raise "
+        'model.num_soft_tokens by as much (docs/model.md, "Title pointer")'
+    )
+
+
 class SellerModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab: ModelVocab, llm: FrozenLLM, register_llm: bool = True):
         """`register_llm=False` keeps the frozen LLM out of this module's submodules (a replicated

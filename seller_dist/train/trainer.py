@@ -126,6 +126,12 @@ class Trainer:
             warning = llm.family.window_warning(longest) if llm.family else None
             if warning:
                 stage.info("[train] warning: %s", warning)
+            if cfg.model.uses_pointer:
+                from seller_dist.model.seller import pointer_cut_warning
+
+                cut = pointer_cut_warning(collate.title_token_counts(), cfg.model.pointer_tokens)
+                if cut:
+                    stage.info("[train] warning: %s", cut)
         # the newest committed checkpoint of this run wins over init_from (a restarted run resumes)
         root = ck.checkpoints_root(cfg.storage_path, cfg.run_name)
         latest = ck.latest_committed(root, cfg.storage, verify=True)

@@ -207,3 +207,26 @@ def test_chat_prompt_format_equals_the_rendered_chat_tokenized_at_once(name, cat
 def test_chat_prompt_format_needs_a_chat_template(catalog):
     with pytest.raises(ValueError, match="model.prompt_format=chat needs a tokenizer with a chat template"):
         SellerCollator(build_tokenizer("demo"), catalog, max_history=5, prompt_format="chat")
+
+
+def test_title_token_counts_are_the_pointer_ids_of_each_catalog_title(catalog, request):
+    """The real SmolLM2 tokenizer writes every digit as a token: a synthetic-style title of 4 words
+    takes 8 tokens, and the title pointer's default 5 positions would cut it (the warning says so)."""
+    from seller_dist.model.seller import pointer_cut_warning
+
+    col = SellerCollator(tokenizer_of(REAL_LLM_NAME, request), catalog, max_history=5)
+    counts = col.title_token_counts()
+    titles = [t for t in catalog.titles[1:] if t]
+    assert counts == [len(col._title_units([t])[0].own) for t in titles] and len(counts) == 20
+    (qune,) = col._title_units(["Qune Pro Novel 100"])
+    assert col.tokenizer.decode(qune.own) == " Qune Pro Novel 100" and len(qune.own) == 8
+    # what 5 pointer positions spell: the title without its number (digits are one token each)
+    assert [col.tokenizer.decode([i]) for i in qune.own[4:]] == [" ", "1", "0", "0"]
+    assert pointer_cut_warning([8] * 9 + [13], 5) == (
+        "100% of this dataset's titles are longer than model.pointer_tokens=5 tokens (95th percentile "
+        "13, longest 13): the title pointer spells them cut and an explanation that copies it names "
+        "no item; set model.pointer_tokens=13 and raise model.num_soft_tokens by as much "
+        '(docs/model.md, "Title pointer")'
+    )
+    assert pointer_cut_warning([8] * 9 + [13], 13) is None
+    assert pointer_cut_warning([3] * 19 + [9], 5) is None  # 1 title in 20 cut: under 10 %, no line
