@@ -314,6 +314,33 @@ def _learning(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _soft_prompt_probe(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """tools/soft_prompt_probe.py's artifact: per checkpoint and hidden soft positions, how often the
+    explanation names a history item, the reference's event, the pointed event and the pointer's
+    spelling; then each checkpoint's pointer and soft-vector norms."""
+    cols = [
+        ("names a history item", "cites_history"),
+        ("names the reference's event", "cites_reference_event"),
+        ("names the pointed event", "names_pointed_event"),
+        ("writes what the pointer spells", "writes_pointer_prefix"),
+    ]
+    lines = ["| checkpoint | hidden from the LLM | " + " | ".join(c for c, _ in cols) + " |"]
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for name, run in arts[0]["runs"].items():
+        for hide, v in run["variants"].items():
+            what = hide.removeprefix("hide_").replace("none", "nothing (as evaluated)")
+            lines.append(f"| {name} | {what} | " + " | ".join(f"{v[k]:.2f}" for _, k in cols) + " |")
+    lines += ["", "| checkpoint | pointer positions | pointer on the reference's event | pointer cuts the title | "
+              "norm: adapter vectors | norm: pointer vectors | norm: prompt text tokens |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, run in arts[0]["runs"].items():
+        n = run["norm_mean"]
+        lines.append(
+            f"| {name} | {run['model']['pointer_tokens']} | {run['pointer_on_reference_event']:.2f} | "
+            f"{run['pointer_cuts_title']:.2f} | {n['adapter']:.2f} | {n['pointer']:.2f} | {n['text_tokens']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _scaling_train_check(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """The cost model's terms on a `seller-dist bench train` run: per mode the FLOPs per token by
     `flops_per_token` (the bench's 4N + 6N accounting, no attention term) and the efficiency it
@@ -566,6 +593,7 @@ RENDERERS: dict[str, Renderer] = {
     "experiment": _experiment,
     "experiment_steps": _experiment_steps,
     "text-side-by-side": _text_side_by_side,
+    "soft-prompt-probe": _soft_prompt_probe,
 }
 
 

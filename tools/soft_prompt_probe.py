@@ -3,7 +3,7 @@ greedy generation on the first N test examples, again with the adapter's positio
 pointer's positions or every soft position hidden from the LLM (attention mask 0, as the zero-shot
 system hides them), each scored for naming a history item and the reference's event; and the soft
 vectors' norms beside the prompt's own token embeddings. It exists to explain a measured result
-(docs/results.md, "Why SELLER cites less than `bag` here"), not as a product feature.
+(docs/results.md, "Why SELLER cited less than `bag`"), not as a product feature.
 
     python -m tools.soft_prompt_probe --checkpoint RUN/checkpoints --data DATA --llm LLM --out X.json
 """

@@ -353,3 +353,25 @@ def test_prep_fit_memory_and_1b_tables_from_a_bench_prep_run(tmp_path: Path) -> 
     # 1e6 x 0.9 x 3,200 B at 1 GB/s = 2.9 s of upload; M x P x 32 B = 4 x 256 x 32 B
     assert "| 1 | 32 | 256 | 3,906 | 2.1 min | 0.08 GB + 0.08 GB | 0.0 GB | 3 s | 2.1 min |" in one_b
     assert "| 2 | 64 | 512 | 1,953 | 62 s | 0.04 GB + 0.04 GB | 0.0 GB | 1 s | 64 s |" in one_b
+
+
+def test_soft_prompt_probe_table_has_a_row_per_checkpoint_and_hidden_part(tmp_path: Path) -> None:
+    def variant(c: float) -> dict:
+        return {"cites_history": c, "cites_reference_event": c / 2, "names_pointed_event": c / 4}
+
+    run = {
+        "model": {"pointer_tokens": 5},
+        "pointer_on_reference_event": 0.62,
+        "pointer_cuts_title": 1.0,
+        "norm_mean": {"adapter": 9.918, "pointer": 2.744, "text_tokens": 2.765},
+        "variants": {
+            "hide_none": {**variant(0.12), "writes_pointer_prefix": 0.38},
+            "hide_all": {**variant(0.4), "writes_pointer_prefix": 0.18},
+        },
+    }
+    prov = {"command": "python -m tools.soft_prompt_probe", "date": "2026-12-07T00:00:00+00:00"}
+    art = {"kind": "soft-prompt-probe", "provenance": {**prov, "commit": "0123456", "tree": "clean"}}
+    text = _doc(tmp_path, {**art, "runs": {"seller-chat": run}}, "soft-prompt-probe").read_text()
+    assert "| seller-chat | nothing (as evaluated) | 0.12 | 0.06 | 0.03 | 0.38 |" in text
+    assert "| seller-chat | all | 0.40 | 0.20 | 0.10 | 0.18 |" in text
+    assert "| seller-chat | 5 | 0.62 | 1.00 | 9.92 | 2.74 | 2.77 |" in text
