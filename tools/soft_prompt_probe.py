@@ -65,10 +65,11 @@ def norms(gen: ExplanationGenerator, records: Sequence[Any]) -> dict[str, list[f
     a = model.cfg.adapter_tokens
     text = batch["attention_mask"].bool() & ~batch["soft_mask"].bool()
     emb = model.llm.embedding(batch["input_ids"].masked_fill(batch["soft_mask"].bool(), model.llm.pad_id))
-    out = {"adapter": soft[:, :a].norm(dim=-1).flatten().tolist(), "text_tokens": []}
-    out["pointer"] = soft[:, a:].norm(dim=-1).flatten().tolist() if soft.shape[1] > a else []
-    out["text_tokens"] = emb[text].norm(dim=-1).tolist()
-    return out
+    return {
+        "adapter": soft[:, :a].norm(dim=-1).flatten().tolist(),
+        "pointer": soft[:, a:].norm(dim=-1).flatten().tolist(),  # empty without a pointer
+        "text_tokens": emb[text].norm(dim=-1).tolist(),
+    }
 
 
 def spelled_title(tokenizer: Any, title: str, pointer_tokens: int) -> str:
