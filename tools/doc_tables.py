@@ -341,6 +341,43 @@ def _soft_prompt_probe(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
+    """tools/paired_compare.py's artifact: per pair of systems and grounding metric, the paired
+    outcomes over every seed's test examples, the exact sign test and the bootstrap interval; then
+    per system whether the most attended event and the explanation's citation agree."""
+    lines = [
+        "| A vs B | metric | pairs | rate A | rate B | A only | B only | sign test p | A - B, 95 % interval |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in arts[0]["comparisons"]:
+        for m, r in c["pooled"].items():
+            lo, hi = r["diff_ci95"]
+            lines.append(
+                f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['rate_a']:.3f} | {r['rate_b']:.3f} | "
+                f"{r['a_only']} | {r['b_only']} | {r['sign_test_p']:.3f} | [{lo:+.3f}, {hi:+.3f}] |"
+            )
+    lines += [
+        "",
+        "| system | attention on the reference's event: names it | names it not | attention elsewhere: names it | "
+        "names it not | names it when attention is on it |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    seen = set()
+    for c in arts[0]["comparisons"]:
+        for system, n in c["attention_vs_citing"].items():
+            if system in seen:
+                continue
+            seen.add(system)
+            on = n["attention_on_cites"] + n["attention_on_not"]
+            lines.append(
+                f"| {system} | {n['attention_on_cites']} | {n['attention_on_not']} | {n['attention_off_cites']} | "
+                f"{n['attention_off_not']} | {n['attention_on_cites'] / on if on else 0:.2f} |"
+            )
+    seeds = sorted({s for c in arts[0]["comparisons"] for s in c["seeds"]})
+    lines += ["", f"Pooled over seeds {', '.join(map(str, seeds))}: one pair per test example and seed."]
+    return "\n".join(lines)
+
+
 def _scaling_train_check(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     """The cost model's terms on a `seller-dist bench train` run: per mode the FLOPs per token by
     `flops_per_token` (the bench's 4N + 6N accounting, no attention term) and the efficiency it
@@ -594,6 +631,7 @@ RENDERERS: dict[str, Renderer] = {
     "experiment_steps": _experiment_steps,
     "text-side-by-side": _text_side_by_side,
     "soft-prompt-probe": _soft_prompt_probe,
+    "paired-compare": _paired_compare,
 }
 
 

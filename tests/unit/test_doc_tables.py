@@ -375,3 +375,26 @@ def test_soft_prompt_probe_table_has_a_row_per_checkpoint_and_hidden_part(tmp_pa
     assert "| seller-chat | nothing (as evaluated) | 0.12 | 0.06 | 0.03 | 0.38 |" in text
     assert "| seller-chat | all | 0.40 | 0.20 | 0.10 | 0.18 |" in text
     assert "| seller-chat | 5 | 0.62 | 1.00 | 9.92 | 2.74 | 2.77 |" in text
+
+
+def test_paired_compare_table_has_a_row_per_metric_and_one_per_system(tmp_path: Path) -> None:
+    stat = {"pairs": 123, "rate_a": 0.252, "rate_b": 0.293, "a_only": 14, "b_only": 19}
+    stat |= {"sign_test_p": 0.4869, "diff_ci95": [-0.13, 0.049]}
+    attention = {
+        "attention_on_cites": 27,
+        "attention_on_not": 52,
+        "attention_off_cites": 4,
+        "attention_off_not": 40,
+    }
+    comparison = {"a": "seller", "b": "bag", "seeds": [0, 1, 2], "pooled": {"cites_reference_event": stat}}
+    comparison["attention_vs_citing"] = {"seller": attention, "bag": dict.fromkeys(attention, 0)}
+    prov = {"command": "python -m tools.paired_compare", "date": "2026-12-07T00:00:00+00:00"}
+    art = {"kind": "paired-compare", "provenance": {**prov, "commit": "0123456", "tree": "clean"}}
+    text = _doc(tmp_path, {**art, "comparisons": [comparison]}, "paired-compare").read_text()
+    assert (
+        "| seller vs bag | cites_reference_event | 123 | 0.252 | 0.293 | 14 | 19 | 0.487 | [-0.130, +0.049] |"
+        in text
+    )
+    assert "| seller | 27 | 52 | 4 | 40 | 0.34 |" in text
+    assert "| bag | 0 | 0 | 0 | 0 | 0.00 |" in text
+    assert "Pooled over seeds 0, 1, 2" in text
