@@ -133,7 +133,7 @@ def run_stages(opts: DemoOptions) -> None:
         )
     stage.info("[demo]     every train record streamed exactly once, equal batch counts per rank")
     if opts.stages == "all":
-        train_and_evaluate(opts, data_url)
+        train_and_evaluate(opts, data_url, t0)
     stage.info(f"[demo] done in {time.time() - t0:.1f}s")
 
 
@@ -163,7 +163,7 @@ def train_overrides(opts: DemoOptions, data_url: str, llm_dir: str, name: str, e
     ]
 
 
-def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
+def train_and_evaluate(opts: DemoOptions, data_url: str, started: float) -> None:
     """Stages 3-8: bootstrap the frozen LLM; train SELLER and the `bag` baseline on 2 Ray workers;
     export SELLER for plain PyTorch; evaluate SELLER, `bag` and the no-adapter LLM with 2 Ray
     workers each; score the oracles; print the side-by-side table."""
@@ -226,13 +226,14 @@ def train_and_evaluate(opts: DemoOptions, data_url: str) -> None:
     stage.info("[demo] 8/8 side by side (mean ± std over test examples; docs/evaluation.md)")
     print(comparison_table(reports))
     artifact = storage.join(opts.out, DEMO_ARTIFACT)
-    storage.write_json(artifact, demo_artifact(opts, reports))
+    storage.write_json(artifact, demo_artifact(opts, reports, time.time() - started))
     stage.info(f"[demo]     table and provenance -> {artifact}")
 
 
-def demo_artifact(opts: DemoOptions, reports: list[str]) -> dict[str, Any]:
+def demo_artifact(opts: DemoOptions, reports: list[str], wall_seconds: float) -> dict[str, Any]:
     """What the README's demo table is generated from (tools.doc_tables, kind `demo`): every
-    evaluated run's report beside the run's provenance and the demo's own settings."""
+    evaluated run's report beside the run's provenance, the demo's own settings and its wall time
+    from the first stage to the table."""
     from seller_dist.eval.report import load_run
     from seller_dist.version import provenance
 
@@ -241,6 +242,7 @@ def demo_artifact(opts: DemoOptions, reports: list[str]) -> dict[str, Any]:
         "llm": opts.llm,
         "train_steps": opts.train_steps,
         "eval_limit": opts.eval_limit,
+        "wall_seconds": round(wall_seconds, 1),
         "runs": [{"label": Path(r.rstrip("/")).name, "report": load_run(r)} for r in reports],
     }
 

@@ -272,9 +272,10 @@ def _demo(arts: list[dict[str, Any]], opts: dict[str, str]) -> str:
     from seller_dist.config.experiment import HEADLINE_METRICS
 
     art = arts[0]
+    took = f"; the whole demo took {art['wall_seconds'] / 60:.1f} minutes" if "wall_seconds" in art else ""
     head = (
         f"LLM `{art['llm']}`, {art['train_steps']} training steps per system, "
-        f"{art['eval_limit'] or 'all'} test examples.\n\n"
+        f"{art['eval_limit'] or 'all'} test examples{took}.\n\n"
     )
     return head + _runs_side_by_side(art, opts, list(HEADLINE_METRICS))
 

@@ -153,10 +153,14 @@ def test_the_demo_table_is_its_reports_rows_from_demo_json(tmp_path: Path) -> No
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(json.dumps(report(name, bleu4, cites)))
         folders.append(str(folder))
-    art = demo_artifact(DemoOptions(llm="smollm2", train_steps=40, eval_limit=4), folders)
+    art = demo_artifact(DemoOptions(llm="smollm2", train_steps=40, eval_limit=4), folders, 1448.46)
     assert art["provenance"]["command"] and [r["label"] for r in art["runs"]] == ["seller", "bag"]
     text_md = _doc(tmp_path, art | {"kind": "demo"}, "demo").read_text()
-    assert "LLM `smollm2`, 40 training steps per system, 4 test examples." in text_md
+    assert art["wall_seconds"] == 1448.5
+    assert (
+        "LLM `smollm2`, 40 training steps per system, 4 test examples; the whole demo took 24.1 minutes."
+        in text_md
+    )
     assert "| metric | seller | bag |" in text_md
     assert "| text/bleu4 | 3.5000 ± 1.0000 | 2.0000 ± 1.0000 |" in text_md
     assert "| grounding/generated/cites_reference_event | 0.7500 ± 0.2500 | 0.5000 ± 0.2500 |" in text_md
