@@ -7,6 +7,7 @@ the same records, and gives per metric the discordant pairs, the exact two-sided
 read a measured gap (docs/results.md), not as a product feature.
 
     python -m tools.paired_compare --experiment outputs/experiments/X --a SYS_A --b SYS_B --out X.json
+    (--data DATA when the generations were made on a dataset other than the grid's <experiment>/data)
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def paired(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def compare(experiment: str, a: str, b: str, split: str = "test") -> dict[str, Any]:
-    """Every seed both systems have a generations file for, paired by example key."""
-    manifest = Manifest.load(str(Path(experiment) / "data"))
+def compare(experiment: str, a: str, b: str, split: str = "test", data: str = "") -> dict[str, Any]:
+    """Every seed both systems have a generations file for, paired by example key; `data` is the
+    dataset the generations were made on ("" = the grid's own <experiment>/data)."""
+    manifest = Manifest.load(data or str(Path(experiment) / "data"))
     records = {
         r.key: r
         for _, rs in read_batches(manifest, split, plan_batches(manifest, split, 64), None)
@@ -124,6 +126,7 @@ def compare(experiment: str, a: str, b: str, split: str = "test") -> dict[str, A
         "a": a,
         "b": b,
         "experiment": experiment,
+        "data": data or str(Path(experiment) / "data"),
         "seeds": seeds,
         "pooled": {m: paired([p for s in seeds for p in per_seed[s][m]]) for m in METRICS},
         "per_seed": {str(s): {m: paired(per_seed[s][m]) for m in METRICS} for s in seeds},
@@ -134,6 +137,7 @@ def compare(experiment: str, a: str, b: str, split: str = "test") -> dict[str, A
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="the grid's out folder (cells/, data/)")
+    p.add_argument("--data", default="", help="the dataset root, when not <experiment>/data")
     p.add_argument("--a", required=True, help="system A")
     p.add_argument("--b", action="append", required=True, help="system B (repeatable: one comparison each)")
     p.add_argument("--out", required=True, help="the artifact (JSON)")
@@ -141,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = {
         "kind": "paired-compare",
         "provenance": provenance(),
-        "comparisons": [compare(args.experiment, args.a, b) for b in args.b],
+        "comparisons": [compare(args.experiment, args.a, b, data=args.data) for b in args.b],
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for c in out["comparisons"]:

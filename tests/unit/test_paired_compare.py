@@ -23,7 +23,7 @@ def test_pairs_of_two_systems_count_what_the_eval_counts(tmp_path) -> None:
     records = make_records(24, "test", max_history=4)
     for i, r in enumerate(records):  # every fourth record has no reference event
         r.meta = {} if i % 4 == 3 else {"cited_item_id": r.history[-1].item_id, "cited_offset": 0}
-    make_dataset(str(tmp_path / "data"), 0, 1, splits=("test",), records={"test": records})
+    make_dataset(str(tmp_path / "dataset"), 0, 1, splits=("test",), records={"test": records})
 
     def texts(cites: list[bool]) -> list[str]:
         return [
@@ -44,7 +44,7 @@ def test_pairs_of_two_systems_count_what_the_eval_counts(tmp_path) -> None:
             write_generations(
                 str(tmp_path / "cells" / system / f"seed-{seed}" / "eval" / "generations.jsonl"), gens
             )
-    out = compare(str(tmp_path), "a", "b")
+    out = compare(str(tmp_path), "a", "b", data=str(tmp_path / "dataset"))  # not <experiment>/data
     assert out["seeds"] == [0, 1]
     expected_a = grounding_rates(texts(a_cites), records)["cites_reference_event"]["mean"]
     cited = out["pooled"]["cites_reference_event"]
