@@ -112,9 +112,9 @@ def run_stages(opts: DemoOptions) -> None:
     data_url = storage.join(opts.out, "data")
     from data_prep.pipeline import DEFAULT_CONFIG, run_prep
 
-    real = SMOLLM2_PREP if opts.llm == "smollm2" else ()
+    llm_prep = SMOLLM2_PREP if opts.llm == "smollm2" else ()
     prep_cfg = load_config(
-        PrepConfig, DEFAULT_CONFIG, [f"output={data_url}", "overwrite=true", *real, *opts.prep_overrides]
+        PrepConfig, DEFAULT_CONFIG, [f"output={data_url}", "overwrite=true", *llm_prep, *opts.prep_overrides]
     )
     n_stages = 2 if opts.stages == "data" else 8
     stage.info(f"[demo] 1/{n_stages} prepare synthetic data -> {data_url}")
