@@ -56,6 +56,11 @@ class ModelConfig:
     expert_hidden: int = 128
     capacity_factor: float = 0.0  # 0 = dropless; else capacity = ceil(cf * tokens * top_k / experts)
     aux_loss_coef: float = 0.01
+    # the fusion attention is also trained toward the history event the training reference cites
+    # (ExampleRecord.meta cited_offset, the collate's hist_cited): this times the mean -log weight on
+    # that event is added to the loss; 0 = the language-model loss alone decides where it looks
+    # (docs/model.md, "Supervising the fusion attention")
+    cited_event_loss_coef: float = 0.0
     ep_size: int = 1  # expert-parallel group size: each rank holds num_experts / ep_size experts
     llm_path: str = ""  # local dir or s3:// / gs:// URL of a Hugging Face causal LM checkpoint
     llm_cache_dir: str = ".cache/llm"  # where object-store checkpoints are downloaded
@@ -117,6 +122,14 @@ class ModelConfig:
             )
         if self.aux_loss_coef < 0:
             raise ConfigError(f"model.aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
+        if self.cited_event_loss_coef < 0:
+            raise ConfigError(f"model.cited_event_loss_coef must be >= 0, got {self.cited_event_loss_coef}")
+        if self.cited_event_loss_coef > 0 and (self.prompt != "seller" or self.adapter == "none"):
+            raise ConfigError(
+                f"model.cited_event_loss_coef={self.cited_event_loss_coef} trains the fusion attention, "
+                f"which model.prompt={self.prompt} / model.adapter={self.adapter} does not have: set it "
+                "to 0, or use model.prompt=seller with an adapter"
+            )
         if self.ep_size < 1 or self.num_experts % self.ep_size:
             divisors = [d for d in range(1, self.num_experts + 1) if self.num_experts % d == 0]
             raise ConfigError(

@@ -233,10 +233,14 @@ class SellerCollator:
         tgap = np.zeros((B, L), np.int64)
         rating = np.zeros((B, L), np.float32)
         mask = np.zeros((B, L), bool)
+        cited = np.full(B, -1, np.int64)
         nb = self.num_time_buckets
         for b, r in enumerate(records):
             hist = r.history[-L:]
             off = L - len(hist)
+            ref = r.meta.get("cited_offset")  # 0 = the newest event, as data_prep/examples.py writes it
+            if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(hist):
+                cited[b] = L - 1 - ref
             prev = None
             for j, ev in enumerate(hist):
                 c = off + j
@@ -255,6 +259,8 @@ class SellerCollator:
             "hist_rating": torch.from_numpy(rating),
             "hist_mask": torch.from_numpy(mask),
             "hist_attrs": torch.from_numpy(self._item_attrs[item]),
+            # the column of the event the reference explanation cites (-1: none, or cut off by L)
+            "hist_cited": torch.from_numpy(cited),
         }
 
     def _item(self, records: Sequence[ExampleRecord]) -> dict[str, torch.Tensor]:

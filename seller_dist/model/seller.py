@@ -40,6 +40,16 @@ def pointer_cut_warning(title_token_counts: list[int], pointer_tokens: int) -> s
     )
 
 
+def cited_event_loss(attention: torch.Tensor, cited: torch.Tensor) -> torch.Tensor:
+    """Mean -log of the fusion weight [B, L] on each row's cited column ([B], -1 = none, left out);
+    0 with a gradient path when no row cites (every rank runs the same backward)."""
+    rows = cited >= 0
+    if not bool(rows.any()):
+        return attention.sum() * 0.0
+    w = attention[rows].float().gather(1, cited[rows, None]).squeeze(1)
+    return -torch.log(w.clamp(min=1e-8)).mean()
+
+
 class SellerModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab: ModelVocab, llm: FrozenLLM, register_llm: bool = True):
         """`register_llm=False` keeps the frozen LLM out of this module's submodules (a replicated
@@ -221,10 +231,20 @@ class SellerModel(nn.Module):
         lm_loss = self.llm.lm_loss(embeds, attn, batch["labels"])
         aux = stats.aux_loss.float()
         loss = lm_loss + self.cfg.aux_loss_coef * aux if self.cfg.adapter == "moe" else lm_loss
+        cited = torch.zeros((), device=lm_loss.device)
+        if self.cfg.cited_event_loss_coef > 0:
+            if "hist_cited" not in batch:
+                raise ValueError(
+                    "model.cited_event_loss_coef > 0 needs hist_cited in the batch (SellerCollator "
+                    "writes it from each record's meta cited_offset)"
+                )
+            cited = cited_event_loss(attention, batch["hist_cited"])
+            loss = loss + self.cfg.cited_event_loss_coef * cited
         return {
             "loss": loss,
             "lm_loss": lm_loss.detach(),
             "aux_loss": aux.detach(),
+            "cited_event_loss": cited.detach(),
             "expert_load": stats.expert_load.detach(),
             "dropped_tokens": stats.dropped.detach(),
             "attention": attention.detach(),

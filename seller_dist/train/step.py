@@ -74,13 +74,16 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 
 def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    """Tensors only, on the device; stream pad rows get no language-model loss (labels -100).
+    """Tensors only, on the device; stream pad rows get no loss (labels -100, hist_cited -1).
     Copies are asynchronous from pinned memory (seller_dist.data.prefetch pins on a GPU); the pad
     flags are read on the host, so nothing here waits for the device."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v) and k != "pad"}
     pad = batch["pad"]
     if bool(pad.any()):
-        out["labels"] = out["labels"].masked_fill(pad.to(device, non_blocking=True)[:, None], -100)
+        on_device = pad.to(device, non_blocking=True)
+        out["labels"] = out["labels"].masked_fill(on_device[:, None], -100)
+        if "hist_cited" in out:  # nor a cited-event loss
+            out["hist_cited"] = out["hist_cited"].masked_fill(on_device, -1)
     return out
 
 

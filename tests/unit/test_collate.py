@@ -112,6 +112,34 @@ def test_history_and_item_tensors(tiny_tokenizer_dir, catalog):
     assert out["references"] == ["because you liked the novel"] * 2 and out["meta"] == [{"cites": 1}] * 2
 
 
+def test_hist_cited_is_the_column_of_the_event_the_reference_cites(tiny_tokenizer_dir, catalog):
+    """cited_offset counts back from the newest event (data_prep/examples.py); the column is in the
+    left-padded layout; no reference event, one cut off by max_history, or a bad value give -1."""
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=3, num_soft_tokens=3)
+    recs = [_record(f"r{i}", 4) for i in range(6)] + [_record("short", 2)]
+    for r, off in zip(recs, [0, 2, 3, -1, True, "1", 1], strict=True):
+        r.meta = {"cited_offset": off}
+    recs[5].meta = {}
+    out = col(recs)
+    # L = 3 keeps the 3 newest of 4 events: offset 0 -> column 2, offset 2 -> column 0, offset 3 was cut;
+    # the 2-event history sits in columns 1..2, so its offset 1 is column 1
+    assert out["hist_cited"].dtype == torch.long
+    assert out["hist_cited"].tolist() == [2, 0, -1, -1, -1, -1, 1]
+    assert out["hist_item"][6].tolist() == [0, 1, 2] and out["hist_item"][0].tolist() == [2, 3, 4]
+
+
+def test_stream_pad_rows_get_no_loss_of_either_kind(tiny_tokenizer_dir, catalog):
+    from seller_dist.train.step import model_inputs
+
+    col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=3, num_soft_tokens=3)
+    recs = [_record("a", 3), _record("b", 3)]
+    for r in recs:
+        r.meta = {"cited_offset": 0}
+    out = model_inputs(col(recs, [False, True]), torch.device("cpu"))
+    assert out["hist_cited"].tolist() == [2, -1] and "pad" not in out
+    assert (out["labels"][1] == IGNORE_INDEX).all() and (out["labels"][0] != IGNORE_INDEX).any()
+
+
 def test_title_token_tensors_follow_the_events_and_cap_at_max_title_tokens(tiny_tokenizer_dir, catalog):
     col = SellerCollator(tiny_tokenizer_dir, catalog, max_history=5, max_title_tokens=3)
     recs = [_record("a", 3), _record("b", 1)]

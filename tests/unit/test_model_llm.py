@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from seller_dist.config import ModelConfig
 from seller_dist.model.llm import FrozenLLM, GenerationConfig, resolve_llm_path
-from seller_dist.model.seller import SellerModel
+from seller_dist.model.seller import SellerModel, cited_event_loss
 from seller_dist.model.synthetic import synthetic_batch
 from seller_dist.model.vocab import ModelVocab
 from tests.model_helpers import left_pad, pad_left, tiny_model_config
@@ -220,7 +220,8 @@ def test_forward_outputs_and_gradients(llm, kw, dtype):
         m = m.to(dtype)  # what ZeRO-3 bf16 does to the engine's model (the MoE keeps its own dtype)
     b = batch(llm)
     out = m(b, moe=moe)
-    assert set(out) == {"loss", "lm_loss", "aux_loss", "expert_load", "dropped_tokens", "attention"}
+    keys = {"loss", "lm_loss", "aux_loss", "cited_event_loss", "expert_load", "dropped_tokens", "attention"}
+    assert set(out) == keys
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     assert out["attention"].shape == b["hist_mask"].shape
     trainable = m.trainable_named_parameters() + (list(moe.named_parameters()) if moe else [])
@@ -235,6 +236,50 @@ def test_forward_outputs_and_gradients(llm, kw, dtype):
     missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad.float()).all()]
     # an unused field/position embedding row has zero grad but a grad tensor; none may be missing
     assert not missing, missing
+
+
+def test_cited_event_loss_is_the_mean_negative_log_weight_on_the_cited_columns():
+    attention = torch.tensor([[0.1, 0.2, 0.7], [0.0, 0.5, 0.5], [0.25, 0.25, 0.5]], requires_grad=True)
+    loss = cited_event_loss(attention, torch.tensor([2, -1, 0]))
+    torch.testing.assert_close(loss, -(torch.tensor(0.7).log() + torch.tensor(0.25).log()) / 2)
+    none = cited_event_loss(attention, torch.tensor([-1, -1, -1]))
+    none.backward()  # no row cites: zero, yet a backward like every other rank's
+    assert float(none) == 0.0 and attention.grad is not None and not attention.grad.any()
+
+
+def test_cited_event_loss_adds_to_the_loss_and_trains_the_fusion_toward_the_cited_event(llm):
+    """The loss is the LM loss + aux + coef * the cited-event loss, exactly; a few steps on a batch
+    whose references cite a random real event each raise the fusion weight on it from chance."""
+    b = batch(llm, b=8)
+    g = torch.Generator().manual_seed(1)
+    real = [row.nonzero().flatten() for row in b["hist_mask"]]
+    b["hist_cited"] = torch.stack([r[torch.randint(len(r), (1,), generator=g)][0] for r in real])
+    b["hist_cited"][0] = -1  # a reference that cites nothing is left out
+    m, moe = build(llm, cited_event_loss_coef=0.5)
+    m.train()
+    out = m(b, moe=moe)
+    want = out["lm_loss"] + m.cfg.aux_loss_coef * out["aux_loss"] + 0.5 * out["cited_event_loss"]
+    torch.testing.assert_close(out["loss"].detach(), want)
+    off, _ = build(llm)
+    torch.testing.assert_close(off(b, moe=moe)["lm_loss"], out["lm_loss"])  # the same model at coef 0
+    assert float(off(b, moe=moe)["cited_event_loss"]) == 0.0
+
+    def on_cited() -> float:
+        with torch.no_grad():
+            att = m(b, moe=moe)["attention"]
+        return float(att[1:].gather(1, b["hist_cited"][1:, None]).mean())
+
+    before = on_cited()
+    params = [p for _, p in m.trainable_named_parameters()] + list(moe.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        m(b, moe=moe)["loss"].backward()
+        opt.step()
+    after = on_cited()
+    assert before < 0.5 and after > 0.95, (before, after)
+    with pytest.raises(ValueError, match="needs hist_cited in the batch"):
+        m({k: v for k, v in b.items() if k != "hist_cited"}, moe=moe)
 
 
 def test_ids_prompt_uses_user_column_when_present(llm):

@@ -66,6 +66,15 @@ def test_config_validate_messages():
     ModelConfig(num_soft_tokens=4, title_pointer="off").validate()  # no pointer: any K
     assert ModelConfig(num_soft_tokens=4, title_pointer="off").adapter_tokens == 4
     assert ModelConfig().adapter_tokens == 3 and ModelConfig(history_encoder="bag").adapter_tokens == 3
+    with pytest.raises(ConfigError, match="model.cited_event_loss_coef must be >= 0, got -1"):
+        ModelConfig(cited_event_loss_coef=-1).validate()
+    with pytest.raises(
+        ConfigError,
+        match="model.cited_event_loss_coef=1.0 trains the fusion attention, which model.prompt=ids / "
+        "model.adapter=moe does not have",
+    ):
+        ModelConfig(prompt="ids", cited_event_loss_coef=1.0).validate()
+    ModelConfig(history_encoder="bag", adapter="dense", cited_event_loss_coef=1.0).validate()
     ModelConfig().validate()
 
 
