@@ -247,6 +247,7 @@ def test_packaged_experiment_configs_load() -> None:
         "movielens.yaml",
         "movielens_smollm2.yaml",
         "movielens_smollm2_120.yaml",
+        "movielens_smollm2_cited.yaml",
         "synthetic.yaml",
         "synthetic_smollm2.yaml",
         "xrec_yelp.yaml",
@@ -262,6 +263,18 @@ def test_packaged_experiment_configs_load() -> None:
             assert cfg.budget.eval_examples == base.budget.eval_examples and cfg.eval == base.eval
             assert (cfg.budget.max_steps, base.budget.max_steps) == (120, 40)
             assert set(cfg.seeds) <= set(base.seeds)  # each row has its 40-step counterpart
+            continue
+        if p.name == "movielens_smollm2_cited.yaml":
+            # the cited-event loss grid: the 40-step grid's whole-title systems, data, recipe and
+            # seeds plus the loss, scored on every test example; nothing else differs
+            base = load_config(ExperimentConfig, root / "movielens_smollm2.yaml")
+            assert cfg.data == base.out + "/data" and cfg.llm == base.llm and cfg.train == base.train
+            assert cfg.seeds == base.seeds and cfg.budget.max_steps == base.budget.max_steps
+            assert cfg.eval == base.eval and cfg.budget.eval_examples == 400  # the test split's size
+            for name in ("seller-chat", "bag-chat"):
+                want = {**base.systems[f"{name}-fulltitle"], "model.cited_event_loss_coef": 1.0}
+                assert cfg.systems[f"{name}-cited"] == want
+            assert len(cfg.systems) == 2
             continue
         # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
         # with SELLER and `bag` on the zero-shot's chat template and question too
