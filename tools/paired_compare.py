@@ -7,7 +7,8 @@ the same records, and gives per metric the discordant pairs, the exact two-sided
 read a measured gap (docs/results.md), not as a product feature.
 
     python -m tools.paired_compare --experiment outputs/experiments/X --a SYS_A --b SYS_B --out X.json
-    (--data DATA when the generations were made on a dataset other than the grid's <experiment>/data)
+    (--data DATA when the generations were made on a dataset other than the grid's <experiment>/data;
+    --also FOLDER, repeatable, for a system whose cells/ are in another folder, e.g. re-scored checkpoints)
 """
 
 from __future__ import annotations
@@ -79,21 +80,32 @@ def paired(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def compare(experiment: str, a: str, b: str, split: str = "test", data: str = "") -> dict[str, Any]:
+def cells_of(system: str, folders: Sequence[str]) -> Path:
+    """<folder>/cells/<system> of the first folder that has it."""
+    for f in folders:
+        if (Path(f) / "cells" / system).is_dir():
+            return Path(f) / "cells" / system
+    raise SystemExit(f"no cells/{system} in {', '.join(folders)}")
+
+
+def compare(
+    experiment: str, a: str, b: str, split: str = "test", data: str = "", also: Sequence[str] = ()
+) -> dict[str, Any]:
     """Every seed both systems have a generations file for, paired by example key; `data` is the
-    dataset the generations were made on ("" = the grid's own <experiment>/data)."""
+    dataset the generations were made on ("" = the grid's own <experiment>/data); a system's cells
+    are read from the first of `experiment`, *`also` that has them."""
     manifest = Manifest.load(data or str(Path(experiment) / "data"))
     records = {
         r.key: r
         for _, rs in read_batches(manifest, split, plan_batches(manifest, split, 64), None)
         for r in rs
     }
-    cells = Path(experiment) / "cells"
+    where = {s: cells_of(s, [experiment, *also]) for s in (a, b)}
     seeds = sorted(
         int(p.name.removeprefix("seed-"))
-        for p in (cells / a).glob("seed-*")
+        for p in where[a].glob("seed-*")
         if (p / "eval" / "generations.jsonl").exists()
-        and (cells / b / p.name / "eval" / "generations.jsonl").exists()
+        and (where[b] / p.name / "eval" / "generations.jsonl").exists()
     )
     if not seeds:
         raise SystemExit(f"{experiment}: no seed has generations of both '{a}' and '{b}'")
@@ -105,7 +117,7 @@ def compare(experiment: str, a: str, b: str, split: str = "test", data: str = ""
         gens = [
             {
                 g.key: g
-                for g in read_generations(str(cells / s / f"seed-{seed}" / "eval" / "generations.jsonl"))
+                for g in read_generations(str(where[s] / f"seed-{seed}" / "eval" / "generations.jsonl"))
             }
             for s in (a, b)
         ]
@@ -126,6 +138,7 @@ def compare(experiment: str, a: str, b: str, split: str = "test", data: str = ""
         "a": a,
         "b": b,
         "experiment": experiment,
+        "cells": {s: str(where[s]) for s in (a, b)},
         "data": data or str(Path(experiment) / "data"),
         "seeds": seeds,
         "pooled": {m: paired([p for s in seeds for p in per_seed[s][m]]) for m in METRICS},
@@ -140,12 +153,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--data", default="", help="the dataset root, when not <experiment>/data")
     p.add_argument("--a", required=True, help="system A")
     p.add_argument("--b", action="append", required=True, help="system B (repeatable: one comparison each)")
+    p.add_argument(
+        "--also", action="append", default=[], help="another folder with cells/<system> (repeatable)"
+    )
     p.add_argument("--out", required=True, help="the artifact (JSON)")
     args = p.parse_args(argv)
     out = {
         "kind": "paired-compare",
         "provenance": provenance(),
-        "comparisons": [compare(args.experiment, args.a, b, data=args.data) for b in args.b],
+        "comparisons": [compare(args.experiment, args.a, b, data=args.data, also=args.also) for b in args.b],
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for c in out["comparisons"]:

@@ -70,3 +70,11 @@ def test_pairs_of_two_systems_count_what_the_eval_counts(tmp_path) -> None:
         "attention_off_cites": 0,
         "attention_off_not": 0,
     }
+    # system b's cells in another folder (re-scored checkpoints): the same pairs, read from there
+    other = tmp_path / "rescored"
+    (other / "cells").mkdir(parents=True)
+    (tmp_path / "cells" / "b").rename(other / "cells" / "b")
+    moved = compare(str(tmp_path), "a", "b", data=str(tmp_path / "dataset"), also=[str(other)])
+    assert moved["pooled"] == out["pooled"] and moved["cells"]["b"] == str(other / "cells" / "b")
+    with pytest.raises(SystemExit, match="no cells/b in"):
+        compare(str(tmp_path), "a", "b", data=str(tmp_path / "dataset"))
