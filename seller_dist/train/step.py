@@ -88,12 +88,16 @@ def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch
 
 
 # ------------------------------------------------------------------------------------------ the step
+LOSSES = ("loss", "aux_loss", "cited_event_loss")  # what each micro-batch reports, in this order
+
+
 @dataclass
 class StepStats:
     """One optimizer step, every rank's numbers combined."""
 
-    loss: float  # mean over ranks and micro-batches
-    aux_loss: float
+    loss: float  # mean over ranks and micro-batches: what the optimizer minimizes
+    aux_loss: float  # the MoE's load-balancing loss, unweighted
+    cited_event_loss: float  # the fusion's cited-event loss, unweighted (0 when model says 0)
     grad_norm: float  # global: dense + every expert, before clipping
     lr: float
     tokens: int  # LLM tokens of real (non-pad) rows, all ranks
@@ -138,7 +142,8 @@ class TrainStep:
         for opt in state.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-        losses = torch.zeros(accum, 2, dtype=torch.float64, device=self.device)  # [loss, aux] per micro
+        # per micro-batch: [loss, aux, cited-event loss] (seller_dist.model.seller.SellerModel.forward)
+        losses = torch.zeros(accum, len(LOSSES), dtype=torch.float64, device=self.device)
         wait, tokens, samples, expert_load = 0.0, 0, 0, None
         for micro in range(accum):
             tw = time.perf_counter()
@@ -153,7 +158,7 @@ class TrainStep:
             torch.manual_seed(step_seed(self.seed, step, micro, self.rank))
             with timer.phase("forward"):
                 out = state.forward(inputs)
-            losses[micro, 0], losses[micro, 1] = out["loss"].detach(), out["aux_loss"]
+            losses[micro] = torch.stack([out[k].detach().double() for k in LOSSES])
             with timer.phase("backward"):
                 state.backward(out["loss"])
             load = out["expert_load"].float()
@@ -174,6 +179,7 @@ class TrainStep:
         return StepStats(
             loss=float(shared[:, :accum].mean()),
             aux_loss=float(shared[:, accum : 2 * accum].mean()),
+            cited_event_loss=float(shared[:, 2 * accum : 3 * accum].mean()),
             grad_norm=grad_norm,
             lr=lr,
             tokens=int(shared[:, -2].sum()),
@@ -186,10 +192,11 @@ class TrainStep:
         )
 
     def _exchange(self, losses: torch.Tensor, tokens: int, samples: int) -> torch.Tensor:
-        """[world, 2 * accum + 2] on the host: every rank's losses, aux losses, tokens, samples."""
-        accum = losses.shape[0]
-        t = torch.zeros(self.world, 2 * accum + 2, dtype=torch.float64, device=self.device)
-        t[self.rank, : 2 * accum] = losses.t().reshape(-1)
+        """[world, len(LOSSES) * accum + 2] on the host: every rank's losses (each kind's accum
+        micro-batches together, in LOSSES order), tokens, samples."""
+        n = losses.numel()
+        t = torch.zeros(self.world, n + 2, dtype=torch.float64, device=self.device)
+        t[self.rank, :n] = losses.t().reshape(-1)
         t[self.rank, -2] = tokens
         t[self.rank, -1] = samples
         if self.world > 1:

@@ -234,6 +234,8 @@ class Trainer:
             "expert_load": [float(x) for x in load.cpu()],
             **self.meter.summary(),
         }
+        if self.cfg.model.cited_event_loss_coef > 0:  # unweighted; `loss` holds coef times it
+            metrics["cited_event_loss"] = sum(s.cited_event_loss for s in window) / len(window)
         if self.progress.valid_step is not None and self.progress.valid_step != self._valid_logged:
             metrics["valid_loss"] = self.progress.valid_loss
             self._valid_logged = self.progress.valid_step

@@ -32,17 +32,18 @@ def optim(grad_accum: int) -> OptimConfig:
 
 
 def prepared(
-    llm_dir: str, grad_accum: int
+    llm_dir: str, grad_accum: int, cited_event_loss_coef: float = 0.0
 ) -> tuple[TorchStrategy, TorchTrainState, list[dict[str, torch.Tensor]]]:
     strategy = TorchStrategy(StrategySettings(4, grad_accum=grad_accum, use_gpu=False, world_size=1))
-    cfg = tiny_model_config(llm_dir, dropout=0.1)  # dropout: the step's seeds must match the reference's
+    # dropout: the step's seeds must match the reference's
+    cfg = tiny_model_config(llm_dir, dropout=0.1, cited_event_loss_coef=cited_event_loss_coef)
     llm = strategy.load_llm(cfg)
     torch.manual_seed(0)
     model = SellerModel(cfg, VOCAB, llm, strategy.registers_llm)
     state = strategy.prepare(model, OptimConfig(lr=1e-2))
     state.train()
     batches = [
-        {**b, "pad": torch.zeros(4, dtype=torch.bool)}
+        {**b, "pad": torch.zeros(4, dtype=torch.bool), "hist_cited": torch.tensor([5, 4, -1, 5])}
         for b in (synthetic_batch(VOCAB, token_ids_of(llm), 8, 4, 6, seed=s) for s in range(grad_accum))
     ]
     return strategy, state, batches
@@ -54,25 +55,30 @@ def trainables(model: SellerModel, moe: torch.nn.Module) -> list[torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2])
-def test_one_step_is_the_hand_written_plain_step(tiny_llm_dir, grad_accum):
-    strategy, state, batches = prepared(tiny_llm_dir, grad_accum)
+@pytest.mark.parametrize("grad_accum, cited", [(1, 0.0), (2, 0.0), (2, 0.5)])
+def test_one_step_is_the_hand_written_plain_step(tiny_llm_dir, grad_accum, cited):
+    strategy, state, batches = prepared(tiny_llm_dir, grad_accum, cited)
     o = optim(grad_accum)
     model, moe = copy.deepcopy(state.model), copy.deepcopy(state.moe)  # the reference, by hand
     params = [p for _, p in model.trainable_named_parameters()] + list(moe.parameters())
     opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=0.0)
-    losses = []
+    losses, aux, cited_losses = [], [], []
     for micro, batch in enumerate(batches):
         torch.manual_seed(step_seed(7, 0, micro, 0))
-        loss = model({k: v for k, v in batch.items() if k != "pad"}, moe=moe)["loss"]
-        (loss / grad_accum).backward()
-        losses.append(float(loss.detach()))
+        out = model({k: v for k, v in batch.items() if k != "pad"}, moe=moe)
+        (out["loss"] / grad_accum).backward()
+        losses.append(float(out["loss"].detach()))
+        aux.append(float(out["aux_loss"]))
+        cited_losses.append(float(out["cited_event_loss"]))
     norm = float(torch.nn.utils.clip_grad_norm_(params, o.grad_clip))
     opt.step()
 
     step = TrainStep(state, o, max_steps=10, seed=7, batches=iter(batches), device=strategy.device)
     stats = step(0)
     assert stats.loss == pytest.approx(sum(losses) / grad_accum, rel=1e-6)
+    assert stats.aux_loss == pytest.approx(sum(aux) / grad_accum, rel=1e-6)
+    assert stats.cited_event_loss == pytest.approx(sum(cited_losses) / grad_accum, rel=1e-6)
+    assert (stats.cited_event_loss > 0.5) == (cited > 0)  # -log of a weight among 6 events, or off
     assert stats.grad_norm == pytest.approx(norm, rel=1e-5) and norm > o.grad_clip  # it clipped
     assert stats.lr == o.lr and stats.samples == 4 * grad_accum
     assert stats.tokens == sum(int(b["attention_mask"].sum()) for b in batches)
