@@ -250,6 +250,7 @@ def test_packaged_experiment_configs_load() -> None:
         "movielens_smollm2_cited.yaml",
         "synthetic.yaml",
         "synthetic_smollm2.yaml",
+        "synthetic_smollm2_cited.yaml",
         "xrec_yelp.yaml",
         "xrec_yelp_smollm2.yaml",
     ]
@@ -264,13 +265,14 @@ def test_packaged_experiment_configs_load() -> None:
             assert (cfg.budget.max_steps, base.budget.max_steps) == (120, 40)
             assert set(cfg.seeds) <= set(base.seeds)  # each row has its 40-step counterpart
             continue
-        if p.name == "movielens_smollm2_cited.yaml":
-            # the cited-event loss grid: the 40-step grid's whole-title systems, data, recipe and
-            # seeds plus the loss, scored on every test example; nothing else differs
-            base = load_config(ExperimentConfig, root / "movielens_smollm2.yaml")
+        if p.name.endswith("_smollm2_cited.yaml"):
+            # the cited-event loss grids: the 40-step grid's whole-title systems, data, recipe and
+            # seeds plus the loss, scored on every test example (one per user); nothing else differs
+            base = load_config(ExperimentConfig, root / p.name.replace("_cited", ""))
             assert cfg.data == base.out + "/data" and cfg.llm == base.llm and cfg.train == base.train
             assert cfg.seeds == base.seeds and cfg.budget.max_steps == base.budget.max_steps
-            assert cfg.eval == base.eval and cfg.budget.eval_examples == 400  # the test split's size
+            users = base.prep.get("max_users") or base.prep.get("source_options.num_users")
+            assert cfg.eval == base.eval and cfg.budget.eval_examples == users
             for name in ("seller-chat", "bag-chat"):
                 want = {**base.systems[f"{name}-fulltitle"], "model.cited_event_loss_coef": 1.0}
                 assert cfg.systems[f"{name}-cited"] == want
