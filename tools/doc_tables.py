@@ -375,7 +375,32 @@ def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
                 f"{n['attention_off_not']} | {n['attention_on_cites'] / on if on else 0:.2f} |"
             )
     seeds = sorted({s for c in arts[0]["comparisons"] for s in c["seeds"]})
+    text = [c for c in arts[0]["comparisons"] if "text" in c]
+    if text:
+        lines += [
+            "",
+            "| A vs B | text metric | pairs | A | B | A better | B better | p | A - B, 95 % interval | A - B per seed |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for c in text:
+            for m, r in c["text"]["pooled"].items():
+                lo, hi = r["diff_ci95"]
+                f = ".2f" if m != "bertscore_f1" else ".3f"
+                per = " / ".join(
+                    f"{v[m]['mean_a'] - v[m]['mean_b']:+{f}}"
+                    for _, v in sorted(c["text"]["per_seed"].items())
+                )
+                wins = ("—", "—") if r["a_better"] is None else (r["a_better"], r["b_better"])
+                lines.append(
+                    f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['mean_a']:{f}} | {r['mean_b']:{f}} | "
+                    f"{wins[0]} | {wins[1]} | {r['p']:.3f} | [{lo:+{f}}, {hi:+{f}}] | {per} |"
+                )
     lines += ["", f"Pooled over seeds {', '.join(map(str, seeds))}: one pair per test example and seed."]
+    if text:
+        lines += [
+            "Text metrics: BLEU-4 is the corpus BLEU of the pooled pairs with Koehn's paired bootstrap p; "
+            "ROUGE-L and BERTScore-F1 are per-example means with the sign test on the examples where they differ."
+        ]
     return "\n".join(lines)
 
 

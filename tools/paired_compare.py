@@ -3,12 +3,17 @@ say: each seed scores about 40 examples, so one example moves a rate by 0.025. T
 systems' explanations of the same test example under the same seed (the grid's
 cells/<system>/seed-<S>/eval/generations.jsonl), scores each with the eval's own grounding code on
 the same records, and gives per metric the discordant pairs, the exact two-sided sign test on them
-(McNemar's exact test) and a paired bootstrap 95 % interval of the difference in rate. It exists to
-read a measured gap (docs/results.md), not as a product feature.
+(McNemar's exact test) and a paired bootstrap 95 % interval of the difference in rate. With --text it
+also pairs the text metrics against the same reference (docs/evaluation.md, "Text quality"): ROUGE-L
+and BERTScore-F1 per example (wins, the sign test, the interval of the mean difference) and corpus
+BLEU-4 by Koehn's paired bootstrap (the same resampled examples for both systems). A cell the grid
+reused from another seed (an untrained system: result.json's `reused_from`) pairs with every seed.
+It exists to read a measured gap (docs/results.md), not as a product feature.
 
     python -m tools.paired_compare --experiment outputs/experiments/X --a SYS_A --b SYS_B --out X.json
     (--data DATA when the generations were made on a dataset other than the grid's <experiment>/data;
-    --also FOLDER, repeatable, for a system whose cells/ are in another folder, e.g. re-scored checkpoints)
+    --also FOLDER, repeatable, for a system whose cells/ are in another folder, e.g. re-scored checkpoints;
+    --text to pair BLEU-4, ROUGE-L and BERTScore-F1 too)
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seller_dist.data.schema import ExampleRecord
 from seller_dist.data.shards import Manifest
 from seller_dist.data.split_batches import plan_batches, read_batches
@@ -29,6 +36,8 @@ from seller_dist.eval.grounding import cited_item_ids, reference_event
 from seller_dist.version import provenance
 
 METRICS = ("cites_history", "cites_reference_event", "attention_top_is_cited")
+TEXT_METRICS = ("bleu4", "rougeL", "bertscore_f1")
+TEXT_DRAWS = 2000
 ATTENTION_CELLS = ("attention_on_cites", "attention_on_not", "attention_off_cites", "attention_off_not")
 
 
@@ -88,12 +97,98 @@ def cells_of(system: str, folders: Sequence[str]) -> Path:
     raise SystemExit(f"no cells/{system} in {', '.join(folders)}")
 
 
+def generations_of(cells: Path, seed: int) -> Path | None:
+    """cells/<system>/seed-<S>'s generations file, or the one of the seed its result.json says the
+    grid reused (an untrained system is evaluated once); None when the seed has neither."""
+    own = cells / f"seed-{seed}" / "eval" / "generations.jsonl"
+    if own.exists():
+        return own
+    result = cells / f"seed-{seed}" / "result.json"
+    reused = json.loads(result.read_text()).get("reused_from") if result.exists() else None
+    if reused and (cells / reused / "eval" / "generations.jsonl").exists():
+        return cells / reused / "eval" / "generations.jsonl"
+    return None
+
+
+def paired_scores(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Per-example scores of A and B on the same examples: means, wins, the sign test on the examples
+    that differ and a paired bootstrap 95 % interval of the mean difference."""
+    diff = a - b
+    a_better, b_better = int((diff > 0).sum()), int((diff < 0).sum())
+    idx = np.random.default_rng(0).integers(0, len(diff), size=(TEXT_DRAWS, len(diff)))
+    means = np.sort(diff[idx].mean(axis=1))
+    return {
+        "pairs": len(diff),
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "a_better": a_better,
+        "b_better": b_better,
+        "p": sign_test(a_better, b_better),
+        "diff_ci95": [float(means[int(0.025 * TEXT_DRAWS)]), float(means[int(0.975 * TEXT_DRAWS) - 1])],
+    }
+
+
+def paired_corpus_bleu(stats_a: np.ndarray, stats_b: np.ndarray) -> dict[str, Any]:
+    """Corpus BLEU-4 of A and B from per-example statistics and Koehn's paired bootstrap: each draw
+    resamples the examples once and rescores both corpora on it; p is two-sided (the share of draws
+    on the other side of zero, doubled)."""
+    from seller_dist.eval.text_metrics import _bleu_from_stats
+
+    n = len(stats_a)
+    rng = np.random.default_rng(0)
+    diffs = np.empty(TEXT_DRAWS)
+    for d in range(TEXT_DRAWS):
+        w = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+        diffs[d] = _bleu_from_stats(w @ stats_a, 4) - _bleu_from_stats(w @ stats_b, 4)
+    diffs.sort()
+    return {
+        "pairs": n,
+        "mean_a": _bleu_from_stats(stats_a.sum(0), 4),
+        "mean_b": _bleu_from_stats(stats_b.sum(0), 4),
+        "a_better": None,
+        "b_better": None,
+        "p": min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))),
+        "diff_ci95": [float(diffs[int(0.025 * TEXT_DRAWS)]), float(diffs[int(0.975 * TEXT_DRAWS) - 1])],
+    }
+
+
+def text_scores(generated: Sequence[str], references: Sequence[str], encoder: Any) -> dict[str, np.ndarray]:
+    """Per example, with the eval job's own code and default text options: BLEU-4 statistics (n, 10),
+    ROUGE-L (0-100) and BERTScore-F1."""
+    from seller_dist.config import EvalConfig, load_config
+    from seller_dist.eval.text_metrics import _bleu_stats, bertscore, rouge_scores, tokenize
+
+    t = load_config(EvalConfig, None, ["data=unused"]).text
+    return {
+        "bleu4": _bleu_stats([tokenize(g) for g in generated], [tokenize(r) for r in references], 4),
+        "rougeL": 100 * rouge_scores(generated, references)[:, 2],
+        "bertscore_f1": bertscore(
+            generated, references, encoder, t.bertscore_layer, t.batch_size, t.max_length
+        )[:, 2],
+    }
+
+
+def paired_text(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "bleu4": paired_corpus_bleu(a["bleu4"], b["bleu4"]),
+        "rougeL": paired_scores(a["rougeL"], b["rougeL"]),
+        "bertscore_f1": paired_scores(a["bertscore_f1"], b["bertscore_f1"]),
+    }
+
+
 def compare(
-    experiment: str, a: str, b: str, split: str = "test", data: str = "", also: Sequence[str] = ()
+    experiment: str,
+    a: str,
+    b: str,
+    split: str = "test",
+    data: str = "",
+    also: Sequence[str] = (),
+    encoder: Any = None,
 ) -> dict[str, Any]:
     """Every seed both systems have a generations file for, paired by example key; `data` is the
     dataset the generations were made on ("" = the grid's own <experiment>/data); a system's cells
-    are read from the first of `experiment`, *`also` that has them."""
+    are read from the first of `experiment`, *`also` that has them. With a sentence `encoder` the
+    text metrics are paired too ("text")."""
     manifest = Manifest.load(data or str(Path(experiment) / "data"))
     records = {
         r.key: r
@@ -101,11 +196,11 @@ def compare(
         for r in rs
     }
     where = {s: cells_of(s, [experiment, *also]) for s in (a, b)}
+    found = {s: {int(p.name.removeprefix("seed-")) for p in where[s].glob("seed-*")} for s in (a, b)}
     seeds = sorted(
-        int(p.name.removeprefix("seed-"))
-        for p in where[a].glob("seed-*")
-        if (p / "eval" / "generations.jsonl").exists()
-        and (where[b] / p.name / "eval" / "generations.jsonl").exists()
+        seed
+        for seed in found[a] & found[b]
+        if generations_of(where[a], seed) and generations_of(where[b], seed)
     )
     if not seeds:
         raise SystemExit(f"{experiment}: no seed has generations of both '{a}' and '{b}'")
@@ -113,18 +208,20 @@ def compare(
     # per system, over every seed: is the fusion's most attended event the reference's, and does the
     # explanation name it? (does what the encoders found reach the text)
     attention = {s: dict.fromkeys(ATTENTION_CELLS, 0) for s in (a, b)}
+    text: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
     for seed in seeds:
-        gens = [
-            {
-                g.key: g
-                for g in read_generations(str(where[s] / f"seed-{seed}" / "eval" / "generations.jsonl"))
-            }
-            for s in (a, b)
-        ]
+        gens = [{g.key: g for g in read_generations(str(generations_of(where[s], seed)))} for s in (a, b)]
         if gens[0].keys() != gens[1].keys():
             raise SystemExit(f"seed {seed}: '{a}' and '{b}' scored different examples")
+        keys = sorted(gens[0])
+        if encoder is not None:
+            refs = [gens[0][k].reference for k in keys]
+            if refs != [gens[1][k].reference for k in keys]:
+                raise SystemExit(f"seed {seed}: '{a}' and '{b}' were scored against different references")
+            sa, sb = (text_scores([g[k].generated for k in keys], refs, encoder) for g in gens)
+            text[seed] = (sa, sb)
         pairs: dict[str, list[tuple[float, float]]] = {m: [] for m in METRICS}
-        for key in sorted(gens[0]):
+        for key in keys:
             fa, fb = (example_flags(g[key], records[key]) for g in gens)
             for m in METRICS:
                 if m in fa and m in fb:
@@ -134,7 +231,7 @@ def compare(
                     cell = f"attention_{'on' if f['attention_top_is_cited'] else 'off'}_{'cites' if f['cites_reference_event'] else 'not'}"
                     attention[name][cell] += 1
         per_seed[seed] = pairs
-    return {
+    out: dict[str, Any] = {
         "a": a,
         "b": b,
         "experiment": experiment,
@@ -145,6 +242,13 @@ def compare(
         "per_seed": {str(s): {m: paired(per_seed[s][m]) for m in METRICS} for s in seeds},
         "attention_vs_citing": attention,
     }
+    if text:
+        pooled = [{m: np.concatenate([text[s][i][m] for s in seeds]) for m in TEXT_METRICS} for i in (0, 1)]
+        out["text"] = {
+            "pooled": paired_text(*pooled),
+            "per_seed": {str(s): paired_text(*text[s]) for s in seeds},
+        }
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -156,12 +260,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--also", action="append", default=[], help="another folder with cells/<system> (repeatable)"
     )
+    p.add_argument("--text", action="store_true", help="pair BLEU-4, ROUGE-L and BERTScore-F1 too")
     p.add_argument("--out", required=True, help="the artifact (JSON)")
     args = p.parse_args(argv)
+    encoder = None
+    if args.text:
+        from seller_dist.config import EvalConfig, load_config
+        from seller_dist.eval.scoring import text_encoder
+
+        encoder = text_encoder(load_config(EvalConfig, None, ["data=unused"]))
     out = {
         "kind": "paired-compare",
         "provenance": provenance(),
-        "comparisons": [compare(args.experiment, args.a, b, data=args.data, also=args.also) for b in args.b],
+        "comparisons": [
+            compare(args.experiment, args.a, b, data=args.data, also=args.also, encoder=encoder)
+            for b in args.b
+        ],
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for c in out["comparisons"]:
@@ -170,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{c['a']} vs {c['b']} {m}: {r['rate_a']:.3f} vs {r['rate_b']:.3f} over {r['pairs']} pairs, "
                 f"discordant {r['a_only']}/{r['b_only']}, sign test p={r['sign_test_p']:.3f}, "
                 f"diff 95% [{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]"
+            )
+        for m, r in c.get("text", {}).get("pooled", {}).items():
+            print(
+                f"{c['a']} vs {c['b']} {m}: {r['mean_a']:.3f} vs {r['mean_b']:.3f} over {r['pairs']} pairs, "
+                f"p={r['p']:.3f}, diff 95% [{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]"
             )
 
 

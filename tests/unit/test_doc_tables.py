@@ -402,3 +402,19 @@ def test_paired_compare_table_has_a_row_per_metric_and_one_per_system(tmp_path: 
     assert "| seller | 27 | 52 | 4 | 40 | 0.34 |" in text
     assert "| bag | 0 | 0 | 0 | 0 | 0.00 |" in text
     assert "Pooled over seeds 0, 1, 2" in text
+    # with --text: a row per text metric, BLEU-4 without per-example wins, the per-seed differences
+    bleu = {"pairs": 80, "mean_a": 3.5, "mean_b": 1.25, "a_better": None, "b_better": None}
+    rouge = {"pairs": 80, "mean_a": 19.0, "mean_b": 16.5, "a_better": 50, "b_better": 30}
+    bleu |= {"p": 0.01, "diff_ci95": [0.5, 4.0]}
+    rouge |= {"p": 0.033, "diff_ci95": [0.25, 4.75]}
+    seed = {"bleu4": {**bleu, "mean_a": 4.0}, "rougeL": {**rouge, "mean_b": 20.0}}
+    comparison["text"] = {"pooled": {"bleu4": bleu, "rougeL": rouge}, "per_seed": {"1": seed, "0": seed}}
+    text = _doc(tmp_path / "text", {**art, "comparisons": [comparison]}, "paired-compare").read_text()
+    assert (
+        "| seller vs bag | bleu4 | 80 | 3.50 | 1.25 | — | — | 0.010 | [+0.50, +4.00] | +2.75 / +2.75 |"
+        in text
+    )
+    assert (
+        "| seller vs bag | rougeL | 80 | 19.00 | 16.50 | 50 | 30 | 0.033 | [+0.25, +4.75] | -1.00 / -1.00 |"
+        in text
+    )

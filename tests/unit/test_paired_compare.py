@@ -78,3 +78,58 @@ def test_pairs_of_two_systems_count_what_the_eval_counts(tmp_path) -> None:
     assert moved["pooled"] == out["pooled"] and moved["cells"]["b"] == str(other / "cells" / "b")
     with pytest.raises(SystemExit, match="no cells/b in"):
         compare(str(tmp_path), "a", "b", data=str(tmp_path / "dataset"))
+
+
+def test_text_pairs_score_what_the_eval_scores_and_an_untrained_cell_pairs_with_every_seed(tmp_path) -> None:
+    import json
+
+    from seller_dist.eval.encoder import TextEncoder
+    from seller_dist.eval.text_metrics import text_quality
+
+    records = make_records(12, "test", max_history=4)
+    make_dataset(str(tmp_path / "dataset"), 0, 1, splits=("test",), records={"test": records})
+    refs = [f"Because you viewed {r.history[-1].title}, {r.item_id} fits." for r in records]
+    texts = {
+        ("a", 0): [f"Because you viewed {r.history[-1].title}, try it." for r in records],
+        ("a", 1): [f"You viewed {r.history[-1].title}; {r.item_id} fits." for r in records],
+        ("zero-shot", 0): ["A fine pick for anyone." for _ in records],
+    }
+    for (system, seed), gen in texts.items():
+        write_generations(
+            str(tmp_path / "cells" / system / f"seed-{seed}" / "eval" / "generations.jsonl"),
+            [
+                Generation(r.key, r.user_id, r.item_id, ref, t, [], {})
+                for r, ref, t in zip(records, refs, gen, strict=True)
+            ],
+        )
+    # the grid evaluated the untrained system once and recorded seed 1 as a reuse of seed 0
+    (tmp_path / "cells" / "zero-shot" / "seed-1").mkdir()
+    (tmp_path / "cells" / "zero-shot" / "seed-1" / "result.json").write_text(
+        json.dumps({"reused_from": "seed-0"})
+    )
+    encoder = TextEncoder()
+    out = compare(str(tmp_path), "a", "zero-shot", data=str(tmp_path / "dataset"), encoder=encoder)
+    assert out["seeds"] == [0, 1]
+    # in key order, as the pairs are built
+    order = sorted(range(len(records)), key=lambda i: records[i].key)
+    pooled_a = [texts[("a", s)][i] for s in (0, 1) for i in order]
+    pooled_refs = [refs[i] for _ in (0, 1) for i in order]
+    want_a = text_quality(pooled_a, pooled_refs, encoder=encoder)
+    want_b = text_quality(
+        [texts[("zero-shot", 0)][i] for _ in (0, 1) for i in order], pooled_refs, encoder=encoder
+    )
+    got = out["text"]["pooled"]
+    for m in ("bleu4", "rougeL", "bertscore_f1"):
+        assert got[m]["pairs"] == 24
+        assert got[m]["mean_a"] == pytest.approx(want_a[m]["mean"], abs=1e-9)
+        assert got[m]["mean_b"] == pytest.approx(want_b[m]["mean"], abs=1e-9)
+        lo, hi = got[m]["diff_ci95"]
+        assert lo <= got[m]["mean_a"] - got[m]["mean_b"] <= hi
+    assert got["bleu4"]["mean_a"] > 0 and got["bleu4"]["mean_b"] == 0  # the generic sentence shares no 4-gram
+    assert (
+        got["bleu4"]["p"] < 0.05
+        and got["rougeL"]["a_better"] == 24
+        and got["rougeL"]["p"] == sign_test(24, 0)
+    )
+    seed1 = out["text"]["per_seed"]["1"]["rougeL"]
+    assert seed1["mean_a"] == pytest.approx(text_quality(texts[("a", 1)], refs)["rougeL"]["mean"])
