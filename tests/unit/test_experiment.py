@@ -267,7 +267,8 @@ def test_packaged_experiment_configs_load() -> None:
             continue
         if p.name.endswith("_smollm2_cited.yaml"):
             # the cited-event loss grids: the 40-step grid's whole-title systems, data, recipe and
-            # seeds plus the loss, scored on every test example (one per user); nothing else differs
+            # seeds plus the loss, and its zero-shot, scored on every test example (one per user);
+            # nothing else differs
             base = load_config(ExperimentConfig, root / p.name.replace("_cited", ""))
             assert cfg.data == base.out + "/data" and cfg.llm == base.llm and cfg.train == base.train
             assert cfg.seeds == base.seeds and cfg.budget.max_steps == base.budget.max_steps
@@ -276,7 +277,8 @@ def test_packaged_experiment_configs_load() -> None:
             for name in ("seller-chat", "bag-chat"):
                 want = {**base.systems[f"{name}-fulltitle"], "model.cited_event_loss_coef": 1.0}
                 assert cfg.systems[f"{name}-cited"] == want
-            assert len(cfg.systems) == 2
+            assert cfg.systems["zero-shot"] == base.systems["zero-shot"]  # on the same examples
+            assert len(cfg.systems) == 3
             continue
         # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
         # with SELLER and `bag` on the zero-shot's chat template and question too
