@@ -345,35 +345,40 @@ def _soft_prompt_probe(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
 def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     """tools/paired_compare.py's artifact: per pair of systems and grounding metric, the paired
     outcomes over every seed's test examples, the exact sign test and the bootstrap interval; then
-    per system whether the most attended event and the explanation's citation agree."""
+    per system whether the most attended event and the explanation's citation agree; with --text,
+    per pair of systems and text metric, the paired difference over the same examples."""
     lines = [
         "| A vs B | metric | pairs | rate A | rate B | A only | B only | sign test p | A - B, 95 % interval |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in arts[0]["comparisons"]:
         for m, r in c["pooled"].items():
+            if not r["pairs"]:  # the dataset does not define it (no reference event: real text)
+                continue
             lo, hi = r["diff_ci95"]
             lines.append(
                 f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['rate_a']:.3f} | {r['rate_b']:.3f} | "
                 f"{r['a_only']} | {r['b_only']} | {r['sign_test_p']:.3f} | [{lo:+.3f}, {hi:+.3f}] |"
             )
-    lines += [
+    attention = [
         "",
         "| system | attention on the reference's event: names it | names it not | attention elsewhere: names it | "
         "names it not | names it when attention is on it |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    seen = set()
+    seen: set[str] = set()
     for c in arts[0]["comparisons"]:
         for system, n in c["attention_vs_citing"].items():
-            if system in seen:
+            if system in seen or not any(n.values()):  # no attention or no reference event
                 continue
             seen.add(system)
             on = n["attention_on_cites"] + n["attention_on_not"]
-            lines.append(
+            attention.append(
                 f"| {system} | {n['attention_on_cites']} | {n['attention_on_not']} | {n['attention_off_cites']} | "
                 f"{n['attention_off_not']} | {n['attention_on_cites'] / on if on else 0:.2f} |"
             )
+    if seen:
+        lines += attention
     seeds = sorted({s for c in arts[0]["comparisons"] for s in c["seeds"]})
     text = [c for c in arts[0]["comparisons"] if "text" in c]
     if text:
