@@ -400,6 +400,18 @@ def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
                     f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['mean_a']:{f}} | {r['mean_b']:{f}} | "
                     f"{wins[0]} | {wins[1]} | {r['p']:.3f} | [{lo:+{f}}, {hi:+{f}}] | {per} |"
                 )
+        same = [c for c in text if "same_text" in c["text"]]
+        if same:
+            lines += [
+                "",
+                "| A vs B | seed | pairs | A's explanation is B's | opens with B's first 8 words |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for c in same:
+                for seed, n in sorted(c["text"]["same_text"].items()):
+                    lines.append(
+                        f"| {c['a']} vs {c['b']} | {seed} | {n['pairs']} | {n['identical']} | {n['same_opening']} |"
+                    )
     lines += ["", f"Pooled over seeds {', '.join(map(str, seeds))}: one pair per test example and seed."]
     if text:
         lines += [

@@ -168,6 +168,23 @@ def text_scores(generated: Sequence[str], references: Sequence[str], encoder: An
     }
 
 
+OPENING_WORDS = 8
+
+
+def sameness(generated_a: Sequence[str], generated_b: Sequence[str]) -> dict[str, int]:
+    """How often A wrote B's explanation (the metric tokens equal) or opened it the same way (its
+    first OPENING_WORDS tokens): a soft prompt that has not steered the frozen LLM leaves it writing
+    what it writes zero-shot."""
+    from seller_dist.eval.text_metrics import tokenize
+
+    ta, tb = [tokenize(g) for g in generated_a], [tokenize(g) for g in generated_b]
+    return {
+        "pairs": len(ta),
+        "identical": sum(x == y for x, y in zip(ta, tb, strict=True)),
+        "same_opening": sum(x[:OPENING_WORDS] == y[:OPENING_WORDS] for x, y in zip(ta, tb, strict=True)),
+    }
+
+
 def paired_text(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any]:
     return {
         "bleu4": paired_corpus_bleu(a["bleu4"], b["bleu4"]),
@@ -209,6 +226,7 @@ def compare(
     # explanation name it? (does what the encoders found reach the text)
     attention = {s: dict.fromkeys(ATTENTION_CELLS, 0) for s in (a, b)}
     text: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+    same: dict[int, dict[str, int]] = {}
     for seed in seeds:
         gens = [{g.key: g for g in read_generations(str(generations_of(where[s], seed)))} for s in (a, b)]
         if gens[0].keys() != gens[1].keys():
@@ -220,6 +238,7 @@ def compare(
                 raise SystemExit(f"seed {seed}: '{a}' and '{b}' were scored against different references")
             sa, sb = (text_scores([g[k].generated for k in keys], refs, encoder) for g in gens)
             text[seed] = (sa, sb)
+            same[seed] = sameness(*([g[k].generated for k in keys] for g in gens))
         pairs: dict[str, list[tuple[float, float]]] = {m: [] for m in METRICS}
         for key in keys:
             fa, fb = (example_flags(g[key], records[key]) for g in gens)
@@ -247,6 +266,7 @@ def compare(
         out["text"] = {
             "pooled": paired_text(*pooled),
             "per_seed": {str(s): paired_text(*text[s]) for s in seeds},
+            "same_text": {str(s): same[s] for s in seeds},
         }
     return out
 

@@ -409,6 +409,7 @@ def test_paired_compare_table_has_a_row_per_metric_and_one_per_system(tmp_path: 
     rouge |= {"p": 0.033, "diff_ci95": [0.25, 4.75]}
     seed = {"bleu4": {**bleu, "mean_a": 4.0}, "rougeL": {**rouge, "mean_b": 20.0}}
     comparison["text"] = {"pooled": {"bleu4": bleu, "rougeL": rouge}, "per_seed": {"1": seed, "0": seed}}
+    comparison["text"]["same_text"] = {"0": {"pairs": 80, "identical": 3, "same_opening": 59}}
     text = _doc(tmp_path / "text", {**art, "comparisons": [comparison]}, "paired-compare").read_text()
     assert (
         "| seller vs bag | bleu4 | 80 | 3.50 | 1.25 | — | — | 0.010 | [+0.50, +4.00] | +2.75 / +2.75 |"
@@ -418,3 +419,4 @@ def test_paired_compare_table_has_a_row_per_metric_and_one_per_system(tmp_path: 
         "| seller vs bag | rougeL | 80 | 19.00 | 16.50 | 50 | 30 | 0.033 | [+0.25, +4.75] | -1.00 / -1.00 |"
         in text
     )
+    assert "| seller vs bag | 0 | 80 | 3 | 59 |" in text

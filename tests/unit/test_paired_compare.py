@@ -131,5 +131,8 @@ def test_text_pairs_score_what_the_eval_scores_and_an_untrained_cell_pairs_with_
         and got["rougeL"]["a_better"] == 24
         and got["rougeL"]["p"] == sign_test(24, 0)
     )
+    assert out["text"]["same_text"]["0"] == {"pairs": 12, "identical": 0, "same_opening": 0}
+    again = compare(str(tmp_path), "a", "a", data=str(tmp_path / "dataset"), encoder=encoder)
+    assert again["text"]["same_text"]["1"] == {"pairs": 12, "identical": 12, "same_opening": 12}
     seed1 = out["text"]["per_seed"]["1"]["rougeL"]
     assert seed1["mean_a"] == pytest.approx(text_quality(texts[("a", 1)], refs)["rougeL"]["mean"])
