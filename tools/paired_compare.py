@@ -186,6 +186,7 @@ def sameness(generated_a: Sequence[str], generated_b: Sequence[str]) -> dict[str
 
 
 def paired_text(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any]:
+    """TEXT_METRICS of A against B on the same examples (text_scores of each)."""
     return {
         "bleu4": paired_corpus_bleu(a["bleu4"], b["bleu4"]),
         "rougeL": paired_scores(a["rougeL"], b["rougeL"]),
