@@ -280,12 +280,14 @@ def test_packaged_experiment_configs_load() -> None:
             assert cfg.systems["zero-shot"] == base.systems["zero-shot"]  # on the same examples
             assert len(cfg.systems) == 3
             continue
-        # the real-LLM grids (a 135M LLM on 2 CPUs) run the minimum: SELLER, `bag` and zero-shot,
-        # with SELLER and `bag` on the zero-shot's chat template and question too
+        # the real-LLM grids (a 135M LLM on 2 CPUs): SELLER, `bag`, the id-only and dense-adapter
+        # ablations and zero-shot, every one on the zero-shot's chat template and question
         if "smollm2" in p.name:
             chat = {k: v for k, v in cfg.systems.items() if v.get("model.prompt_format") == "chat"}
             assert {"seller-chat", "bag-chat", "zero-shot"} <= set(chat)
             assert chat["bag-chat"]["model.history_encoder"] == "bag"
+            assert [v.get("model.prompt") for v in chat.values()].count("ids") == 1
+            assert [v.get("model.adapter") for v in chat.values()].count("dense") == 1
             asks = {v["model.prompt_instruction"] for v in chat.values()}
             assert len(asks) == 1, asks  # every chat system is asked the same question
         else:
