@@ -237,7 +237,7 @@ SIDE_BY_SIDE_METRICS = ("bleu1", "bleu4", "rouge1", "rougeL", "bertscore_f1")
 
 
 def _text_side_by_side(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
-    """Systems scored by the same text metrics on the same examples (tests/xrec_released_subset.py):
+    """Systems scored by the same text metrics on the same examples (tools/xrec_released_subset.py):
     per system the mean over its seeds' scores ± their sample std; a system with one run, its score."""
     from seller_dist.experiment import fmt_stat
 

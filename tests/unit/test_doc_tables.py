@@ -107,7 +107,7 @@ def test_experiment_results_render_for_any_systems_and_metrics(tmp_path: Path, m
 
 
 def test_text_side_by_side_gives_each_systems_mean_and_std_over_seeds(tmp_path: Path) -> None:
-    """tests/xrec_released_subset.py's artifact: our cells (a system per seed) and a published
+    """tools/xrec_released_subset.py's artifact: our cells (a system per seed) and a published
     system's one run, scored by the same code on the same examples, become one row per system."""
 
     def text(bleu4: float, rouge: float) -> dict:

@@ -1,7 +1,7 @@
 """XRec's released predictions beside our grid's generations, on the same test examples, scored by
 the same code as `seller-dist score-text` (docs/results.md, "Published numbers side by side").
 
-Not collected by pytest (a research helper). XRec's tst_pred.pkl / tst_ref.pkl are lists aligned
+A research helper, not a product feature (tests/unit/test_xrec_released_subset.py). XRec's tst_pred.pkl / tst_ref.pkl are lists aligned
 with each other but carry no (uid, iid), so an example of ours is matched by its reference text
 (case and punctuation folded). Writes OUT/<system>-seed-<S>.jsonl for every evaluated cell of the
 grid and OUT/xrec-released.jsonl, all on the same matched examples in the same order, as
@@ -9,7 +9,7 @@ grid and OUT/xrec-released.jsonl, all on the same matched examples in the same o
 every file with the eval job's text metrics and writes one JSON artifact (provenance, the matched
 count, each run's metrics) that `./launch.sh tables` turns into the docs' table:
 
-    .venv/bin/python -m tests.xrec_released_subset XREC_DATA_DIR GRID_OUT OUT --artifact A.json
+    .venv/bin/python -m tools.xrec_released_subset XREC_DATA_DIR GRID_OUT OUT --artifact A.json
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def score_all(files: dict[tuple[str, str], Path], argv: list[str], xrec_dir: str
         )
     return {
         "kind": "text-side-by-side",
-        "provenance": provenance(["python", "-m", "tests.xrec_released_subset", *argv]),
+        "provenance": provenance(["python", "-m", "tools.xrec_released_subset", *argv]),
         "xrec_dir": xrec_dir,
         "grid": grid_out,
         "matched": runs[0]["n"],
