@@ -342,11 +342,26 @@ def _soft_prompt_probe(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _text_format(metric: str) -> str:
+    return ".3f" if metric == "bertscore_f1" else ".2f"
+
+
+def _text_row(c: dict[str, Any], m: str, r: dict[str, Any]) -> str:
+    """One paired text metric of a comparison: means, wins (none for corpus BLEU), p, interval."""
+    f, (lo, hi) = _text_format(m), r["diff_ci95"]
+    wins = ("—", "—") if r["a_better"] is None else (r["a_better"], r["b_better"])
+    return (
+        f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['mean_a']:{f}} | {r['mean_b']:{f}} | "
+        f"{wins[0]} | {wins[1]} | {r['p']:.3f} | [{lo:+{f}}, {hi:+{f}}] |"
+    )
+
+
 def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     """tools/paired_compare.py's artifact: per pair of systems and grounding metric, the paired
     outcomes over every seed's test examples, the exact sign test and the bootstrap interval; then
     per system whether the most attended event and the explanation's citation agree; with --text,
-    per pair of systems and text metric, the paired difference over the same examples."""
+    per pair of systems and text metric, the paired difference over the same examples, and over those
+    where neither explanation names a history item."""
     lines = [
         "| A vs B | metric | pairs | rate A | rate B | A only | B only | sign test p | A - B, 95 % interval |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
@@ -389,17 +404,24 @@ def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
         ]
         for c in text:
             for m, r in c["text"]["pooled"].items():
-                lo, hi = r["diff_ci95"]
-                f = ".2f" if m != "bertscore_f1" else ".3f"
+                f = _text_format(m)
                 per = " / ".join(
                     f"{v[m]['mean_a'] - v[m]['mean_b']:+{f}}"
                     for _, v in sorted(c["text"]["per_seed"].items())
                 )
-                wins = ("—", "—") if r["a_better"] is None else (r["a_better"], r["b_better"])
-                lines.append(
-                    f"| {c['a']} vs {c['b']} | {m} | {r['pairs']} | {r['mean_a']:{f}} | {r['mean_b']:{f}} | "
-                    f"{wins[0]} | {wins[1]} | {r['p']:.3f} | [{lo:+{f}}, {hi:+{f}}] | {per} |"
-                )
+                lines.append(f"{_text_row(c, m, r)} {per} |")
+        uncited = [c for c in text if "neither_cites_history" in c["text"]]
+        if uncited:
+            lines += [
+                "",
+                "Only the pairs where neither explanation names a history item:",
+                "",
+                "| A vs B | text metric | pairs | A | B | A better | B better | p | A - B, 95 % interval |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            ]
+            lines += [
+                _text_row(c, m, r) for c in uncited for m, r in c["text"]["neither_cites_history"].items()
+            ]
         same = [c for c in text if "same_text" in c["text"]]
         if same:
             lines += [

@@ -6,7 +6,8 @@ the same records, and gives per metric the discordant pairs, the exact two-sided
 (McNemar's exact test) and a paired bootstrap 95 % interval of the difference in rate. With --text it
 also pairs the text metrics against the same reference (docs/evaluation.md, "Text quality"): ROUGE-L
 and BERTScore-F1 per example (wins, the sign test, the interval of the mean difference) and corpus
-BLEU-4 by Koehn's paired bootstrap (the same resampled examples for both systems). A cell the grid
+BLEU-4 by Koehn's paired bootstrap (the same resampled examples for both systems), over every pair
+and again over the pairs where neither explanation names a history item. A cell the grid
 reused from another seed (an untrained system: result.json's `reused_from`) pairs with every seed.
 It exists to read a measured gap (docs/results.md), not as a product feature.
 
@@ -228,11 +229,16 @@ def compare(
     attention = {s: dict.fromkeys(ATTENTION_CELLS, 0) for s in (a, b)}
     text: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
     same: dict[int, dict[str, int]] = {}
+    uncited: dict[int, np.ndarray] = {}  # per seed and example: neither explanation names a history item
     for seed in seeds:
         gens = [{g.key: g for g in read_generations(str(generations_of(where[s], seed)))} for s in (a, b)]
         if gens[0].keys() != gens[1].keys():
             raise SystemExit(f"seed {seed}: '{a}' and '{b}' scored different examples")
         keys = sorted(gens[0])
+        flags = {key: tuple(example_flags(g[key], records[key]) for g in gens) for key in keys}
+        uncited[seed] = np.array(
+            [not (fa["cites_history"] or fb["cites_history"]) for fa, fb in flags.values()]
+        )
         if encoder is not None:
             refs = [gens[0][k].reference for k in keys]
             if refs != [gens[1][k].reference for k in keys]:
@@ -242,7 +248,7 @@ def compare(
             same[seed] = sameness(*([g[k].generated for k in keys] for g in gens))
         pairs: dict[str, list[tuple[float, float]]] = {m: [] for m in METRICS}
         for key in keys:
-            fa, fb = (example_flags(g[key], records[key]) for g in gens)
+            fa, fb = flags[key]
             for m in METRICS:
                 if m in fa and m in fb:
                     pairs[m].append((fa[m], fb[m]))
@@ -269,6 +275,13 @@ def compare(
             "per_seed": {str(s): paired_text(*text[s]) for s in seeds},
             "same_text": {str(s): same[s] for s in seeds},
         }
+        # the same pairs on the examples where neither explanation names a history item: a text gap
+        # that remains there is not the words of a citation the reference lacks
+        mask = np.concatenate([uncited[s] for s in seeds])
+        if mask.any():
+            out["text"]["neither_cites_history"] = paired_text(
+                *({m: p[m][mask] for m in TEXT_METRICS} for p in pooled)
+            )
     return out
 
 

@@ -420,3 +420,9 @@ def test_paired_compare_table_has_a_row_per_metric_and_one_per_system(tmp_path: 
         in text
     )
     assert "| seller vs bag | 0 | 80 | 3 | 59 |" in text
+    assert "neither explanation names" not in text  # no such subset in the artifact: no block
+    # the pairs where neither explanation names a history item: their own rows, no per-seed column
+    comparison["text"]["neither_cites_history"] = {"rougeL": {**rouge, "pairs": 41, "mean_a": 17.0}}
+    text = _doc(tmp_path / "uncited", {**art, "comparisons": [comparison]}, "paired-compare").read_text()
+    assert "Only the pairs where neither explanation names a history item:" in text
+    assert "| seller vs bag | rougeL | 41 | 17.00 | 16.50 | 50 | 30 | 0.033 | [+0.25, +4.75] |\n" in text

@@ -136,3 +136,26 @@ def test_text_pairs_score_what_the_eval_scores_and_an_untrained_cell_pairs_with_
     assert again["text"]["same_text"]["1"] == {"pairs": 12, "identical": 12, "same_opening": 12}
     seed1 = out["text"]["per_seed"]["1"]["rougeL"]
     assert seed1["mean_a"] == pytest.approx(text_quality(texts[("a", 1)], refs)["rougeL"]["mean"])
+    assert "neither_cites_history" not in out["text"]  # every explanation of "a" names a history item
+
+    # "half" names a history item on every third example only: its other pairs with the zero-shot
+    # (which names none) are the ones where neither does, scored as the eval scores them
+    half = [
+        t if i % 3 == 0 else f"{r.item_id} suits you."
+        for i, (r, t) in enumerate(zip(records, texts[("a", 0)], strict=True))
+    ]
+    write_generations(
+        str(tmp_path / "cells" / "half" / "seed-0" / "eval" / "generations.jsonl"),
+        [
+            Generation(r.key, r.user_id, r.item_id, ref, t, [], {})
+            for r, ref, t in zip(records, refs, half, strict=True)
+        ],
+    )
+    got = compare(str(tmp_path), "half", "zero-shot", data=str(tmp_path / "dataset"), encoder=encoder)["text"]
+    keep = [i for i in order if i % 3]
+    uncited = got["neither_cites_history"]
+    want = text_quality([half[i] for i in keep], [refs[i] for i in keep], encoder=encoder)
+    for m in ("bleu4", "rougeL", "bertscore_f1"):
+        assert uncited[m]["pairs"] == len(keep) == 8 and got["pooled"][m]["pairs"] == 12
+        # BERTScore's encoder batches pad differently on a subset: equal to float32 rounding
+        assert uncited[m]["mean_a"] == pytest.approx(want[m]["mean"], abs=1e-6)
