@@ -342,6 +342,10 @@ def _soft_prompt_probe(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+TEXT_HEADER = "| A vs B | text metric | pairs | A | B | A better | B better | p | A - B, 95 % interval |"
+TEXT_RULE = "|---|---|---:|---:|---:|---:|---:|---:|---|"
+
+
 def _text_format(metric: str) -> str:
     return ".3f" if metric == "bertscore_f1" else ".2f"
 
@@ -397,11 +401,7 @@ def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
     seeds = sorted({s for c in arts[0]["comparisons"] for s in c["seeds"]})
     text = [c for c in arts[0]["comparisons"] if "text" in c]
     if text:
-        lines += [
-            "",
-            "| A vs B | text metric | pairs | A | B | A better | B better | p | A - B, 95 % interval | A - B per seed |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
-        ]
+        lines += ["", f"{TEXT_HEADER} A - B per seed |", f"{TEXT_RULE}---|"]
         for c in text:
             for m, r in c["text"]["pooled"].items():
                 f = _text_format(m)
@@ -416,8 +416,8 @@ def _paired_compare(arts: list[dict[str, Any]], _: dict[str, str]) -> str:
                 "",
                 "Only the pairs where neither explanation names a history item:",
                 "",
-                "| A vs B | text metric | pairs | A | B | A better | B better | p | A - B, 95 % interval |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---|",
+                TEXT_HEADER,
+                TEXT_RULE,
             ]
             lines += [
                 _text_row(c, m, r) for c in uncited for m, r in c["text"]["neither_cites_history"].items()
